@@ -1,0 +1,275 @@
+//! The `graftlm` command-line program. Its flags and `--json` output are a stable contract.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::prelude::Backend;
+use clap::{Args, Parser, Subcommand};
+use graftlm::{Checkpoint, Error, GenerateOptions, PromptStyle, Result, SamplingParams, Tokenizer};
+
+#[derive(Parser)]
+#[command(
+    name = "graftlm",
+    version,
+    about = "Run GPT-style models and graft fine-tuning adapters onto them"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a checkpoint.
+    Generate(GenerateArgs),
+    /// Describe a checkpoint directory.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Base checkpoint directory (LitGPT or Hugging Face layout).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Adapter file or directory (repeatable).
+    #[arg(long)]
+    adapter: Vec<String>,
+    /// Merge adapters into the weights instead of keeping them separate.
+    #[arg(long)]
+    merge: bool,
+    /// The prompt; read from standard input when absent.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// System prompt for prompt styles that have one.
+    #[arg(long)]
+    sys_prompt: Option<String>,
+    /// Maximum number of new tokens.
+    #[arg(long, default_value_t = 50)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Nucleus sampling threshold in [0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Stop when this text appears (repeatable); it is not printed.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Use the prompt as is, without the checkpoint's prompt style.
+    #[arg(long)]
+    raw: bool,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+    /// Backend: one of the compiled-in backends (default: the first).
+    #[arg(long)]
+    backend: Option<String>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Checkpoint directory.
+    dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => run_generate(a),
+        Command::Inspect(a) => run_inspect(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_generate(a: GenerateArgs) -> Result<()> {
+    if !a.adapter.is_empty() || a.merge {
+        return Err(Error::Unsupported(
+            "--adapter and --merge are not available in this version of graftlm yet".into(),
+        ));
+    }
+    let backend = a.backend.clone().unwrap_or_else(|| {
+        graftlm::backend::available()
+            .first()
+            .copied()
+            .unwrap_or("none")
+            .to_string()
+    });
+    match backend.as_str() {
+        #[cfg(feature = "flex")]
+        "flex" => generate_on::<graftlm::backend::Flex>(a, &Default::default(), "flex"),
+        #[cfg(feature = "ndarray")]
+        "ndarray" => generate_on::<graftlm::backend::NdArray>(a, &Default::default(), "ndarray"),
+        #[cfg(feature = "cuda")]
+        "cuda" => generate_on::<graftlm::backend::Cuda>(a, &Default::default(), "cuda"),
+        other => Err(Error::invalid(
+            "backend",
+            format!(
+                "`{other}` is not compiled in (available: {})",
+                graftlm::backend::available().join(", ")
+            ),
+        )),
+    }
+}
+
+fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
+    let prompt = match a.prompt {
+        Some(p) => p,
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Error::io("<stdin>", e))?;
+            s
+        }
+    };
+    let t0 = Instant::now();
+    let ckpt = Checkpoint::open(&a.checkpoint)?;
+    let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
+    let style = if a.raw {
+        None
+    } else {
+        Some(PromptStyle::resolve(&ckpt.dir, &ckpt.config.name)?)
+    };
+    let styled = match &style {
+        Some(s) => s.apply(&prompt, a.sys_prompt.as_deref()),
+        None => prompt.clone(),
+    };
+    let ids = tokenizer.encode(&styled)?;
+    if ids.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: (a.top_k > 0).then_some(a.top_k),
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+        stop_strings: a.stop.clone(),
+        ..Default::default()
+    };
+    opts.sampling.validate()?;
+    let total = ids.len() + opts.max_new_tokens;
+    if total > ckpt.config.block_size {
+        return Err(Error::ContextOverflow {
+            prompt_tokens: ids.len(),
+            max_new_tokens: opts.max_new_tokens,
+            total,
+            block_size: ckpt.config.block_size,
+        });
+    }
+    let model = ckpt.load::<B>(device)?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let stdout = std::io::stdout();
+    let json = a.json;
+    let out = graftlm::generate(&model, &tokenizer, &ids, &opts, &mut |piece| {
+        if !json {
+            let mut lock = stdout.lock();
+            let _ = lock.write_all(piece.as_bytes());
+            let _ = lock.flush();
+        }
+        true
+    })?;
+    let gen_s = t1.elapsed().as_secs_f64();
+    let n = out.generated_ids.len();
+    if json {
+        let v = serde_json::json!({
+            "checkpoint": ckpt.dir.display().to_string(),
+            "backend": backend,
+            "prompt_style": style.as_ref().map(|s| s.name()),
+            "prompt": styled,
+            "prompt_ids": out.prompt_ids,
+            "generated_ids": out.generated_ids,
+            "text": out.text,
+            "stop_reason": out.stop_reason.as_str(),
+            "adapters": serde_json::Value::Array(vec![]),
+            "merged": false,
+            "seconds": {"load": load_s, "generate": gen_s},
+        });
+        println!("{v}");
+    } else {
+        println!();
+        eprintln!(
+            "[{n} tokens in {gen_s:.2} s ({:.1} tokens/s) on {backend}; load {load_s:.2} s; stop: {}]",
+            n as f64 / gen_s.max(1e-9),
+            out.stop_reason.as_str()
+        );
+    }
+    Ok(())
+}
+
+fn run_inspect(a: InspectArgs) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.dir)?;
+    let info = ckpt.inspect()?;
+    let c = &info.config;
+    let style = PromptStyle::resolve(&ckpt.dir, &c.name)?;
+    if a.json {
+        let v = serde_json::json!({
+            "dir": info.dir.display().to_string(),
+            "format": info.format,
+            "name": c.name,
+            "architecture": format!("{:?}", c.family),
+            "weights": info.weights_path.display().to_string(),
+            "tensors": info.tensor_count,
+            "parameters": info.parameter_count,
+            "dtypes": info.dtypes.iter().map(|(d, n)| serde_json::json!({"dtype": d, "count": n})).collect::<Vec<_>>(),
+            "n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head,
+            "n_query_groups": c.n_query_groups, "head_size": c.head_size,
+            "block_size": c.block_size, "vocab_size": c.padded_vocab_size,
+            "intermediate_size": c.intermediate_size,
+            "norm": format!("{:?}", c.norm), "mlp": format!("{:?}", c.mlp),
+            "rope_n_elem": c.rope_n_elem, "rope_base": c.rope_base,
+            "parallel_residual": c.parallel_residual,
+            "prompt_style": style.name(),
+            "files": info.files,
+            "adapters": serde_json::Value::Array(vec![]),
+        });
+        println!("{v}");
+    } else {
+        println!("{}  ({} checkpoint)", info.dir.display(), info.format);
+        println!("  name          {}", c.name);
+        println!(
+            "  weights       {} ({} tensors)",
+            info.weights_path.display(),
+            info.tensor_count
+        );
+        let dt: Vec<String> = info
+            .dtypes
+            .iter()
+            .map(|(d, n)| format!("{d} ×{n}"))
+            .collect();
+        println!("  dtypes        {}", dt.join(", "));
+        println!("  parameters    {}", info.parameter_count);
+        println!(
+            "  shape         {} layers, n_embd {}, {} heads × {} (kv heads {}), mlp {:?} {}, vocab {}, block {}",
+            c.n_layer, c.n_embd, c.n_head, c.head_size, c.n_query_groups, c.mlp, c.intermediate_size,
+            c.padded_vocab_size, c.block_size
+        );
+        println!(
+            "  features      norm {:?}, rotary {}/{} dims base {}, parallel residual {}, shared attn norm {}",
+            c.norm, c.rope_n_elem, c.head_size, c.rope_base, c.parallel_residual, c.shared_attention_norm
+        );
+        println!("  prompt style  {}", style.name());
+        println!("  side files    {}", info.files.join(", "));
+    }
+    Ok(())
+}

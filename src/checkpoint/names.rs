@@ -1,0 +1,399 @@
+//! THE name table: which stored tensor (or tensors) feed each model parameter, in which layout.
+//!
+//! Model parameters are named as in LitGPT (`transformer.h.{i}.attn.qkv.weight`, ...) and are
+//! stored `[out, in]` like PyTorch. Each format maps onto those names; fused q/k/v always ends up
+//! as LitGPT's `[Q | K | V]` row blocks. [`load`] checks that every parameter is present with the
+//! right shape and that no stored tensor is left unused.
+
+use std::collections::HashMap;
+
+use super::weights::{HostTensor, WeightFiles};
+use crate::config::{Family, MlpKind, ModelConfig, NormKind};
+use crate::error::{Error, Result};
+
+/// Where a parameter comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// One stored tensor, same layout.
+    One(String),
+    /// Separate q, k, v projections stacked by rows into `[Q | K | V]` (HF Llama, Qwen2, Phi).
+    QkvConcat([String; 3]),
+    /// GPT-NeoX `query_key_value`, stored per group as `[q.., k, v]`; regrouped to `[Q | K | V]`.
+    NeoxQkv(String),
+    /// A tied output head: the first name if stored, otherwise the second (the embedding).
+    Tied(String, String),
+}
+
+/// One model parameter: its name, its `[out, in]` shape and its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub source: Source,
+}
+
+/// Stored tensors that carry no weights (rotary caches, attention masks).
+fn ignorable(family: Family, name: &str) -> bool {
+    match family {
+        Family::LitGpt => false,
+        Family::HfLlama | Family::HfPhi => name.ends_with(".rotary_emb.inv_freq"),
+        Family::HfGptNeox => {
+            name.ends_with(".rotary_emb.inv_freq")
+                || name.ends_with(".attention.bias")
+                || name.ends_with(".attention.masked_bias")
+        }
+    }
+}
+
+/// The full table for a configuration.
+pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
+    let e = cfg.n_embd;
+    let hs = cfg.head_size;
+    let q_rows = cfg.n_head * hs;
+    let kv_rows = cfg.n_query_groups * hs;
+    let layer_norm = cfg.norm == NormKind::LayerNorm;
+    let mut t = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, source: Source| {
+        t.push(Entry {
+            name,
+            shape,
+            source,
+        });
+    };
+    let one = |s: String| Source::One(s);
+
+    // (prefix for layers, embedding, final norm, head) per family.
+    let (wte, ln_f, head) = match cfg.family {
+        Family::LitGpt => ("transformer.wte", "transformer.ln_f", "lm_head"),
+        Family::HfLlama => ("model.embed_tokens", "model.norm", "lm_head"),
+        Family::HfGptNeox => (
+            "gpt_neox.embed_in",
+            "gpt_neox.final_layer_norm",
+            "embed_out",
+        ),
+        Family::HfPhi => ("model.embed_tokens", "model.final_layernorm", "lm_head"),
+    };
+    push(
+        "transformer.wte.weight".into(),
+        vec![cfg.padded_vocab_size, e],
+        one(format!("{wte}.weight")),
+    );
+
+    for i in 0..cfg.n_layer {
+        let lit = |s: &str| format!("transformer.h.{i}.{s}");
+        // Stored names for: norm_1, norm_2, qkv (kind), proj, mlp names.
+        let (n1, n2, proj, mlp): (String, Option<String>, String, [String; 3]) = match cfg.family {
+            Family::LitGpt => (
+                lit("norm_1"),
+                Some(lit("norm_2")),
+                lit("attn.proj"),
+                [lit("mlp.fc"), lit("mlp.fc_1"), lit("mlp.fc_2")],
+            ),
+            Family::HfLlama => {
+                let p = format!("model.layers.{i}");
+                (
+                    format!("{p}.input_layernorm"),
+                    Some(format!("{p}.post_attention_layernorm")),
+                    format!("{p}.self_attn.o_proj"),
+                    [
+                        String::new(),
+                        format!("{p}.mlp.gate_proj"),
+                        format!("{p}.mlp.up_proj"),
+                    ],
+                )
+            }
+            Family::HfGptNeox => {
+                let p = format!("gpt_neox.layers.{i}");
+                (
+                    format!("{p}.input_layernorm"),
+                    Some(format!("{p}.post_attention_layernorm")),
+                    format!("{p}.attention.dense"),
+                    [
+                        format!("{p}.mlp.dense_h_to_4h"),
+                        String::new(),
+                        String::new(),
+                    ],
+                )
+            }
+            Family::HfPhi => {
+                let p = format!("model.layers.{i}");
+                (
+                    format!("{p}.input_layernorm"),
+                    None,
+                    format!("{p}.self_attn.dense"),
+                    [format!("{p}.mlp.fc1"), String::new(), String::new()],
+                )
+            }
+        };
+        let mlp_proj = match cfg.family {
+            Family::LitGpt => lit("mlp.proj"),
+            Family::HfLlama => format!("model.layers.{i}.mlp.down_proj"),
+            Family::HfGptNeox => format!("gpt_neox.layers.{i}.mlp.dense_4h_to_h"),
+            Family::HfPhi => format!("model.layers.{i}.mlp.fc2"),
+        };
+
+        push(lit("norm_1.weight"), vec![e], one(format!("{n1}.weight")));
+        if layer_norm {
+            push(lit("norm_1.bias"), vec![e], one(format!("{n1}.bias")));
+        }
+
+        let qkv = |suffix: &str| -> Source {
+            match cfg.family {
+                Family::LitGpt => one(lit(&format!("attn.qkv.{suffix}"))),
+                Family::HfLlama | Family::HfPhi => {
+                    let p = format!("model.layers.{i}.self_attn");
+                    Source::QkvConcat([
+                        format!("{p}.q_proj.{suffix}"),
+                        format!("{p}.k_proj.{suffix}"),
+                        format!("{p}.v_proj.{suffix}"),
+                    ])
+                }
+                Family::HfGptNeox => Source::NeoxQkv(format!(
+                    "gpt_neox.layers.{i}.attention.query_key_value.{suffix}"
+                )),
+            }
+        };
+        push(
+            lit("attn.qkv.weight"),
+            vec![q_rows + 2 * kv_rows, e],
+            qkv("weight"),
+        );
+        if cfg.qkv_bias {
+            push(
+                lit("attn.qkv.bias"),
+                vec![q_rows + 2 * kv_rows],
+                qkv("bias"),
+            );
+        }
+        push(
+            lit("attn.proj.weight"),
+            vec![e, q_rows],
+            one(format!("{proj}.weight")),
+        );
+        if cfg.attn_out_bias {
+            push(lit("attn.proj.bias"), vec![e], one(format!("{proj}.bias")));
+        }
+
+        if !cfg.shared_attention_norm {
+            let n2 = n2.unwrap_or_else(|| lit("norm_2"));
+            push(lit("norm_2.weight"), vec![e], one(format!("{n2}.weight")));
+            if layer_norm {
+                push(lit("norm_2.bias"), vec![e], one(format!("{n2}.bias")));
+            }
+        }
+
+        let inter = cfg.intermediate_size;
+        let fcs: Vec<(&str, &String)> = match cfg.mlp {
+            MlpKind::GptNeox => vec![("mlp.fc", &mlp[0])],
+            MlpKind::Llama | MlpKind::Gemma => vec![("mlp.fc_1", &mlp[1]), ("mlp.fc_2", &mlp[2])],
+        };
+        for (ours, stored) in fcs {
+            push(
+                lit(&format!("{ours}.weight")),
+                vec![inter, e],
+                one(format!("{stored}.weight")),
+            );
+            if cfg.mlp_bias {
+                push(
+                    lit(&format!("{ours}.bias")),
+                    vec![inter],
+                    one(format!("{stored}.bias")),
+                );
+            }
+        }
+        push(
+            lit("mlp.proj.weight"),
+            vec![e, inter],
+            one(format!("{mlp_proj}.weight")),
+        );
+        if cfg.mlp_bias {
+            push(
+                lit("mlp.proj.bias"),
+                vec![e],
+                one(format!("{mlp_proj}.bias")),
+            );
+        }
+    }
+
+    push(
+        "transformer.ln_f.weight".into(),
+        vec![e],
+        one(format!("{ln_f}.weight")),
+    );
+    if layer_norm {
+        push(
+            "transformer.ln_f.bias".into(),
+            vec![e],
+            one(format!("{ln_f}.bias")),
+        );
+    }
+    let head_src = if cfg.tie_embeddings {
+        Source::Tied(format!("{head}.weight"), format!("{wte}.weight"))
+    } else {
+        one(format!("{head}.weight"))
+    };
+    push(
+        "lm_head.weight".into(),
+        vec![cfg.padded_vocab_size, e],
+        head_src,
+    );
+    if cfg.lm_head_bias {
+        push(
+            "lm_head.bias".into(),
+            vec![cfg.padded_vocab_size],
+            one(format!("{head}.bias")),
+        );
+    }
+    t
+}
+
+/// Reads every parameter of `cfg` from `files`, checking presence, shapes and leftovers.
+pub fn load(cfg: &ModelConfig, files: &WeightFiles) -> Result<HashMap<String, HostTensor>> {
+    let stored = files.tensors();
+    let mut out = HashMap::new();
+    let table = table(cfg);
+
+    // Check every source first (cheap: metadata only), so errors come before any reading.
+    let check = |name: &str, expected: &[usize]| -> Result<()> {
+        match stored.get(name) {
+            None => Err(Error::MissingTensor {
+                path: files.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+            }),
+            Some(m) if m.shape != expected => Err(Error::ShapeMismatch {
+                path: files.file_of(name),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: m.shape.clone(),
+            }),
+            Some(_) => Ok(()),
+        }
+    };
+    let hs = cfg.head_size;
+    let parts = |shape: &[usize]| -> [Vec<usize>; 3] {
+        let rest: Vec<usize> = shape[1..].to_vec();
+        let mk = |rows: usize| [vec![rows], rest.clone()].concat();
+        [
+            mk(cfg.n_head * hs),
+            mk(cfg.n_query_groups * hs),
+            mk(cfg.n_query_groups * hs),
+        ]
+    };
+    for entry in &table {
+        match &entry.source {
+            Source::One(n) | Source::NeoxQkv(n) => check(n, &entry.shape)?,
+            Source::QkvConcat(names) => {
+                for (n, s) in names.iter().zip(parts(&entry.shape)) {
+                    check(n, &s)?;
+                }
+            }
+            Source::Tied(head, wte) => {
+                if stored.contains_key(head) {
+                    check(head, &entry.shape)?
+                } else {
+                    check(wte, &entry.shape)?
+                }
+            }
+        }
+    }
+    let extra: Vec<&String> = stored
+        .keys()
+        .filter(|k| !ignorable(cfg.family, k))
+        .filter(|k| {
+            !table.iter().any(|e| match &e.source {
+                Source::One(n) | Source::NeoxQkv(n) => n == *k,
+                Source::QkvConcat(ns) => ns.contains(k),
+                Source::Tied(a, b) => a == *k || b == *k,
+            })
+        })
+        .collect();
+    if !extra.is_empty() {
+        return Err(Error::UnexpectedTensors {
+            path: files.path.clone(),
+            count: extra.len(),
+            examples: extra
+                .iter()
+                .take(3)
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+
+    for entry in table {
+        let t = match &entry.source {
+            Source::One(n) => files.read_f32(n)?,
+            Source::Tied(head, wte) => {
+                if stored.contains_key(head) {
+                    files.read_f32(head)?
+                } else {
+                    files.read_f32(wte)?
+                }
+            }
+            Source::QkvConcat(names) => {
+                let mut data = Vec::new();
+                for n in names {
+                    data.extend(files.read_f32(n)?.data);
+                }
+                HostTensor {
+                    shape: entry.shape.clone(),
+                    data,
+                }
+            }
+            Source::NeoxQkv(n) => {
+                let t = files.read_f32(n)?;
+                let row = t.shape[1..].iter().product::<usize>();
+                HostTensor {
+                    shape: t.shape.clone(),
+                    data: neox_to_grouped(&t.data, row, cfg.n_head, cfg.n_query_groups, hs),
+                }
+            }
+        };
+        out.insert(entry.name, t);
+    }
+    Ok(out)
+}
+
+/// GPT-NeoX stores q/k/v interleaved per group: `[q_g0 (q_per_kv heads), k_g0, v_g0, q_g1, ...]`.
+/// Returns LitGPT's `[Q | K | V]` row order. `row` is the length of one row (1 for a bias).
+pub fn neox_to_grouped(
+    data: &[f32],
+    row: usize,
+    n_head: usize,
+    groups: usize,
+    hs: usize,
+) -> Vec<f32> {
+    let q_per_kv = n_head / groups;
+    let chunk = (q_per_kv + 2) * hs * row;
+    let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+    for g in 0..groups {
+        let c = &data[g * chunk..(g + 1) * chunk];
+        let qn = q_per_kv * hs * row;
+        q.extend_from_slice(&c[..qn]);
+        k.extend_from_slice(&c[qn..qn + hs * row]);
+        v.extend_from_slice(&c[qn + hs * row..]);
+    }
+    q.extend(k);
+    q.extend(v);
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neox_regrouping_moves_rows_per_group() {
+        // 2 heads, 2 groups, head size 1: stored [q0, k0, v0, q1, k1, v1].
+        let stored = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            neox_to_grouped(&stored, 1, 2, 2, 1),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
+        // With 2-wide rows the rows move intact.
+        let stored: Vec<f32> = (0..12).map(|x| x as f32).collect();
+        let got = neox_to_grouped(&stored, 2, 2, 2, 1);
+        assert_eq!(got, vec![0., 1., 6., 7., 2., 3., 8., 9., 4., 5., 10., 11.]);
+    }
+}

@@ -1,0 +1,338 @@
+//! Readers for weight files: safetensors (single or sharded, memory-mapped) and PyTorch `.pth`
+//! (LitGPT's `lit_model.pth`). Both present the same view: tensor names with dtype and shape, and
+//! each tensor on demand as `f32` values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use super::pth::PthFile;
+use crate::error::{Error, Result};
+
+/// Name, dtype and shape of one stored tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorMeta {
+    /// The dtype as stored (`F32`, `F16`, `BF16`, ...).
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+/// A tensor read into memory as `f32`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    data_start: usize,
+}
+
+/// Where one safetensors tensor lives: shard index, dtype, shape, byte range in the data section.
+type Located = (usize, Dtype, Vec<usize>, (usize, usize));
+
+enum Backing {
+    Safetensors {
+        shards: Vec<Shard>,
+        // name -> (shard index, dtype, shape, byte range within the data section)
+        index: HashMap<String, Located>,
+    },
+    Pth {
+        file: PthFile,
+        prefix: String,
+    },
+}
+
+/// The weight files of one checkpoint.
+pub struct WeightFiles {
+    /// The file (or index file) the weights were opened from; used in error messages.
+    pub path: PathBuf,
+    backing: Backing,
+    meta: BTreeMap<String, TensorMeta>,
+}
+
+impl std::fmt::Debug for WeightFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFiles")
+            .field("path", &self.path)
+            .field("tensors", &self.meta.len())
+            .finish()
+    }
+}
+
+fn catch<T>(path: &Path, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(Error::parse(
+            path,
+            format!("{what}: the reader panicked (corrupt file?)"),
+        ))
+    })
+}
+
+impl WeightFiles {
+    /// Finds and opens the weights in a checkpoint directory: `lit_model.pth`,
+    /// `model.safetensors.index.json` (sharded) or `model.safetensors`.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let candidates = [
+            "lit_model.pth",
+            "model.safetensors.index.json",
+            "model.safetensors",
+        ];
+        for c in candidates {
+            let p = dir.join(c);
+            if p.is_file() {
+                return Self::open(&p);
+            }
+        }
+        Err(Error::NotFound {
+            path: dir.to_path_buf(),
+            what: format!("weights (looked for {})", candidates.join(", ")),
+        })
+    }
+
+    /// Opens one weight file (`.pth`, `.safetensors`, or a `.safetensors.index.json`).
+    pub fn open(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".index.json") {
+            Self::open_sharded(path)
+        } else if name.ends_with(".safetensors") {
+            Self::open_safetensors(path, &[path.to_path_buf()])
+        } else {
+            Self::open_pth(path)
+        }
+    }
+
+    fn open_sharded(index_path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::parse(index_path, e))?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::parse(index_path, "no `weight_map` object"))?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<PathBuf> = Vec::new();
+        for (tensor, file) in map {
+            let file = file.as_str().ok_or_else(|| {
+                Error::parse(
+                    index_path,
+                    format!("weight_map[{tensor:?}] is not a file name"),
+                )
+            })?;
+            if file.contains('/') || file.contains('\\') || file == ".." {
+                return Err(Error::parse(
+                    index_path,
+                    format!("shard name {file:?} leaves the directory"),
+                ));
+            }
+            let p = dir.join(file);
+            if !files.contains(&p) {
+                files.push(p);
+            }
+        }
+        files.sort();
+        let mut wf = Self::open_safetensors(index_path, &files)?;
+        // Every tensor named in the index must be in the shard it names.
+        for (tensor, file) in map {
+            let Some(Backing::Safetensors { shards, index }) = Some(&wf.backing) else {
+                break;
+            };
+            let found = index.get(tensor).map(|(i, ..)| shards[*i].path.file_name());
+            let expected = file.as_str().map(std::ffi::OsStr::new);
+            if found.flatten() != expected {
+                return Err(Error::parse(
+                    index_path,
+                    format!("tensor `{tensor}` is listed in {file} but not stored there"),
+                ));
+            }
+        }
+        wf.path = index_path.to_path_buf();
+        Ok(wf)
+    }
+
+    fn open_safetensors(path: &Path, files: &[PathBuf]) -> Result<Self> {
+        let mut shards = Vec::new();
+        let mut index = HashMap::new();
+        let mut meta = BTreeMap::new();
+        for (si, file) in files.iter().enumerate() {
+            let f = File::open(file).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    path: file.clone(),
+                    what: "safetensors file".into(),
+                },
+                _ => Error::io(file, e),
+            })?;
+            // SAFETY: the map is read-only; a file truncated underneath us can still fault, as with
+            // any memory-mapped reader, but the header sizes are checked against the length first.
+            let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(file, e))?;
+            let (n, md) = SafeTensors::read_metadata(&mmap)
+                .map_err(|e| Error::parse(file, format!("invalid safetensors file: {e}")))?;
+            for (name, info) in md.tensors() {
+                if index.contains_key(&name) {
+                    return Err(Error::parse(
+                        file,
+                        format!("tensor `{name}` is stored twice"),
+                    ));
+                }
+                meta.insert(
+                    name.clone(),
+                    TensorMeta {
+                        dtype: format!("{:?}", info.dtype),
+                        shape: info.shape.clone(),
+                    },
+                );
+                index.insert(
+                    name,
+                    (si, info.dtype, info.shape.clone(), info.data_offsets),
+                );
+            }
+            shards.push(Shard {
+                path: file.clone(),
+                mmap,
+                data_start: 8 + n,
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            backing: Backing::Safetensors { shards, index },
+            meta,
+        })
+    }
+
+    fn open_pth(path: &Path) -> Result<Self> {
+        let file = catch(path, "reading the PyTorch checkpoint", || {
+            PthFile::open(path)
+        })?;
+        // LitGPT training checkpoints nest the state dict under "model".
+        let names: Vec<&String> = file.metas().map(|(n, ..)| n).collect();
+        let nested = !names.is_empty()
+            && names.iter().all(|k| k.starts_with("model."))
+            && names
+                .iter()
+                .any(|k| k.starts_with("model.transformer.") || k.starts_with("model.lm_head."));
+        let prefix = if nested {
+            "model.".to_string()
+        } else {
+            String::new()
+        };
+        let mut meta = BTreeMap::new();
+        for (k, dtype, shape) in file.metas() {
+            let Some(name) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            meta.insert(
+                name.to_string(),
+                TensorMeta {
+                    dtype: dtype.to_string(),
+                    shape: shape.clone(),
+                },
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            backing: Backing::Pth { file, prefix },
+            meta,
+        })
+    }
+
+    /// All stored tensors with their dtype and shape, by name.
+    pub fn tensors(&self) -> &BTreeMap<String, TensorMeta> {
+        &self.meta
+    }
+
+    /// The file that holds `name` (the shard, for sharded safetensors).
+    pub fn file_of(&self, name: &str) -> PathBuf {
+        match &self.backing {
+            Backing::Safetensors { shards, index } => index
+                .get(name)
+                .map(|(i, ..)| shards[*i].path.clone())
+                .unwrap_or_else(|| self.path.clone()),
+            Backing::Pth { .. } => self.path.clone(),
+        }
+    }
+
+    /// Reads tensor `name` as `f32` (f16 and bf16 are widened exactly).
+    pub fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let missing = || Error::MissingTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+            expected: vec![],
+        };
+        match &self.backing {
+            Backing::Safetensors { shards, index } => {
+                let (si, dtype, shape, (start, end)) = index.get(name).ok_or_else(missing)?;
+                let shard = &shards[*si];
+                let bytes = shard
+                    .mmap
+                    .get(shard.data_start + start..shard.data_start + end)
+                    .ok_or_else(|| Error::BadTensor {
+                        path: shard.path.clone(),
+                        name: name.to_string(),
+                        msg: "data range lies outside the file".into(),
+                    })?;
+                let data = decode(bytes, *dtype).map_err(|msg| Error::BadTensor {
+                    path: shard.path.clone(),
+                    name: name.to_string(),
+                    msg,
+                })?;
+                Ok(HostTensor {
+                    shape: shape.clone(),
+                    data,
+                })
+            }
+            Backing::Pth { file, prefix } => {
+                let shape = self.meta.get(name).ok_or_else(missing)?.shape.clone();
+                let data = catch(&self.path, name, || {
+                    file.read_f32(&format!("{prefix}{name}"))
+                })?;
+                Ok(HostTensor { shape, data })
+            }
+        }
+    }
+}
+
+fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        Dtype::F64 => 8,
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not supported (use f32, f16 or bf16)"
+            ))
+        }
+    };
+    if bytes.len() % width != 0 {
+        return Err(format!(
+            "{} bytes is not a whole number of {dtype:?} values",
+            bytes.len()
+        ));
+    }
+    let out = match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+    };
+    Ok(out)
+}

@@ -1,0 +1,255 @@
+//! Hugging Face `config.json` → [`ModelConfig`] for llama, mistral, qwen2, gpt_neox and phi.
+//!
+//! HF configs carry many training-only fields, so unknown keys are ignored; the fields that change
+//! the forward pass are all read, and values graftlm cannot honour are errors naming the field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_yaml::Value;
+
+use super::litgpt::{rope_scaling_from, Fields};
+use super::{Family, MlpKind, ModelConfig, NormKind};
+use crate::error::{Error, Result};
+
+pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<ModelConfig> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::parse(path, e))?;
+    let serde_json::Value::Object(obj) = json else {
+        return Err(Error::parse(path, "expected a JSON object"));
+    };
+    // Re-express as YAML values so the LitGPT field helpers can be shared.
+    let mut map = BTreeMap::new();
+    for (k, v) in obj {
+        let v: Value = serde_yaml::to_value(&v).map_err(|e| Error::parse(path, e))?;
+        map.insert(k, v);
+    }
+    let mut f = Fields::new(map, path);
+    let model_type = f
+        .string("model_type")?
+        .ok_or_else(|| Error::UnknownArchitecture {
+            path: path.to_path_buf(),
+            arch: "(config.json has no model_type)".into(),
+        })?;
+    if !matches!(
+        model_type.as_str(),
+        "llama" | "mistral" | "qwen2" | "gpt_neox" | "phi"
+    ) {
+        return Err(Error::UnknownArchitecture {
+            path: path.to_path_buf(),
+            arch: model_type,
+        });
+    }
+    let name = f
+        .string("_name_or_path")?
+        .and_then(|p| {
+            p.trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .map(str::to_string)
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| default_name.to_string());
+
+    let need = |f: &mut Fields<'_>, key: &str| -> Result<usize> {
+        f.usize(key)?
+            .ok_or_else(|| f.err(key, "required field is missing"))
+    };
+    let n_embd = need(&mut f, "hidden_size")?;
+    let n_layer = need(&mut f, "num_hidden_layers")?;
+    let n_head = need(&mut f, "num_attention_heads")?;
+    let padded_vocab_size = need(&mut f, "vocab_size")?;
+    let intermediate_size = need(&mut f, "intermediate_size")?;
+    let block_size = f.usize("max_position_embeddings")?.unwrap_or(2048);
+    let head_size = match f.usize("head_dim")? {
+        Some(h) => h,
+        None if n_head > 0 && n_embd % n_head == 0 => n_embd / n_head,
+        None => {
+            return Err(f.err(
+                "num_attention_heads",
+                format!(
+                    "hidden_size ({n_embd}) is not a multiple of num_attention_heads ({n_head})"
+                ),
+            ))
+        }
+    };
+    let n_query_groups = f.usize("num_key_value_heads")?.unwrap_or(n_head);
+    let tie_embeddings = f.bool("tie_word_embeddings")?.unwrap_or(false);
+    // transformers ≥ 5 nests RoPE settings in `rope_parameters`; older files keep them top-level.
+    let rope_params = f.take("rope_parameters");
+    let rp = |k: &str| {
+        rope_params
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(Value::as_f64)
+    };
+    let (rp_theta, rp_partial) = (rp("rope_theta"), rp("partial_rotary_factor"));
+    let rope_scaling = match (f.take("rope_scaling"), &rope_params) {
+        (Some(v), _) => rope_scaling_from(&f, "rope_scaling", &v)?,
+        (None, Some(v)) => rope_scaling_from(&f, "rope_parameters", v)?,
+        (None, None) => None,
+    };
+    let hidden_act = f.string("hidden_act")?;
+    let act = |f: &Fields<'_>, allowed: &[&str], tanh: &[&str]| -> Result<bool> {
+        let a = hidden_act.clone().unwrap_or_else(|| allowed[0].to_string());
+        if tanh.contains(&a.as_str()) {
+            Ok(true)
+        } else if allowed.contains(&a.as_str()) {
+            Ok(false)
+        } else {
+            Err(f.err(
+                "hidden_act",
+                format!("`{a}` is not supported for {model_type}"),
+            ))
+        }
+    };
+
+    let cfg = match model_type.as_str() {
+        "llama" | "mistral" | "qwen2" => {
+            act(&f, &["silu"], &[])?;
+            let qwen = model_type == "qwen2";
+            let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
+            let mlp_bias = f.bool("mlp_bias")?.unwrap_or(false);
+            let sliding_window = match model_type.as_str() {
+                "mistral" => f.usize("sliding_window")?,
+                "qwen2" => {
+                    let window = f.usize("sliding_window")?;
+                    let used = f.bool("use_sliding_window")?.unwrap_or(false);
+                    let max_window_layers = f.usize("max_window_layers")?.unwrap_or(0);
+                    if used && max_window_layers < n_layer {
+                        return Err(f.err(
+                            "use_sliding_window",
+                            "per-layer sliding windows are not supported yet",
+                        ));
+                    }
+                    if used {
+                        window
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            if let Some(p) = f.usize("pretraining_tp")? {
+                if p != 1 {
+                    return Err(f.err("pretraining_tp", format!("{p} is not supported")));
+                }
+            }
+            ModelConfig {
+                name,
+                family: Family::HfLlama,
+                block_size,
+                n_layer,
+                n_embd,
+                n_head,
+                head_size,
+                n_query_groups,
+                padded_vocab_size,
+                norm: NormKind::RmsNorm { unit_offset: false },
+                norm_eps: f.f64("rms_norm_eps")?.unwrap_or(1e-6),
+                mlp: MlpKind::Llama,
+                intermediate_size,
+                gelu_tanh: false,
+                qkv_bias: attention_bias || qwen,
+                attn_out_bias: attention_bias,
+                mlp_bias,
+                lm_head_bias: false,
+                parallel_residual: false,
+                shared_attention_norm: false,
+                rope_n_elem: head_size,
+                rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+                rope_condense_ratio: 1,
+                rope_scaling,
+                scale_embeddings: false,
+                tie_embeddings,
+                sliding_window,
+            }
+        }
+        "gpt_neox" => {
+            let gelu_tanh = act(&f, &["gelu"], &["gelu_new", "gelu_pytorch_tanh"])?;
+            let rotary_pct = f.f64("rotary_pct")?.or(rp_partial).unwrap_or(0.25);
+            let bias = f.bool("attention_bias")?.unwrap_or(true);
+            ModelConfig {
+                name,
+                family: Family::HfGptNeox,
+                block_size,
+                n_layer,
+                n_embd,
+                n_head,
+                head_size,
+                n_query_groups: n_head,
+                padded_vocab_size,
+                norm: NormKind::LayerNorm,
+                norm_eps: f.f64("layer_norm_eps")?.unwrap_or(1e-5),
+                mlp: MlpKind::GptNeox,
+                intermediate_size,
+                gelu_tanh,
+                qkv_bias: bias,
+                attn_out_bias: bias,
+                mlp_bias: true,
+                lm_head_bias: false,
+                parallel_residual: f.bool("use_parallel_residual")?.unwrap_or(true),
+                shared_attention_norm: false,
+                rope_n_elem: (rotary_pct * head_size as f64) as usize,
+                rope_base: f
+                    .f64("rotary_emb_base")?
+                    .or(f.f64("rope_theta")?)
+                    .or(rp_theta)
+                    .unwrap_or(10000.0),
+                rope_condense_ratio: 1,
+                rope_scaling,
+                scale_embeddings: false,
+                tie_embeddings,
+                sliding_window: None,
+            }
+        }
+        "phi" => {
+            let gelu_tanh = act(&f, &["gelu"], &["gelu_new", "gelu_pytorch_tanh"])?;
+            if f.bool("qk_layernorm")?.unwrap_or(false) {
+                return Err(f.err(
+                    "qk_layernorm",
+                    "query/key layer norms are not supported yet",
+                ));
+            }
+            let partial = f
+                .f64("partial_rotary_factor")?
+                .or(rp_partial)
+                .unwrap_or(0.5);
+            ModelConfig {
+                name,
+                family: Family::HfPhi,
+                block_size,
+                n_layer,
+                n_embd,
+                n_head,
+                head_size,
+                n_query_groups,
+                padded_vocab_size,
+                norm: NormKind::LayerNorm,
+                norm_eps: f.f64("layer_norm_eps")?.unwrap_or(1e-5),
+                mlp: MlpKind::GptNeox,
+                intermediate_size,
+                gelu_tanh,
+                qkv_bias: true,
+                attn_out_bias: true,
+                mlp_bias: true,
+                lm_head_bias: true,
+                parallel_residual: true,
+                shared_attention_norm: true,
+                rope_n_elem: (partial * head_size as f64) as usize,
+                rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+                rope_condense_ratio: 1,
+                rope_scaling,
+                scale_embeddings: false,
+                tie_embeddings,
+                sliding_window: None,
+            }
+        }
+        other => {
+            return Err(Error::UnknownArchitecture {
+                path: path.to_path_buf(),
+                arch: other.to_string(),
+            })
+        }
+    };
+    Ok(cfg)
+}

@@ -1,0 +1,273 @@
+//! One model configuration, read from a LitGPT `model_config.yaml` or a Hugging Face `config.json`.
+//!
+//! The fields follow LitGPT's `Config` (the richest of the two); HF configs are mapped onto it.
+//! Anything the model cannot honour is an [`Error::UnsupportedConfig`] naming the field, never
+//! silently different output.
+
+mod hf;
+mod litgpt;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Normalisation layer kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormKind {
+    /// `torch.nn.LayerNorm` with weight and bias.
+    LayerNorm,
+    /// RMSNorm; `unit_offset` scales by `1 + w` (Gemma).
+    RmsNorm { unit_offset: bool },
+}
+
+/// Feed-forward kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlpKind {
+    /// `fc → GELU → proj` (GPT-NeoX, Phi).
+    GptNeox,
+    /// `proj(silu(fc_1 x) * fc_2 x)` (Llama, Qwen2, Mistral).
+    Llama,
+    /// `proj(gelu(fc_1 x) * fc_2 x)` (Gemma).
+    Gemma,
+}
+
+/// RoPE frequency adjustments (LitGPT `rope_adjustments`, HF `rope_scaling`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    /// All frequencies divided by `factor`.
+    Linear { factor: f64 },
+    /// Llama 3.1 style smooth interpolation.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_seq_len: f64,
+    },
+}
+
+/// Which file format a checkpoint's weights follow (decides the name table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// LitGPT names (`transformer.h.N.attn.qkv.weight`, ...).
+    LitGpt,
+    /// HF `LlamaForCausalLM`-style names (llama, mistral, qwen2).
+    HfLlama,
+    /// HF `GPTNeoXForCausalLM`.
+    HfGptNeox,
+    /// HF `PhiForCausalLM`.
+    HfPhi,
+}
+
+/// The model configuration every other part of graftlm works from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    /// Model name (LitGPT `name`; for HF the directory name). Drives prompt style and BOS rules.
+    pub name: String,
+    /// Name table to use for the weights.
+    pub family: Family,
+    /// Maximum context length.
+    pub block_size: usize,
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    pub head_size: usize,
+    /// Number of K/V heads (GQA/MQA when smaller than `n_head`).
+    pub n_query_groups: usize,
+    /// Rows of the embedding and of the output head.
+    pub padded_vocab_size: usize,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    pub mlp: MlpKind,
+    pub intermediate_size: usize,
+    /// GELU uses the tanh approximation.
+    pub gelu_tanh: bool,
+    /// Bias on the fused q/k/v projection.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub attn_out_bias: bool,
+    /// Bias on the MLP linears.
+    pub mlp_bias: bool,
+    /// Bias on the output head.
+    pub lm_head_bias: bool,
+    pub parallel_residual: bool,
+    /// Parallel residual where the MLP reuses `norm_1`'s output (Phi).
+    pub shared_attention_norm: bool,
+    /// Number of leading head dimensions that are rotated.
+    pub rope_n_elem: usize,
+    pub rope_base: f64,
+    pub rope_condense_ratio: usize,
+    pub rope_scaling: Option<RopeScaling>,
+    /// Multiply embeddings by `sqrt(n_embd)` (Gemma).
+    pub scale_embeddings: bool,
+    /// The output head shares the embedding matrix (HF `tie_word_embeddings`).
+    pub tie_embeddings: bool,
+    /// Sliding-window attention on every layer (Mistral, Qwen2 with `use_sliding_window`).
+    pub sliding_window: Option<usize>,
+}
+
+impl ModelConfig {
+    /// Reads the configuration of a checkpoint directory: `model_config.yaml` (LitGPT) takes
+    /// precedence over `config.json` (Hugging Face).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let lit = dir.join("model_config.yaml");
+        let hf = dir.join("config.json");
+        if lit.is_file() {
+            Self::from_litgpt_yaml(&lit)
+        } else if hf.is_file() {
+            Self::from_hf_json(&hf)
+        } else if !dir.exists() {
+            Err(Error::NotFound {
+                path: dir.to_path_buf(),
+                what: "checkpoint directory".into(),
+            })
+        } else {
+            Err(Error::NotFound {
+                path: dir.to_path_buf(),
+                what: "neither model_config.yaml (LitGPT) nor config.json (Hugging Face)".into(),
+            })
+        }
+    }
+
+    /// Reads a LitGPT `model_config.yaml`.
+    pub fn from_litgpt_yaml(path: &Path) -> Result<Self> {
+        let text = read_to_string(path)?;
+        let cfg = litgpt::parse(&text, path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_hf_json(path: &Path) -> Result<Self> {
+        let text = read_to_string(path)?;
+        let default_name = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cfg = hf::parse(&text, path, &default_name)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Width of the fused q/k/v projection output.
+    pub fn qkv_size(&self) -> usize {
+        (self.n_head + 2 * self.n_query_groups) * self.head_size
+    }
+
+    /// Number of parameters (weights and biases) the model holds.
+    pub fn parameter_count(&self) -> usize {
+        let e = self.n_embd;
+        let norm = |n: usize| match self.norm {
+            NormKind::LayerNorm => 2 * n,
+            NormKind::RmsNorm { .. } => n,
+        };
+        let lin = |i: usize, o: usize, b: bool| i * o + if b { o } else { 0 };
+        let attn = lin(e, self.qkv_size(), self.qkv_bias)
+            + lin(self.n_head * self.head_size, e, self.attn_out_bias);
+        let mlp = match self.mlp {
+            MlpKind::GptNeox => {
+                lin(e, self.intermediate_size, self.mlp_bias)
+                    + lin(self.intermediate_size, e, self.mlp_bias)
+            }
+            MlpKind::Llama | MlpKind::Gemma => {
+                2 * lin(e, self.intermediate_size, self.mlp_bias)
+                    + lin(self.intermediate_size, e, self.mlp_bias)
+            }
+        };
+        let norms = norm(e) * if self.shared_attention_norm { 1 } else { 2 };
+        let block = attn + mlp + norms;
+        let head = if self.tie_embeddings {
+            if self.lm_head_bias {
+                self.padded_vocab_size
+            } else {
+                0
+            }
+        } else {
+            lin(e, self.padded_vocab_size, self.lm_head_bias)
+        };
+        self.padded_vocab_size * e + self.n_layer * block + norm(e) + head
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let bad = |field: &str, msg: String| {
+            Err(Error::UnsupportedConfig {
+                path: path.to_path_buf(),
+                field: field.to_string(),
+                msg,
+            })
+        };
+        for (field, v) in [
+            ("n_layer", self.n_layer),
+            ("n_embd", self.n_embd),
+            ("n_head", self.n_head),
+            ("head_size", self.head_size),
+            ("n_query_groups", self.n_query_groups),
+            ("padded_vocab_size", self.padded_vocab_size),
+            ("block_size", self.block_size),
+            ("intermediate_size", self.intermediate_size),
+        ] {
+            if v == 0 {
+                return bad(field, "must be greater than 0".into());
+            }
+            if v > 1 << 24 {
+                return bad(field, format!("{v} is implausibly large"));
+            }
+        }
+        if self.n_head % self.n_query_groups != 0 {
+            return bad(
+                "n_query_groups",
+                format!(
+                    "n_head ({}) must be a multiple of n_query_groups ({})",
+                    self.n_head, self.n_query_groups
+                ),
+            );
+        }
+        if self.rope_n_elem > self.head_size {
+            return bad(
+                "rotary_percentage",
+                format!(
+                    "rotates {} dimensions of a {}-wide head",
+                    self.rope_n_elem, self.head_size
+                ),
+            );
+        }
+        if self.rope_n_elem % 2 != 0 {
+            return bad(
+                "rotary_percentage",
+                format!(
+                    "the number of rotated dimensions ({}) must be even",
+                    self.rope_n_elem
+                ),
+            );
+        }
+        if self.rope_condense_ratio == 0 {
+            return bad("rope_condense_ratio", "must be at least 1".into());
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad(
+                "norm_eps",
+                format!("{} is not a valid epsilon", self.norm_eps),
+            );
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 0.0) {
+            return bad(
+                "rope_base",
+                format!("{} is not a valid base", self.rope_base),
+            );
+        }
+        if self.shared_attention_norm && !self.parallel_residual {
+            return bad(
+                "shared_attention_norm",
+                "needs parallel_residual (LitGPT refuses this combination too)".into(),
+            );
+        }
+        if self.sliding_window == Some(0) {
+            return bad("sliding_window_size", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}

@@ -1,0 +1,45 @@
+//! # graftlm
+//!
+//! Runs GPT-style language models from LitGPT and Hugging Face checkpoints, generic over a burn
+//! backend, and (in progress) grafts fine-tuning adapters onto them.
+//!
+//! ```no_run
+//! # #[cfg(feature = "flex")] {
+//! use graftlm::{backend::Flex, Checkpoint, GenerateOptions, PromptStyle, Tokenizer};
+//!
+//! let ckpt = Checkpoint::open("examples/demo/model")?;
+//! let model = ckpt.load::<Flex>(&Default::default())?;
+//! let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
+//! let style = PromptStyle::resolve(&ckpt.dir, &ckpt.config.name)?;
+//! let ids = tokenizer.encode(&style.apply("The Python interpreter", None))?;
+//! let out = graftlm::generate(&model, &tokenizer, &ids, &GenerateOptions::default(), &mut |piece| {
+//!     print!("{piece}");
+//!     true
+//! })?;
+//! println!("\n{} tokens", out.generated_ids.len());
+//! # }
+//! # Ok::<(), graftlm::Error>(())
+//! ```
+//!
+//! Data flows one way: config → weights → [`Model`] → KV cache → sampler → tokens → text.
+
+pub mod backend;
+pub mod cache;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod prompt;
+pub mod sampling;
+pub mod tokenizer;
+
+pub use cache::KvCache;
+pub use checkpoint::Checkpoint;
+pub use config::ModelConfig;
+pub use error::{Error, Result};
+pub use generate::{generate, GenerateOptions, Generation, StopReason};
+pub use model::Model;
+pub use prompt::PromptStyle;
+pub use sampling::{Sampler, SamplingParams};
+pub use tokenizer::{TextStream, Tokenizer};

@@ -1,0 +1,90 @@
+//! Causal self-attention with a fused `[Q | K | V]` projection, GQA/MQA, partial rotary and an
+//! optional sliding window.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use super::linear::Linear;
+use super::rope::Rope;
+use crate::cache::KvCache;
+
+/// The attention of one block.
+#[derive(Debug, Clone)]
+pub struct Attention<B: Backend> {
+    pub(crate) qkv: Linear<B>,
+    pub(crate) proj: Linear<B>,
+    pub(crate) n_head: usize,
+    pub(crate) n_kv: usize,
+    pub(crate) head_size: usize,
+    pub(crate) window: Option<usize>,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x`: `[1, t, n_embd]` for positions `cache.len()..cache.len() + t`.
+    pub fn forward(
+        &self,
+        layer: usize,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hs) = (self.n_head, self.n_kv, self.head_size);
+        let pos = cache.len();
+        let qkv = self.qkv.forward(x);
+        let q = qkv.clone().narrow(2, 0, nh * hs);
+        let k = qkv.clone().narrow(2, nh * hs, nkv * hs);
+        let v = qkv.narrow(2, (nh + nkv) * hs, nkv * hs);
+        // [b, t, heads, hs] -> [b, heads, t, hs]
+        let q = q.reshape([b, t, nh, hs]).swap_dims(1, 2);
+        let k = k.reshape([b, t, nkv, hs]).swap_dims(1, 2);
+        let v = v.reshape([b, t, nkv, hs]).swap_dims(1, 2);
+        let q = rope.apply(q, pos);
+        let k = rope.apply(k, pos);
+        let (k, v) = cache.append(layer, k, v);
+        let s = pos + t;
+        let (k, v) = if nkv != nh {
+            let rep = nh / nkv;
+            let expand = |x: Tensor<B, 4>| {
+                x.unsqueeze_dim::<5>(2)
+                    .expand([b, nkv, rep, s, hs])
+                    .reshape([b, nh, s, hs])
+            };
+            (expand(k), expand(v))
+        } else {
+            (k, v)
+        };
+        let scale = 1.0 / (hs as f64).sqrt();
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, nh, t, s]
+        if let Some(mask) = self.mask(pos, t, &scores.device()) {
+            scores = scores + mask;
+        }
+        let y = softmax(scores, 3).matmul(v); // [b, nh, t, hs]
+        let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
+        self.proj.forward(y)
+    }
+
+    /// Additive mask `[1, 1, t, pos + t]` (0 or -inf), or `None` when nothing is masked.
+    fn mask(&self, pos: usize, t: usize, device: &B::Device) -> Option<Tensor<B, 4>> {
+        let s = pos + t;
+        let window = self.window.filter(|&w| w < s);
+        if t == 1 && window.is_none() {
+            return None;
+        }
+        let mut m = vec![0f32; t * s];
+        for i in 0..t {
+            let abs = pos + i;
+            for j in 0..s {
+                let future = j > abs;
+                let too_old = window.is_some_and(|w| j + w <= abs);
+                if future || too_old {
+                    m[i * s + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Some(
+            Tensor::<B, 2>::from_data(TensorData::new(m, [t, s]), device)
+                .unsqueeze_dims::<4>(&[0, 1]),
+        )
+    }
+}

@@ -1,0 +1,237 @@
+//! `Model<B>`: embedding → blocks → final norm → output head, generic over a burn backend.
+//!
+//! The model knows nothing about checkpoint formats (see `checkpoint::names`) nor about adapters
+//! (they enter through [`Linear`]).
+
+mod attention;
+mod linear;
+mod mlp;
+mod norm;
+mod rope;
+
+use std::collections::HashMap;
+
+use burn::prelude::*;
+
+pub use attention::Attention;
+pub use linear::Linear;
+pub use mlp::Mlp;
+pub use norm::Norm;
+pub use rope::{inv_freq, Rope};
+
+use crate::cache::KvCache;
+use crate::checkpoint::HostTensor;
+use crate::config::{MlpKind, ModelConfig};
+use crate::error::{Error, Result};
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    pub(crate) norm_1: Norm<B>,
+    pub(crate) attn: Attention<B>,
+    /// Absent with `shared_attention_norm`.
+    pub(crate) norm_2: Option<Norm<B>>,
+    pub(crate) mlp: Mlp<B>,
+    pub(crate) parallel_residual: bool,
+}
+
+impl<B: Backend> Block<B> {
+    fn forward(
+        &self,
+        layer: usize,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let x_normed = self.norm_1.forward(x.clone());
+        let attn = self.attn.forward(layer, x_normed.clone(), rope, cache);
+        if self.parallel_residual {
+            let mlp_in = match &self.norm_2 {
+                Some(n) => n.forward(x.clone()),
+                None => x_normed,
+            };
+            self.mlp.forward(mlp_in) + (attn + x)
+        } else {
+            let x = attn + x;
+            let mlp_in = match &self.norm_2 {
+                Some(n) => n.forward(x.clone()),
+                None => x.clone(),
+            };
+            self.mlp.forward(mlp_in) + x
+        }
+    }
+}
+
+/// A decoder-only language model on backend `B`.
+#[derive(Debug, Clone)]
+pub struct Model<B: Backend> {
+    config: ModelConfig,
+    wte: Tensor<B, 2>,
+    blocks: Vec<Block<B>>,
+    ln_f: Norm<B>,
+    lm_head: Linear<B>,
+    rope: Rope<B>,
+    device: B::Device,
+}
+
+impl<B: Backend> Model<B> {
+    /// Builds the model from host tensors named as in LitGPT (see `checkpoint::names::table`).
+    pub fn from_tensors(
+        config: ModelConfig,
+        mut t: HashMap<String, HostTensor>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut take = |name: &str| {
+            t.remove(name).ok_or_else(|| Error::MissingTensor {
+                path: Default::default(),
+                name: name.to_string(),
+                expected: vec![],
+            })
+        };
+        let cfg = &config;
+        let norm = |w: &HostTensor, b: Option<&HostTensor>| {
+            Norm::from_host(cfg.norm, w, b, cfg.norm_eps, device)
+        };
+        let layer_norm = cfg.norm == crate::config::NormKind::LayerNorm;
+        let take_norm =
+            |take: &mut dyn FnMut(&str) -> Result<HostTensor>, prefix: &str| -> Result<Norm<B>> {
+                let w = take(&format!("{prefix}.weight"))?;
+                let b = if layer_norm {
+                    Some(take(&format!("{prefix}.bias"))?)
+                } else {
+                    None
+                };
+                Ok(norm(&w, b.as_ref()))
+            };
+        let linear = |take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+                      prefix: &str,
+                      bias: bool|
+         -> Result<Linear<B>> {
+            let w = take(&format!("{prefix}.weight"))?;
+            let b = if bias {
+                Some(take(&format!("{prefix}.bias"))?)
+            } else {
+                None
+            };
+            Ok(Linear::from_host(&w, b.as_ref(), device))
+        };
+
+        let wte_h = take("transformer.wte.weight")?;
+        let wte = Tensor::from_data(
+            TensorData::new(wte_h.data, [cfg.padded_vocab_size, cfg.n_embd]),
+            device,
+        );
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("transformer.h.{i}");
+            let norm_1 = take_norm(&mut take, &format!("{p}.norm_1"))?;
+            let norm_2 = if cfg.shared_attention_norm {
+                None
+            } else {
+                Some(take_norm(&mut take, &format!("{p}.norm_2"))?)
+            };
+            let attn = Attention {
+                qkv: linear(&mut take, &format!("{p}.attn.qkv"), cfg.qkv_bias)?,
+                proj: linear(&mut take, &format!("{p}.attn.proj"), cfg.attn_out_bias)?,
+                n_head: cfg.n_head,
+                n_kv: cfg.n_query_groups,
+                head_size: cfg.head_size,
+                window: cfg.sliding_window,
+            };
+            let mlp = match cfg.mlp {
+                MlpKind::GptNeox => Mlp {
+                    kind: cfg.mlp,
+                    gelu_tanh: cfg.gelu_tanh,
+                    fc_1: linear(&mut take, &format!("{p}.mlp.fc"), cfg.mlp_bias)?,
+                    fc_2: None,
+                    proj: linear(&mut take, &format!("{p}.mlp.proj"), cfg.mlp_bias)?,
+                },
+                MlpKind::Llama | MlpKind::Gemma => Mlp {
+                    kind: cfg.mlp,
+                    gelu_tanh: cfg.gelu_tanh,
+                    fc_1: linear(&mut take, &format!("{p}.mlp.fc_1"), cfg.mlp_bias)?,
+                    fc_2: Some(linear(&mut take, &format!("{p}.mlp.fc_2"), cfg.mlp_bias)?),
+                    proj: linear(&mut take, &format!("{p}.mlp.proj"), cfg.mlp_bias)?,
+                },
+            };
+            blocks.push(Block {
+                norm_1,
+                attn,
+                norm_2,
+                mlp,
+                parallel_residual: cfg.parallel_residual,
+            });
+        }
+        let ln_f = take_norm(&mut take, "transformer.ln_f")?;
+        let lm_head = linear(&mut take, "lm_head", cfg.lm_head_bias)?;
+        let rope = Rope::new(cfg, cfg.block_size, device);
+        Ok(Self {
+            config,
+            wte,
+            blocks,
+            ln_f,
+            lm_head,
+            rope,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// A KV cache sized for `capacity` positions (at most `block_size`).
+    pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
+        KvCache::new(self.config.n_layer, capacity.min(self.config.block_size))
+    }
+
+    /// Runs `ids` at positions `cache.len()..` and returns logits `[t, padded_vocab]`, or only the
+    /// last position's `[1, padded_vocab]` when `last_only`.
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache<B>,
+        last_only: bool,
+    ) -> Result<Tensor<B, 2>> {
+        let t = ids.len();
+        if t == 0 {
+            return Err(Error::EmptyPrompt);
+        }
+        if cache.len() + t > cache.capacity() {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: cache.len(),
+                max_new_tokens: t,
+                total: cache.len() + t,
+                block_size: cache.capacity(),
+            });
+        }
+        let vocab = self.config.padded_vocab_size;
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(Error::invalid(
+                "ids",
+                format!("token id {bad} is outside the vocabulary (size {vocab})"),
+            ));
+        }
+        let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [t]), &self.device);
+        let mut x = self.wte.clone().select(0, idx).unsqueeze_dim::<3>(0); // [1, t, e]
+        if self.config.scale_embeddings {
+            x = x * (self.config.n_embd as f64).sqrt();
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(i, x, &self.rope, cache);
+        }
+        cache.advance(t);
+        let x = if last_only { x.narrow(1, t - 1, 1) } else { x };
+        let x = self.ln_f.forward(x);
+        let logits = self.lm_head.forward(x);
+        let [_, rows, v] = logits.dims();
+        Ok(logits.reshape([rows, v]))
+    }
+}

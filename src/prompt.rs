@@ -1,0 +1,828 @@
+//! Prompt styles: a byte-exact port of LitGPT 0.5.13's `litgpt/prompts.py`.
+//!
+//! A [`PromptStyle`] wraps the user's prompt in the template a model was fine-tuned on
+//! ([`PromptStyle::apply`]) and names the token sequences that end a reply
+//! ([`PromptStyle::stop_tokens`]). Every prompt style class of `prompts.py` is here, with the
+//! same default system prompts and the same Python truthiness: an empty `sys_prompt` (or
+//! Alpaca `input`) counts as absent, exactly like `sys_prompt or default` in Python.
+//!
+//! Where this port differs from LitGPT (deliberately, and only there):
+//! - Only the plain string prompt is supported; the list-of-chat-messages form that
+//!   `Llama3.apply` and `R1Base.apply` also accept is not ported.
+//! - LitGPT's `**kwargs` are not ported except Alpaca's `input`
+//!   ([`PromptStyle::apply_with_input`]); every other style ignores kwargs in LitGPT too.
+//! - [`PromptStyle::stop_tokens`] leaves out a sequence holding a token the tokenizer lacks:
+//!   an eos of `None` (LitGPT keeps `[None]`, which can never match, so the result is the same)
+//!   and a token `token_to_id` cannot find (where LitGPT raises `ValueError`).
+//! - [`PromptStyle::from_name`] also accepts `"default"`, which is not a key of LitGPT's
+//!   `prompt_styles` dict; [`PromptStyle::from_class_path`] also accepts a bare class name.
+//! - `init_args` in `prompt_style.yaml` are ignored, as LitGPT's `load_prompt_style` (which calls
+//!   `cls()`) ignores them; class paths outside `litgpt.prompts` are rejected.
+
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::error::{Error, Result};
+
+/// What prompt styles need from a tokenizer to compute stop sequences.
+pub trait TokenLookup {
+    /// The end-of-sequence token id, if the tokenizer has one.
+    fn eos_id(&self) -> Option<u32>;
+    /// Like LitGPT `tokenizer.token_to_id` (None where LitGPT would raise).
+    fn token_to_id(&self, token: &str) -> Option<u32>;
+    /// Like LitGPT `tokenizer.encode(text, bos=False)` (ids only).
+    fn encode_no_bos(&self, text: &str) -> Vec<u32>;
+}
+
+/// One prompt style class of LitGPT's `prompts.py`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Base,
+    Default,
+    Alpaca,
+    Flan,
+    Longform,
+    StableLmAlpha,
+    StableLmZephyr,
+    Falcon,
+    Falcon3,
+    Llama2FunctionCalling,
+    Llama2,
+    Llama3,
+    R1Base,
+    FreeWilly2,
+    Platypus,
+    StableCode,
+    CodeLlama,
+    Phi1,
+    Phi2,
+    Phi3,
+    Phi4,
+    Phi4Reasoning,
+    Phi4Mini,
+    Phi4MiniReasoning,
+    TinyLlama,
+    Gemma,
+    Olmo,
+    ChatMl,
+    Qwen25,
+    Qwen25Math,
+    QwQ,
+    Qwen3,
+    SmolLm2,
+    Salamandra,
+}
+
+/// Every class of `prompts.py` (a subclass of `PromptStyle`, or itself) by its Python name.
+const CLASSES: &[(&str, Kind)] = &[
+    ("PromptStyle", Kind::Base),
+    ("Default", Kind::Default),
+    ("Alpaca", Kind::Alpaca),
+    ("FLAN", Kind::Flan),
+    ("Longform", Kind::Longform),
+    ("StableLMAlpha", Kind::StableLmAlpha),
+    ("StableLMZephyr", Kind::StableLmZephyr),
+    ("Falcon", Kind::Falcon),
+    ("Falcon3", Kind::Falcon3),
+    ("Llama2FunctionCalling", Kind::Llama2FunctionCalling),
+    ("Llama2", Kind::Llama2),
+    ("Llama3", Kind::Llama3),
+    ("R1Base", Kind::R1Base),
+    ("FreeWilly2", Kind::FreeWilly2),
+    ("Platypus", Kind::Platypus),
+    ("StableCode", Kind::StableCode),
+    ("CodeLlama", Kind::CodeLlama),
+    ("Phi1", Kind::Phi1),
+    ("Phi2", Kind::Phi2),
+    ("Phi3", Kind::Phi3),
+    ("Phi4", Kind::Phi4),
+    ("Phi4Reasoning", Kind::Phi4Reasoning),
+    ("Phi4Mini", Kind::Phi4Mini),
+    ("Phi4MiniReasoning", Kind::Phi4MiniReasoning),
+    ("TinyLlama", Kind::TinyLlama),
+    ("Gemma", Kind::Gemma),
+    ("OLMo", Kind::Olmo),
+    ("ChatML", Kind::ChatMl),
+    ("Qwen2_5", Kind::Qwen25),
+    ("Qwen2_5_Math", Kind::Qwen25Math),
+    ("QwQ", Kind::QwQ),
+    ("Qwen3", Kind::Qwen3),
+    ("SmolLM2", Kind::SmolLm2),
+    ("Salamandra", Kind::Salamandra),
+];
+
+/// LitGPT's `prompt_styles` dict, in its order, plus graftlm's `"default"`.
+const NAMES: &[(&str, Kind)] = &[
+    ("alpaca", Kind::Alpaca),
+    ("flan", Kind::Flan),
+    ("longform", Kind::Longform),
+    ("stablelm-alpha", Kind::StableLmAlpha),
+    ("stablelm-zephyr", Kind::StableLmZephyr),
+    ("falcon", Kind::Falcon),
+    ("llama2-function-calling", Kind::Llama2FunctionCalling),
+    ("llama2", Kind::Llama2),
+    ("freewilly2", Kind::FreeWilly2),
+    ("platypus", Kind::Platypus),
+    ("stablecode", Kind::StableCode),
+    ("codellama", Kind::CodeLlama),
+    ("phi-1", Kind::Phi1),
+    ("phi-2", Kind::Phi2),
+    ("phi-3", Kind::Phi3),
+    ("phi-4", Kind::Phi4),
+    ("phi-4-reasoning", Kind::Phi4Reasoning),
+    ("phi-4-mini", Kind::Phi4Mini),
+    ("phi-4-mini-reasoning", Kind::Phi4MiniReasoning),
+    ("tinyllama", Kind::TinyLlama),
+    ("gemma", Kind::Gemma),
+    ("llama3", Kind::Llama3),
+    ("olmo", Kind::Olmo),
+    ("qwen2.5", Kind::Qwen25),
+    ("qwen2.5-math", Kind::Qwen25Math),
+    ("qwq", Kind::QwQ),
+    ("qwen3", Kind::Qwen3),
+    ("smollm2", Kind::SmolLm2),
+    ("salamandra", Kind::Salamandra),
+    ("default", Kind::Default),
+];
+
+/// `model_name_to_prompt_style`'s `re.search` patterns, in its order.
+const MODEL_PATTERNS: &[(&str, Kind)] = &[
+    (r"stablelm-tuned-alpha", Kind::StableLmAlpha),
+    (r"stablelm-zephyr-3b", Kind::StableLmZephyr),
+    (r"stablecode-instruct", Kind::StableCode),
+    (r"Falcon3.*-Instruct", Kind::Falcon3),
+    (r"falcon.*-instruct", Kind::Falcon),
+    (
+        r"Llama-2-7b-chat-hf-function-calling-v2",
+        Kind::Llama2FunctionCalling,
+    ),
+    (r"Llama-2.*-chat", Kind::Llama2),
+    (r"Llama-3.*-Instruct", Kind::Llama3),
+    (r"Llama-3.*-Instruct-*", Kind::Llama3),
+    (r"OLMo-2.*-(Instruct|SFT|DPO)", Kind::Llama3),
+    (r"R1", Kind::R1Base),
+    (r"FreeWilly2", Kind::FreeWilly2),
+    (r"Platypus", Kind::Platypus),
+    (r"CodeLlama|Mi[sx]tral.*Instruct", Kind::CodeLlama),
+    (r"phi-1", Kind::Phi1),
+    (r"phi-2", Kind::Phi2),
+    (r"Phi-3", Kind::Phi3),
+    (r"Phi-4-reasoning", Kind::Phi4Reasoning),
+    (r"Phi-4-mini-reasoning", Kind::Phi4MiniReasoning),
+    (r"Phi-4-mini", Kind::Phi4Mini),
+    (r"phi-4", Kind::Phi4),
+    (r"tiny-llama.*chat", Kind::TinyLlama),
+    (r"(Code)?Gemma.*-it", Kind::Gemma),
+    (r"OLMo.*-hf", Kind::Olmo),
+    (r"Qwen2\.5-Math-.*", Kind::Qwen25Math),
+    (r"Qwen2\.5-.*", Kind::Qwen25),
+    (r"QwQ-.*", Kind::QwQ),
+    (r"Qwen3-.*", Kind::Qwen3),
+    (r"SmolLM2.*-Instruct", Kind::SmolLm2),
+    (r"salamandra-.*-instruct", Kind::Salamandra),
+];
+
+/// The compiled [`MODEL_PATTERNS`] (constants, so compiling cannot fail; a test checks it).
+static MODEL_REGEXES: LazyLock<Vec<(Regex, Kind)>> = LazyLock::new(|| {
+    MODEL_PATTERNS
+        .iter()
+        .filter_map(|&(pattern, kind)| Regex::new(pattern).ok().map(|re| (re, kind)))
+        .collect()
+});
+
+const ALPACA_SYS: &str = "Below is an instruction that describes a task. \
+    Write a response that appropriately completes the request.\n\n";
+const ALPACA_INPUT_SYS: &str = "Below is an instruction that describes a task, paired with an \
+    input that provides further context. Write a response that appropriately completes the request.\n\n";
+const STABLELM_ALPHA_SYS: &str = "# StableLM Tuned (Alpha version)\n- StableLM is a helpful and \
+    harmless open-source AI language model developed by StabilityAI.\n- StableLM is excited to be \
+    able to help the user, but will refuse to do anything that could be considered harmful to the \
+    user.\n- StableLM is more than just an information source, StableLM is also able to write \
+    poetry, short stories, and make jokes.\n- StableLM will refuse to participate in anything that \
+    could harm a human.";
+/// `dumps(function_metadata)` with its braces doubled, as `Llama2FunctionCalling` writes it.
+const LLAMA2_FUNCTIONS: &str =
+    "{{\"function\": \"search_bing\", \"description\": \"Search the web \
+    for content on Bing. This allows users to search online/the internet/the web for content.\", \
+    \"arguments\": [{{\"name\": \"query\", \"type\": \"string\", \"description\": \"The search \
+    query string\"}}]}}";
+const LLAMA2_FUNCTIONS_SYS: &str = "You are a helpful, respectful and honest assistant. Always \
+    answer as helpfully aspossible. Your only response should be JSON formatted functions";
+const LLAMA2_SYS: &str = "You are a helpful, respectful and honest assistant. Always answer as \
+    helpfully as possible, while being safe.  Your answers should not include any harmful, \
+    unethical, racist, sexist, toxic, dangerous, or illegal content. Please ensure that your \
+    responses are socially unbiased and positive in nature.\n\nIf a question does not make any \
+    sense, or is not factually coherent, explain why instead of answering something not correct. \
+    If you don't know the answer to a question, please don't share false information.";
+const PHI4_REASONING_SYS: &str = "You are Phi, a language model trained by Microsoft to help \
+    users. Your role as an assistant involves thoroughly exploring questions through a systematic \
+    thinking process before providing the final precise and accurate solutions. This requires \
+    engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment, \
+    reflection, backtracing, and iteration to develop well-considered thinking process. Please \
+    structure your response into two main sections: Thought and Solution using the specified \
+    format: <think> {Thought section} </think> {Solution section}. In the Thought section, detail \
+    your reasoning process in steps. Each step should include detailed considerations such as \
+    analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the \
+    accuracy of the current steps, refining any errors, and revisiting previous steps. In the \
+    Solution section, based on various attempts, explorations, and reflections from the Thought \
+    section, systematically present the final solution that you deem correct. The Solution \
+    section should be logical, accurate, and concise and detail necessary steps needed to reach \
+    the conclusion. Now, try to solve the following question through the above guidelines:";
+const SALAMANDRA_SYS: &str = "I am Salamandra, an AI language model developed at the Barcelona \
+    Supercomputing Centre (BSC) by the Language Technologies Unit. My knowledge base was last \
+    updated on August 2023. Today Date: 2024-09-30\nSoy Salamandra, un modelo lingüístico de IA \
+    desarrollado en el Barcelona Supercomputing Centre (BSC) por la Language Technologies Unit. \
+    Mi base de conocimientos se actualizó por última vez en agosto de 2023.\nSoc Salamandra, un \
+    model de llenguatge d'IA desenvolupat al Barcelona Supercomputing Centre (BSC) per la \
+    Language Technologies Unit.";
+
+/// Python truthiness of an optional string: `None` and `""` are both absent.
+fn truthy(s: Option<&str>) -> Option<&str> {
+    s.filter(|s| !s.is_empty())
+}
+
+/// Python `str.strip()`: Rust's whitespace plus U+001C..U+001F, which Python also strips.
+fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
+
+/// A LitGPT prompt style (one of the classes of `litgpt/prompts.py`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptStyle {
+    kind: Kind,
+}
+
+impl PromptStyle {
+    /// By the key of LitGPT's `prompt_styles` dict (`"alpaca"`, `"llama3"`, ...), plus
+    /// `"default"` for `Default`. Unknown names give [`Error::PromptStyle`] listing the known ones.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match NAMES.iter().find(|(n, _)| *n == name) {
+            Some(&(_, kind)) => Ok(Self { kind }),
+            None => {
+                let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                Err(Error::PromptStyle(format!(
+                    "unknown prompt style `{name}`; known: {}",
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// By LitGPT class path as written in `prompt_style.yaml`, e.g. `"litgpt.prompts.Alpaca"`
+    /// (also `"litgpt.PromptStyle"`, which LitGPT re-exports, and a bare class name, `"Alpaca"`).
+    pub fn from_class_path(class_path: &str) -> Result<Self> {
+        let (module, class) = match class_path.rsplit_once('.') {
+            Some((module, class)) => (Some(module), class),
+            None => (None, class_path),
+        };
+        let found = CLASSES.iter().find(|(c, _)| *c == class);
+        match (module, found) {
+            (None | Some("litgpt.prompts"), Some(&(_, kind))) => Ok(Self { kind }),
+            (Some("litgpt"), Some(&(_, Kind::Base))) => Ok(Self { kind: Kind::Base }),
+            _ => {
+                let known: Vec<&str> = CLASSES.iter().map(|(c, _)| *c).collect();
+                Err(Error::PromptStyle(format!(
+                    "unknown prompt style class `{class_path}`; known: litgpt.prompts.{{{}}}",
+                    known.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// LitGPT `model_name_to_prompt_style(config.name)`: the first of its regexes that
+    /// `re.search` finds in `model_name` decides; none gives `Default`.
+    pub fn for_model_name(model_name: &str) -> Self {
+        let kind = MODEL_REGEXES
+            .iter()
+            .find(|(re, _)| re.is_match(model_name))
+            .map_or(Kind::Default, |&(_, kind)| kind);
+        Self { kind }
+    }
+
+    /// Reads `<dir>/prompt_style.yaml` if it is a file (`Ok(None)` if not), like LitGPT's
+    /// `has_prompt_style` + `load_prompt_style`. The file is YAML with a `class_path` key
+    /// (`class_path: litgpt.prompts.Alpaca`); other keys such as `init_args` are ignored. An
+    /// unreadable or malformed file, or an unknown class, is an error naming the path.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        #[derive(serde::Deserialize)]
+        struct StyleFile {
+            class_path: String,
+        }
+        let path = dir.join("prompt_style.yaml");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let file: StyleFile = serde_yaml::from_str(&text).map_err(|e| Error::parse(&path, e))?;
+        Self::from_class_path(&file.class_path)
+            .map(Some)
+            .map_err(|e| Error::parse(&path, e))
+    }
+
+    /// Like LitGPT `load_prompt_style(dir) if has_prompt_style(dir) else
+    /// PromptStyle.from_config(config)` where `config.name == model_name`.
+    pub fn resolve(dir: &Path, model_name: &str) -> Result<Self> {
+        Ok(Self::load(dir)?.unwrap_or_else(|| Self::for_model_name(model_name)))
+    }
+
+    /// The LitGPT class name, e.g. `"Alpaca"`.
+    pub fn name(&self) -> &str {
+        CLASSES
+            .iter()
+            .find(|(_, k)| *k == self.kind)
+            .map_or("PromptStyle", |(c, _)| *c)
+    }
+
+    /// `style.apply(prompt, sys_prompt=sys_prompt)`; an empty `sys_prompt` counts as `None`.
+    pub fn apply(&self, prompt: &str, sys_prompt: Option<&str>) -> String {
+        self.apply_with_input(prompt, sys_prompt, None)
+    }
+
+    /// `style.apply(prompt, sys_prompt=sys_prompt, input=input)`: only `Alpaca` uses `input`
+    /// (when non-empty); every other style ignores it, as in LitGPT.
+    pub fn apply_with_input(
+        &self,
+        prompt: &str,
+        sys_prompt: Option<&str>,
+        input: Option<&str>,
+    ) -> String {
+        let sys = truthy(sys_prompt);
+        let or = |default: &'static str| sys.unwrap_or(default);
+        match self.kind {
+            Kind::Base | Kind::Default => prompt.to_string(),
+            Kind::Alpaca => match truthy(input) {
+                Some(input) => format!(
+                    "{}### Instruction:\n{prompt}\n\n### Input:\n{input}\n\n### Response:\n",
+                    or(ALPACA_INPUT_SYS)
+                ),
+                None => format!("{}### Instruction:\n{prompt}\n\n### Response:\n", or(ALPACA_SYS)),
+            },
+            Kind::Flan => format!("{}### Instruction:\n{prompt}\n\n### Response:\n", or(ALPACA_SYS)),
+            Kind::Longform => format!(
+                "{}### Instruction:\n{prompt}\n\n### Response:\n",
+                or(ALPACA_INPUT_SYS)
+            ),
+            Kind::StableLmAlpha => format!(
+                "<|SYSTEM|>{}<|USER|>{prompt}<|ASSISTANT|>",
+                or(STABLELM_ALPHA_SYS)
+            ),
+            Kind::StableLmZephyr | Kind::Falcon3 => {
+                format!("<|user|>\n{prompt}<|endoftext|>\n<|assistant|>\n")
+            }
+            Kind::Falcon => format!("{prompt}\nAnswer:"),
+            Kind::Llama2FunctionCalling => format!(
+                "<FUNCTIONS>{LLAMA2_FUNCTIONS}</FUNCTIONS>\n\n[INST]<<SYS>>\n{}\n<</SYS>>\n\n{prompt}[/INST]\n\n",
+                py_strip(or(LLAMA2_FUNCTIONS_SYS))
+            ),
+            Kind::Llama2 => format!(
+                "[INST] <<SYS>>\n{}\n<</SYS>>\n\n {prompt} [/INST] ",
+                or(LLAMA2_SYS)
+            ),
+            Kind::Llama3 => format!(
+                "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{}<|eot_id|>\
+                 <|start_header_id|>user<|end_header_id|>\n\n{prompt}<|eot_id|>\
+                 <|start_header_id|>assistant<|end_header_id|>\n\n",
+                or("You are a helpful assistant.")
+            ),
+            Kind::R1Base => format!("{}<｜User｜>{prompt}<｜Assistant｜>", or("")),
+            Kind::FreeWilly2 => format!(
+                "### System:\n{}\n\n### User:\n{prompt}\n\n### Assistant:\n",
+                or("This is a system prompt, please behave and help the user.")
+            ),
+            Kind::Platypus => format!("### Instruction:\n\n{prompt}\n\n### Response:\n"),
+            Kind::StableCode => format!("###Instruction\n{prompt}###Response\n"),
+            Kind::CodeLlama => match sys {
+                Some(sys) => format!("[INST] <<SYS>>\n{sys}\n<</SYS>>\n\n{prompt} [/INST]"),
+                None => format!("[INST] {prompt} [/INST]"),
+            },
+            Kind::Phi1 => format!("{prompt}\n\nAnswer:"),
+            Kind::Phi2 => format!("Instruct: {prompt}\nOutput:"),
+            Kind::Phi3 => format!(
+                "<|system|>\n{}<|end|>\n<|user|>\n{prompt}<|end|>\n<|assistant|>\n",
+                or("You are a helpful assistant.")
+            ),
+            Kind::Phi4 => {
+                let system = sys.map_or(String::new(), |s| {
+                    format!("<|im_start|>system<|im_sep|>{s}<|im_end|>")
+                });
+                format!(
+                    "{system}<|im_start|>user<|im_sep|>{prompt}<|im_end|><|im_start|>assistant<|im_sep|>"
+                )
+            }
+            // `<|im_start>` (sic) is what LitGPT writes.
+            Kind::Phi4Reasoning => format!(
+                "<|im_start>system<|im_sep|>{}<|im_end|><|im_start|>user<|im_sep|>{prompt}\
+                 <|im_end|><|im_start|>assistant<|im_sep|>",
+                or(PHI4_REASONING_SYS)
+            ),
+            Kind::Phi4Mini => {
+                let system = sys.map_or(String::new(), |s| format!("<|system|>{s}<|end|>"));
+                format!("{system}<|user|>{prompt}<|end|><|assistant|>")
+            }
+            Kind::Phi4MiniReasoning => format!(
+                "<|system|>{}<|end|><|user|>{prompt}<|end|><|assistant|>",
+                or("Your name is Phi, an AI math expert developed by Microsoft.")
+            ),
+            Kind::TinyLlama => format!(
+                "<|system|>\n{}</s>\n<|user|>\n{prompt}</s>\n<|assistant|>\n",
+                or("You are a friendly chatbot who always gives helpful, detailed, and polite answers.")
+            ),
+            Kind::Gemma => {
+                format!("<start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n")
+            }
+            Kind::Olmo => format!("<|endoftext|><|user|>\n{prompt}\n<|assistant|>\n"),
+            Kind::ChatMl
+            | Kind::Qwen25
+            | Kind::Qwen25Math
+            | Kind::QwQ
+            | Kind::Qwen3
+            | Kind::SmolLm2
+            | Kind::Salamandra => {
+                let system = sys.or(self.chatml_system()).map_or(String::new(), |s| {
+                    format!("<|im_start|>system\n{s}<|im_end|>\n")
+                });
+                format!("{system}<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n")
+            }
+        }
+    }
+
+    /// The `system_message` a `ChatML` subclass passes to `ChatML.__init__`.
+    fn chatml_system(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::Qwen25 => {
+                Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+            }
+            Kind::Qwen25Math => {
+                Some("Please reason step by step, and put your final answer within \\boxed{}.")
+            }
+            Kind::QwQ => Some(
+                "You are a helpful and harmless assistant. You are Qwen developed by Alibaba. \
+                 You should think step-by-step.",
+            ),
+            Kind::SmolLm2 => {
+                Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+            }
+            Kind::Salamandra => Some(SALAMANDRA_SYS),
+            _ => None,
+        }
+    }
+
+    /// `style.stop_tokens(tokenizer)`, in LitGPT's order. A sequence holding a token the
+    /// tokenizer lacks is left out: an eos of `None` (LitGPT's `[None]` never matches anyway)
+    /// or a token `token_to_id` cannot find (where LitGPT would raise).
+    pub fn stop_tokens(&self, tok: &dyn TokenLookup) -> Vec<Vec<u32>> {
+        let id = |t: &str| tok.token_to_id(t);
+        let mut seqs = vec![vec![tok.eos_id()]];
+        match self.kind {
+            Kind::StableLmAlpha => {
+                for t in ["<|SYSTEM|>", "<|ASSISTANT|>", "<|USER|>"] {
+                    seqs.push(vec![id(t)]);
+                }
+            }
+            Kind::Falcon => {
+                seqs.push(vec![id("User"), id(":")]);
+                seqs.push(vec![Some(193), id("User")]); // 193: '\n'
+            }
+            Kind::Falcon3 => seqs.push(vec![id("<|endoftext|>")]),
+            Kind::Llama3 => seqs.push(vec![id("<|eot_id|>")]),
+            Kind::R1Base => seqs.push(vec![id("<｜end▁of▁sentence｜>")]),
+            Kind::Phi1 => {
+                seqs.push(vec![id("Answer"), id(":")]);
+                seqs.push(vec![Some(198), id("Answer"), id(":")]);
+            }
+            _ => {}
+        }
+        seqs.into_iter()
+            .filter_map(|seq| seq.into_iter().collect::<Option<Vec<u32>>>())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const PROMPT: &str = "What is 2+2?";
+    const SYS_CASE_PROMPT: &str = "Hi \"there\"\n{x}";
+    /// Leading/trailing whitespace and U+001C, to check `Llama2FunctionCalling`'s `.strip()`.
+    const SYS: &str = "  Be brief.\u{1c} ";
+
+    /// (class, apply(PROMPT, None), apply(SYS_CASE_PROMPT, Some(SYS))), produced by LitGPT 0.5.13.
+    const APPLY_CASES: &[(&str, &str, &str)] = &[
+        ("PromptStyle", "What is 2+2?", "Hi \"there\"\n{x}"),
+        ("Default", "What is 2+2?", "Hi \"there\"\n{x}"),
+        ("Alpaca", "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nWhat is 2+2?\n\n### Response:\n", "  Be brief.\u{1c} ### Instruction:\nHi \"there\"\n{x}\n\n### Response:\n"),
+        ("FLAN", "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n### Instruction:\nWhat is 2+2?\n\n### Response:\n", "  Be brief.\u{1c} ### Instruction:\nHi \"there\"\n{x}\n\n### Response:\n"),
+        ("Longform", "Below is an instruction that describes a task, paired with an input that provides further context. Write a response that appropriately completes the request.\n\n### Instruction:\nWhat is 2+2?\n\n### Response:\n", "  Be brief.\u{1c} ### Instruction:\nHi \"there\"\n{x}\n\n### Response:\n"),
+        ("StableLMAlpha", "<|SYSTEM|># StableLM Tuned (Alpha version)\n- StableLM is a helpful and harmless open-source AI language model developed by StabilityAI.\n- StableLM is excited to be able to help the user, but will refuse to do anything that could be considered harmful to the user.\n- StableLM is more than just an information source, StableLM is also able to write poetry, short stories, and make jokes.\n- StableLM will refuse to participate in anything that could harm a human.<|USER|>What is 2+2?<|ASSISTANT|>", "<|SYSTEM|>  Be brief.\u{1c} <|USER|>Hi \"there\"\n{x}<|ASSISTANT|>"),
+        ("StableLMZephyr", "<|user|>\nWhat is 2+2?<|endoftext|>\n<|assistant|>\n", "<|user|>\nHi \"there\"\n{x}<|endoftext|>\n<|assistant|>\n"),
+        ("Falcon", "What is 2+2?\nAnswer:", "Hi \"there\"\n{x}\nAnswer:"),
+        ("Falcon3", "<|user|>\nWhat is 2+2?<|endoftext|>\n<|assistant|>\n", "<|user|>\nHi \"there\"\n{x}<|endoftext|>\n<|assistant|>\n"),
+        ("Llama2FunctionCalling", "<FUNCTIONS>{{\"function\": \"search_bing\", \"description\": \"Search the web for content on Bing. This allows users to search online/the internet/the web for content.\", \"arguments\": [{{\"name\": \"query\", \"type\": \"string\", \"description\": \"The search query string\"}}]}}</FUNCTIONS>\n\n[INST]<<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully aspossible. Your only response should be JSON formatted functions\n<</SYS>>\n\nWhat is 2+2?[/INST]\n\n", "<FUNCTIONS>{{\"function\": \"search_bing\", \"description\": \"Search the web for content on Bing. This allows users to search online/the internet/the web for content.\", \"arguments\": [{{\"name\": \"query\", \"type\": \"string\", \"description\": \"The search query string\"}}]}}</FUNCTIONS>\n\n[INST]<<SYS>>\nBe brief.\n<</SYS>>\n\nHi \"there\"\n{x}[/INST]\n\n"),
+        ("Llama2", "[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe.  Your answers should not include any harmful, unethical, racist, sexist, toxic, dangerous, or illegal content. Please ensure that your responses are socially unbiased and positive in nature.\n\nIf a question does not make any sense, or is not factually coherent, explain why instead of answering something not correct. If you don't know the answer to a question, please don't share false information.\n<</SYS>>\n\n What is 2+2? [/INST] ", "[INST] <<SYS>>\n  Be brief.\u{1c} \n<</SYS>>\n\n Hi \"there\"\n{x} [/INST] "),
+        ("Llama3", "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n  Be brief.\u{1c} <|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi \"there\"\n{x}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"),
+        ("R1Base", "<｜User｜>What is 2+2?<｜Assistant｜>", "  Be brief.\u{1c} <｜User｜>Hi \"there\"\n{x}<｜Assistant｜>"),
+        ("FreeWilly2", "### System:\nThis is a system prompt, please behave and help the user.\n\n### User:\nWhat is 2+2?\n\n### Assistant:\n", "### System:\n  Be brief.\u{1c} \n\n### User:\nHi \"there\"\n{x}\n\n### Assistant:\n"),
+        ("Platypus", "### Instruction:\n\nWhat is 2+2?\n\n### Response:\n", "### Instruction:\n\nHi \"there\"\n{x}\n\n### Response:\n"),
+        ("StableCode", "###Instruction\nWhat is 2+2?###Response\n", "###Instruction\nHi \"there\"\n{x}###Response\n"),
+        ("CodeLlama", "[INST] What is 2+2? [/INST]", "[INST] <<SYS>>\n  Be brief.\u{1c} \n<</SYS>>\n\nHi \"there\"\n{x} [/INST]"),
+        ("Phi1", "What is 2+2?\n\nAnswer:", "Hi \"there\"\n{x}\n\nAnswer:"),
+        ("Phi2", "Instruct: What is 2+2?\nOutput:", "Instruct: Hi \"there\"\n{x}\nOutput:"),
+        ("Phi3", "<|system|>\nYou are a helpful assistant.<|end|>\n<|user|>\nWhat is 2+2?<|end|>\n<|assistant|>\n", "<|system|>\n  Be brief.\u{1c} <|end|>\n<|user|>\nHi \"there\"\n{x}<|end|>\n<|assistant|>\n"),
+        ("Phi4", "<|im_start|>user<|im_sep|>What is 2+2?<|im_end|><|im_start|>assistant<|im_sep|>", "<|im_start|>system<|im_sep|>  Be brief.\u{1c} <|im_end|><|im_start|>user<|im_sep|>Hi \"there\"\n{x}<|im_end|><|im_start|>assistant<|im_sep|>"),
+        ("Phi4Reasoning", "<|im_start>system<|im_sep|>You are Phi, a language model trained by Microsoft to help users. Your role as an assistant involves thoroughly exploring questions through a systematic thinking process before providing the final precise and accurate solutions. This requires engaging in a comprehensive cycle of analysis, summarizing, exploration, reassessment, reflection, backtracing, and iteration to develop well-considered thinking process. Please structure your response into two main sections: Thought and Solution using the specified format: <think> {Thought section} </think> {Solution section}. In the Thought section, detail your reasoning process in steps. Each step should include detailed considerations such as analysing questions, summarizing relevant findings, brainstorming new ideas, verifying the accuracy of the current steps, refining any errors, and revisiting previous steps. In the Solution section, based on various attempts, explorations, and reflections from the Thought section, systematically present the final solution that you deem correct. The Solution section should be logical, accurate, and concise and detail necessary steps needed to reach the conclusion. Now, try to solve the following question through the above guidelines:<|im_end|><|im_start|>user<|im_sep|>What is 2+2?<|im_end|><|im_start|>assistant<|im_sep|>", "<|im_start>system<|im_sep|>  Be brief.\u{1c} <|im_end|><|im_start|>user<|im_sep|>Hi \"there\"\n{x}<|im_end|><|im_start|>assistant<|im_sep|>"),
+        ("Phi4Mini", "<|user|>What is 2+2?<|end|><|assistant|>", "<|system|>  Be brief.\u{1c} <|end|><|user|>Hi \"there\"\n{x}<|end|><|assistant|>"),
+        ("Phi4MiniReasoning", "<|system|>Your name is Phi, an AI math expert developed by Microsoft.<|end|><|user|>What is 2+2?<|end|><|assistant|>", "<|system|>  Be brief.\u{1c} <|end|><|user|>Hi \"there\"\n{x}<|end|><|assistant|>"),
+        ("TinyLlama", "<|system|>\nYou are a friendly chatbot who always gives helpful, detailed, and polite answers.</s>\n<|user|>\nWhat is 2+2?</s>\n<|assistant|>\n", "<|system|>\n  Be brief.\u{1c} </s>\n<|user|>\nHi \"there\"\n{x}</s>\n<|assistant|>\n"),
+        ("Gemma", "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n", "<start_of_turn>user\nHi \"there\"\n{x}<end_of_turn>\n<start_of_turn>model\n"),
+        ("OLMo", "<|endoftext|><|user|>\nWhat is 2+2?\n<|assistant|>\n", "<|endoftext|><|user|>\nHi \"there\"\n{x}\n<|assistant|>\n"),
+        ("ChatML", "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+        ("Qwen2_5", "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+        ("Qwen2_5_Math", "<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+        ("QwQ", "<|im_start|>system\nYou are a helpful and harmless assistant. You are Qwen developed by Alibaba. You should think step-by-step.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+        ("Qwen3", "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+        ("SmolLM2", "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+        ("Salamandra", "<|im_start|>system\nI am Salamandra, an AI language model developed at the Barcelona Supercomputing Centre (BSC) by the Language Technologies Unit. My knowledge base was last updated on August 2023. Today Date: 2024-09-30\nSoy Salamandra, un modelo lingüístico de IA desarrollado en el Barcelona Supercomputing Centre (BSC) por la Language Technologies Unit. Mi base de conocimientos se actualizó por última vez en agosto de 2023.\nSoc Salamandra, un model de llenguatge d'IA desenvolupat al Barcelona Supercomputing Centre (BSC) per la Language Technologies Unit.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n", "<|im_start|>system\n  Be brief.\u{1c} <|im_end|>\n<|im_start|>user\nHi \"there\"\n{x}<|im_end|>\n<|im_start|>assistant\n"),
+    ];
+
+    #[test]
+    fn apply_matches_litgpt_for_every_class() {
+        assert_eq!(APPLY_CASES.len(), CLASSES.len());
+        for &(class, plain, with_sys) in APPLY_CASES {
+            let style = PromptStyle::from_class_path(class).unwrap();
+            assert_eq!(style.name(), class);
+            assert_eq!(style.apply(PROMPT, None), plain, "{class}");
+            assert_eq!(style.apply(SYS_CASE_PROMPT, Some(SYS)), with_sys, "{class}");
+            // Python `sys_prompt or default`: "" is the same as None (checked against LitGPT).
+            assert_eq!(
+                style.apply("Q", Some("")),
+                style.apply("Q", None),
+                "{class}"
+            );
+        }
+    }
+
+    #[test]
+    fn alpaca_input_matches_litgpt() {
+        let alpaca = PromptStyle::from_name("alpaca").unwrap();
+        assert_eq!(
+            alpaca.apply_with_input("Sum", None, Some("1 2")),
+            "Below is an instruction that describes a task, paired with an input that provides \
+             further context. Write a response that appropriately completes the request.\n\n\
+             ### Instruction:\nSum\n\n### Input:\n1 2\n\n### Response:\n"
+        );
+        assert_eq!(
+            alpaca.apply_with_input("Sum", Some("S:"), Some("1 2")),
+            "S:### Instruction:\nSum\n\n### Input:\n1 2\n\n### Response:\n"
+        );
+        assert_eq!(
+            alpaca.apply_with_input("Sum", None, Some("")),
+            alpaca.apply("Sum", None)
+        );
+        let flan = PromptStyle::from_name("flan").unwrap();
+        assert_eq!(
+            flan.apply_with_input("Sum", None, Some("1 2")),
+            flan.apply("Sum", None)
+        );
+    }
+
+    #[test]
+    fn from_name_covers_litgpt_registry() {
+        let expected = [
+            ("alpaca", "Alpaca"),
+            ("flan", "FLAN"),
+            ("longform", "Longform"),
+            ("stablelm-alpha", "StableLMAlpha"),
+            ("stablelm-zephyr", "StableLMZephyr"),
+            ("falcon", "Falcon"),
+            ("llama2-function-calling", "Llama2FunctionCalling"),
+            ("llama2", "Llama2"),
+            ("freewilly2", "FreeWilly2"),
+            ("platypus", "Platypus"),
+            ("stablecode", "StableCode"),
+            ("codellama", "CodeLlama"),
+            ("phi-1", "Phi1"),
+            ("phi-2", "Phi2"),
+            ("phi-3", "Phi3"),
+            ("phi-4", "Phi4"),
+            ("phi-4-reasoning", "Phi4Reasoning"),
+            ("phi-4-mini", "Phi4Mini"),
+            ("phi-4-mini-reasoning", "Phi4MiniReasoning"),
+            ("tinyllama", "TinyLlama"),
+            ("gemma", "Gemma"),
+            ("llama3", "Llama3"),
+            ("olmo", "OLMo"),
+            ("qwen2.5", "Qwen2_5"),
+            ("qwen2.5-math", "Qwen2_5_Math"),
+            ("qwq", "QwQ"),
+            ("qwen3", "Qwen3"),
+            ("smollm2", "SmolLM2"),
+            ("salamandra", "Salamandra"),
+            ("default", "Default"),
+        ];
+        assert_eq!(expected.len(), NAMES.len());
+        for (key, class) in expected {
+            assert_eq!(PromptStyle::from_name(key).unwrap().name(), class);
+        }
+        let err = PromptStyle::from_name("Alpaca").unwrap_err().to_string();
+        assert!(
+            err.contains("`Alpaca`") && err.contains("alpaca, flan"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn from_class_path_variants() {
+        let ok = |p: &str| PromptStyle::from_class_path(p).unwrap().name().to_string();
+        assert_eq!(ok("litgpt.prompts.Alpaca"), "Alpaca");
+        assert_eq!(ok("Alpaca"), "Alpaca");
+        assert_eq!(ok("litgpt.prompts.ChatML"), "ChatML");
+        assert_eq!(ok("litgpt.prompts.Qwen2_5_Math"), "Qwen2_5_Math");
+        assert_eq!(ok("litgpt.PromptStyle"), "PromptStyle");
+        for bad in [
+            "",
+            "litgpt.prompts.",
+            "litgpt.prompts.Config",
+            "litgpt.prompts.alpaca",
+            "litgpt.Alpaca",
+            "my.module.Alpaca",
+        ] {
+            let err = PromptStyle::from_class_path(bad).unwrap_err();
+            assert!(matches!(err, Error::PromptStyle(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn model_patterns_all_compile() {
+        assert_eq!(MODEL_REGEXES.len(), MODEL_PATTERNS.len());
+    }
+
+    #[test]
+    fn for_model_name_matches_litgpt() {
+        // Expected classes from LitGPT's `model_name_to_prompt_style` (note its quirks:
+        // "CodeLlama-34b-Instruct-hf" hits the Llama 3 pattern; `.` does not match "\n").
+        let cases = [
+            ("Llama-2-7b-chat-hf", "Llama2"),
+            ("Qwen2.5-0.5B-Instruct", "Qwen2_5"),
+            ("SmolLM2-135M-Instruct", "SmolLM2"),
+            ("phi-2", "Phi2"),
+            ("pythia-14m", "Default"),
+            ("tiny-llama-1.1b-chat", "TinyLlama"),
+            ("Meta-Llama-3-8B-Instruct", "Llama3"),
+            ("x\nR1", "R1Base"),
+            ("Llama-3\n-Instruct", "Default"),
+            ("Qwen2.5", "Default"),
+            ("Camel-Platypus2-13B", "Platypus"),
+            ("CodeGemma-7b-it", "Gemma"),
+            ("CodeLlama-13b-Instruct-hf", "CodeLlama"),
+            ("CodeLlama-34b-Instruct-hf", "Llama3"),
+            ("Falcon3-10B-Base", "Default"),
+            ("Falcon3-10B-Instruct", "Falcon3"),
+            ("FreeWilly2", "FreeWilly2"),
+            ("Llama-2-13b-chat-hf", "Llama2"),
+            (
+                "Llama-2-7b-chat-hf-function-calling-v2",
+                "Llama2FunctionCalling",
+            ),
+            ("OLMo-1B-hf", "OLMo"),
+            ("Phi-3-mini-128k-instruct", "Phi3"),
+            ("Phi-4-mini-instruct", "Phi4Mini"),
+            ("Phi-4-mini-reasoning", "Phi4MiniReasoning"),
+            ("Phi-4-reasoning", "Phi4Reasoning"),
+            ("QwQ-32B", "QwQ"),
+            ("Qwen2.5-0.5B", "Qwen2_5"),
+            ("Qwen2.5-Math-1.5B", "Qwen2_5_Math"),
+            ("Qwen3-0.6B", "Qwen3"),
+            ("R1-Distill-Llama-70B", "R1Base"),
+            ("SmolLM2-1.7B-Instruct", "SmolLM2"),
+            ("falcon-40b-instruct", "Falcon"),
+            ("phi-1_5", "Phi1"),
+            ("phi-4", "Phi4"),
+            ("salamandra-2b-instruct", "Salamandra"),
+            ("stablecode-instruct-alpha-3b", "StableCode"),
+            ("stablelm-tuned-alpha-3b", "StableLMAlpha"),
+            ("stablelm-zephyr-3b", "StableLMZephyr"),
+        ];
+        for (name, class) in cases {
+            assert_eq!(PromptStyle::for_model_name(name).name(), class, "{name:?}");
+        }
+    }
+
+    /// A unique scratch directory (removed by the caller).
+    fn scratch_dir(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("graftlm-prompt-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn load_and_resolve() {
+        let dir = scratch_dir("load");
+        let file = dir.join("prompt_style.yaml");
+        assert_eq!(PromptStyle::load(&dir).unwrap(), None);
+        assert_eq!(PromptStyle::resolve(&dir, "phi-2").unwrap().name(), "Phi2");
+        // Exactly what LitGPT's `save_prompt_style("alpaca", dir)` writes.
+        std::fs::write(&file, "class_path: litgpt.prompts.Alpaca\n").unwrap();
+        assert_eq!(PromptStyle::load(&dir).unwrap().unwrap().name(), "Alpaca");
+        assert_eq!(
+            PromptStyle::resolve(&dir, "phi-2").unwrap().name(),
+            "Alpaca"
+        );
+        std::fs::write(&file, "class_path: litgpt.prompts.ChatML\ninit_args: {}\n").unwrap();
+        assert_eq!(PromptStyle::load(&dir).unwrap().unwrap().name(), "ChatML");
+        for bad in [
+            "",
+            "class_path: [1, 2]\n",
+            "init_args: {}\n",
+            "class_path: x.Nope\n",
+            ": :",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            let err = PromptStyle::load(&dir).unwrap_err();
+            assert!(matches!(err, Error::Parse { .. }), "{bad:?}: {err}");
+            assert!(err.to_string().contains("prompt_style.yaml"), "{err}");
+            assert!(PromptStyle::resolve(&dir, "phi-2").is_err());
+        }
+        // A directory named prompt_style.yaml is not a prompt style file (`is_file()`).
+        std::fs::remove_file(&file).unwrap();
+        std::fs::create_dir(&file).unwrap();
+        assert_eq!(PromptStyle::load(&dir).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    struct FakeTok {
+        eos: Option<u32>,
+        vocab: HashMap<&'static str, u32>,
+    }
+
+    impl TokenLookup for FakeTok {
+        fn eos_id(&self) -> Option<u32> {
+            self.eos
+        }
+        fn token_to_id(&self, token: &str) -> Option<u32> {
+            self.vocab.get(token).copied()
+        }
+        fn encode_no_bos(&self, text: &str) -> Vec<u32> {
+            text.bytes().map(u32::from).collect()
+        }
+    }
+
+    fn fake(eos: Option<u32>) -> FakeTok {
+        let vocab = [
+            ("<|SYSTEM|>", 10),
+            ("<|ASSISTANT|>", 11),
+            ("<|USER|>", 12),
+            ("User", 13),
+            (":", 14),
+            ("<|endoftext|>", 15),
+            ("<|eot_id|>", 16),
+            ("<｜end▁of▁sentence｜>", 17),
+            ("Answer", 18),
+        ];
+        FakeTok {
+            eos,
+            vocab: vocab.into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn stop_tokens_match_litgpt() {
+        // Produced by LitGPT 0.5.13 with a fake tokenizer of the same vocabulary and eos 2.
+        let special: [(&str, Vec<Vec<u32>>); 6] = [
+            ("StableLMAlpha", vec![vec![2], vec![10], vec![11], vec![12]]),
+            ("Falcon", vec![vec![2], vec![13, 14], vec![193, 13]]),
+            ("Falcon3", vec![vec![2], vec![15]]),
+            ("Llama3", vec![vec![2], vec![16]]),
+            ("R1Base", vec![vec![2], vec![17]]),
+            ("Phi1", vec![vec![2], vec![18, 14], vec![198, 18, 14]]),
+        ];
+        let tok = fake(Some(2));
+        for &(class, _) in CLASSES {
+            let style = PromptStyle::from_class_path(class).unwrap();
+            let expected = special
+                .iter()
+                .find(|(c, _)| *c == class)
+                .map_or(vec![vec![2]], |(_, s)| s.clone());
+            assert_eq!(style.stop_tokens(&tok), expected, "{class}");
+        }
+    }
+
+    #[test]
+    fn stop_tokens_skip_missing_ids() {
+        let no_eos = fake(None);
+        let default = PromptStyle::from_name("default").unwrap();
+        assert!(default.stop_tokens(&no_eos).is_empty());
+        let llama3 = PromptStyle::from_name("llama3").unwrap();
+        assert_eq!(llama3.stop_tokens(&no_eos), vec![vec![16]]);
+        let mut partial = fake(Some(7));
+        partial.vocab.remove(":");
+        let falcon = PromptStyle::from_name("falcon").unwrap();
+        assert_eq!(falcon.stop_tokens(&partial), vec![vec![7], vec![193, 13]]);
+        let phi1 = PromptStyle::from_name("phi-1").unwrap();
+        assert_eq!(phi1.stop_tokens(&partial), vec![vec![7]]);
+    }
+}

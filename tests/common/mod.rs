@@ -1,0 +1,48 @@
+//! Shared helpers for the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `tests/fixtures/models/<name>/reference.json`, written by `tests/fixtures/make_fixtures.py`.
+#[derive(Debug, Deserialize)]
+pub struct Reference {
+    pub prompt: String,
+    pub prompt_ids: Vec<u32>,
+    pub logits_last: Vec<f32>,
+    #[serde(default)]
+    pub hf_logits_last: Vec<f32>,
+    pub greedy_new_ids: Vec<u32>,
+    pub max_new_tokens: usize,
+    #[serde(default)]
+    pub seq_logits: Vec<Vec<f32>>,
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+}
+
+pub fn reference(name: &str) -> Reference {
+    let p = fixtures().join(name).join("reference.json");
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// max |a - b| / max |b| over the common length; panics on length mismatch beyond `b`.
+pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert!(
+        a.len() >= b.len(),
+        "got {} values, reference has {}",
+        a.len(),
+        b.len()
+    );
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    diff / scale
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    let e = rel_err(got, want);
+    assert!(e <= 1e-4, "{what}: relative error {e:e} > 1e-4");
+}

@@ -1,0 +1,124 @@
+//! Parity with LitGPT and Hugging Face transformers on tiny models of every supported
+//! architecture, in both file layouts, on every enabled CPU backend: last-position logits,
+//! all-position logits without KV cache, token-by-token logits through the cache, and greedy tokens.
+
+mod common;
+
+use burn::prelude::Backend;
+use common::{assert_close, fixtures, reference};
+use graftlm::generate::logits_to_vec;
+use graftlm::{Checkpoint, GenerateOptions, SamplingParams, Tokenizer};
+
+fn check<B: Backend>(name: &str, layout: &str) {
+    let device = B::Device::default();
+    let r = reference(name);
+    let dir = fixtures().join(name).join(layout);
+    let ckpt = Checkpoint::open(&dir).unwrap();
+    let model = ckpt.load::<B>(&device).unwrap();
+    let want_last = if layout == "hf" && !r.hf_logits_last.is_empty() {
+        &r.hf_logits_last
+    } else {
+        &r.logits_last
+    };
+
+    // Tokenization follows LitGPT's rules (BOS etc.).
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(
+        tok.encode(&r.prompt).unwrap(),
+        r.prompt_ids,
+        "{name}/{layout}: prompt ids"
+    );
+
+    // Last-position logits of the prompt.
+    let mut cache = model.new_cache(64);
+    let last = logits_to_vec(model.forward(&r.prompt_ids, &mut cache, true).unwrap()).unwrap();
+    assert_close(&format!("{name}/{layout} last logits"), &last, want_last);
+
+    // Every position without a cache, and token by token through the cache.
+    if !r.seq_logits.is_empty() {
+        let vocab = r.seq_logits[0].len();
+        let mut cache = model.new_cache(64);
+        let all = logits_to_vec(model.forward(&r.prompt_ids, &mut cache, false).unwrap()).unwrap();
+        let width = all.len() / r.prompt_ids.len();
+        let mut step_cache = model.new_cache(64);
+        for (i, want) in r.seq_logits.iter().enumerate() {
+            assert_close(
+                &format!("{name}/{layout} prefill row {i}"),
+                &all[i * width..i * width + vocab],
+                want,
+            );
+            let got = logits_to_vec(
+                model
+                    .forward(&r.prompt_ids[i..=i], &mut step_cache, true)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_close(&format!("{name}/{layout} cached step {i}"), &got, want);
+        }
+    }
+
+    // Greedy generation matches LitGPT's tokens.
+    let opts = GenerateOptions {
+        max_new_tokens: r.max_new_tokens,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_tokens: Some(vec![]),
+        ..Default::default()
+    };
+    let out = graftlm::generate(&model, &tok, &r.prompt_ids, &opts, &mut |_| true).unwrap();
+    assert_eq!(
+        out.generated_ids, r.greedy_new_ids,
+        "{name}/{layout}: greedy tokens"
+    );
+}
+
+macro_rules! parity {
+    ($modname:ident, $backend:ty, $feature:literal) => {
+        #[cfg(feature = $feature)]
+        mod $modname {
+            use super::check;
+            type B = $backend;
+            #[test]
+            fn llama_litgpt() {
+                check::<B>("llama", "lit");
+            }
+            #[test]
+            fn llama_hf_sharded() {
+                check::<B>("llama", "hf");
+            }
+            #[test]
+            fn llama_hf_bf16() {
+                check::<B>("llama-bf16", "hf");
+            }
+            #[test]
+            fn gptneox_litgpt() {
+                check::<B>("gptneox", "lit");
+            }
+            #[test]
+            fn gptneox_hf() {
+                check::<B>("gptneox", "hf");
+            }
+            #[test]
+            fn qwen2_litgpt() {
+                check::<B>("qwen2", "lit");
+            }
+            #[test]
+            fn qwen2_hf_tied() {
+                check::<B>("qwen2", "hf");
+            }
+            #[test]
+            fn phi2_litgpt() {
+                check::<B>("phi2", "lit");
+            }
+            #[test]
+            fn phi2_hf() {
+                check::<B>("phi2", "hf");
+            }
+        }
+    };
+}
+
+parity!(flex, graftlm::backend::Flex, "flex");
+parity!(ndarray, graftlm::backend::NdArray, "ndarray");
