@@ -1,11 +1,31 @@
-//! `Linear<B>`: `y = x·Wᵀ + b`, the one seam where adapters will enter the model.
+//! `Linear<B>`: `y = x·Wᵀ + b (+ Σ s·(x·A)·B)`, the one seam where adapters enter the model.
 //!
 //! The weight is kept as `[in, out]` (the transpose of the checkpoint's `[out, in]`) so the
-//! forward pass is a plain matmul on every backend.
+//! forward pass is a plain matmul on every backend. Low-rank updates are kept beside the weight
+//! (computed as `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again.
+
+use std::sync::Arc;
 
 use burn::prelude::*;
 
 use crate::checkpoint::HostTensor;
+
+/// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
+#[derive(Debug, Clone)]
+pub struct LowRank<B: Backend> {
+    /// The name of the adapter it belongs to.
+    pub name: Arc<str>,
+    /// `[in, r]`.
+    pub a: Tensor<B, 2>,
+    /// `[r, out]` (any per-row scaling already folded in).
+    pub b: Tensor<B, 2>,
+    /// Multiplier applied at run time.
+    pub scale: f32,
+    /// Whether it contributes to the output.
+    pub active: bool,
+    /// Whether `scale·A·B` is currently added into the weight.
+    pub merged: bool,
+}
 
 /// A dense linear layer.
 #[derive(Debug, Clone)]
@@ -14,22 +34,21 @@ pub struct Linear<B: Backend> {
     weight: Tensor<B, 2>,
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
+    updates: Vec<LowRank<B>>,
 }
 
 impl<B: Backend> Linear<B> {
     /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`.
     pub fn from_host(weight: &HostTensor, bias: Option<&HostTensor>, device: &B::Device) -> Self {
         let (out, inp) = (weight.shape[0], weight.shape[1]);
-        let mut t = vec![0f32; out * inp];
-        for o in 0..out {
-            let row = &weight.data[o * inp..(o + 1) * inp];
-            for (i, &w) in row.iter().enumerate() {
-                t[i * out + o] = w;
-            }
-        }
+        let t = transpose(&weight.data, out, inp);
         let weight = Tensor::from_data(TensorData::new(t, [inp, out]), device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            updates: Vec::new(),
+        }
     }
 
     /// Input width.
@@ -42,14 +61,102 @@ impl<B: Backend> Linear<B> {
         self.weight.dims()[1]
     }
 
+    /// The weight, `[in, out]` (including merged updates).
+    pub fn weight(&self) -> &Tensor<B, 2> {
+        &self.weight
+    }
+
+    /// The bias, `[out]`.
+    pub fn bias(&self) -> Option<&Tensor<B, 1>> {
+        self.bias.as_ref()
+    }
+
+    /// The attached low-rank updates.
+    pub fn updates(&self) -> &[LowRank<B>] {
+        &self.updates
+    }
+
+    /// Attaches an update (kept separate, not merged).
+    pub fn push_update(&mut self, mut u: LowRank<B>) {
+        u.merged = false;
+        self.updates.push(u);
+    }
+
+    /// Detaches the update called `name`, taking it out of the weight first if merged.
+    pub fn remove_update(&mut self, name: &str) -> Option<LowRank<B>> {
+        let i = self.updates.iter().position(|u| &*u.name == name)?;
+        self.set_merged(name, false);
+        Some(self.updates.remove(i))
+    }
+
+    /// Mutable access to the update called `name`.
+    pub fn update_mut(&mut self, name: &str) -> Option<&mut LowRank<B>> {
+        self.updates.iter_mut().find(|u| &*u.name == name)
+    }
+
+    fn delta(u: &LowRank<B>, scale: f32) -> Tensor<B, 2> {
+        u.a.clone().matmul(u.b.clone()) * scale
+    }
+
+    /// Folds the update into the weight (`merged = true`) or takes it out again.
+    /// Returns `false` when there is no such update.
+    pub fn set_merged(&mut self, name: &str, merged: bool) -> bool {
+        let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
+            return false;
+        };
+        let u = &self.updates[i];
+        if u.merged != merged {
+            let d = Self::delta(u, u.scale);
+            self.weight = if merged {
+                self.weight.clone() + d
+            } else {
+                self.weight.clone() - d
+            };
+            self.updates[i].merged = merged;
+        }
+        true
+    }
+
+    /// Changes the run-time scale of an update, adjusting the weight if it is merged.
+    pub fn set_scale(&mut self, name: &str, scale: f32) -> bool {
+        let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
+            return false;
+        };
+        let u = &self.updates[i];
+        if u.merged && u.scale != scale {
+            let d = Self::delta(u, scale - u.scale);
+            self.weight = self.weight.clone() + d;
+        }
+        self.updates[i].scale = scale;
+        true
+    }
+
     /// `x`: `[b, t, in]` → `[b, t, out]`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
-        let y = x.reshape([b * t, i]).matmul(self.weight.clone());
-        let y = match &self.bias {
-            Some(bias) => y + bias.clone().unsqueeze_dim::<2>(0),
-            None => y,
-        };
+        let x2 = x.reshape([b * t, i]);
+        let mut y = x2.clone().matmul(self.weight.clone());
+        if let Some(bias) = &self.bias {
+            y = y + bias.clone().unsqueeze_dim::<2>(0);
+        }
+        for u in self
+            .updates
+            .iter()
+            .filter(|u| u.active && !u.merged && u.scale != 0.0)
+        {
+            y = y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale;
+        }
         y.reshape([b, t, self.out_features()])
     }
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for (c, &v) in data[r * cols..(r + 1) * cols].iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
 }

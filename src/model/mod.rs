@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use burn::prelude::*;
 
 pub use attention::Attention;
-pub use linear::Linear;
+pub use linear::{transpose, Linear, LowRank};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use rope::{inv_freq, Rope};
@@ -189,6 +189,45 @@ impl<B: Backend> Model<B> {
     /// A KV cache sized for `capacity` positions (at most `block_size`).
     pub fn new_cache(&self, capacity: usize) -> KvCache<B> {
         KvCache::new(self.config.n_layer, capacity.min(self.config.block_size))
+    }
+
+    /// The linear layer with internal name `name` (`transformer.h.3.attn.qkv`, `lm_head`, ...;
+    /// see `checkpoint::names::linears`).
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
+        if name == "lm_head" {
+            return Some(&mut self.lm_head);
+        }
+        let rest = name.strip_prefix("transformer.h.")?;
+        let (i, part) = rest.split_once('.')?;
+        let block = self.blocks.get_mut(i.parse::<usize>().ok()?)?;
+        match part {
+            "attn.qkv" => Some(&mut block.attn.qkv),
+            "attn.proj" => Some(&mut block.attn.proj),
+            "mlp.fc" if block.mlp.fc_2.is_none() => Some(&mut block.mlp.fc_1),
+            "mlp.fc_1" if block.mlp.fc_2.is_some() => Some(&mut block.mlp.fc_1),
+            "mlp.fc_2" => block.mlp.fc_2.as_mut(),
+            "mlp.proj" => Some(&mut block.mlp.proj),
+            _ => None,
+        }
+    }
+
+    /// The linear layer with internal name `name`.
+    pub fn linear(&self, name: &str) -> Option<&Linear<B>> {
+        if name == "lm_head" {
+            return Some(&self.lm_head);
+        }
+        let rest = name.strip_prefix("transformer.h.")?;
+        let (i, part) = rest.split_once('.')?;
+        let block = self.blocks.get(i.parse::<usize>().ok()?)?;
+        match part {
+            "attn.qkv" => Some(&block.attn.qkv),
+            "attn.proj" => Some(&block.attn.proj),
+            "mlp.fc" if block.mlp.fc_2.is_none() => Some(&block.mlp.fc_1),
+            "mlp.fc_1" if block.mlp.fc_2.is_some() => Some(&block.mlp.fc_1),
+            "mlp.fc_2" => block.mlp.fc_2.as_ref(),
+            "mlp.proj" => Some(&block.mlp.proj),
+            _ => None,
+        }
     }
 
     /// Runs `ids` at positions `cache.len()..` and returns logits `[t, padded_vocab]`, or only the
