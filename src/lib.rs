@@ -23,7 +23,9 @@
 //!
 //! Data flows one way: config → weights → [`Model`] → KV cache → sampler → tokens → text.
 
+pub mod adapters;
 pub mod backend;
+mod builder;
 pub mod cache;
 pub mod checkpoint;
 pub mod config;
@@ -34,6 +36,8 @@ pub mod prompt;
 pub mod sampling;
 pub mod tokenizer;
 
+pub use adapters::{Adapter, AdapterSet, Mode};
+pub use builder::{AdapterSpec, ModelBuilder, Plan};
 pub use cache::KvCache;
 pub use checkpoint::Checkpoint;
 pub use config::ModelConfig;

@@ -7,7 +7,11 @@ use std::time::Instant;
 
 use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand};
-use graftlm::{Checkpoint, Error, GenerateOptions, PromptStyle, Result, SamplingParams, Tokenizer};
+use graftlm::adapters::StepChoice;
+use graftlm::{
+    AdapterSpec, Checkpoint, Error, GenerateOptions, Mode, ModelBuilder, PromptStyle, Result,
+    SamplingParams, Tokenizer,
+};
 
 #[derive(Parser)]
 #[command(
@@ -30,12 +34,15 @@ enum Command {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Base checkpoint directory (LitGPT or Hugging Face layout).
+    /// Base checkpoint directory (LitGPT or Hugging Face layout); found from the adapter when absent.
     #[arg(long)]
-    checkpoint: PathBuf,
-    /// Adapter file or directory (repeatable).
+    checkpoint: Option<PathBuf>,
+    /// Adapter file, step folder or run directory, optionally `PATH@SCALE` (repeatable).
     #[arg(long)]
     adapter: Vec<String>,
+    /// Step of a run directory given with --adapter: a number or `latest`.
+    #[arg(long)]
+    step: Option<String>,
     /// Merge adapters into the weights instead of keeping them separate.
     #[arg(long)]
     merge: bool,
@@ -99,11 +106,6 @@ fn main() -> ExitCode {
 }
 
 fn run_generate(a: GenerateArgs) -> Result<()> {
-    if !a.adapter.is_empty() || a.merge {
-        return Err(Error::Unsupported(
-            "--adapter and --merge are not available in this version of graftlm yet".into(),
-        ));
-    }
     let backend = a.backend.clone().unwrap_or_else(|| {
         graftlm::backend::available()
             .first()
@@ -140,12 +142,25 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
         }
     };
     let t0 = Instant::now();
-    let ckpt = Checkpoint::open(&a.checkpoint)?;
+    let plan = plan(
+        a.checkpoint.as_ref(),
+        &a.adapter,
+        a.step.as_deref(),
+        a.merge,
+    )?;
+    let ckpt = plan.checkpoint.clone();
     let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
+    // A LitGPT fine-tune records the prompt style it trained with; it wins over the base's.
+    let style_dir = plan
+        .adapters
+        .iter()
+        .map(|(ad, _)| ad.dir.clone())
+        .find(|d| d.join("prompt_style.yaml").is_file())
+        .unwrap_or_else(|| ckpt.dir.clone());
     let style = if a.raw {
         None
     } else {
-        Some(PromptStyle::resolve(&ckpt.dir, &ckpt.config.name)?)
+        Some(PromptStyle::resolve(&style_dir, &ckpt.config.name)?)
     };
     let styled = match &style {
         Some(s) => s.apply(&prompt, a.sys_prompt.as_deref()),
@@ -176,7 +191,7 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
             block_size: ckpt.config.block_size,
         });
     }
-    let model = ckpt.load::<B>(device)?;
+    let model = plan.build::<B>(device)?;
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let stdout = std::io::stdout();
@@ -201,8 +216,10 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
             "generated_ids": out.generated_ids,
             "text": out.text,
             "stop_reason": out.stop_reason.as_str(),
-            "adapters": serde_json::Value::Array(vec![]),
-            "merged": false,
+            "base": ckpt.dir.display().to_string(),
+            "base_from": plan.base_from,
+            "adapters": adapters_json(&model),
+            "merged": a.merge,
             "seconds": {"load": load_s, "generate": gen_s},
         });
         println!("{v}");
@@ -215,6 +232,55 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
         );
     }
     Ok(())
+}
+
+fn plan(
+    checkpoint: Option<&PathBuf>,
+    adapters: &[String],
+    step: Option<&str>,
+    merge: bool,
+) -> Result<graftlm::Plan> {
+    if merge && adapters.is_empty() {
+        return Err(Error::invalid(
+            "merge",
+            "--merge needs at least one --adapter",
+        ));
+    }
+    if step.is_some() && adapters.is_empty() {
+        return Err(Error::invalid(
+            "step",
+            "--step needs an --adapter run directory",
+        ));
+    }
+    let step = step.map(str::parse::<StepChoice>).transpose()?;
+    let mut b = ModelBuilder::new().mode(if merge { Mode::Merged } else { Mode::Separate });
+    if let Some(c) = checkpoint {
+        b = b.base(c);
+    } else if adapters.is_empty() {
+        return Err(Error::invalid(
+            "checkpoint",
+            "give --checkpoint DIR or an --adapter that records its base",
+        ));
+    }
+    for s in adapters {
+        let mut spec: AdapterSpec = s.parse()?;
+        spec.step = step;
+        b = b.adapter(spec);
+    }
+    b.plan()
+}
+
+fn adapters_json<B: Backend>(model: &graftlm::Model<B>) -> serde_json::Value {
+    model
+        .grafts()
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "name": g.name, "path": g.source, "format": g.format, "step": g.step,
+                "scale": g.scale, "active": g.active, "merged": g.merged,
+            })
+        })
+        .collect()
 }
 
 fn run_inspect(a: InspectArgs) -> Result<()> {

@@ -62,10 +62,28 @@ impl<B: Backend> Block<B> {
     }
 }
 
+/// What has been grafted onto a model through its [`Linear`] seam (bookkeeping only; the numbers
+/// live in the linears).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GraftInfo {
+    pub name: String,
+    /// Where it came from (file path).
+    pub source: String,
+    /// Format name (`litgpt-lora`, `peft-lora`).
+    pub format: String,
+    pub step: Option<u64>,
+    pub scale: f32,
+    pub active: bool,
+    pub merged: bool,
+    /// Internal names of the linears it updates.
+    pub linears: Vec<String>,
+}
+
 /// A decoder-only language model on backend `B`.
 #[derive(Debug, Clone)]
 pub struct Model<B: Backend> {
     config: ModelConfig,
+    grafts: Vec<GraftInfo>,
     wte: Tensor<B, 2>,
     blocks: Vec<Block<B>>,
     ln_f: Norm<B>,
@@ -167,6 +185,7 @@ impl<B: Backend> Model<B> {
         let rope = Rope::new(cfg, cfg.block_size, device);
         Ok(Self {
             config,
+            grafts: Vec::new(),
             wte,
             blocks,
             ln_f,
@@ -179,6 +198,16 @@ impl<B: Backend> Model<B> {
     /// The configuration the model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// What is grafted onto the model, in attach order.
+    pub fn grafts(&self) -> &[GraftInfo] {
+        &self.grafts
+    }
+
+    /// Mutable bookkeeping of grafts (for the adapters module).
+    pub(crate) fn grafts_mut(&mut self) -> &mut Vec<GraftInfo> {
+        &mut self.grafts
     }
 
     /// The device the weights live on.

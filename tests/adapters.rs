@@ -1,0 +1,335 @@
+//! LoRA adapters from LitGPT and PEFT, at every saved step: separate and merged match the
+//! reference libraries, merge→unmerge restores the base, and switching never reloads the base.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_close, rel_err};
+use graftlm::adapters::{self, StepChoice};
+use graftlm::generate::logits_to_vec;
+use graftlm::{
+    AdapterSpec, Checkpoint, Error, GenerateOptions, Mode, Model, ModelBuilder, SamplingParams,
+    Tokenizer,
+};
+use serde::Deserialize;
+
+type B = graftlm::backend::DefaultCpu;
+
+#[derive(Debug, Deserialize)]
+struct Ref {
+    base: String,
+    prompt_ids: Vec<u32>,
+    logits_last: Vec<f32>,
+    logits_last_merged: Vec<f32>,
+    greedy_new_ids: Vec<u32>,
+    max_new_tokens: usize,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference(dir: &Path) -> Ref {
+    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn last_logits(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
+    let mut cache = model.new_cache(ids.len());
+    logits_to_vec(model.forward(ids, &mut cache, true).unwrap()).unwrap()
+}
+
+fn greedy(model: &Model<B>, tok: &Tokenizer, ids: &[u32], n: usize) -> Vec<u32> {
+    let opts = GenerateOptions {
+        max_new_tokens: n,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_tokens: Some(vec![]),
+        ..Default::default()
+    };
+    graftlm::generate(model, tok, ids, &opts, &mut |_| true)
+        .unwrap()
+        .generated_ids
+}
+
+/// Builds base + adapter (base found from the adapter's own record) and checks both modes.
+fn check(adapter_dir: &Path) {
+    let r = reference(adapter_dir);
+    let plan = ModelBuilder::new()
+        .adapter(adapter_dir.to_path_buf().into())
+        .plan()
+        .unwrap_or_else(|e| panic!("{}: {e}", adapter_dir.display()));
+    let base = fixtures().join(&r.base).canonicalize().unwrap();
+    assert_eq!(
+        plan.checkpoint.dir.canonicalize().unwrap(),
+        base,
+        "base found from the adapter record"
+    );
+    let tok = Tokenizer::from_dir(&plan.checkpoint.dir).unwrap();
+    let what = adapter_dir.display().to_string();
+
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+    let base_logits = {
+        let plain = plan.checkpoint.load::<B>(&Default::default()).unwrap();
+        last_logits(&plain, &r.prompt_ids)
+    };
+    assert_close(
+        &format!("{what} separate"),
+        &last_logits(&model, &r.prompt_ids),
+        &r.logits_last,
+    );
+    assert_eq!(
+        greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
+        r.greedy_new_ids,
+        "{what}: greedy (separate)"
+    );
+
+    let name = model.grafts()[0].name.clone();
+    model.set_merged(&name, true).unwrap();
+    let merged = last_logits(&model, &r.prompt_ids);
+    assert_close(&format!("{what} merged"), &merged, &r.logits_last_merged);
+    assert_eq!(
+        greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
+        r.greedy_new_ids,
+        "{what}: greedy (merged)"
+    );
+
+    model.set_merged(&name, false).unwrap();
+    model.set_active(&name, false).unwrap();
+    let restored = last_logits(&model, &r.prompt_ids);
+    assert!(
+        rel_err(&restored, &base_logits) < 1e-5,
+        "{what}: unmerge restores the base"
+    );
+    model.detach(&name).unwrap();
+    assert!(model.grafts().is_empty());
+}
+
+#[test]
+fn litgpt_lora_every_step() {
+    let run = fixtures().join("adapters/litgpt-lora-llama");
+    let steps = adapters::list_steps(&run).unwrap();
+    let names: Vec<Option<u64>> = steps.iter().map(|s| s.step).collect();
+    assert_eq!(names, vec![Some(2), Some(4), Some(6), None]);
+    for s in steps {
+        check(&s.dir);
+    }
+    check(&fixtures().join("adapters/litgpt-lora-gptneox/final"));
+}
+
+#[test]
+fn litgpt_merged_final_equals_graftlm_merged() {
+    let final_dir = fixtures().join("adapters/litgpt-lora-llama/final");
+    let r = reference(&final_dir);
+    // LitGPT's own merge_lora output, loaded as a plain checkpoint.
+    let litgpt_merged = Checkpoint::open(&final_dir)
+        .unwrap()
+        .load::<B>(&Default::default())
+        .unwrap();
+    let ours = ModelBuilder::new()
+        .adapter(final_dir.clone().into())
+        .mode(Mode::Merged)
+        .build::<B>(&Default::default())
+        .unwrap();
+    let a = last_logits(&litgpt_merged, &r.prompt_ids);
+    let b = last_logits(&ours, &r.prompt_ids);
+    assert!(
+        rel_err(&b, &a) < 1e-5,
+        "graftlm merged vs LitGPT merge_lora: {}",
+        rel_err(&b, &a)
+    );
+}
+
+#[test]
+fn peft_lora_variants() {
+    for name in [
+        "peft-llama-qv",
+        "peft-llama-rslora",
+        "peft-phi2-regex",
+        "peft-phi2-layers",
+    ] {
+        check(&fixtures().join("adapters").join(name));
+    }
+    let trainer = fixtures().join("adapters/peft-qwen2-trainer");
+    let steps = adapters::list_steps(&trainer).unwrap();
+    assert_eq!(
+        steps.iter().map(|s| s.step).collect::<Vec<_>>(),
+        vec![Some(2), Some(4)]
+    );
+    for s in steps {
+        check(&s.dir);
+    }
+}
+
+#[test]
+fn run_directory_step_selection() {
+    let run = fixtures().join("adapters/litgpt-lora-llama");
+    let latest = adapters::locate(&run, None).unwrap();
+    assert!(latest.dir.ends_with("final"));
+    let four = adapters::locate(&run, Some(StepChoice::Step(4))).unwrap();
+    assert!(four.dir.ends_with("step-000004"));
+    assert_eq!(four.step, Some(4));
+    let err = adapters::locate(&run, Some(StepChoice::Step(5))).unwrap_err();
+    assert!(err.to_string().contains("2, 4, 6, final"), "{err}");
+    let trainer = fixtures().join("adapters/peft-qwen2-trainer");
+    assert!(adapters::locate(&trainer, None)
+        .unwrap()
+        .dir
+        .ends_with("checkpoint-4"));
+}
+
+#[test]
+fn switching_adapters_never_reloads_the_base() {
+    let run = fixtures().join("adapters/litgpt-lora-llama");
+    let steps = adapters::list_steps(&run).unwrap();
+    let plan = ModelBuilder::new()
+        .adapter(steps[0].dir.clone().into())
+        .plan()
+        .unwrap();
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+    let loads = graftlm::checkpoint::base_load_count();
+    let cfg = plan.checkpoint.config.clone();
+    // Attach every other step, then switch between them.
+    for s in &steps[1..] {
+        let a = adapters::read(&adapters::locate(&s.dir, None).unwrap(), &cfg, None).unwrap();
+        model.attach(&a, 1.0, Mode::Separate).unwrap();
+    }
+    assert_eq!(model.grafts().len(), steps.len());
+    for (i, s) in steps.iter().enumerate() {
+        let name = model.grafts()[i].name.clone();
+        model.activate_only(&name).unwrap();
+        let r = reference(&s.dir);
+        assert_close(
+            &format!("switch to {name}"),
+            &last_logits(&model, &r.prompt_ids),
+            &r.logits_last,
+        );
+    }
+    assert_eq!(
+        graftlm::checkpoint::base_load_count(),
+        loads,
+        "no base reload while switching"
+    );
+}
+
+#[test]
+fn two_adapters_at_once_add_up_and_scales_apply() {
+    let dir = fixtures().join("adapters/peft-llama-qv");
+    let r = reference(&dir);
+    let plan = ModelBuilder::new()
+        .adapter(dir.clone().into())
+        .plan()
+        .unwrap();
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+    let base = {
+        let m = plan.checkpoint.load::<B>(&Default::default()).unwrap();
+        last_logits(&m, &r.prompt_ids)
+    };
+    let name = model.grafts()[0].name.clone();
+    // Scale 0 gives the base, and merged scale changes track separate ones.
+    model.set_scale(&name, 0.0).unwrap();
+    assert!(rel_err(&last_logits(&model, &r.prompt_ids), &base) < 1e-6);
+    model.set_scale(&name, 0.5).unwrap();
+    let half = last_logits(&model, &r.prompt_ids);
+    model.set_merged(&name, true).unwrap();
+    assert!(rel_err(&last_logits(&model, &r.prompt_ids), &half) < 1e-5);
+    model.set_scale(&name, 1.0).unwrap();
+    assert_close(
+        "rescaled while merged",
+        &last_logits(&model, &r.prompt_ids),
+        &r.logits_last_merged,
+    );
+    model.unmerge_all().unwrap();
+
+    // The same adapter twice at scale 0.5 each equals once at scale 1.
+    let mut again = adapters::read(
+        &adapters::locate(&dir, None).unwrap(),
+        &plan.checkpoint.config,
+        Some("copy"),
+    )
+    .unwrap();
+    again.name = "copy".into();
+    model.set_scale(&name, 0.5).unwrap();
+    model.attach(&again, 0.5, Mode::Separate).unwrap();
+    assert_close(
+        "two halves",
+        &last_logits(&model, &r.prompt_ids),
+        &r.logits_last,
+    );
+    // Names are unique.
+    assert!(model.attach(&again, 1.0, Mode::Separate).is_err());
+}
+
+#[test]
+fn incompatible_adapters_are_refused_with_names() {
+    // A llama adapter on the GPT-NeoX base.
+    let err = ModelBuilder::new()
+        .base(fixtures().join("models/gptneox/lit"))
+        .adapter(
+            fixtures()
+                .join("adapters/litgpt-lora-llama/step-000002")
+                .into(),
+        )
+        .plan()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnexpectedTensors { .. } | Error::ShapeMismatch { .. }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lit_model.pth.lora"), "{err}");
+
+    let err = ModelBuilder::new()
+        .base(fixtures().join("models/phi2/hf"))
+        .adapter(fixtures().join("adapters/peft-llama-qv").into())
+        .plan()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("adapter_model.safetensors"),
+        "{err}"
+    );
+
+    let err = ModelBuilder::new()
+        .adapter(fixtures().join("adapters/peft-llama-dora").into())
+        .plan()
+        .unwrap_err();
+    assert!(err.to_string().contains("use_dora"), "{err}");
+}
+
+#[test]
+fn failed_attach_leaves_the_model_unchanged() {
+    let base = fixtures().join("models/llama/lit");
+    let mut model = Checkpoint::open(&base)
+        .unwrap()
+        .load::<B>(&Default::default())
+        .unwrap();
+    let r = reference(&fixtures().join("adapters/peft-llama-qv"));
+    let before = last_logits(&model, &r.prompt_ids);
+    // An adapter read for another base (gptneox) cannot attach here.
+    let neox = Checkpoint::open(fixtures().join("models/gptneox/lit")).unwrap();
+    let a = adapters::read(
+        &adapters::locate(&fixtures().join("adapters/litgpt-lora-gptneox/final"), None).unwrap(),
+        &neox.config,
+        None,
+    )
+    .unwrap();
+    assert!(model.attach(&a, 1.0, Mode::Merged).is_err());
+    assert!(model.grafts().is_empty());
+    assert_eq!(last_logits(&model, &r.prompt_ids), before);
+}
+
+#[test]
+fn adapter_spec_syntax() {
+    let s: AdapterSpec = "out/lora@0.5".parse().unwrap();
+    assert_eq!(s.path, PathBuf::from("out/lora"));
+    assert_eq!(s.scale, 0.5);
+    let s: AdapterSpec = "dir@with@at".parse().unwrap();
+    assert_eq!(s.path, PathBuf::from("dir@with@at"));
+    assert_eq!(s.scale, 1.0);
+    assert!("x@inf".parse::<AdapterSpec>().is_err());
+}
