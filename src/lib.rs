@@ -30,6 +30,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod generate;
 pub mod model;
 pub mod prompt;

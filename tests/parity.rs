@@ -109,6 +109,14 @@ macro_rules! parity {
                 check::<B>("qwen2", "hf");
             }
             #[test]
+            fn mistral_sliding_window_litgpt() {
+                check::<B>("mistral", "lit");
+            }
+            #[test]
+            fn mistral_sliding_window_hf() {
+                check::<B>("mistral", "hf");
+            }
+            #[test]
             fn phi2_litgpt() {
                 check::<B>("phi2", "lit");
             }

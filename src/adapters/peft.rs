@@ -24,6 +24,8 @@ pub struct PeftConfig {
     pub alpha_pattern: Vec<(String, f64)>,
     pub target_modules: Targets,
     pub layers_to_transform: Option<Vec<usize>>,
+    /// Modules PEFT skips even when `target_modules` names them.
+    pub exclude_modules: Option<Targets>,
     pub base: Option<String>,
 }
 
@@ -85,7 +87,14 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
             ))
         }
     }
-    for f in ["loftq_config", "layer_replication", "megatron_config"] {
+    for f in [
+        "loftq_config",
+        "layer_replication",
+        "megatron_config",
+        "trainable_token_indices",
+        "target_parameters",
+        "alora_invocation_tokens",
+    ] {
         if let Some(x) = v.get(f) {
             if !x.is_null() && x.as_object().is_none_or(|o| !o.is_empty()) {
                 return Err(refuse(f, format!("{x} is not supported")));
@@ -138,7 +147,18 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
         ),
         Some(other) => return Err(refuse("layers_to_transform", format!("{other}"))),
     };
+    let exclude_modules = match v.get("exclude_modules") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(Targets::Regex(s.clone())),
+        Some(Value::Array(a)) => Some(Targets::List(
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+        )),
+        Some(other) => return Err(refuse("exclude_modules", format!("{other}"))),
+    };
     Ok(PeftConfig {
+        exclude_modules,
         r,
         alpha,
         use_rslora: v

@@ -28,8 +28,29 @@ struct Cli {
 enum Command {
     /// Generate text from a checkpoint.
     Generate(GenerateArgs),
-    /// Describe a checkpoint directory.
+    /// Describe a checkpoint, adapter or training-run directory.
     Inspect(InspectArgs),
+    /// Fold adapters into the base and write a Hugging Face checkpoint (safetensors + config.json).
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Base checkpoint directory; found from the adapter when absent.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Adapter file, step folder or run directory, optionally `PATH@SCALE` (repeatable).
+    #[arg(long, required = true)]
+    adapter: Vec<String>,
+    /// Step of a run directory: a number or `latest`.
+    #[arg(long)]
+    step: Option<String>,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -95,6 +116,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Generate(a) => run_generate(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Merge(a) => run_merge(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -229,6 +251,39 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
             "[{n} tokens in {gen_s:.2} s ({:.1} tokens/s) on {backend}; load {load_s:.2} s; stop: {}]",
             n as f64 / gen_s.max(1e-9),
             out.stop_reason.as_str()
+        );
+    }
+    Ok(())
+}
+
+fn run_merge(a: MergeArgs) -> Result<()> {
+    let plan = plan(a.checkpoint.as_ref(), &a.adapter, a.step.as_deref(), false)?;
+    let t0 = Instant::now();
+    let report = graftlm::export::export_merged(&plan, &a.out, &mut |_| {})?;
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        let v = serde_json::json!({
+            "out": report.dir.display().to_string(),
+            "base": plan.checkpoint.dir.display().to_string(),
+            "base_from": plan.base_from,
+            "base_fingerprint": report.fingerprint,
+            "adapters": plan.adapters.iter().map(|(ad, s)| serde_json::json!({
+                "name": ad.name, "path": ad.path.display().to_string(), "format": ad.format.as_str(),
+                "step": ad.step, "scale": s,
+            })).collect::<Vec<_>>(),
+            "tensors": report.tensors,
+            "bytes": report.bytes,
+            "seconds": secs,
+        });
+        println!("{v}");
+    } else {
+        eprintln!(
+            "merged {} adapter(s) into {} -> {} ({} tensors, {} bytes, {secs:.2} s)",
+            plan.adapters.len(),
+            plan.checkpoint.dir.display(),
+            report.dir.display(),
+            report.tensors,
+            report.bytes
         );
     }
     Ok(())

@@ -249,8 +249,19 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
 
 /// Reads every parameter of `cfg` from `files`, checking presence, shapes and leftovers.
 pub fn load(cfg: &ModelConfig, files: &WeightFiles) -> Result<HashMap<String, HostTensor>> {
-    let stored = files.tensors();
+    load_check(cfg, files)?;
     let mut out = HashMap::new();
+    for entry in table(cfg) {
+        let t = read_entry(cfg, files, &entry)?;
+        out.insert(entry.name, t);
+    }
+    Ok(out)
+}
+
+/// Checks presence and shapes of every parameter and that no stored tensor is left unused,
+/// reading metadata only.
+pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
+    let stored = files.tensors();
     let table = table(cfg);
 
     // Check every source first (cheap: metadata only), so errors come before any reading.
@@ -321,38 +332,41 @@ pub fn load(cfg: &ModelConfig, files: &WeightFiles) -> Result<HashMap<String, Ho
         });
     }
 
-    for entry in table {
-        let t = match &entry.source {
-            Source::One(n) => files.read_f32(n)?,
-            Source::Tied(head, wte) => {
-                if stored.contains_key(head) {
-                    files.read_f32(head)?
-                } else {
-                    files.read_f32(wte)?
-                }
+    Ok(())
+}
+
+/// Reads one parameter (already checked by [`load`] or [`check_all`]) in the model's layout.
+pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Result<HostTensor> {
+    let stored = files.tensors();
+    let hs = cfg.head_size;
+    Ok(match &entry.source {
+        Source::One(n) => files.read_f32(n)?,
+        Source::Tied(head, wte) => {
+            if stored.contains_key(head) {
+                files.read_f32(head)?
+            } else {
+                files.read_f32(wte)?
             }
-            Source::QkvConcat(names) => {
-                let mut data = Vec::new();
-                for n in names {
-                    data.extend(files.read_f32(n)?.data);
-                }
-                HostTensor {
-                    shape: entry.shape.clone(),
-                    data,
-                }
+        }
+        Source::QkvConcat(names) => {
+            let mut data = Vec::new();
+            for n in names {
+                data.extend(files.read_f32(n)?.data);
             }
-            Source::NeoxQkv(n) => {
-                let t = files.read_f32(n)?;
-                let row = t.shape[1..].iter().product::<usize>();
-                HostTensor {
-                    shape: t.shape.clone(),
-                    data: neox_to_grouped(&t.data, row, cfg.n_head, cfg.n_query_groups, hs),
-                }
+            HostTensor {
+                shape: entry.shape.clone(),
+                data,
             }
-        };
-        out.insert(entry.name, t);
-    }
-    Ok(out)
+        }
+        Source::NeoxQkv(n) => {
+            let t = files.read_f32(n)?;
+            let row = t.shape[1..].iter().product::<usize>();
+            HostTensor {
+                shape: t.shape.clone(),
+                data: neox_to_grouped(&t.data, row, cfg.n_head, cfg.n_query_groups, hs),
+            }
+        }
+    })
 }
 
 /// GPT-NeoX stores q/k/v interleaved per group: `[q_g0 (q_per_kv heads), k_g0, v_g0, q_g1, ...]`.
