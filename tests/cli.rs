@@ -153,3 +153,183 @@ fn inspect_json_describes_the_checkpoint() {
     assert_eq!(v["parameters"], 1000576);
     assert_eq!(v["prompt_style"], "Default");
 }
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+#[test]
+fn generate_with_an_adapter_run_dir_and_step_finds_the_base() {
+    let run = fixtures().join("adapters/litgpt-lora-llama");
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("step-000004/reference.json")).unwrap(),
+    )
+    .unwrap();
+    // Run from another directory: the recorded relative base is found from the adapter's ancestors.
+    let out = bin()
+        .current_dir(std::env::temp_dir())
+        .args(["generate", "--adapter"])
+        .arg(&run)
+        .args([
+            "--step",
+            "4",
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "16",
+            "--json",
+        ])
+        .arg("--prompt")
+        .arg(r["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["generated_ids"], r["greedy_new_ids"], "{v}");
+    assert_eq!(v["adapters"][0]["step"], 4);
+    assert_eq!(v["adapters"][0]["format"], "litgpt-lora");
+    assert!(
+        v["base"].as_str().unwrap().ends_with("models/llama/lit"),
+        "{v}"
+    );
+
+    // --merge gives the same tokens; @0 gives the base model's.
+    let merged = bin()
+        .args(["generate", "--merge", "--adapter"])
+        .arg(run.join("step-000004"))
+        .args([
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "16",
+            "--json",
+            "--prompt",
+        ])
+        .arg(r["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(json(&merged)["generated_ids"], r["greedy_new_ids"]);
+    let base_ref: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("models/llama/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let zero = bin()
+        .arg("generate")
+        .arg("--adapter")
+        .arg(format!("{}@0", run.join("step-000004").display()))
+        .args([
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "16",
+            "--json",
+            "--prompt",
+        ])
+        .arg(r["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(json(&zero)["generated_ids"], base_ref["greedy_new_ids"]);
+}
+
+#[test]
+fn adapter_errors_are_clear() {
+    let out = bin()
+        .args(["generate", "--checkpoint"])
+        .arg(fixtures().join("models/gptneox/lit"))
+        .arg("--adapter")
+        .arg(fixtures().join("adapters/litgpt-lora-llama/final"))
+        .args(["--prompt", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("lit_model.pth.lora"), "{err}");
+
+    let out = bin()
+        .args(["generate", "--adapter"])
+        .arg(fixtures().join("adapters/litgpt-lora-llama"))
+        .args(["--step", "3", "--prompt", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2, 4, 6, final"));
+}
+
+#[test]
+fn merge_command_writes_a_loadable_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("merged");
+    let out = bin()
+        .args(["merge", "--adapter"])
+        .arg(fixtures().join("adapters/peft-llama-qv"))
+        .arg("--out")
+        .arg(&out_dir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert!(v["base_fingerprint"]
+        .as_str()
+        .unwrap()
+        .starts_with("fnv1a64:"));
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("adapters/peft-llama-qv/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let gen = bin()
+        .args(["generate", "--checkpoint"])
+        .arg(&out_dir)
+        .args([
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "16",
+            "--json",
+            "--prompt",
+        ])
+        .arg(r["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(json(&gen)["generated_ids"], r["greedy_new_ids"]);
+}
+
+#[test]
+fn chat_switches_steps_and_merges_without_reloading() {
+    let mut child = bin()
+        .args(["chat", "--adapter"])
+        .arg(fixtures().join("adapters/litgpt-lora-llama/step-000004"))
+        .args(["--temperature", "0", "--max-new-tokens", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"Say hi\n/step 2\n/adapters\n/merge\n/unmerge\n/use none\n/scale nope 2\n/quit\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "[attached and using litgpt-lora-llama/step-000002]",
+        "litgpt-lora-llama/step-000002 (active)",
+        "[merged all active adapters]",
+        "[unmerged all]",
+        "[base model only]",
+        "no adapter named `nope`",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in {text}");
+    }
+}

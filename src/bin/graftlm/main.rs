@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand};
+
+mod chat;
 use graftlm::adapters::StepChoice;
 use graftlm::{
     AdapterSpec, Checkpoint, Error, GenerateOptions, Mode, ModelBuilder, PromptStyle, Result,
@@ -30,8 +32,44 @@ enum Command {
     Generate(GenerateArgs),
     /// Describe a checkpoint, adapter or training-run directory.
     Inspect(InspectArgs),
+    /// Chat interactively; switch, rescale, merge and unmerge adapters without reloading the base.
+    Chat(ChatArgs),
     /// Fold adapters into the base and write a Hugging Face checkpoint (safetensors + config.json).
     Merge(MergeArgs),
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    /// Base checkpoint directory; found from the adapter when absent.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Adapter file, step folder or run directory, optionally `PATH@SCALE` (repeatable).
+    #[arg(long)]
+    adapter: Vec<String>,
+    /// Step of a run directory: a number or `latest`.
+    #[arg(long)]
+    step: Option<String>,
+    /// Start with the adapters merged.
+    #[arg(long)]
+    merge: bool,
+    /// System prompt for prompt styles that have one.
+    #[arg(long)]
+    sys_prompt: Option<String>,
+    /// Maximum new tokens per answer.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0: no limit).
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Nucleus sampling threshold in [0, 1].
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -117,6 +155,7 @@ fn main() -> ExitCode {
         Command::Generate(a) => run_generate(a),
         Command::Inspect(a) => run_inspect(a),
         Command::Merge(a) => run_merge(a),
+        Command::Chat(a) => run_chat(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -254,6 +293,57 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
         );
     }
     Ok(())
+}
+
+fn run_chat(a: ChatArgs) -> Result<()> {
+    let plan = plan(
+        a.checkpoint.as_ref(),
+        &a.adapter,
+        a.step.as_deref(),
+        a.merge,
+    )?;
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: (a.top_k > 0).then_some(a.top_k),
+        top_p: a.top_p,
+        seed: a.seed,
+    };
+    sampling.validate()?;
+    let tok = Tokenizer::from_dir(&plan.checkpoint.dir)?;
+    let style_dir = plan
+        .adapters
+        .iter()
+        .map(|(ad, _)| ad.dir.clone())
+        .find(|d| d.join("prompt_style.yaml").is_file())
+        .unwrap_or_else(|| plan.checkpoint.dir.clone());
+    let style = PromptStyle::resolve(&style_dir, &plan.checkpoint.config.name)?;
+    // `/step` works on the run directory of the first adapter (its parent when a step was given).
+    let run_dir = a.adapter.first().map(|s| {
+        let p = s
+            .parse::<AdapterSpec>()
+            .map(|x| x.path)
+            .unwrap_or_else(|_| PathBuf::from(s));
+        if graftlm::adapters::list_steps(&p)
+            .map(|v| v.is_empty())
+            .unwrap_or(true)
+        {
+            p.parent().map(|q| q.to_path_buf()).unwrap_or(p)
+        } else {
+            p
+        }
+    });
+    let settings = chat::ChatSettings {
+        sampling,
+        max_new_tokens: a.max_new_tokens,
+        sys_prompt: a.sys_prompt.clone(),
+        run_dir,
+    };
+    #[cfg(feature = "flex")]
+    type Cpu = graftlm::backend::Flex;
+    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    type Cpu = graftlm::backend::NdArray;
+    let model = plan.build::<Cpu>(&Default::default())?;
+    chat::run(model, &tok, &style, &settings)
 }
 
 fn run_merge(a: MergeArgs) -> Result<()> {
