@@ -191,6 +191,7 @@ fn switching_adapters_never_reloads_the_base() {
         .unwrap();
     let mut model = plan.build::<B>(&Default::default()).unwrap();
     let loads = graftlm::checkpoint::base_load_count();
+    assert!(loads >= 1, "the counter sees the initial load");
     let cfg = plan.checkpoint.config.clone();
     // Attach every other step, then switch between them.
     for s in &steps[1..] {
@@ -332,4 +333,39 @@ fn adapter_spec_syntax() {
     assert_eq!(s.path, PathBuf::from("dir@with@at"));
     assert_eq!(s.scale, 1.0);
     assert!("x@inf".parse::<AdapterSpec>().is_err());
+}
+
+#[test]
+fn cat_combination_is_the_weighted_sum() {
+    let run = fixtures().join("adapters/litgpt-lora-llama");
+    let plan = ModelBuilder::new()
+        .adapter(run.join("step-000002").into())
+        .plan()
+        .unwrap();
+    let cfg = plan.checkpoint.config.clone();
+    let a2 = plan.adapters[0].0.clone();
+    let a6 = adapters::read(
+        &adapters::locate(&run.join("step-000006"), None).unwrap(),
+        &cfg,
+        None,
+    )
+    .unwrap();
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+    let r = reference(&run.join("step-000002"));
+    // Both attached at 0.3 / 0.7 ...
+    model.set_scale(&a2.name, 0.3).unwrap();
+    model.attach(&a6, 0.7, Mode::Separate).unwrap();
+    let both = last_logits(&model, &r.prompt_ids);
+    // ... equals one `cat` adapter at scale 1.
+    let combo =
+        adapters::combine(&[(&a2, 0.3), (&a6, 0.7)], adapters::Combine::Cat, "mix").unwrap();
+    assert_eq!(combo.r, 8 + 8);
+    model.set_active(&a2.name, false).unwrap();
+    model.set_active(&a6.name, false).unwrap();
+    model.attach(&combo, 1.0, Mode::Merged).unwrap();
+    assert!(rel_err(&last_logits(&model, &r.prompt_ids), &both) < 1e-5);
+    // `linear` keeps the rank.
+    let lin =
+        adapters::combine(&[(&a2, 0.5), (&a6, 0.5)], adapters::Combine::Linear, "lin").unwrap();
+    assert_eq!(lin.r, 8);
 }

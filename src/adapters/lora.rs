@@ -173,3 +173,91 @@ mod tests {
         assert_eq!(p.data, vec![0.0, 0.0, 0.5, 1.0, 0.0, 0.0]);
     }
 }
+
+/// How [`combine`] forms a new adapter from several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// Stack the ranks: `ΔW = Σ wᵢ·ΔWᵢ` exactly (PEFT `cat`).
+    Cat,
+    /// Same rank required: `A = Σ √wᵢ·Aᵢ`, `B = Σ √wᵢ·Bᵢ` (PEFT `linear`, scales folded into `B`;
+    /// not the weighted sum unless the adapters are similar).
+    Linear,
+}
+
+/// A new adapter from `parts` with weights (PEFT's `add_weighted_adapter`).
+pub fn combine(parts: &[(&Adapter, f32)], how: Combine, name: &str) -> Result<Adapter> {
+    let Some((first, _)) = parts.first() else {
+        return Err(Error::invalid("adapters", "nothing to combine"));
+    };
+    let mut linears: Vec<&String> = parts.iter().flat_map(|(a, _)| a.updates.keys()).collect();
+    linears.sort();
+    linears.dedup();
+    let mut updates = BTreeMap::new();
+    for lin in linears {
+        let present: Vec<(&LowRankUpdate, f32)> = parts
+            .iter()
+            .filter_map(|(a, w)| a.updates.get(lin).map(|u| (u, *w)))
+            .collect();
+        let u = match how {
+            Combine::Cat => {
+                let scaled = present
+                    .iter()
+                    .map(|(u, w)| LowRankUpdate {
+                        a: u.a.clone(),
+                        b: HostTensor {
+                            shape: u.b.shape.clone(),
+                            data: u.b.data.iter().map(|x| x * w).collect(),
+                        },
+                    })
+                    .collect();
+                LowRankUpdate::concat(scaled)
+            }
+            Combine::Linear => {
+                let r = present[0].0.rank();
+                if present.len() != parts.len() || present.iter().any(|(u, _)| u.rank() != r) {
+                    return Err(Error::invalid(
+                        "adapters",
+                        format!("`linear` needs every adapter to adapt `{lin}` with the same rank"),
+                    ));
+                }
+                let mut a = vec![0f32; present[0].0.a.data.len()];
+                let mut b = vec![0f32; present[0].0.b.data.len()];
+                for (u, w) in &present {
+                    if *w < 0.0 {
+                        return Err(Error::invalid(
+                            "weights",
+                            "`linear` needs non-negative weights",
+                        ));
+                    }
+                    let s = w.sqrt();
+                    a.iter_mut().zip(&u.a.data).for_each(|(x, y)| *x += s * y);
+                    b.iter_mut().zip(&u.b.data).for_each(|(x, y)| *x += s * y);
+                }
+                Some(LowRankUpdate {
+                    a: HostTensor {
+                        shape: present[0].0.a.shape.clone(),
+                        data: a,
+                    },
+                    b: HostTensor {
+                        shape: present[0].0.b.shape.clone(),
+                        data: b,
+                    },
+                })
+            }
+        };
+        if let Some(u) = u {
+            updates.insert(lin.clone(), u);
+        }
+    }
+    Ok(Adapter {
+        name: name.to_string(),
+        format: first.format,
+        path: first.path.clone(),
+        dir: first.dir.clone(),
+        step: None,
+        recorded_base: first.recorded_base.clone(),
+        r: updates.values().map(LowRankUpdate::rank).max().unwrap_or(0),
+        alpha: first.alpha,
+        updates,
+    })
+}

@@ -18,7 +18,7 @@ use burn::prelude::*;
 pub use discover::{
     find_base, list_steps, locate, AdapterFormat, AdapterLocation, StepChoice, StepEntry,
 };
-pub use lora::{Adapter, LowRankUpdate};
+pub use lora::{combine, Adapter, Combine, LowRankUpdate};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};

@@ -15,11 +15,14 @@ use crate::config::{Family, ModelConfig};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-static BASE_LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    static BASE_LOADS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
-/// How many times this process has loaded base weights (adapter switches must not add to it).
+/// How many times the calling thread has loaded base weights (adapter switches must not add
+/// to it).
 pub fn base_load_count() -> usize {
-    BASE_LOADS.load(std::sync::atomic::Ordering::Relaxed)
+    BASE_LOADS.with(|c| c.get())
 }
 
 /// A base-model checkpoint directory (LitGPT or Hugging Face layout).
@@ -77,7 +80,7 @@ impl Checkpoint {
 
     /// Reads all weights (checking names and shapes) and builds the model on `device`.
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
-        BASE_LOADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        BASE_LOADS.with(|c| c.set(c.get() + 1));
         let files = self.weights()?;
         let tensors = names::load(&self.config, &files)?;
         Model::from_tensors(self.config.clone(), tensors, device)
