@@ -40,6 +40,19 @@ impl From<PathBuf> for AdapterSpec {
     }
 }
 
+impl From<&std::path::Path> for AdapterSpec {
+    fn from(path: &std::path::Path) -> Self {
+        path.to_path_buf().into()
+    }
+}
+
+impl From<&str> for AdapterSpec {
+    /// A plain path (no `@SCALE` parsing; use `str::parse` for that).
+    fn from(path: &str) -> Self {
+        PathBuf::from(path).into()
+    }
+}
+
 impl std::str::FromStr for AdapterSpec {
     type Err = Error;
     /// `PATH` or `PATH@SCALE` (the CLI's `--adapter` syntax).

@@ -9,10 +9,11 @@ use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand};
 
 mod chat;
+mod inspect;
 use graftlm::adapters::StepChoice;
 use graftlm::{
-    AdapterSpec, Checkpoint, Error, GenerateOptions, Mode, ModelBuilder, PromptStyle, Result,
-    SamplingParams, Tokenizer,
+    AdapterSpec, Error, GenerateOptions, Mode, ModelBuilder, PromptStyle, Result, SamplingParams,
+    Tokenizer,
 };
 
 #[derive(Parser)]
@@ -38,26 +39,23 @@ enum Command {
     Merge(MergeArgs),
 }
 
+/// Which base and adapters to load (shared by generate, chat and merge).
 #[derive(Args)]
-struct ChatArgs {
-    /// Base checkpoint directory; found from the adapter when absent.
+struct ModelArgs {
+    /// Base checkpoint directory (LitGPT or Hugging Face layout); found from the adapter when absent.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// Adapter file, step folder or run directory, optionally `PATH@SCALE` (repeatable).
     #[arg(long)]
     adapter: Vec<String>,
-    /// Step of a run directory: a number or `latest`.
+    /// Step of a run directory given with --adapter: a number or `latest`.
     #[arg(long)]
     step: Option<String>,
-    /// Start with the adapters merged.
-    #[arg(long)]
-    merge: bool,
-    /// System prompt for prompt styles that have one.
-    #[arg(long)]
-    sys_prompt: Option<String>,
-    /// Maximum new tokens per answer.
-    #[arg(long, default_value_t = 128)]
-    max_new_tokens: usize,
+}
+
+/// Sampling flags (defaults as `litgpt generate`).
+#[derive(Args)]
+struct SamplingArgs {
     /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -72,17 +70,40 @@ struct ChatArgs {
     seed: u64,
 }
 
+impl SamplingArgs {
+    fn params(&self) -> Result<SamplingParams> {
+        let p = SamplingParams {
+            temperature: self.temperature,
+            top_k: (self.top_k > 0).then_some(self.top_k),
+            top_p: self.top_p,
+            seed: self.seed,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+#[derive(Args)]
+struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Start with the adapters merged.
+    #[arg(long)]
+    merge: bool,
+    /// System prompt for prompt styles that have one.
+    #[arg(long)]
+    sys_prompt: Option<String>,
+    /// Maximum new tokens per answer.
+    #[arg(long, default_value_t = 128)]
+    max_new_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+}
+
 #[derive(Args)]
 struct MergeArgs {
-    /// Base checkpoint directory; found from the adapter when absent.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Adapter file, step folder or run directory, optionally `PATH@SCALE` (repeatable).
-    #[arg(long, required = true)]
-    adapter: Vec<String>,
-    /// Step of a run directory: a number or `latest`.
-    #[arg(long)]
-    step: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
@@ -93,15 +114,8 @@ struct MergeArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Base checkpoint directory (LitGPT or Hugging Face layout); found from the adapter when absent.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Adapter file, step folder or run directory, optionally `PATH@SCALE` (repeatable).
-    #[arg(long)]
-    adapter: Vec<String>,
-    /// Step of a run directory given with --adapter: a number or `latest`.
-    #[arg(long)]
-    step: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Merge adapters into the weights instead of keeping them separate.
     #[arg(long)]
     merge: bool,
@@ -114,18 +128,8 @@ struct GenerateArgs {
     /// Maximum number of new tokens.
     #[arg(long, default_value_t = 50)]
     max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Sample among the K most likely tokens only (0: no limit).
-    #[arg(long, default_value_t = 50)]
-    top_k: usize,
-    /// Nucleus sampling threshold in [0, 1].
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Random seed.
-    #[arg(long, default_value_t = 1234)]
-    seed: u64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Stop when this text appears (repeatable); it is not printed.
     #[arg(long)]
     stop: Vec<String>,
@@ -153,7 +157,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(a) => run_generate(a),
-        Command::Inspect(a) => run_inspect(a),
+        Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => run_merge(a),
         Command::Chat(a) => run_chat(a),
     };
@@ -203,12 +207,7 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
         }
     };
     let t0 = Instant::now();
-    let plan = plan(
-        a.checkpoint.as_ref(),
-        &a.adapter,
-        a.step.as_deref(),
-        a.merge,
-    )?;
+    let plan = plan(&a.model, a.merge)?;
     let ckpt = plan.checkpoint.clone();
     let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
     // A LitGPT fine-tune records the prompt style it trained with; it wins over the base's.
@@ -233,16 +232,10 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
     }
     let opts = GenerateOptions {
         max_new_tokens: a.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: (a.top_k > 0).then_some(a.top_k),
-            top_p: a.top_p,
-            seed: a.seed,
-        },
+        sampling: a.sampling.params()?,
         stop_strings: a.stop.clone(),
         ..Default::default()
     };
-    opts.sampling.validate()?;
     let total = ids.len() + opts.max_new_tokens;
     if total > ckpt.config.block_size {
         return Err(Error::ContextOverflow {
@@ -296,19 +289,8 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
 }
 
 fn run_chat(a: ChatArgs) -> Result<()> {
-    let plan = plan(
-        a.checkpoint.as_ref(),
-        &a.adapter,
-        a.step.as_deref(),
-        a.merge,
-    )?;
-    let sampling = SamplingParams {
-        temperature: a.temperature,
-        top_k: (a.top_k > 0).then_some(a.top_k),
-        top_p: a.top_p,
-        seed: a.seed,
-    };
-    sampling.validate()?;
+    let plan = plan(&a.model, a.merge)?;
+    let sampling = a.sampling.params()?;
     let tok = Tokenizer::from_dir(&plan.checkpoint.dir)?;
     let style_dir = plan
         .adapters
@@ -318,7 +300,7 @@ fn run_chat(a: ChatArgs) -> Result<()> {
         .unwrap_or_else(|| plan.checkpoint.dir.clone());
     let style = PromptStyle::resolve(&style_dir, &plan.checkpoint.config.name)?;
     // `/step` works on the run directory of the first adapter (its parent when a step was given).
-    let run_dir = a.adapter.first().map(|s| {
+    let run_dir = a.model.adapter.first().map(|s| {
         let p = s
             .parse::<AdapterSpec>()
             .map(|x| x.path)
@@ -347,7 +329,7 @@ fn run_chat(a: ChatArgs) -> Result<()> {
 }
 
 fn run_merge(a: MergeArgs) -> Result<()> {
-    let plan = plan(a.checkpoint.as_ref(), &a.adapter, a.step.as_deref(), false)?;
+    let plan = plan(&a.model, false)?;
     let t0 = Instant::now();
     let report = graftlm::export::export_merged(&plan, &a.out, &mut |_| {})?;
     let secs = t0.elapsed().as_secs_f64();
@@ -379,12 +361,8 @@ fn run_merge(a: MergeArgs) -> Result<()> {
     Ok(())
 }
 
-fn plan(
-    checkpoint: Option<&PathBuf>,
-    adapters: &[String],
-    step: Option<&str>,
-    merge: bool,
-) -> Result<graftlm::Plan> {
+fn plan(m: &ModelArgs, merge: bool) -> Result<graftlm::Plan> {
+    let (checkpoint, adapters, step) = (m.checkpoint.as_ref(), &m.adapter, m.step.as_deref());
     if merge && adapters.is_empty() {
         return Err(Error::invalid(
             "merge",
@@ -426,164 +404,4 @@ fn adapters_json<B: Backend>(model: &graftlm::Model<B>) -> serde_json::Value {
             })
         })
         .collect()
-}
-
-/// What `inspect` says about adapters in (or at) `dir`, as JSON, or `None` if there are none.
-fn adapters_in(dir: &std::path::Path) -> Option<serde_json::Value> {
-    use graftlm::adapters;
-    let one = |loc: &adapters::AdapterLocation| -> serde_json::Value {
-        let recorded = adapters::recorded_base(loc).ok().flatten();
-        let base = adapters::resolve_base(loc).ok();
-        let detail = base.as_ref().and_then(|b| {
-            let ck = Checkpoint::open(b).ok()?;
-            adapters::read(loc, &ck.config, None).ok()
-        });
-        serde_json::json!({
-            "dir": loc.dir.display().to_string(),
-            "weights": loc.weights.display().to_string(),
-            "format": loc.format.as_str(),
-            "step": loc.step,
-            "recorded_base": recorded,
-            "base": base.map(|b| b.display().to_string()),
-            "r": detail.as_ref().map(|d| d.r),
-            "alpha": detail.as_ref().map(|d| d.alpha),
-            "targets": detail.as_ref().map(|d| d.updates.keys().cloned().collect::<Vec<_>>()),
-            "parameters": detail.as_ref().map(|d| d.parameter_count()),
-        })
-    };
-    let steps = adapters::list_steps(dir).unwrap_or_default();
-    if !steps.is_empty() {
-        let v: Vec<serde_json::Value> = steps
-            .iter()
-            .filter_map(|s| adapters::locate(&s.dir, None).ok())
-            .map(|l| one(&l))
-            .collect();
-        return Some(serde_json::Value::Array(v));
-    }
-    adapters::locate(dir, None)
-        .ok()
-        .map(|l| serde_json::Value::Array(vec![one(&l)]))
-}
-
-fn print_adapters(v: &serde_json::Value) {
-    for a in v.as_array().into_iter().flatten() {
-        let step = a["step"]
-            .as_u64()
-            .map(|s| format!("step {s}"))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "  adapter       {} [{}] {} r={} alpha={} targets={} params={}",
-            a["dir"].as_str().unwrap_or("?"),
-            a["format"].as_str().unwrap_or("?"),
-            step,
-            a["r"],
-            a["alpha"],
-            a["targets"].as_array().map(|t| t.len()).unwrap_or(0),
-            a["parameters"]
-        );
-        println!(
-            "                base {} (recorded: {})",
-            a["base"]
-                .as_str()
-                .unwrap_or("NOT FOUND — pass --checkpoint"),
-            a["recorded_base"].as_str().unwrap_or("none")
-        );
-    }
-}
-
-/// The provenance of a `graftlm merge` output, with the recorded base fingerprint checked when the
-/// base is still there.
-fn merged_from(dir: &std::path::Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("graftlm_merge.json")).ok()?;
-    let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let check = v["base"].as_str().and_then(|b| {
-        let ck = Checkpoint::open(b).ok()?;
-        let fp = graftlm::export::fingerprint(&ck.config, &ck.weights().ok()?).ok()?;
-        Some(Some(fp.as_str()) == v["base_fingerprint"].as_str())
-    });
-    v["base_fingerprint_matches"] = serde_json::json!(check);
-    Some(v)
-}
-
-fn run_inspect(a: InspectArgs) -> Result<()> {
-    let is_ckpt = a.dir.join("model_config.yaml").is_file() || a.dir.join("config.json").is_file();
-    let adapters = adapters_in(&a.dir);
-    if !is_ckpt {
-        let Some(v) = adapters else {
-            // Not a checkpoint and no adapters: report why as a checkpoint would.
-            Checkpoint::open(&a.dir)?;
-            return Ok(());
-        };
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({"dir": a.dir.display().to_string(), "adapters": v})
-            );
-        } else {
-            println!("{}  (adapters)", a.dir.display());
-            print_adapters(&v);
-        }
-        return Ok(());
-    }
-    let ckpt = Checkpoint::open(&a.dir)?;
-    let info = ckpt.inspect()?;
-    let c = &info.config;
-    let style = PromptStyle::resolve(&ckpt.dir, &c.name)?;
-    if a.json {
-        let v = serde_json::json!({
-            "dir": info.dir.display().to_string(),
-            "format": info.format,
-            "name": c.name,
-            "architecture": format!("{:?}", c.family),
-            "weights": info.weights_path.display().to_string(),
-            "tensors": info.tensor_count,
-            "parameters": info.parameter_count,
-            "dtypes": info.dtypes.iter().map(|(d, n)| serde_json::json!({"dtype": d, "count": n})).collect::<Vec<_>>(),
-            "n_layer": c.n_layer, "n_embd": c.n_embd, "n_head": c.n_head,
-            "n_query_groups": c.n_query_groups, "head_size": c.head_size,
-            "block_size": c.block_size, "vocab_size": c.padded_vocab_size,
-            "intermediate_size": c.intermediate_size,
-            "norm": format!("{:?}", c.norm), "mlp": format!("{:?}", c.mlp),
-            "rope_n_elem": c.rope_n_elem, "rope_base": c.rope_base,
-            "parallel_residual": c.parallel_residual,
-            "prompt_style": style.name(),
-            "files": info.files,
-            "merged_from": merged_from(&info.dir),
-            "adapters": adapters.clone().unwrap_or(serde_json::Value::Array(vec![])),
-        });
-        println!("{v}");
-    } else {
-        println!("{}  ({} checkpoint)", info.dir.display(), info.format);
-        println!("  name          {}", c.name);
-        println!(
-            "  weights       {} ({} tensors)",
-            info.weights_path.display(),
-            info.tensor_count
-        );
-        let dt: Vec<String> = info
-            .dtypes
-            .iter()
-            .map(|(d, n)| format!("{d} ×{n}"))
-            .collect();
-        println!("  dtypes        {}", dt.join(", "));
-        println!("  parameters    {}", info.parameter_count);
-        println!(
-            "  shape         {} layers, n_embd {}, {} heads × {} (kv heads {}), mlp {:?} {}, vocab {}, block {}",
-            c.n_layer, c.n_embd, c.n_head, c.head_size, c.n_query_groups, c.mlp, c.intermediate_size,
-            c.padded_vocab_size, c.block_size
-        );
-        println!(
-            "  features      norm {:?}, rotary {}/{} dims base {}, parallel residual {}, shared attn norm {}",
-            c.norm, c.rope_n_elem, c.head_size, c.rope_base, c.parallel_residual, c.shared_attention_norm
-        );
-        println!("  prompt style  {}", style.name());
-        println!("  side files    {}", info.files.join(", "));
-        if let Some(m) = merged_from(&info.dir) {
-            println!("  merged from   {}", m);
-        }
-        if let Some(v) = &adapters {
-            print_adapters(v);
-        }
-    }
-    Ok(())
 }
