@@ -27,6 +27,8 @@ pub mod adapters;
 pub mod backend;
 mod builder;
 pub mod cache;
+#[cfg(any(feature = "flex", feature = "ndarray"))]
+pub mod capi;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

@@ -1,0 +1,135 @@
+// graftlm.hpp — header-only C++17 RAII wrapper over the graftlm C API (include/graftlm.h).
+// Handles are move-only and freed in destructors; failing calls throw graftlm::Error carrying the
+// status and graftlm_last_error(). A graftlm::Model may be shared by several threads.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "graftlm.h"
+
+namespace graftlm {
+
+class Error : public std::runtime_error {
+  public:
+    Error(graftlm_status status, const std::string &what) : std::runtime_error(what), status_(status) {}
+    graftlm_status status() const noexcept { return status_; }
+
+  private:
+    graftlm_status status_;
+};
+
+inline void check(graftlm_status s) {
+    if (s != GRAFTLM_OK) {
+        const char *msg = graftlm_last_error();
+        throw Error(s, std::string(graftlm_status_str(s)) + ": " + (msg ? msg : ""));
+    }
+}
+
+struct Params {
+    graftlm_gen_params raw = graftlm_gen_params_default();
+    Params &max_new_tokens(uint32_t n) { raw.max_new_tokens = n; return *this; }
+    Params &temperature(float t) { raw.temperature = t; return *this; }
+    Params &top_k(uint32_t k) { raw.top_k = k; return *this; }
+    Params &top_p(float p) { raw.top_p = p; return *this; }
+    Params &seed(uint64_t s) { raw.seed = s; return *this; }
+    Params &no_prompt_style(bool r = true) { raw.raw = r; return *this; }
+};
+
+struct Result {
+    std::string text;
+    std::vector<uint32_t> ids;
+    std::string stop_reason;
+};
+
+namespace detail {
+struct ModelFree { void operator()(graftlm_model *m) const noexcept { graftlm_model_free(m); } };
+struct AdapterFree { void operator()(graftlm_adapter *a) const noexcept { graftlm_adapter_free(a); } };
+struct ResultFree { void operator()(graftlm_result *r) const noexcept { graftlm_result_free(r); } };
+
+inline Result take(graftlm_result *raw) {
+    std::unique_ptr<graftlm_result, ResultFree> r(raw);
+    size_t n = 0;
+    const uint32_t *ids = graftlm_result_ids(r.get(), &n);
+    return Result{graftlm_result_text(r.get()), std::vector<uint32_t>(ids, ids + n), graftlm_result_stop_reason(r.get())};
+}
+
+inline bool trampoline(void *user_data, const char *piece, size_t len) {
+    auto *f = static_cast<std::function<bool(const std::string &)> *>(user_data);
+    try {
+        return (*f)(std::string(piece, len));
+    } catch (...) {
+        return false;  // never let a C++ exception cross the C boundary
+    }
+}
+}  // namespace detail
+
+class Adapter {
+  public:
+    explicit Adapter(graftlm_adapter *a) : a_(a) {}
+    std::string name() const { return graftlm_adapter_name(a_.get()); }
+    const graftlm_adapter *get() const noexcept { return a_.get(); }
+
+  private:
+    std::unique_ptr<graftlm_adapter, detail::AdapterFree> a_;
+};
+
+class Model {
+  public:
+    explicit Model(const std::string &path) {
+        graftlm_model *m = nullptr;
+        check(graftlm_model_load(path.c_str(), &m));
+        m_.reset(m);
+    }
+
+    Adapter load_adapter(const std::string &path, int64_t step = -1, const char *name = nullptr) const {
+        graftlm_adapter *a = nullptr;
+        check(graftlm_adapter_load(m_.get(), path.c_str(), step, name, &a));
+        return Adapter(a);
+    }
+    void attach(const Adapter &a, float scale = 1.0f, bool merged = false) { check(graftlm_model_attach(m_.get(), a.get(), scale, merged)); }
+    void detach(const std::string &name) { check(graftlm_model_detach(m_.get(), name.c_str())); }
+    void activate(const std::string &name, bool active = true) { check(graftlm_model_activate(m_.get(), name.c_str(), active)); }
+    void set_scale(const std::string &name, float scale) { check(graftlm_model_set_scale(m_.get(), name.c_str(), scale)); }
+    void merge(const char *name = nullptr) { check(graftlm_model_merge(m_.get(), name)); }
+    void unmerge(const char *name = nullptr) { check(graftlm_model_unmerge(m_.get(), name)); }
+    void export_merged(const std::string &dir) const { check(graftlm_model_export_merged(m_.get(), dir.c_str())); }
+
+    std::vector<uint32_t> tokenize(const std::string &text) const {
+        size_t n = 0;
+        graftlm_status s = graftlm_tokenize(m_.get(), text.c_str(), nullptr, 0, &n);
+        if (s != GRAFTLM_OK && s != GRAFTLM_ERR_BUFFER_TOO_SMALL) check(s);
+        std::vector<uint32_t> ids(n);
+        check(graftlm_tokenize(m_.get(), text.c_str(), ids.data(), ids.size(), &n));
+        ids.resize(n);
+        return ids;
+    }
+    std::string detokenize(const std::vector<uint32_t> &ids) const {
+        char *out = nullptr;
+        check(graftlm_detokenize(m_.get(), ids.data(), ids.size(), &out));
+        std::string s(out);
+        graftlm_string_free(out);
+        return s;
+    }
+
+    Result generate(const std::string &prompt, const Params &p = Params()) const {
+        graftlm_result *r = nullptr;
+        check(graftlm_generate(m_.get(), prompt.c_str(), &p.raw, &r));
+        return detail::take(r);
+    }
+    /// `on_piece` returns false to stop.
+    Result generate(const std::string &prompt, const Params &p, std::function<bool(const std::string &)> on_piece) const {
+        graftlm_result *r = nullptr;
+        check(graftlm_generate_stream(m_.get(), prompt.c_str(), &p.raw, detail::trampoline, &on_piece, &r));
+        return detail::take(r);
+    }
+
+  private:
+    std::unique_ptr<graftlm_model, detail::ModelFree> m_;
+};
+
+}  // namespace graftlm

@@ -1,0 +1,96 @@
+"""Tests of the Python bindings (run by .ci/run through ffi/run.sh)."""
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import graftlm
+
+ROOT = Path(__file__).resolve().parents[3]
+DEMO = ROOT / "examples/demo/model"
+REF = json.loads((ROOT / "examples/demo/reference.json").read_text())
+RUN = ROOT / "tests/fixtures/adapters/litgpt-lora-llama"
+LLAMA = ROOT / "tests/fixtures/models/llama/lit"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    with graftlm.Model.load(DEMO) as m:
+        yield m
+
+
+def test_greedy_matches_litgpt(demo):
+    n = len(REF["greedy_new_ids"])
+    r = demo.generate(REF["prompt"], max_new_tokens=n, temperature=0)
+    assert r.ids == REF["greedy_new_ids"]
+    assert r.prompt_ids == REF["prompt_ids"]
+    assert r.text == REF["greedy_text"]
+    assert r.stop_reason == "max_tokens"
+
+
+def test_streaming_pieces_make_the_text(demo):
+    pieces = list(demo.generate(REF["prompt"], max_new_tokens=20, temperature=0, stream=True))
+    assert len(pieces) > 1
+    assert "".join(pieces) == demo.generate(REF["prompt"], max_new_tokens=20, temperature=0).text
+
+
+def test_stopping_a_stream_early(demo):
+    gen = demo.generate(REF["prompt"], max_new_tokens=40, temperature=0, stream=True)
+    first = next(gen)
+    gen.close()
+    assert first
+
+
+def test_tokenize_roundtrip(demo):
+    ids = demo.tokenize("The Python interpreter")
+    assert ids == REF["prompt_ids"]
+    assert demo.detokenize(ids) == "The Python interpreter"
+
+
+def test_errors_carry_the_message():
+    with pytest.raises(graftlm.GraftlmError) as e:
+        graftlm.Model.load("/no/such/model")
+    assert e.value.status == 2
+    assert "/no/such/model" in e.value.message
+
+
+def test_bad_parameters(demo):
+    with pytest.raises(graftlm.GraftlmError) as e:
+        demo.generate("x", top_p=1.5)
+    assert "top_p" in e.value.message
+    with pytest.raises(graftlm.GraftlmError):
+        demo.generate("x", max_new_tokens=100000)
+
+
+def test_thread_pool_on_one_model(demo):
+    n = len(REF["greedy_new_ids"])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outs = list(pool.map(lambda _: demo.generate(REF["prompt"], max_new_tokens=n, temperature=0).ids, range(8)))
+    assert all(o == REF["greedy_new_ids"] for o in outs)
+    sampled = list(ThreadPoolExecutor(4).map(lambda s: demo.generate(REF["prompt"], max_new_tokens=10, seed=s).ids, [7, 7, 7]))
+    assert sampled[0] == sampled[1] == sampled[2]
+
+
+def test_adapters_attach_switch_merge(tmp_path):
+    ref = json.loads((RUN / "step-000004/reference.json").read_text())
+    base = json.loads((ROOT / "tests/fixtures/models/llama/reference.json").read_text())
+    with graftlm.Model.load(LLAMA) as m:
+        name = m.attach(RUN, step=4)
+        assert name == "litgpt-lora-llama/step-000004"
+        gen = lambda: m.generate(ref["prompt"], max_new_tokens=16, temperature=0, raw=True).ids
+        assert gen() == ref["greedy_new_ids"]
+        m.merge()
+        assert gen() == ref["greedy_new_ids"]
+        m.export_merged(tmp_path / "merged")
+        m.unmerge()
+        m.activate(name, False)
+        assert gen() == base["greedy_new_ids"]
+        m.activate(name, True)
+        m.set_scale(name, 0.0)
+        assert gen() == base["greedy_new_ids"]
+        m.detach(name)
+        with pytest.raises(graftlm.GraftlmError):
+            m.detach(name)
+    with graftlm.Model.load(tmp_path / "merged") as merged:
+        assert merged.generate(ref["prompt"], max_new_tokens=16, temperature=0, raw=True).ids == ref["greedy_new_ids"]

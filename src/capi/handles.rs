@@ -1,0 +1,307 @@
+//! Model and adapter handles, and the adapter operations.
+
+use std::ffi::{c_char, CString};
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{arg_str, graftlm_status, guard, opt_str, out_ptr};
+use crate::adapters::{self, Adapter, Mode, StepChoice};
+use crate::backend::DefaultCpu;
+use crate::builder::Plan;
+use crate::checkpoint::Checkpoint;
+use crate::error::Error;
+use crate::model::Model;
+use crate::prompt::PromptStyle;
+use crate::tokenizer::Tokenizer;
+
+/// Everything a loaded model needs; behind one lock.
+pub(crate) struct ModelState {
+    pub model: Model<DefaultCpu>,
+    pub checkpoint: Checkpoint,
+    pub style: PromptStyle,
+    /// Host copies of attached adapters (for export), with scales.
+    pub adapters: Vec<(Adapter, f32)>,
+}
+
+pub(crate) struct Shared {
+    pub state: RwLock<ModelState>,
+    pub tokenizer: Tokenizer,
+}
+
+/// A loaded base model with its tokenizer and any attached adapters. Thread-safe.
+pub struct graftlm_model {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// An adapter read from disk and checked against the model it was loaded for. Immutable.
+pub struct graftlm_adapter {
+    pub(crate) adapter: Adapter,
+    name: CString,
+}
+
+impl Shared {
+    pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, ModelState>, Error> {
+        self.state.read().map_err(|_| {
+            Error::Unsupported("the model lock is poisoned by an earlier panic".into())
+        })
+    }
+    fn write(&self) -> Result<RwLockWriteGuard<'_, ModelState>, Error> {
+        self.state.write().map_err(|_| {
+            Error::Unsupported("the model lock is poisoned by an earlier panic".into())
+        })
+    }
+}
+
+pub(crate) unsafe fn model_ref<'a>(m: *const graftlm_model) -> Result<&'a graftlm_model, Error> {
+    m.as_ref().ok_or_else(|| Error::invalid("model", "is NULL"))
+}
+
+/// Loads the base checkpoint at `path` (LitGPT or Hugging Face layout) on the CPU.
+/// `*out` receives a handle to free with `graftlm_model_free`.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_load(
+    path: *const c_char,
+    out: *mut *mut graftlm_model,
+) -> graftlm_status {
+    guard(|| {
+        let path = arg_str(path, "path")?;
+        out_ptr(out, "out")?;
+        let checkpoint = Checkpoint::open(path)?;
+        let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
+        let style = PromptStyle::resolve(&checkpoint.dir, &checkpoint.config.name)?;
+        let model = checkpoint.load::<DefaultCpu>(&Default::default())?;
+        let h = Box::new(graftlm_model {
+            shared: Arc::new(Shared {
+                state: RwLock::new(ModelState {
+                    model,
+                    checkpoint,
+                    style,
+                    adapters: Vec::new(),
+                }),
+                tokenizer,
+            }),
+        });
+        *out = Box::into_raw(h);
+        Ok(())
+    })
+}
+
+/// Releases a model. Sessions created from it keep it alive until they are freed. NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_free(model: *mut graftlm_model) {
+    if !model.is_null() {
+        let _ =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(model))));
+    }
+}
+
+/// Reads an adapter for `model`: a weights file, a step folder, or a run directory (`step` ≥ 0
+/// picks that step; -1 the latest). `name` may be NULL (the folder name is used).
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_adapter_load(
+    model: *const graftlm_model,
+    path: *const c_char,
+    step: i64,
+    name: *const c_char,
+    out: *mut *mut graftlm_adapter,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let path = arg_str(path, "path")?;
+        let name = opt_str(name, "name")?;
+        out_ptr(out, "out")?;
+        let step = match step {
+            -1 => None,
+            s if s >= 0 => Some(StepChoice::Step(s as u64)),
+            s => {
+                return Err(Error::invalid(
+                    "step",
+                    format!("{s} (use -1 for the latest)"),
+                ))
+            }
+        };
+        let cfg = m.shared.read()?.checkpoint.config.clone();
+        let adapter = adapters::read(&adapters::locate(Path::new(path), step)?, &cfg, name)?;
+        let name = CString::new(adapter.name.replace('\0', "")).unwrap_or_default();
+        *out = Box::into_raw(Box::new(graftlm_adapter { adapter, name }));
+        Ok(())
+    })
+}
+
+/// Releases an adapter (attached copies stay attached). NULL is ignored.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_adapter_free(adapter: *mut graftlm_adapter) {
+    if !adapter.is_null() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            drop(Box::from_raw(adapter))
+        }));
+    }
+}
+
+/// The adapter's name (valid while the adapter lives), or NULL for a NULL adapter.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_adapter_name(adapter: *const graftlm_adapter) -> *const c_char {
+    adapter
+        .as_ref()
+        .map(|a| a.name.as_ptr())
+        .unwrap_or(std::ptr::null())
+}
+
+/// Attaches `adapter` with `scale`, separate (`merged` false) or folded into the weights.
+/// Waits for running generations. On error the model is unchanged.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_attach(
+    model: *const graftlm_model,
+    adapter: *const graftlm_adapter,
+    scale: f32,
+    merged: bool,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let a = adapter
+            .as_ref()
+            .ok_or_else(|| Error::invalid("adapter", "is NULL"))?;
+        let mut st = m.shared.write()?;
+        let mode = if merged { Mode::Merged } else { Mode::Separate };
+        st.model.attach(&a.adapter, scale, mode)?;
+        st.adapters.push((a.adapter.clone(), scale));
+        Ok(())
+    })
+}
+
+/// Detaches the adapter called `name`.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_detach(
+    model: *const graftlm_model,
+    name: *const c_char,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let name = arg_str(name, "name")?;
+        let mut st = m.shared.write()?;
+        st.model.detach(name)?;
+        st.adapters.retain(|(a, _)| a.name != name);
+        Ok(())
+    })
+}
+
+/// Turns the adapter `name` on or off.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_activate(
+    model: *const graftlm_model,
+    name: *const c_char,
+    active: bool,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let name = arg_str(name, "name")?;
+        m.shared.write()?.model.set_active(name, active)
+    })
+}
+
+/// Sets the scale of the adapter `name`.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_set_scale(
+    model: *const graftlm_model,
+    name: *const c_char,
+    scale: f32,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let name = arg_str(name, "name")?;
+        let mut st = m.shared.write()?;
+        st.model.set_scale(name, scale)?;
+        if let Some(e) = st.adapters.iter_mut().find(|(a, _)| a.name == name) {
+            e.1 = scale;
+        }
+        Ok(())
+    })
+}
+
+/// Folds adapter `name` (or, with NULL, every active adapter) into the weights.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_merge(
+    model: *const graftlm_model,
+    name: *const c_char,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let name = opt_str(name, "name")?;
+        let mut st = m.shared.write()?;
+        match name {
+            Some(n) => st.model.set_merged(n, true),
+            None => st.model.merge_all(),
+        }
+    })
+}
+
+/// Takes adapter `name` (or, with NULL, every merged adapter) back out of the weights.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_unmerge(
+    model: *const graftlm_model,
+    name: *const c_char,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let name = opt_str(name, "name")?;
+        let mut st = m.shared.write()?;
+        match name {
+            Some(n) => st.model.set_merged(n, false),
+            None => st.model.unmerge_all(),
+        }
+    })
+}
+
+/// Number of attached adapters.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_adapter_count(
+    model: *const graftlm_model,
+    out: *mut usize,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        out_ptr(out, "out")?;
+        *out = m.shared.read()?.model.grafts().len();
+        Ok(())
+    })
+}
+
+/// Writes the base with every active adapter folded in as a Hugging Face checkpoint in `out_dir`.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_export_merged(
+    model: *const graftlm_model,
+    out_dir: *const c_char,
+) -> graftlm_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let dir = arg_str(out_dir, "out_dir")?;
+        let st = m.shared.read()?;
+        let active: Vec<(Adapter, f32)> = st
+            .adapters
+            .iter()
+            .filter(|(a, _)| {
+                st.model
+                    .grafts()
+                    .iter()
+                    .any(|g| g.name == a.name && g.active)
+            })
+            .map(|(a, _)| {
+                let scale = st
+                    .model
+                    .grafts()
+                    .iter()
+                    .find(|g| g.name == a.name)
+                    .map(|g| g.scale)
+                    .unwrap_or(1.0);
+                (a.clone(), scale)
+            })
+            .collect();
+        let plan = Plan {
+            checkpoint: st.checkpoint.clone(),
+            base_from: "C API".into(),
+            adapters: active,
+            mode: Mode::Merged,
+        };
+        crate::export::export_merged(&plan, Path::new(dir), &mut |_| {}).map(|_| ())
+    })
+}
