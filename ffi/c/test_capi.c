@@ -41,14 +41,40 @@ static bool on_piece(void *user_data, const char *piece, size_t len) {
 }
 
 struct job { const graftlm_model *model; int ok; };
+/* Each thread has its own session on the shared model. */
 static void *worker(void *arg) {
     struct job *j = arg;
     graftlm_gen_params p = graftlm_gen_params_default();
     p.temperature = 0.0f;
     p.max_new_tokens = 12;
     graftlm_result *r = NULL;
+    graftlm_session *s = NULL;
     j->ok = graftlm_generate(j->model, "The Python interpreter", &p, &r) == GRAFTLM_OK && same_ids(r, DEMO_GREEDY, 12);
     graftlm_result_free(r);
+    r = NULL;
+    j->ok = j->ok && graftlm_session_new(j->model, &s) == GRAFTLM_OK &&
+            graftlm_session_send(s, "Hello", &p, NULL, NULL, &r) == GRAFTLM_OK;
+    graftlm_result_free(r);
+    graftlm_session_free(s);
+    return NULL;
+}
+
+/* Generations racing with adapter changes: each result is wholly base or wholly adapted. */
+struct race { const graftlm_model *model; int ok; };
+static void *racer(void *arg) {
+    struct race *j = arg;
+    graftlm_gen_params p = graftlm_gen_params_default();
+    p.temperature = 0.0f;
+    p.max_new_tokens = 16;
+    p.raw = true;
+    j->ok = 1;
+    for (int i = 0; i < 6; i++) {
+        graftlm_result *r = NULL;
+        if (graftlm_generate(j->model, "The function returns a value", &p, &r) != GRAFTLM_OK ||
+            !(same_ids(r, LORA_STEP4_GREEDY, 16) || same_ids(r, BASE_GREEDY, 16)))
+            j->ok = 0;
+        graftlm_result_free(r);
+    }
     return NULL;
 }
 
@@ -193,6 +219,21 @@ int main(int argc, char **argv) {
     OK(graftlm_generate(model, "The function returns a value", &p, &r));
     CHECK(same_ids(r, BASE_GREEDY, 16), "inactive is the base");
     graftlm_result_free(r);
+    /* Toggle the adapter while three threads generate. */
+    pthread_t rt[3];
+    struct race races[3];
+    for (int i = 0; i < 3; i++) {
+        races[i].model = model;
+        pthread_create(&rt[i], NULL, racer, &races[i]);
+    }
+    for (int i = 0; i < 20; i++) {
+        OK(graftlm_model_activate(model, "litgpt-lora-llama/step-000004", i % 2 == 0));
+        OK(graftlm_model_set_scale(model, "litgpt-lora-llama/step-000004", 1.0f));
+    }
+    for (int i = 0; i < 3; i++) {
+        pthread_join(rt[i], NULL);
+        CHECK(races[i].ok, "racing thread %d saw a mixed result", i);
+    }
     CHECK(graftlm_model_detach(model, "nope") == GRAFTLM_ERR_INVALID_ARGUMENT, "detach unknown");
     OK(graftlm_model_detach(model, "litgpt-lora-llama/step-000004"));
     graftlm_adapter_free(a);
