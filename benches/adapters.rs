@@ -112,6 +112,7 @@ fn random_adapter(cfg: &ModelConfig, r: usize, name: &str, rng: &mut Lcg) -> Ada
         r,
         alpha: r as f64,
         updates,
+        llama: Default::default(),
     }
 }
 

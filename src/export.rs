@@ -178,6 +178,12 @@ pub fn export_merged(
     progress: &mut dyn FnMut(&str),
 ) -> Result<ExportReport> {
     let cfg = &plan.checkpoint.config;
+    if let Some((a, _)) = plan.adapters.iter().find(|(a, _)| !a.llama.is_empty()) {
+        return Err(Error::Unsupported(format!(
+            "{}: a LLaMA-Adapter's gated prefix cannot be folded into plain weights; run it with --adapter instead",
+            a.path.display()
+        )));
+    }
     let files = plan.checkpoint.weights()?;
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     // Internal table (to read) and HF table (names to write), in the same order.

@@ -333,3 +333,43 @@ fn chat_switches_steps_and_merges_without_reloading() {
         assert!(text.contains(want), "missing {want:?} in {text}");
     }
 }
+
+#[test]
+fn generate_with_a_llama_adapter_v1_step() {
+    let run = fixtures().join("adapters/litgpt-adapter-llama");
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("step-000004/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["generate", "--adapter"])
+        .arg(&run)
+        .args([
+            "--step",
+            "4",
+            "--raw",
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "16",
+            "--json",
+        ])
+        .arg("--prompt")
+        .arg(r["prompt"].as_str().unwrap())
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["generated_ids"], r["greedy_new_ids"], "{v}");
+    assert_eq!(v["adapters"][0]["format"], "litgpt-adapter");
+    // Merging a LLaMA-Adapter into plain weights is refused clearly.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["merge", "--adapter"])
+        .arg(run.join("final"))
+        .arg("--out")
+        .arg(tmp.path().join("m"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("prefix"));
+}

@@ -13,6 +13,10 @@ pub enum AdapterFormat {
     LitGptLora,
     /// PEFT `adapter_model.safetensors` (or `.bin`) + `adapter_config.json`.
     PeftLora,
+    /// LitGPT LLaMA-Adapter `lit_model.pth.adapter`.
+    LitGptAdapter,
+    /// LitGPT LLaMA-Adapter v2 `lit_model.pth.adapter_v2`.
+    LitGptAdapterV2,
 }
 
 impl AdapterFormat {
@@ -21,6 +25,8 @@ impl AdapterFormat {
         match self {
             AdapterFormat::LitGptLora => "litgpt-lora",
             AdapterFormat::PeftLora => "peft-lora",
+            AdapterFormat::LitGptAdapter => "litgpt-adapter",
+            AdapterFormat::LitGptAdapterV2 => "litgpt-adapter-v2",
         }
     }
 }
@@ -68,26 +74,16 @@ pub struct AdapterLocation {
     pub step: Option<u64>,
 }
 
-fn unsupported_kind(dir: &Path) -> Option<Error> {
-    for (file, what) in [
-        ("lit_model.pth.adapter", "LitGPT LLaMA-Adapter (v1)"),
-        ("lit_model.pth.adapter_v2", "LitGPT LLaMA-Adapter v2"),
-    ] {
-        if dir.join(file).is_file() {
-            return Some(Error::Unsupported(format!(
-                "{}: {what} checkpoints are not supported yet",
-                dir.join(file).display()
-            )));
-        }
-    }
-    None
-}
-
 /// The adapter directly in `dir` (a step folder), if any.
 fn adapter_in(dir: &Path) -> Option<(PathBuf, AdapterFormat)> {
-    let lit = dir.join("lit_model.pth.lora");
-    if lit.is_file() {
-        return Some((lit, AdapterFormat::LitGptLora));
+    for (file, format) in [
+        ("lit_model.pth.lora", AdapterFormat::LitGptLora),
+        ("lit_model.pth.adapter_v2", AdapterFormat::LitGptAdapterV2),
+        ("lit_model.pth.adapter", AdapterFormat::LitGptAdapter),
+    ] {
+        if dir.join(file).is_file() {
+            return Some((dir.join(file), format));
+        }
     }
     if dir.join("adapter_config.json").is_file() {
         for f in ["adapter_model.safetensors", "adapter_model.bin"] {
@@ -154,16 +150,13 @@ pub fn locate(path: &Path, step: Option<StepChoice>) -> Result<AdapterLocation> 
             AdapterFormat::LitGptLora
         } else if name.starts_with("adapter_model") {
             AdapterFormat::PeftLora
-        } else if name.ends_with(".adapter") || name.ends_with(".adapter_v2") {
-            return Err(unsupported_kind(&dir).unwrap_or_else(|| {
-                Error::Unsupported(format!(
-                    "{}: LLaMA-Adapter checkpoints are not supported yet",
-                    path.display()
-                ))
-            }));
+        } else if name.ends_with(".adapter_v2") {
+            AdapterFormat::LitGptAdapterV2
+        } else if name.ends_with(".adapter") {
+            AdapterFormat::LitGptAdapter
         } else {
             return Err(Error::Unsupported(format!(
-                "{}: not a known adapter file (expected lit_model.pth.lora or adapter_model.safetensors)",
+                "{}: not a known adapter file (expected lit_model.pth.lora, .adapter, .adapter_v2 or adapter_model.safetensors)",
                 path.display()
             )));
         };
@@ -202,9 +195,6 @@ pub fn locate(path: &Path, step: Option<StepChoice>) -> Result<AdapterLocation> 
             step: step_here,
         });
     }
-    if let Some(e) = unsupported_kind(path) {
-        return Err(e);
-    }
     let steps = list_steps(path)?;
     if steps.is_empty() {
         let has_step_dirs = std::fs::read_dir(path)
@@ -218,7 +208,7 @@ pub fn locate(path: &Path, step: Option<StepChoice>) -> Result<AdapterLocation> 
         return Err(Error::NotFound {
             path: path.to_path_buf(),
             what: if has_step_dirs {
-                "adapter weights in its step folders (lit_model.pth.lora or adapter_model.safetensors)".into()
+                "adapter weights in its step folders (lit_model.pth.lora/.adapter/.adapter_v2 or adapter_model.safetensors)".into()
             } else {
                 "an adapter (lit_model.pth.lora, adapter_config.json) or step folders".into()
             },

@@ -208,6 +208,7 @@ pub fn read(loc: &AdapterLocation, cfg: &ModelConfig, name: &str) -> Result<Adap
         r,
         alpha: hp.alpha.unwrap_or(r as f64),
         updates,
+        llama: Default::default(),
     })
 }
 

@@ -104,6 +104,30 @@ pub struct Adapter {
     pub alpha: f64,
     /// Updates by internal linear name.
     pub updates: BTreeMap<String, LowRankUpdate>,
+    /// LLaMA-Adapter parts (empty for LoRA).
+    pub llama: LlamaAdapterParts,
+}
+
+/// What a LitGPT LLaMA-Adapter (v1/v2) adds: a gated prefix per layer from `start_layer`, and for
+/// v2 a per-output scale and bias on linears and trained norms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlamaAdapterParts {
+    /// Prefix length (0: no prefix).
+    pub prompt_length: usize,
+    pub start_layer: usize,
+    /// Layer → (prefix embedding `[prompt_length, n_embd]`, gate per head).
+    pub prefix: BTreeMap<usize, (HostTensor, Vec<f32>)>,
+    /// Internal linear name → (scale `[out]`, bias `[out]`).
+    pub affine: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+    /// Internal norm name (`transformer.h.0.norm_1`) → (weight, bias).
+    pub norms: BTreeMap<String, (HostTensor, Option<HostTensor>)>,
+}
+
+impl LlamaAdapterParts {
+    /// Whether there is anything.
+    pub fn is_empty(&self) -> bool {
+        self.prefix.is_empty() && self.affine.is_empty() && self.norms.is_empty()
+    }
 }
 
 impl Adapter {
@@ -259,5 +283,6 @@ pub fn combine(parts: &[(&Adapter, f32)], how: Combine, name: &str) -> Result<Ad
         r: updates.values().map(LowRankUpdate::rank).max().unwrap_or(0),
         alpha: first.alpha,
         updates,
+        llama: LlamaAdapterParts::default(),
     })
 }

@@ -6,7 +6,9 @@
 //! validates every target before touching the model, so a failed attach changes nothing.
 
 pub mod discover;
+mod graft_llama;
 mod litgpt;
+mod llama_adapter;
 pub mod lora;
 mod peft;
 
@@ -18,7 +20,7 @@ use burn::prelude::*;
 pub use discover::{
     find_base, list_steps, locate, AdapterFormat, AdapterLocation, StepChoice, StepEntry,
 };
-pub use lora::{combine, Adapter, Combine, LowRankUpdate};
+pub use lora::{combine, Adapter, Combine, LlamaAdapterParts, LowRankUpdate};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -52,7 +54,9 @@ pub fn default_name(loc: &AdapterLocation) -> String {
 /// `adapter_config.json` `base_model_name_or_path`), without reading its weights.
 pub fn recorded_base(loc: &AdapterLocation) -> Result<Option<String>> {
     Ok(match loc.format {
-        AdapterFormat::LitGptLora => litgpt::hparams(&loc.dir)?.checkpoint_dir,
+        AdapterFormat::LitGptLora
+        | AdapterFormat::LitGptAdapter
+        | AdapterFormat::LitGptAdapterV2 => litgpt::hparams(&loc.dir)?.checkpoint_dir,
         AdapterFormat::PeftLora => peft::config(loc)?.base,
     })
 }
@@ -86,6 +90,9 @@ pub fn read(loc: &AdapterLocation, cfg: &ModelConfig, name: Option<&str>) -> Res
     match loc.format {
         AdapterFormat::LitGptLora => litgpt::read(loc, cfg, &name),
         AdapterFormat::PeftLora => peft::read(loc, cfg, &name),
+        AdapterFormat::LitGptAdapter | AdapterFormat::LitGptAdapterV2 => {
+            llama_adapter::read(loc, cfg, &name)
+        }
     }
 }
 
@@ -129,6 +136,21 @@ impl<B: Backend> Model<B> {
                 "adapter",
                 format!("an adapter named `{}` is already attached", adapter.name),
             ));
+        }
+        let is_llama = |f: &str| f.starts_with("litgpt-adapter");
+        let mixing = if adapter.llama.is_empty() {
+            self.grafts().iter().any(|g| is_llama(&g.format))
+        } else {
+            !self.grafts().is_empty()
+        };
+        if mixing {
+            return Err(Error::Unsupported(
+                "a LLaMA-Adapter cannot share a model with other adapters (detach them first)"
+                    .into(),
+            ));
+        }
+        if !adapter.llama.is_empty() {
+            return self.attach_llama(adapter, scale, mode);
         }
         for (lin, u) in &adapter.updates {
             let l = self.linear(lin).ok_or_else(|| Error::UnexpectedTensors {
@@ -182,6 +204,8 @@ impl<B: Backend> Model<B> {
             active: true,
             merged: mode == Mode::Merged,
             linears: adapter.updates.keys().cloned().collect(),
+            norms: Vec::new(),
+            prefix_layers: Vec::new(),
         });
         Ok(())
     }
@@ -206,6 +230,10 @@ impl<B: Backend> Model<B> {
     pub fn detach(&mut self, name: &str) -> Result<()> {
         let i = self.graft_index(name)?;
         let g = self.grafts_mut().remove(i);
+        if g.format.starts_with("litgpt-adapter") {
+            self.detach_llama(&g);
+            return Ok(());
+        }
         for lin in &g.linears {
             if let Some(l) = self.linear_mut(lin) {
                 l.remove_update(name);
@@ -217,6 +245,9 @@ impl<B: Backend> Model<B> {
     /// Turns an adapter's contribution on or off (a merged adapter is unmerged when turned off).
     pub fn set_active(&mut self, name: &str, active: bool) -> Result<()> {
         let i = self.graft_index(name)?;
+        if self.grafts()[i].format.starts_with("litgpt-adapter") {
+            return self.set_llama_active(i, active);
+        }
         if !active && self.grafts()[i].merged {
             self.set_merged(name, false)?;
         }
@@ -246,6 +277,11 @@ impl<B: Backend> Model<B> {
             return Err(Error::invalid("scale", format!("{scale} is not finite")));
         }
         let i = self.graft_index(name)?;
+        if self.grafts()[i].format.starts_with("litgpt-adapter") && scale != 1.0 {
+            return Err(Error::Unsupported(
+                "scaling a LLaMA-Adapter (only LoRA adapters have a scale)".into(),
+            ));
+        }
         let linears = self.grafts()[i].linears.clone();
         for lin in &linears {
             if let Some(l) = self.linear_mut(lin) {
@@ -265,10 +301,15 @@ impl<B: Backend> Model<B> {
                 format!("`{name}` is inactive; activate it before merging"),
             ));
         }
+        let llama = self.grafts()[i].format.starts_with("litgpt-adapter");
         let linears = self.grafts()[i].linears.clone();
         for lin in &linears {
             if let Some(l) = self.linear_mut(lin) {
-                l.set_merged(name, merged);
+                if llama {
+                    l.set_affine_merged(merged);
+                } else {
+                    l.set_merged(name, merged);
+                }
             }
         }
         self.grafts_mut()[i].merged = merged;

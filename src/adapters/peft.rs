@@ -366,6 +366,7 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
         r: pc.r,
         alpha: pc.alpha,
         updates,
+        llama: Default::default(),
     })
 }
 

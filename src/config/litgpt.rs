@@ -307,7 +307,12 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
             ));
         }
     }
-    f.ignore(&["padding_multiple"]);
+    // LitGPT's adapter Config subclasses add these; they describe the adapter, not the base.
+    f.ignore(&[
+        "padding_multiple",
+        "adapter_prompt_length",
+        "adapter_start_layer",
+    ]);
     let rest = f.remaining();
     if let Some(first) = rest.first() {
         return Err(f.err(

@@ -1,8 +1,11 @@
-//! Causal self-attention with a fused `[Q | K | V]` projection, GQA/MQA, partial rotary and an
-//! optional sliding window.
+//! Causal self-attention with a fused `[Q | K | V]` projection, GQA/MQA, partial rotary, an
+//! optional sliding window, and the LLaMA-Adapter prefix hook (a learned prefix attended to with
+//! its own softmax, gated per head, added to the output).
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+
+use std::sync::Arc;
 
 use super::linear::Linear;
 use super::rope::Rope;
@@ -17,6 +20,21 @@ pub struct Attention<B: Backend> {
     pub(crate) n_kv: usize,
     pub(crate) head_size: usize,
     pub(crate) window: Option<usize>,
+    pub(crate) prefix: Option<Prefix<B>>,
+}
+
+/// A learned attention prefix (LLaMA-Adapter): keys and values without RoPE, and a gate per head.
+#[derive(Debug, Clone)]
+pub struct Prefix<B: Backend> {
+    /// The adapter it belongs to.
+    pub name: Arc<str>,
+    /// `[1, n_head, prefix_len, head_size]`.
+    pub k: Tensor<B, 4>,
+    /// `[1, n_head, prefix_len, head_size]`.
+    pub v: Tensor<B, 4>,
+    /// `[1, n_head, 1, 1]`.
+    pub gate: Tensor<B, 4>,
+    pub active: bool,
 }
 
 impl<B: Backend> Attention<B> {
@@ -55,13 +73,32 @@ impl<B: Backend> Attention<B> {
             (k, v)
         };
         let scale = 1.0 / (hs as f64).sqrt();
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, nh, t, s]
+        let mut scores = q.clone().matmul(k.swap_dims(2, 3)) * scale; // [b, nh, t, s]
         if let Some(mask) = self.mask(pos, t, &scores.device()) {
             scores = scores + mask;
         }
-        let y = softmax(scores, 3).matmul(v); // [b, nh, t, hs]
+        let mut y = softmax(scores, 3).matmul(v); // [b, nh, t, hs]
+        if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
+            let ps = q.matmul(p.k.clone().swap_dims(2, 3)) * scale; // [b, nh, t, prefix]
+            y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
+        }
         let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
         self.proj.forward(y)
+    }
+
+    /// Installs or removes the prefix.
+    pub fn set_prefix(&mut self, prefix: Option<Prefix<B>>) {
+        self.prefix = prefix;
+    }
+
+    /// The installed prefix.
+    pub fn prefix_mut(&mut self) -> Option<&mut Prefix<B>> {
+        self.prefix.as_mut()
+    }
+
+    /// The fused q/k/v projection.
+    pub fn qkv(&self) -> &Linear<B> {
+        &self.qkv
     }
 
     /// Additive mask `[1, 1, t, pos + t]` (0 or -inf), or `None` when nothing is masked.

@@ -27,6 +27,19 @@ pub struct LowRank<B: Backend> {
     pub merged: bool,
 }
 
+/// A per-output affine correction `y ← scale ⊙ (y + bias)` (LLaMA-Adapter v2).
+#[derive(Debug, Clone)]
+pub struct Affine<B: Backend> {
+    pub name: Arc<str>,
+    /// `[out]`.
+    pub scale: Tensor<B, 1>,
+    /// `[out]`.
+    pub bias: Tensor<B, 1>,
+    pub active: bool,
+    /// The base weight and bias while the correction is folded into them.
+    saved: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
+}
+
 /// A dense linear layer.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
@@ -35,6 +48,7 @@ pub struct Linear<B: Backend> {
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
     updates: Vec<LowRank<B>>,
+    affine: Option<Affine<B>>,
 }
 
 impl<B: Backend> Linear<B> {
@@ -48,6 +62,59 @@ impl<B: Backend> Linear<B> {
             weight,
             bias,
             updates: Vec::new(),
+            affine: None,
+        }
+    }
+
+    /// Installs an affine correction (kept separate until [`Linear::set_affine_merged`]).
+    pub fn set_affine(&mut self, name: Arc<str>, scale: Vec<f32>, bias: Vec<f32>) {
+        self.remove_affine();
+        let dev = self.weight.device();
+        let n = scale.len();
+        self.affine = Some(Affine {
+            name,
+            scale: Tensor::from_data(TensorData::new(scale, [n]), &dev),
+            bias: Tensor::from_data(TensorData::new(bias, [n]), &dev),
+            active: true,
+            saved: None,
+        });
+    }
+
+    /// Removes the affine correction (restoring the exact base weights if it was folded in).
+    pub fn remove_affine(&mut self) -> Option<Affine<B>> {
+        self.set_affine_merged(false);
+        self.affine.take()
+    }
+
+    /// The affine correction, if any.
+    pub fn affine_mut(&mut self) -> Option<&mut Affine<B>> {
+        self.affine.as_mut()
+    }
+
+    /// Folds the affine correction into weight and bias (exactly restorable) or takes it out.
+    pub fn set_affine_merged(&mut self, merged: bool) {
+        let Some(af) = self.affine.as_mut() else {
+            return;
+        };
+        match (merged, af.saved.is_some()) {
+            (true, false) => {
+                let (w, b) = (self.weight.clone(), self.bias.clone());
+                let s = af.scale.clone();
+                self.weight = w.clone() * s.clone().unsqueeze_dim::<2>(0);
+                let b_plus = match &b {
+                    Some(b) => b.clone() + af.bias.clone(),
+                    None => af.bias.clone(),
+                };
+                self.bias = Some(b_plus * s);
+                af.saved = Some((w, b));
+            }
+            (false, true) => {
+                if let Some((w, b)) = af.saved.take() {
+                    self.weight = w;
+                    self.bias = b;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -145,6 +212,14 @@ impl<B: Backend> Linear<B> {
             .filter(|u| u.active && !u.merged && u.scale != 0.0)
         {
             y = y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale;
+        }
+        if let Some(af) = self
+            .affine
+            .as_ref()
+            .filter(|a| a.active && a.saved.is_none())
+        {
+            y = (y + af.bias.clone().unsqueeze_dim::<2>(0))
+                * af.scale.clone().unsqueeze_dim::<2>(0);
         }
         y.reshape([b, t, self.out_features()])
     }

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use burn::prelude::*;
 
-pub use attention::Attention;
-pub use linear::{transpose, Linear, LowRank};
+pub use attention::{Attention, Prefix};
+pub use linear::{transpose, Affine, Linear, LowRank};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use rope::{inv_freq, Rope};
@@ -77,6 +77,10 @@ pub struct GraftInfo {
     pub merged: bool,
     /// Internal names of the linears it updates.
     pub linears: Vec<String>,
+    /// Internal names of the norms it replaces.
+    pub norms: Vec<String>,
+    /// Layers whose attention carries its prefix.
+    pub prefix_layers: Vec<usize>,
 }
 
 /// A decoder-only language model on backend `B`.
@@ -155,6 +159,7 @@ impl<B: Backend> Model<B> {
                 n_kv: cfg.n_query_groups,
                 head_size: cfg.head_size,
                 window: cfg.sliding_window,
+                prefix: None,
             };
             let mlp = match cfg.mlp {
                 MlpKind::GptNeox => Mlp {
@@ -236,6 +241,26 @@ impl<B: Backend> Model<B> {
             "mlp.fc_1" if block.mlp.fc_2.is_some() => Some(&mut block.mlp.fc_1),
             "mlp.fc_2" => block.mlp.fc_2.as_mut(),
             "mlp.proj" => Some(&mut block.mlp.proj),
+            _ => None,
+        }
+    }
+
+    /// The attention of layer `i`.
+    pub fn attention_mut(&mut self, i: usize) -> Option<&mut Attention<B>> {
+        self.blocks.get_mut(i).map(|b| &mut b.attn)
+    }
+
+    /// The norm with internal name `name` (`transformer.h.3.norm_1`, `transformer.ln_f`).
+    pub fn norm_mut(&mut self, name: &str) -> Option<&mut Norm<B>> {
+        if name == "transformer.ln_f" {
+            return Some(&mut self.ln_f);
+        }
+        let rest = name.strip_prefix("transformer.h.")?;
+        let (i, part) = rest.split_once('.')?;
+        let block = self.blocks.get_mut(i.parse::<usize>().ok()?)?;
+        match part {
+            "norm_1" => Some(&mut block.norm_1),
+            "norm_2" => block.norm_2.as_mut(),
             _ => None,
         }
     }

@@ -12,6 +12,8 @@ pub struct Norm<B: Backend> {
     weight: Tensor<B, 1>,
     bias: Option<Tensor<B, 1>>,
     eps: f64,
+    /// The base parameters while an adapter's trained norm replaces them: (adapter, weight, bias).
+    saved: Option<(String, Tensor<B, 1>, Option<Tensor<B, 1>>)>,
 }
 
 impl<B: Backend> Norm<B> {
@@ -33,6 +35,61 @@ impl<B: Backend> Norm<B> {
             weight: Tensor::from_data(TensorData::new(w, [n]), device),
             bias: bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [n]), device)),
             eps,
+            saved: None,
+        }
+    }
+
+    /// Width of the normalised dimension.
+    pub fn size(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    /// Whether the layer has a bias (LayerNorm).
+    pub fn has_bias(&self) -> bool {
+        self.bias.is_some()
+    }
+
+    /// Replaces weight (and bias) with an adapter's trained values, keeping the base ones.
+    pub fn replace(&mut self, name: &str, weight: &HostTensor, bias: Option<&HostTensor>) {
+        let dev = self.weight.device();
+        let n = self.size();
+        let mut w = weight.data.clone();
+        if let NormKind::RmsNorm { unit_offset: true } = self.kind {
+            w.iter_mut().for_each(|x| *x += 1.0);
+        }
+        let new_w = Tensor::from_data(TensorData::new(w, [n]), &dev);
+        let new_b = match bias {
+            Some(b) => Some(Tensor::from_data(
+                TensorData::new(b.data.clone(), [n]),
+                &dev,
+            )),
+            None => self.bias.clone(),
+        };
+        let old_w = std::mem::replace(&mut self.weight, new_w);
+        let old_b = std::mem::replace(&mut self.bias, new_b);
+        if self.saved.is_none() {
+            self.saved = Some((name.to_string(), old_w, old_b));
+        }
+    }
+
+    /// Swaps the current parameters with the saved ones (switching an adapter's trained norm on or
+    /// off without losing either).
+    pub fn swap(&mut self, name: &str) {
+        if let Some((n, w, b)) = self.saved.as_mut() {
+            if n == name {
+                std::mem::swap(&mut self.weight, w);
+                std::mem::swap(&mut self.bias, b);
+            }
+        }
+    }
+
+    /// Restores the base parameters if adapter `name` replaced them.
+    pub fn restore(&mut self, name: &str) {
+        if self.saved.as_ref().is_some_and(|(n, ..)| n == name) {
+            if let Some((_, w, b)) = self.saved.take() {
+                self.weight = w;
+                self.bias = b;
+            }
         }
     }
 

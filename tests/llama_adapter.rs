@@ -1,0 +1,196 @@
+//! LitGPT LLaMA-Adapter v1 and v2 at every saved step: logits and greedy tokens match LitGPT's
+//! adapter models (with and without KV cache), separate and merged; detaching restores the base.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{assert_close, rel_err};
+use graftlm::adapters;
+use graftlm::generate::logits_to_vec;
+use graftlm::{Error, GenerateOptions, Mode, Model, ModelBuilder, SamplingParams, Tokenizer};
+use serde::Deserialize;
+
+type B = graftlm::backend::DefaultCpu;
+
+#[derive(Debug, Deserialize)]
+struct Ref {
+    prompt_ids: Vec<u32>,
+    logits_last: Vec<f32>,
+    greedy_new_ids: Vec<u32>,
+    max_new_tokens: usize,
+    adapter_prompt_length: usize,
+    adapter_start_layer: usize,
+    #[serde(default)]
+    seq_logits: Vec<Vec<f32>>,
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn logits(model: &Model<B>, ids: &[u32], all: bool) -> Vec<f32> {
+    let mut cache = model.new_cache(ids.len());
+    logits_to_vec(model.forward(ids, &mut cache, !all).unwrap()).unwrap()
+}
+
+fn greedy(model: &Model<B>, tok: &Tokenizer, ids: &[u32], n: usize) -> Vec<u32> {
+    let opts = GenerateOptions {
+        max_new_tokens: n,
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_tokens: Some(vec![]),
+        ..Default::default()
+    };
+    graftlm::generate(model, tok, ids, &opts, &mut |_| true)
+        .unwrap()
+        .generated_ids
+}
+
+fn check(dir: &Path) {
+    let what = dir.display().to_string();
+    let r: Ref =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let plan = ModelBuilder::new()
+        .adapter(dir.into())
+        .plan()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let a = &plan.adapters[0].0;
+    assert_eq!(a.llama.prompt_length, r.adapter_prompt_length, "{what}");
+    assert_eq!(a.llama.start_layer, r.adapter_start_layer, "{what}");
+    let tok = Tokenizer::from_dir(&plan.checkpoint.dir).unwrap();
+    let base = logits(
+        &plan.checkpoint.load::<B>(&Default::default()).unwrap(),
+        &r.prompt_ids,
+        false,
+    );
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+
+    assert_close(
+        &format!("{what} separate"),
+        &logits(&model, &r.prompt_ids, false),
+        &r.logits_last,
+    );
+    if !r.seq_logits.is_empty() {
+        let vocab = r.seq_logits[0].len();
+        let all = logits(&model, &r.prompt_ids, true);
+        let width = all.len() / r.prompt_ids.len();
+        let mut cache = model.new_cache(r.prompt_ids.len());
+        for (i, want) in r.seq_logits.iter().enumerate() {
+            assert_close(
+                &format!("{what} prefill row {i}"),
+                &all[i * width..i * width + vocab],
+                want,
+            );
+            let step = logits_to_vec(
+                model
+                    .forward(&r.prompt_ids[i..=i], &mut cache, true)
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_close(&format!("{what} cached step {i}"), &step, want);
+        }
+    }
+    assert_eq!(
+        greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
+        r.greedy_new_ids,
+        "{what}: greedy"
+    );
+
+    let name = model.grafts()[0].name.clone();
+    model.set_merged(&name, true).unwrap();
+    assert_close(
+        &format!("{what} merged"),
+        &logits(&model, &r.prompt_ids, false),
+        &r.logits_last,
+    );
+    assert_eq!(
+        greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
+        r.greedy_new_ids,
+        "{what}: greedy merged"
+    );
+    model.set_merged(&name, false).unwrap();
+
+    model.set_active(&name, false).unwrap();
+    assert!(
+        rel_err(&logits(&model, &r.prompt_ids, false), &base) < 1e-6,
+        "{what}: inactive is the base"
+    );
+    model.set_active(&name, true).unwrap();
+    assert_close(
+        &format!("{what} reactivated"),
+        &logits(&model, &r.prompt_ids, false),
+        &r.logits_last,
+    );
+    model.set_merged(&name, true).unwrap();
+    model.detach(&name).unwrap();
+    assert_eq!(
+        logits(&model, &r.prompt_ids, false),
+        base,
+        "{what}: detach restores the base exactly"
+    );
+}
+
+#[test]
+fn llama_adapter_v1_every_step() {
+    let run = fixtures().join("adapters/litgpt-adapter-llama");
+    let steps = adapters::list_steps(&run).unwrap();
+    assert_eq!(steps.len(), 3);
+    for s in steps {
+        check(&s.dir);
+    }
+}
+
+#[test]
+fn llama_adapter_v2_every_step() {
+    for run in [
+        "adapters/litgpt-adapter-v2-llama",
+        "adapters/litgpt-adapter-v2-gptneox",
+    ] {
+        for s in adapters::list_steps(&fixtures().join(run)).unwrap() {
+            check(&s.dir);
+        }
+    }
+}
+
+#[test]
+fn llama_adapter_and_lora_do_not_mix() {
+    let plan = ModelBuilder::new()
+        .adapter(
+            fixtures()
+                .join("adapters/litgpt-adapter-llama/final")
+                .into(),
+        )
+        .plan()
+        .unwrap();
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+    let lora = adapters::load(
+        &fixtures().join("adapters/litgpt-lora-llama/final"),
+        None,
+        &plan.checkpoint.config,
+        None,
+    )
+    .unwrap();
+    let err = model.attach(&lora, 1.0, Mode::Separate).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(model
+        .set_scale(&model.grafts()[0].name.clone(), 0.5)
+        .is_err());
+    // A v2 adapter for a Llama base on a GPT-NeoX base is refused by name.
+    let err = ModelBuilder::new()
+        .base(fixtures().join("models/gptneox/lit"))
+        .adapter(
+            fixtures()
+                .join("adapters/litgpt-adapter-v2-llama/final")
+                .into(),
+        )
+        .build::<B>(&Default::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lit_model.pth.adapter_v2"),
+        "{err}"
+    );
+}
