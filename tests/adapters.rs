@@ -5,13 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, rel_err};
+use common::{assert_close, greedy, rel_err};
 use graftlm::adapters::{self, StepChoice};
-use graftlm::generate::logits_to_vec;
-use graftlm::{
-    AdapterSpec, Checkpoint, Error, GenerateOptions, Mode, Model, ModelBuilder, SamplingParams,
-    Tokenizer,
-};
+use graftlm::{AdapterSpec, Checkpoint, Error, Mode, Model, ModelBuilder, Tokenizer};
 use serde::Deserialize;
 
 type B = graftlm::backend::DefaultCpu;
@@ -36,23 +32,7 @@ fn reference(dir: &Path) -> Ref {
 }
 
 fn last_logits(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
-    let mut cache = model.new_cache(ids.len());
-    logits_to_vec(model.forward(ids, &mut cache, true).unwrap()).unwrap()
-}
-
-fn greedy(model: &Model<B>, tok: &Tokenizer, ids: &[u32], n: usize) -> Vec<u32> {
-    let opts = GenerateOptions {
-        max_new_tokens: n,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        stop_tokens: Some(vec![]),
-        ..Default::default()
-    };
-    graftlm::generate(model, tok, ids, &opts, &mut |_| true)
-        .unwrap()
-        .generated_ids
+    common::logits(model, ids, false)
 }
 
 /// Builds base + adapter (base found from the adapter's own record) and checks both modes.

@@ -5,10 +5,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, rel_err};
+use common::{assert_close, greedy, logits, rel_err};
 use graftlm::adapters;
 use graftlm::generate::logits_to_vec;
-use graftlm::{Error, GenerateOptions, Mode, Model, ModelBuilder, SamplingParams, Tokenizer};
+use graftlm::{Error, Mode, ModelBuilder, Tokenizer};
 use serde::Deserialize;
 
 type B = graftlm::backend::DefaultCpu;
@@ -27,26 +27,6 @@ struct Ref {
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn logits(model: &Model<B>, ids: &[u32], all: bool) -> Vec<f32> {
-    let mut cache = model.new_cache(ids.len());
-    logits_to_vec(model.forward(ids, &mut cache, !all).unwrap()).unwrap()
-}
-
-fn greedy(model: &Model<B>, tok: &Tokenizer, ids: &[u32], n: usize) -> Vec<u32> {
-    let opts = GenerateOptions {
-        max_new_tokens: n,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        stop_tokens: Some(vec![]),
-        ..Default::default()
-    };
-    graftlm::generate(model, tok, ids, &opts, &mut |_| true)
-        .unwrap()
-        .generated_ids
 }
 
 fn check(dir: &Path) {

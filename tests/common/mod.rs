@@ -46,3 +46,32 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
     let e = rel_err(got, want);
     assert!(e <= 1e-4, "{what}: relative error {e:e} > 1e-4");
 }
+
+pub type Cpu = graftlm::backend::DefaultCpu;
+
+/// Logits of the last position (or all positions) of `ids` from a fresh cache.
+pub fn logits(model: &graftlm::Model<Cpu>, ids: &[u32], all: bool) -> Vec<f32> {
+    let mut cache = model.new_cache(ids.len());
+    graftlm::generate::logits_to_vec(model.forward(ids, &mut cache, !all).unwrap()).unwrap()
+}
+
+/// `n` greedy tokens after `ids`, never stopping early.
+pub fn greedy(
+    model: &graftlm::Model<Cpu>,
+    tok: &graftlm::Tokenizer,
+    ids: &[u32],
+    n: usize,
+) -> Vec<u32> {
+    let opts = graftlm::GenerateOptions {
+        max_new_tokens: n,
+        sampling: graftlm::SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop_tokens: Some(vec![]),
+        ..Default::default()
+    };
+    graftlm::generate(model, tok, ids, &opts, &mut |_| true)
+        .unwrap()
+        .generated_ids
+}
