@@ -210,3 +210,117 @@ fn missing_tokenizer() {
     assert!(matches!(err, Error::Tokenizer { .. }), "{err}");
     assert!(err.to_string().contains("tokenizer.json"));
 }
+
+/// Overwrites element 0 of tensor `name` in a safetensors file with `value`.
+fn poke_safetensors(path: &Path, name: &str, value: f32) {
+    let mut bytes = fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    assert_eq!(header[name]["dtype"], "F32");
+    bytes[8 + n + start..8 + n + start + 4].copy_from_slice(&value.to_le_bytes());
+    fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn nan_or_inf_weights_are_refused_by_name() {
+    for bad in [f32::NAN, f32::INFINITY] {
+        let (_t, dir) = scratch("phi2", "hf");
+        poke_safetensors(
+            &dir.join("model.safetensors"),
+            "model.layers.1.mlp.fc2.weight",
+            bad,
+        );
+        let err = load(&dir).unwrap_err();
+        assert!(matches!(err, Error::BadTensor { .. }), "{err}");
+        assert!(
+            err.to_string().contains("model.layers.1.mlp.fc2.weight"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("non-finite"), "{err}");
+    }
+}
+
+#[test]
+fn nan_in_an_adapter_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("peft");
+    copy_dir(&fixtures().join("../adapters/peft-llama-qv"), &dir);
+    poke_safetensors(
+        &dir.join("adapter_model.safetensors"),
+        "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+        f32::NAN,
+    );
+    let err = graftlm::ModelBuilder::new()
+        .base(fixtures().join("llama/hf"))
+        .adapter(dir.into())
+        .plan()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("lora_B") && err.to_string().contains("non-finite"),
+        "{err}"
+    );
+}
+
+#[test]
+fn adapter_rank_mismatch_and_missing_factor() {
+    // Rewrite the PEFT adapter with one lora_A of the wrong rank, then with one factor missing.
+    let src = fixtures().join("../adapters/peft-llama-qv");
+    let bytes = fs::read(src.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight";
+    for case in ["rank", "missing"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("peft");
+        copy_dir(&src, &dir);
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, view) in st.tensors() {
+            let mut shape = view.shape().to_vec();
+            let mut data = view.data().to_vec();
+            if name == key {
+                if case == "missing" {
+                    continue;
+                }
+                shape[0] += 1; // rank 5 where B has rank 4
+                data.extend(std::iter::repeat_n(0u8, shape[1] * 4));
+            }
+            owned.push((name, shape, data));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView)> = owned
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors"))
+            .unwrap();
+        let err = graftlm::ModelBuilder::new()
+            .base(fixtures().join("llama/hf"))
+            .adapter(dir.into())
+            .plan()
+            .unwrap_err();
+        match case {
+            "rank" => assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}"),
+            _ => assert!(matches!(err, Error::MissingTensor { .. }), "{err}"),
+        }
+        assert!(err.to_string().contains("q_proj.lora_A"), "{case}: {err}");
+    }
+}
+
+#[test]
+fn step_folder_without_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("run/step-000100")).unwrap();
+    fs::write(
+        tmp.path().join("run/step-000100/hyperparameters.yaml"),
+        "lora_r: 4\n",
+    )
+    .unwrap();
+    let err = graftlm::adapters::locate(&tmp.path().join("run"), None).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains("step folders"), "{err}");
+}

@@ -259,8 +259,24 @@ impl WeightFiles {
         }
     }
 
-    /// Reads tensor `name` as `f32` (f16 and bf16 are widened exactly).
+    /// Reads tensor `name` as `f32` (f16 and bf16 are widened exactly). NaN or infinite values
+    /// are refused: they would silently turn every output into NaN.
     pub fn read_f32(&self, name: &str) -> Result<HostTensor> {
+        let t = self.read_raw(name)?;
+        if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
+            return Err(Error::BadTensor {
+                path: self.file_of(name),
+                name: name.to_string(),
+                msg: format!(
+                    "holds a non-finite value ({}) at element {i}; refusing to load it",
+                    t.data[i]
+                ),
+            });
+        }
+        Ok(t)
+    }
+
+    fn read_raw(&self, name: &str) -> Result<HostTensor> {
         let missing = || Error::MissingTensor {
             path: self.path.clone(),
             name: name.to_string(),
