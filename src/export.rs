@@ -58,6 +58,8 @@ fn outputs(hf: &Entry, cfg: &ModelConfig, keep_tied: bool) -> Vec<(String, Vec<u
     let rest = hf.shape[1..].to_vec();
     match &hf.source {
         Source::One(n) | Source::NeoxQkv(n) => vec![(n.clone(), hf.shape.clone())],
+        // Fused row blocks (Phi-3 gate_up_proj) are refused before writing starts.
+        Source::Rows(..) => vec![],
         Source::QkvConcat([q, k, v]) => {
             let (qr, kvr) = (
                 cfg.n_head * cfg.head_size,
@@ -190,6 +192,11 @@ pub fn export_merged(
     let ours = names::table(cfg);
     let mut hf_cfg = cfg.clone();
     hf_cfg.family = names::hf_family(cfg);
+    if hf_cfg.family == Family::HfPhi3 {
+        return Err(Error::Unsupported(
+            "exporting Phi-3 (fused gate_up_proj) in Hugging Face layout".into(),
+        ));
+    }
     let theirs = names::table(&hf_cfg);
     let head_adapted = plan
         .adapters

@@ -22,6 +22,8 @@ pub enum Source {
     NeoxQkv(String),
     /// A tied output head: the first name if stored, otherwise the second (the embedding).
     Tied(String, String),
+    /// Rows `offset..offset + shape[0]` of a stored tensor with `total` rows (Phi-3 `gate_up_proj`).
+    Rows(String, usize, usize),
 }
 
 /// One model parameter: its name, its `[out, in]` shape and its source.
@@ -36,7 +38,7 @@ pub struct Entry {
 fn ignorable(family: Family, name: &str) -> bool {
     match family {
         Family::LitGpt => false,
-        Family::HfLlama | Family::HfPhi => name.ends_with(".rotary_emb.inv_freq"),
+        Family::HfLlama | Family::HfPhi | Family::HfPhi3 => name.ends_with(".rotary_emb.inv_freq"),
         Family::HfGptNeox => {
             name.ends_with(".rotary_emb.inv_freq")
                 || name.ends_with(".attention.bias")
@@ -65,7 +67,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
     // (prefix for layers, embedding, final norm, head) per family.
     let (wte, ln_f, head) = match cfg.family {
         Family::LitGpt => ("transformer.wte", "transformer.ln_f", "lm_head"),
-        Family::HfLlama => ("model.embed_tokens", "model.norm", "lm_head"),
+        Family::HfLlama | Family::HfPhi3 => ("model.embed_tokens", "model.norm", "lm_head"),
         Family::HfGptNeox => (
             "gpt_neox.embed_in",
             "gpt_neox.final_layer_norm",
@@ -89,7 +91,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
                 lit("attn.proj"),
                 [lit("mlp.fc"), lit("mlp.fc_1"), lit("mlp.fc_2")],
             ),
-            Family::HfLlama => {
+            Family::HfLlama | Family::HfPhi3 => {
                 let p = format!("model.layers.{i}");
                 (
                     format!("{p}.input_layernorm"),
@@ -127,7 +129,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
         };
         let mlp_proj = match cfg.family {
             Family::LitGpt => lit("mlp.proj"),
-            Family::HfLlama => format!("model.layers.{i}.mlp.down_proj"),
+            Family::HfLlama | Family::HfPhi3 => format!("model.layers.{i}.mlp.down_proj"),
             Family::HfGptNeox => format!("gpt_neox.layers.{i}.mlp.dense_4h_to_h"),
             Family::HfPhi => format!("model.layers.{i}.mlp.fc2"),
         };
@@ -151,6 +153,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
                 Family::HfGptNeox => Source::NeoxQkv(format!(
                     "gpt_neox.layers.{i}.attention.query_key_value.{suffix}"
                 )),
+                Family::HfPhi3 => one(format!("model.layers.{i}.self_attn.qkv_proj.{suffix}")),
             }
         };
         push(
@@ -187,12 +190,17 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             MlpKind::GptNeox => vec![("mlp.fc", &mlp[0])],
             MlpKind::Llama | MlpKind::Gemma => vec![("mlp.fc_1", &mlp[1]), ("mlp.fc_2", &mlp[2])],
         };
-        for (ours, stored) in fcs {
-            push(
-                lit(&format!("{ours}.weight")),
-                vec![inter, e],
-                one(format!("{stored}.weight")),
-            );
+        for (k, (ours, stored)) in fcs.into_iter().enumerate() {
+            let src = if cfg.family == Family::HfPhi3 {
+                Source::Rows(
+                    format!("model.layers.{i}.mlp.gate_up_proj.weight"),
+                    k * inter,
+                    2 * inter,
+                )
+            } else {
+                one(format!("{stored}.weight"))
+            };
+            push(lit(&format!("{ours}.weight")), vec![inter, e], src);
             if cfg.mlp_bias {
                 push(
                     lit(&format!("{ours}.bias")),
@@ -294,6 +302,9 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
     for entry in &table {
         match &entry.source {
             Source::One(n) | Source::NeoxQkv(n) => check(n, &entry.shape)?,
+            Source::Rows(n, _, total) => {
+                check(n, &[vec![*total], entry.shape[1..].to_vec()].concat())?
+            }
             Source::QkvConcat(names) => {
                 for (n, s) in names.iter().zip(parts(&entry.shape)) {
                     check(n, &s)?;
@@ -313,7 +324,7 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
         .filter(|k| !ignorable(cfg.family, k))
         .filter(|k| {
             !table.iter().any(|e| match &e.source {
-                Source::One(n) | Source::NeoxQkv(n) => n == *k,
+                Source::One(n) | Source::NeoxQkv(n) | Source::Rows(n, ..) => n == *k,
                 Source::QkvConcat(ns) => ns.contains(k),
                 Source::Tied(a, b) => a == *k || b == *k,
             })
@@ -341,6 +352,14 @@ pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Resu
     let hs = cfg.head_size;
     Ok(match &entry.source {
         Source::One(n) => files.read_f32(n)?,
+        Source::Rows(n, offset, _) => {
+            let t = files.read_f32(n)?;
+            let row: usize = t.shape[1..].iter().product();
+            HostTensor {
+                shape: entry.shape.clone(),
+                data: t.data[offset * row..(offset + entry.shape[0]) * row].to_vec(),
+            }
+        }
         Source::Tied(head, wte) => {
             if stored.contains_key(head) {
                 files.read_f32(head)?
@@ -476,6 +495,9 @@ pub fn hf_target(cfg: &ModelConfig, module: &str) -> Option<HfTarget> {
         neox_qkv: false,
     };
     let t = match (family, rest) {
+        (Family::HfPhi3, "self_attn.qkv_proj") => qkv(0, q + 2 * kv),
+        (Family::HfPhi3, "self_attn.o_proj") => whole(lit("attn.proj"), e),
+        (Family::HfPhi3, "mlp.down_proj") => whole(lit("mlp.proj"), e),
         (Family::HfLlama | Family::HfPhi, "self_attn.q_proj") => qkv(0, q),
         (Family::HfLlama | Family::HfPhi, "self_attn.k_proj") => qkv(q, kv),
         (Family::HfLlama | Family::HfPhi, "self_attn.v_proj") => qkv(q + kv, kv),
@@ -511,6 +533,12 @@ pub fn hf_modules(cfg: &ModelConfig) -> Vec<String> {
                 "attention.dense",
                 "mlp.dense_h_to_4h",
                 "mlp.dense_4h_to_h",
+            ],
+            Family::HfPhi3 => &[
+                "self_attn.qkv_proj",
+                "self_attn.o_proj",
+                "mlp.gate_up_proj",
+                "mlp.down_proj",
             ],
             Family::HfPhi => &[
                 "self_attn.q_proj",

@@ -32,7 +32,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
         })?;
     if !matches!(
         model_type.as_str(),
-        "llama" | "mistral" | "qwen2" | "gpt_neox" | "phi"
+        "llama" | "mistral" | "qwen2" | "gpt_neox" | "phi" | "gemma" | "phi3" | "stablelm"
     ) {
         return Err(Error::UnknownArchitecture {
             path: path.to_path_buf(),
@@ -73,7 +73,9 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
         }
     };
     let n_query_groups = f.usize("num_key_value_heads")?.unwrap_or(n_head);
-    let tie_embeddings = f.bool("tie_word_embeddings")?.unwrap_or(false);
+    let tie_embeddings = f
+        .bool("tie_word_embeddings")?
+        .unwrap_or(model_type == "gemma");
     // transformers ≥ 5 nests RoPE settings in `rope_parameters`; older files keep them top-level.
     let rope_params = f.take("rope_parameters");
     let rp = |k: &str| {
@@ -200,6 +202,97 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 scale_embeddings: false,
                 tie_embeddings,
                 sliding_window: None,
+            }
+        }
+        "gemma" | "phi3" | "stablelm" => {
+            let gemma = model_type == "gemma";
+            let stablelm = model_type == "stablelm";
+            // Gemma names its activation `hidden_activation` (older files: `hidden_act`).
+            let gelu_tanh = if gemma {
+                let a = f
+                    .string("hidden_activation")?
+                    .or(hidden_act.clone())
+                    .unwrap_or_else(|| "gelu_pytorch_tanh".into());
+                match a.as_str() {
+                    "gelu_pytorch_tanh" | "gelu_new" => true,
+                    "gelu" => false,
+                    other => {
+                        return Err(
+                            f.err("hidden_activation", format!("`{other}` is not supported"))
+                        )
+                    }
+                }
+            } else {
+                act(&f, &["silu"], &[])?;
+                false
+            };
+            if stablelm && f.bool("qk_layernorm")?.unwrap_or(false) {
+                return Err(f.err(
+                    "qk_layernorm",
+                    "query/key layer norms are not supported yet",
+                ));
+            }
+            let partial = f
+                .f64("partial_rotary_factor")?
+                .or(rp_partial)
+                .unwrap_or(if stablelm { 0.25 } else { 1.0 });
+            let (norm, eps) = if stablelm {
+                (
+                    NormKind::LayerNorm,
+                    f.f64("layer_norm_eps")?.unwrap_or(1e-5),
+                )
+            } else {
+                (
+                    NormKind::RmsNorm { unit_offset: gemma },
+                    f.f64("rms_norm_eps")?.unwrap_or(1e-6),
+                )
+            };
+            let qkv_bias = if stablelm {
+                f.bool("use_qkv_bias")?.unwrap_or(false)
+            } else {
+                f.bool("attention_bias")?.unwrap_or(false)
+            };
+            let sliding_window = if model_type == "phi3" {
+                f.usize("sliding_window")?.filter(|&w| w < block_size)
+            } else {
+                None
+            };
+            ModelConfig {
+                name,
+                family: if model_type == "phi3" {
+                    Family::HfPhi3
+                } else {
+                    Family::HfLlama
+                },
+                block_size,
+                n_layer,
+                n_embd,
+                n_head,
+                head_size,
+                n_query_groups,
+                padded_vocab_size,
+                norm,
+                norm_eps: eps,
+                mlp: if gemma {
+                    MlpKind::Gemma
+                } else {
+                    MlpKind::Llama
+                },
+                intermediate_size,
+                gelu_tanh,
+                qkv_bias,
+                attn_out_bias: false,
+                mlp_bias: false,
+                lm_head_bias: false,
+                parallel_residual: stablelm && f.bool("use_parallel_residual")?.unwrap_or(false),
+                shared_attention_norm: false,
+                rope_n_elem: (partial * head_size as f64) as usize,
+                rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+                rope_condense_ratio: 1,
+                rope_scaling,
+                scale_embeddings: gemma,
+                tie_embeddings,
+                sliding_window,
             }
         }
         "phi" => {

@@ -56,6 +56,8 @@ pub enum Family {
     HfGptNeox,
     /// HF `PhiForCausalLM`.
     HfPhi,
+    /// HF `Phi3ForCausalLM` (fused `qkv_proj` and `gate_up_proj`).
+    HfPhi3,
 }
 
 /// The model configuration every other part of graftlm works from.
