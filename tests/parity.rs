@@ -117,6 +117,38 @@ macro_rules! parity {
                 check::<B>("mistral", "hf");
             }
             #[test]
+            fn gemma_litgpt() {
+                check::<B>("gemma", "lit");
+            }
+            #[test]
+            fn gemma_hf() {
+                check::<B>("gemma", "hf");
+            }
+            #[test]
+            fn phi3_litgpt() {
+                check::<B>("phi3", "lit");
+            }
+            #[test]
+            fn phi3_hf_fused() {
+                check::<B>("phi3", "hf");
+            }
+            #[test]
+            fn stablelm_litgpt() {
+                check::<B>("stablelm", "lit");
+            }
+            #[test]
+            fn stablelm_hf() {
+                check::<B>("stablelm", "hf");
+            }
+            #[test]
+            fn llama32_rope_scaling_litgpt() {
+                check::<B>("llama32", "lit");
+            }
+            #[test]
+            fn llama32_rope_scaling_hf() {
+                check::<B>("llama32", "hf");
+            }
+            #[test]
             fn phi2_litgpt() {
                 check::<B>("phi2", "lit");
             }
