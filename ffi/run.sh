@@ -18,6 +18,10 @@ echo "-- C test program (ASan + UBSan)"
 gcc -std=c11 -Wall -Wextra -Werror $SAN -I include ffi/c/test_capi.c -L "$LIB" -lgraftlm -lpthread -o "$WORK/test_capi"
 "$WORK/test_capi" "$PWD" "$WORK/export"
 
+echo "-- soak: 8 threads generating while adapters change (ASan + UBSan, 5 s)"
+gcc -std=c11 -Wall -Wextra -Werror $SAN -I include ffi/c/soak.c -L "$LIB" -lgraftlm -lpthread -o "$WORK/soak"
+"$WORK/soak" "$PWD" 5
+
 echo "-- C example"
 gcc -std=c11 -Wall -Wextra -Werror $SAN -I include ffi/c/example.c -L "$LIB" -lgraftlm -o "$WORK/example_c"
 "$WORK/example_c" examples/demo/model "" "The Python interpreter" > "$WORK/c.txt"
