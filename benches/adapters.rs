@@ -43,6 +43,7 @@ fn smollm2_135m() -> ModelConfig {
         scale_embeddings: false,
         tie_embeddings: true,
         sliding_window: None,
+        norm_qk: false,
     }
 }
 

@@ -150,7 +150,9 @@ fn hf_config(cfg: &ModelConfig, base_dir: &Path, tied: bool) -> Result<serde_jso
                 )));
             }
             let qwen = cfg.qkv_bias && !cfg.attn_out_bias;
-            let (mt, arch) = if qwen {
+            let (mt, arch) = if cfg.norm_qk {
+                ("qwen3", "Qwen3ForCausalLM")
+            } else if qwen {
                 ("qwen2", "Qwen2ForCausalLM")
             } else if cfg.sliding_window.is_some() {
                 ("mistral", "MistralForCausalLM")

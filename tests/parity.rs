@@ -149,6 +149,14 @@ macro_rules! parity {
                 check::<B>("llama32", "hf");
             }
             #[test]
+            fn qwen3_qk_norm_litgpt() {
+                check::<B>("qwen3", "lit");
+            }
+            #[test]
+            fn qwen3_qk_norm_hf() {
+                check::<B>("qwen3", "hf");
+            }
+            #[test]
             fn phi2_litgpt() {
                 check::<B>("phi2", "lit");
             }

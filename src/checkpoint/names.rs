@@ -168,6 +168,27 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
                 qkv("bias"),
             );
         }
+        if cfg.norm_qk {
+            for (ours, theirs) in [("norm_q", "q_norm"), ("norm_k", "k_norm")] {
+                let stored = match cfg.family {
+                    Family::LitGpt => lit(&format!("attn.{ours}")),
+                    Family::HfGptNeox => format!("gpt_neox.layers.{i}.attention.{theirs}"),
+                    _ => format!("model.layers.{i}.self_attn.{theirs}"),
+                };
+                push(
+                    lit(&format!("attn.{ours}.weight")),
+                    vec![hs],
+                    one(format!("{stored}.weight")),
+                );
+                if layer_norm {
+                    push(
+                        lit(&format!("attn.{ours}.bias")),
+                        vec![hs],
+                        one(format!("{stored}.bias")),
+                    );
+                }
+            }
+        }
         push(
             lit("attn.proj.weight"),
             vec![e, q_rows],

@@ -32,7 +32,15 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
         })?;
     if !matches!(
         model_type.as_str(),
-        "llama" | "mistral" | "qwen2" | "gpt_neox" | "phi" | "gemma" | "phi3" | "stablelm"
+        "llama"
+            | "mistral"
+            | "qwen2"
+            | "qwen3"
+            | "gpt_neox"
+            | "phi"
+            | "gemma"
+            | "phi3"
+            | "stablelm"
     ) {
         return Err(Error::UnknownArchitecture {
             path: path.to_path_buf(),
@@ -106,14 +114,14 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
     };
 
     let cfg = match model_type.as_str() {
-        "llama" | "mistral" | "qwen2" => {
+        "llama" | "mistral" | "qwen2" | "qwen3" => {
             act(&f, &["silu"], &[])?;
             let qwen = model_type == "qwen2";
             let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
             let mlp_bias = f.bool("mlp_bias")?.unwrap_or(false);
             let sliding_window = match model_type.as_str() {
                 "mistral" => f.usize("sliding_window")?,
-                "qwen2" => {
+                "qwen2" | "qwen3" => {
                     let window = f.usize("sliding_window")?;
                     let used = f.bool("use_sliding_window")?.unwrap_or(false);
                     let max_window_layers = f.usize("max_window_layers")?.unwrap_or(0);
@@ -164,6 +172,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 scale_embeddings: false,
                 tie_embeddings,
                 sliding_window,
+                norm_qk: model_type == "qwen3",
             }
         }
         "gpt_neox" => {
@@ -202,6 +211,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 scale_embeddings: false,
                 tie_embeddings,
                 sliding_window: None,
+                norm_qk: false,
             }
         }
         "gemma" | "phi3" | "stablelm" => {
@@ -293,6 +303,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 scale_embeddings: gemma,
                 tie_embeddings,
                 sliding_window,
+                norm_qk: model_type == "qwen3",
             }
         }
         "phi" => {
@@ -335,6 +346,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 scale_embeddings: false,
                 tie_embeddings,
                 sliding_window: None,
+                norm_qk: false,
             }
         }
         other => {

@@ -260,11 +260,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
 
     let f_ = Value::Bool(false);
     let t_ = Value::Bool(true);
-    f.expect_default("norm_qk", &f_, "query/key norms")?;
+    let norm_qk = f.bool("norm_qk")?.unwrap_or(false);
     f.expect_default(
         "norm_qk_type",
         &Value::String("default".into()),
-        "query/key norms",
+        "OLMo-2 style query/key norms over all heads",
     )?;
     f.expect_default("post_attention_norm", &f_, "post-attention norm")?;
     f.expect_default("post_mlp_norm", &f_, "post-MLP norm")?;
@@ -350,5 +350,6 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
         scale_embeddings,
         tie_embeddings: false,
         sliding_window,
+        norm_qk,
     })
 }

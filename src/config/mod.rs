@@ -105,6 +105,8 @@ pub struct ModelConfig {
     pub tie_embeddings: bool,
     /// Sliding-window attention on every layer (Mistral, Qwen2 with `use_sliding_window`).
     pub sliding_window: Option<usize>,
+    /// Per-head norms on queries and keys before RoPE (Qwen3; LitGPT `norm_qk`).
+    pub norm_qk: bool,
 }
 
 impl ModelConfig {
@@ -176,7 +178,12 @@ impl ModelConfig {
                     + lin(self.intermediate_size, e, self.mlp_bias)
             }
         };
-        let norms = norm(e) * if self.shared_attention_norm { 1 } else { 2 };
+        let norms = norm(e) * if self.shared_attention_norm { 1 } else { 2 }
+            + if self.norm_qk {
+                2 * norm(self.head_size)
+            } else {
+                0
+            };
         let block = attn + mlp + norms;
         let head = if self.tie_embeddings {
             if self.lm_head_bias {

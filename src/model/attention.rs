@@ -8,6 +8,7 @@ use burn::tensor::activation::softmax;
 use std::sync::Arc;
 
 use super::linear::Linear;
+use super::norm::Norm;
 use super::rope::Rope;
 use crate::cache::KvCache;
 
@@ -21,6 +22,8 @@ pub struct Attention<B: Backend> {
     pub(crate) head_size: usize,
     pub(crate) window: Option<usize>,
     pub(crate) prefix: Option<Prefix<B>>,
+    /// Per-head query and key norms (Qwen3), applied before RoPE.
+    pub(crate) norm_qk: Option<(Norm<B>, Norm<B>)>,
 }
 
 /// A learned attention prefix (LLaMA-Adapter): keys and values without RoPE, and a gate per head.
@@ -57,6 +60,16 @@ impl<B: Backend> Attention<B> {
         let q = q.reshape([b, t, nh, hs]).swap_dims(1, 2);
         let k = k.reshape([b, t, nkv, hs]).swap_dims(1, 2);
         let v = v.reshape([b, t, nkv, hs]).swap_dims(1, 2);
+        let (q, k) = match &self.norm_qk {
+            Some((nq, nk)) => {
+                let per_head = |n: &Norm<B>, x: Tensor<B, 4>| {
+                    let [b, h, t, d] = x.dims();
+                    n.forward(x.reshape([b * h, t, d])).reshape([b, h, t, d])
+                };
+                (per_head(nq, q), per_head(nk, k))
+            }
+            None => (q, k),
+        };
         let q = rope.apply(q, pos);
         let k = rope.apply(k, pos);
         let (k, v) = cache.append(layer, k, v);

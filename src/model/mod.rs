@@ -160,6 +160,14 @@ impl<B: Backend> Model<B> {
                 head_size: cfg.head_size,
                 window: cfg.sliding_window,
                 prefix: None,
+                norm_qk: if cfg.norm_qk {
+                    Some((
+                        take_norm(&mut take, &format!("{p}.attn.norm_q"))?,
+                        take_norm(&mut take, &format!("{p}.attn.norm_k"))?,
+                    ))
+                } else {
+                    None
+                },
             };
             let mlp = match cfg.mlp {
                 MlpKind::GptNeox => Mlp {
