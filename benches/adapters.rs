@@ -44,6 +44,7 @@ fn smollm2_135m() -> ModelConfig {
         tie_embeddings: true,
         sliding_window: None,
         norm_qk: false,
+        extras: Default::default(),
     }
 }
 

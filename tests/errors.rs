@@ -156,14 +156,14 @@ fn unsupported_config_field_is_named() {
     let (_t, dir) = scratch("llama", "lit");
     let cfg = fs::read_to_string(dir.join("model_config.yaml")).unwrap();
     let soft = cfg.replace(
-        "attention_logit_softcapping: null",
-        "attention_logit_softcapping: 50.0",
+        "rope_local_base_freq: null",
+        "rope_local_base_freq: 10000.0",
     );
     assert_ne!(soft, cfg);
     fs::write(dir.join("model_config.yaml"), soft).unwrap();
     let err = Checkpoint::open(&dir).unwrap_err();
     match &err {
-        Error::UnsupportedConfig { field, .. } => assert_eq!(field, "attention_logit_softcapping"),
+        Error::UnsupportedConfig { field, .. } => assert_eq!(field, "rope_local_base_freq"),
         other => panic!("expected UnsupportedConfig, got {other}"),
     }
     fs::write(

@@ -198,11 +198,53 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             push(lit("attn.proj.bias"), vec![e], one(format!("{proj}.bias")));
         }
 
+        // Gemma 2 in HF layout: `post_attention_layernorm` is the post-attention norm and the MLP's
+        // input norm is `pre_feedforward_layernorm`.
+        let hf = cfg.family != Family::LitGpt;
+        let gemma2_hf = hf && cfg.extras.post_attention_norm;
+        let hf_layer = format!("model.layers.{i}");
+        let n2 = if gemma2_hf {
+            Some(format!("{hf_layer}.pre_feedforward_layernorm"))
+        } else {
+            n2
+        };
         if !cfg.shared_attention_norm {
             let n2 = n2.unwrap_or_else(|| lit("norm_2"));
             push(lit("norm_2.weight"), vec![e], one(format!("{n2}.weight")));
             if layer_norm {
                 push(lit("norm_2.bias"), vec![e], one(format!("{n2}.bias")));
+            }
+        }
+        for (on, ours, theirs) in [
+            (
+                cfg.extras.post_attention_norm,
+                "post_attention_norm",
+                "post_attention_layernorm",
+            ),
+            (
+                cfg.extras.post_mlp_norm,
+                "post_mlp_norm",
+                "post_feedforward_layernorm",
+            ),
+        ] {
+            if on {
+                let stored = if hf {
+                    format!("{hf_layer}.{theirs}")
+                } else {
+                    lit(ours)
+                };
+                push(
+                    lit(&format!("{ours}.weight")),
+                    vec![e],
+                    one(format!("{stored}.weight")),
+                );
+                if layer_norm {
+                    push(
+                        lit(&format!("{ours}.bias")),
+                        vec![e],
+                        one(format!("{stored}.bias")),
+                    );
+                }
             }
         }
 

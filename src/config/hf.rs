@@ -173,6 +173,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 tie_embeddings,
                 sliding_window,
                 norm_qk: model_type == "qwen3",
+                extras: Default::default(),
             }
         }
         "gpt_neox" => {
@@ -212,10 +213,12 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 tie_embeddings,
                 sliding_window: None,
                 norm_qk: false,
+                extras: Default::default(),
             }
         }
-        "gemma" | "phi3" | "stablelm" => {
-            let gemma = model_type == "gemma";
+        "gemma" | "gemma2" | "phi3" | "stablelm" => {
+            let gemma2 = model_type == "gemma2";
+            let gemma = model_type == "gemma" || gemma2;
             let stablelm = model_type == "stablelm";
             // Gemma names its activation `hidden_activation` (older files: `hidden_act`).
             let gelu_tanh = if gemma {
@@ -262,11 +265,34 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             } else {
                 f.bool("attention_bias")?.unwrap_or(false)
             };
-            let sliding_window = if model_type == "phi3" {
+            let sliding_window = if model_type == "phi3" || gemma2 {
                 f.usize("sliding_window")?.filter(|&w| w < block_size)
             } else {
                 None
             };
+            let mut extras = crate::config::Extras::default();
+            if gemma2 {
+                extras.post_attention_norm = true;
+                extras.post_mlp_norm = true;
+                extras.attention_softcap = f.f64("attn_logit_softcapping")?;
+                extras.final_softcap = f.f64("final_logit_softcapping")?;
+                extras.attention_scores_scalar = f.f64("query_pre_attn_scalar")?;
+                // transformers ≥ 4.5x lists `layer_types`; older Gemma 2 slides on even layers.
+                extras.sliding_window_layers = Some(match f.take("layer_types") {
+                    Some(v) => v
+                        .as_sequence()
+                        .map(|s| {
+                            s.iter()
+                                .map(|x| x.as_str() == Some("sliding_attention"))
+                                .collect::<Vec<bool>>()
+                        })
+                        .filter(|l| l.len() >= n_layer)
+                        .ok_or_else(|| {
+                            f.err("layer_types", format!("expected {n_layer} entries"))
+                        })?,
+                    None => (0..n_layer).map(|i| i % 2 == 0).collect(),
+                });
+            }
             ModelConfig {
                 name,
                 family: if model_type == "phi3" {
@@ -304,6 +330,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 tie_embeddings,
                 sliding_window,
                 norm_qk: model_type == "qwen3",
+                extras,
             }
         }
         "phi" => {
@@ -347,6 +374,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 tie_embeddings,
                 sliding_window: None,
                 norm_qk: false,
+                extras: Default::default(),
             }
         }
         other => {

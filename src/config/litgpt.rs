@@ -266,14 +266,14 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
         &Value::String("default".into()),
         "OLMo-2 style query/key norms over all heads",
     )?;
-    f.expect_default("post_attention_norm", &f_, "post-attention norm")?;
-    f.expect_default("post_mlp_norm", &f_, "post-MLP norm")?;
+    let post_attention_norm = f.bool("post_attention_norm")?.unwrap_or(false);
+    let post_mlp_norm = f.bool("post_mlp_norm")?.unwrap_or(false);
     f.expect_default("norm_1", &t_, "blocks without norm_1")?;
     f.expect_default("norm_2", &t_, "blocks without norm_2")?;
     f.expect_default("rope_interleave", &f_, "interleaved RoPE")?;
-    f.expect_absent("attention_scores_scalar", "custom attention scale")?;
-    f.expect_absent("attention_logit_softcapping", "attention soft-capping")?;
-    f.expect_absent("final_logit_softcapping", "logit soft-capping")?;
+    let attention_scores_scalar = f.f64("attention_scores_scalar")?;
+    let attention_softcap = f.f64("attention_logit_softcapping")?;
+    let final_softcap = f.f64("final_logit_softcapping")?;
     f.expect_absent("latent_attention", "multi-head latent attention")?;
     f.expect_absent("rope_local_base_freq", "local RoPE base")?;
     f.expect_absent("rope_indices", "per-layer RoPE")?;
@@ -296,17 +296,28 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
         }
     }
     let sliding_window = f.usize("sliding_window_size")?;
-    if let Some(v) = f.take("sliding_window_indices") {
-        let all_one = v
-            .as_sequence()
-            .is_some_and(|s| s.iter().take(n_layer).all(|x| x.as_u64() == Some(1)));
-        if !all_one {
-            return Err(f.err(
-                "sliding_window_indices",
-                "per-layer sliding windows are not supported yet",
-            ));
+    let sliding_window_layers = match f.take("sliding_window_indices") {
+        None => None,
+        Some(v) => {
+            let flags: Option<Vec<bool>> = v
+                .as_sequence()
+                .map(|s| {
+                    s.iter()
+                        .map(|x| x.as_u64().map(|n| n == 1))
+                        .collect::<Option<Vec<bool>>>()
+                })
+                .unwrap_or(None);
+            match flags {
+                Some(f_) if f_.len() >= n_layer => Some(f_[..n_layer].to_vec()),
+                _ => {
+                    return Err(f.err(
+                        "sliding_window_indices",
+                        format!("expected {n_layer} or more 0/1 entries, got {v:?}"),
+                    ))
+                }
+            }
         }
-    }
+    };
     // LitGPT's adapter Config subclasses add these; they describe the adapter, not the base.
     f.ignore(&[
         "padding_multiple",
@@ -351,5 +362,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
         tie_embeddings: false,
         sliding_window,
         norm_qk,
+        extras: super::Extras {
+            post_attention_norm,
+            post_mlp_norm,
+            attention_softcap,
+            final_softcap,
+            attention_scores_scalar,
+            sliding_window_layers,
+        },
     })
 }

@@ -107,6 +107,35 @@ pub struct ModelConfig {
     pub sliding_window: Option<usize>,
     /// Per-head norms on queries and keys before RoPE (Qwen3; LitGPT `norm_qk`).
     pub norm_qk: bool,
+    /// Gemma-2 extras (all off by default).
+    pub extras: Extras,
+}
+
+/// Less common architecture features (Gemma 2).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Extras {
+    /// Norm on the attention output before the residual add.
+    pub post_attention_norm: bool,
+    /// Norm on the MLP output before the residual add.
+    pub post_mlp_norm: bool,
+    /// `tanh(s / c) · c` on attention scores.
+    pub attention_softcap: Option<f64>,
+    /// `tanh(l / c) · c` on the output logits.
+    pub final_softcap: Option<f64>,
+    /// Attention scale is `1/√scalar` instead of `1/√head_size`.
+    pub attention_scores_scalar: Option<f64>,
+    /// Which layers use the sliding window (`None`: all, when a window is set).
+    pub sliding_window_layers: Option<Vec<bool>>,
+}
+
+impl ModelConfig {
+    /// Whether layer `i` uses the sliding window.
+    pub fn window_of(&self, i: usize) -> Option<usize> {
+        match &self.extras.sliding_window_layers {
+            Some(l) if !l.get(i).copied().unwrap_or(false) => None,
+            _ => self.sliding_window,
+        }
+    }
 }
 
 impl ModelConfig {
@@ -179,6 +208,8 @@ impl ModelConfig {
             }
         };
         let norms = norm(e) * if self.shared_attention_norm { 1 } else { 2 }
+            + norm(e)
+                * (self.extras.post_attention_norm as usize + self.extras.post_mlp_norm as usize)
             + if self.norm_qk {
                 2 * norm(self.head_size)
             } else {

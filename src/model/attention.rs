@@ -21,6 +21,10 @@ pub struct Attention<B: Backend> {
     pub(crate) n_kv: usize,
     pub(crate) head_size: usize,
     pub(crate) window: Option<usize>,
+    /// Gemma 2: `tanh(s / c) · c` on the scores.
+    pub(crate) softcap: Option<f64>,
+    /// Score scale (`1/√head_size` unless the config says otherwise).
+    pub(crate) scale: f64,
     pub(crate) prefix: Option<Prefix<B>>,
     /// Per-head query and key norms (Qwen3), applied before RoPE.
     pub(crate) norm_qk: Option<(Norm<B>, Norm<B>)>,
@@ -85,8 +89,11 @@ impl<B: Backend> Attention<B> {
         } else {
             (k, v)
         };
-        let scale = 1.0 / (hs as f64).sqrt();
+        let scale = self.scale;
         let mut scores = q.clone().matmul(k.swap_dims(2, 3)) * scale; // [b, nh, t, s]
+        if let Some(c) = self.softcap {
+            scores = (scores / c).tanh() * c;
+        }
         if let Some(mask) = self.mask(pos, t, &scores.device()) {
             scores = scores + mask;
         }

@@ -33,6 +33,9 @@ pub struct Block<B: Backend> {
     pub(crate) norm_2: Option<Norm<B>>,
     pub(crate) mlp: Mlp<B>,
     pub(crate) parallel_residual: bool,
+    /// Gemma 2: norms on the attention and MLP outputs.
+    pub(crate) post_attention_norm: Option<Norm<B>>,
+    pub(crate) post_mlp_norm: Option<Norm<B>>,
 }
 
 impl<B: Backend> Block<B> {
@@ -44,20 +47,27 @@ impl<B: Backend> Block<B> {
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
         let x_normed = self.norm_1.forward(x.clone());
-        let attn = self.attn.forward(layer, x_normed.clone(), rope, cache);
+        let mut attn = self.attn.forward(layer, x_normed.clone(), rope, cache);
+        if let Some(n) = &self.post_attention_norm {
+            attn = n.forward(attn);
+        }
+        let post_mlp = |y: Tensor<B, 3>| match &self.post_mlp_norm {
+            Some(n) => n.forward(y),
+            None => y,
+        };
         if self.parallel_residual {
             let mlp_in = match &self.norm_2 {
                 Some(n) => n.forward(x.clone()),
                 None => x_normed,
             };
-            self.mlp.forward(mlp_in) + (attn + x)
+            post_mlp(self.mlp.forward(mlp_in)) + (attn + x)
         } else {
             let x = attn + x;
             let mlp_in = match &self.norm_2 {
                 Some(n) => n.forward(x.clone()),
                 None => x.clone(),
             };
-            self.mlp.forward(mlp_in) + x
+            post_mlp(self.mlp.forward(mlp_in)) + x
         }
     }
 }
@@ -158,7 +168,14 @@ impl<B: Backend> Model<B> {
                 n_head: cfg.n_head,
                 n_kv: cfg.n_query_groups,
                 head_size: cfg.head_size,
-                window: cfg.sliding_window,
+                window: cfg.window_of(i),
+                softcap: cfg.extras.attention_softcap,
+                scale: 1.0
+                    / cfg
+                        .extras
+                        .attention_scores_scalar
+                        .unwrap_or(cfg.head_size as f64)
+                        .sqrt(),
                 prefix: None,
                 norm_qk: if cfg.norm_qk {
                     Some((
@@ -185,12 +202,24 @@ impl<B: Backend> Model<B> {
                     proj: linear(&mut take, &format!("{p}.mlp.proj"), cfg.mlp_bias)?,
                 },
             };
+            let post_attention_norm = if cfg.extras.post_attention_norm {
+                Some(take_norm(&mut take, &format!("{p}.post_attention_norm"))?)
+            } else {
+                None
+            };
+            let post_mlp_norm = if cfg.extras.post_mlp_norm {
+                Some(take_norm(&mut take, &format!("{p}.post_mlp_norm"))?)
+            } else {
+                None
+            };
             blocks.push(Block {
                 norm_1,
                 attn,
                 norm_2,
                 mlp,
                 parallel_residual: cfg.parallel_residual,
+                post_attention_norm,
+                post_mlp_norm,
             });
         }
         let ln_f = take_norm(&mut take, "transformer.ln_f")?;
@@ -331,7 +360,10 @@ impl<B: Backend> Model<B> {
         cache.advance(t);
         let x = if last_only { x.narrow(1, t - 1, 1) } else { x };
         let x = self.ln_f.forward(x);
-        let logits = self.lm_head.forward(x);
+        let mut logits = self.lm_head.forward(x);
+        if let Some(c) = self.config.extras.final_softcap {
+            logits = (logits / c).tanh() * c;
+        }
         let [_, rows, v] = logits.dims();
         Ok(logits.reshape([rows, v]))
     }
