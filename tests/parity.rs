@@ -157,6 +157,14 @@ macro_rules! parity {
                 check::<B>("qwen3", "hf");
             }
             #[test]
+            fn gemma2_litgpt() {
+                check::<B>("gemma2", "lit");
+            }
+            #[test]
+            fn gemma2_hf() {
+                check::<B>("gemma2", "hf");
+            }
+            #[test]
             fn phi2_litgpt() {
                 check::<B>("phi2", "lit");
             }

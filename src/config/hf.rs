@@ -39,6 +39,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             | "gpt_neox"
             | "phi"
             | "gemma"
+            | "gemma2"
             | "phi3"
             | "stablelm"
     ) {
@@ -83,7 +84,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
     let n_query_groups = f.usize("num_key_value_heads")?.unwrap_or(n_head);
     let tie_embeddings = f
         .bool("tie_word_embeddings")?
-        .unwrap_or(model_type == "gemma");
+        .unwrap_or(model_type == "gemma" || model_type == "gemma2");
     // transformers ≥ 5 nests RoPE settings in `rope_parameters`; older files keep them top-level.
     let rope_params = f.take("rope_parameters");
     let rp = |k: &str| {
