@@ -373,3 +373,32 @@ fn generate_with_a_llama_adapter_v1_step() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("prefix"));
 }
+
+#[test]
+fn inspect_names_the_family_and_its_features() {
+    let out = bin()
+        .arg("inspect")
+        .arg(fixtures().join("models/gemma2/hf"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(v["architecture"], "Gemma 2");
+    let features: Vec<String> = v["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "attention soft-capping 5",
+        "logit soft-capping 3",
+        "sliding window 4 on layers [0, 2]",
+        "tied embeddings",
+    ] {
+        assert!(
+            features.iter().any(|f| f == want),
+            "missing {want:?} in {features:?}"
+        );
+    }
+}

@@ -182,6 +182,117 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// The architecture family in words (`Llama`, `GPT-NeoX`, `Gemma 2`, ...), from the structure.
+    pub fn family_name(&self) -> &'static str {
+        let gemma = matches!(self.norm, NormKind::RmsNorm { unit_offset: true })
+            || self.mlp == MlpKind::Gemma;
+        if gemma && self.extras.post_attention_norm {
+            "Gemma 2"
+        } else if gemma {
+            "Gemma"
+        } else if self.family == Family::HfPhi3 || self.name.starts_with("Phi-3") {
+            "Phi-3"
+        } else if self.shared_attention_norm {
+            "Phi"
+        } else if self.mlp == MlpKind::GptNeox {
+            "GPT-NeoX"
+        } else if self.norm_qk {
+            "Qwen3"
+        } else if self.norm == NormKind::LayerNorm {
+            "StableLM"
+        } else if self.qkv_bias && !self.attn_out_bias {
+            "Qwen2"
+        } else if self.sliding_window.is_some() {
+            "Mistral"
+        } else {
+            "Llama"
+        }
+    }
+
+    /// Every feature that differs from a plain pre-norm multi-head transformer, in words.
+    pub fn features(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.n_query_groups == 1 && self.n_head > 1 {
+            f.push("multi-query attention".to_string());
+        } else if self.n_query_groups < self.n_head {
+            f.push(format!(
+                "grouped-query attention ({} kv heads)",
+                self.n_query_groups
+            ));
+        }
+        if self.head_size * self.n_head != self.n_embd {
+            f.push(format!("head size {} ≠ n_embd / n_head", self.head_size));
+        }
+        if self.rope_n_elem < self.head_size {
+            f.push(format!(
+                "partial rotary ({} of {} dims)",
+                self.rope_n_elem, self.head_size
+            ));
+        }
+        match &self.rope_scaling {
+            Some(RopeScaling::Llama3 { factor, .. }) => {
+                f.push(format!("Llama-3 RoPE scaling ×{factor}"))
+            }
+            Some(RopeScaling::Linear { factor }) => {
+                f.push(format!("linear RoPE scaling ×{factor}"))
+            }
+            None => {}
+        }
+        if self.parallel_residual {
+            f.push("parallel residual".into());
+        }
+        if self.shared_attention_norm {
+            f.push("shared attention norm".into());
+        }
+        if let NormKind::RmsNorm { unit_offset: true } = self.norm {
+            f.push("unit-offset RMSNorm".into());
+        }
+        if self.qkv_bias {
+            f.push("q/k/v bias".into());
+        }
+        if self.lm_head_bias {
+            f.push("lm_head bias".into());
+        }
+        if self.gelu_tanh {
+            f.push("tanh GELU".into());
+        }
+        if self.scale_embeddings {
+            f.push("scaled embeddings".into());
+        }
+        if self.tie_embeddings {
+            f.push("tied embeddings".into());
+        }
+        if self.norm_qk {
+            f.push("per-head q/k norms".into());
+        }
+        if let Some(w) = self.sliding_window {
+            match &self.extras.sliding_window_layers {
+                Some(l) => f.push(format!(
+                    "sliding window {w} on layers {:?}",
+                    l.iter()
+                        .enumerate()
+                        .filter(|(_, on)| **on)
+                        .map(|(i, _)| i)
+                        .collect::<Vec<_>>()
+                )),
+                None => f.push(format!("sliding window {w}")),
+            }
+        }
+        if self.extras.post_attention_norm || self.extras.post_mlp_norm {
+            f.push("post-attention/post-MLP norms".into());
+        }
+        if let Some(c) = self.extras.attention_softcap {
+            f.push(format!("attention soft-capping {c}"));
+        }
+        if let Some(c) = self.extras.final_softcap {
+            f.push(format!("logit soft-capping {c}"));
+        }
+        if let Some(s) = self.extras.attention_scores_scalar {
+            f.push(format!("attention scale 1/√{s}"));
+        }
+        f
+    }
+
     /// Width of the fused q/k/v projection output.
     pub fn qkv_size(&self) -> usize {
         (self.n_head + 2 * self.n_query_groups) * self.head_size

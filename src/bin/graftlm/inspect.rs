@@ -112,7 +112,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "dir": info.dir.display().to_string(),
             "format": info.format,
             "name": c.name,
-            "architecture": format!("{:?}", c.family),
+            "architecture": c.family_name(),
+            "layout": format!("{:?}", c.family),
+            "features": c.features(),
             "weights": info.weights_path.display().to_string(),
             "tensors": info.tensor_count,
             "parameters": info.parameter_count,
@@ -154,6 +156,8 @@ pub fn run(a: InspectArgs) -> Result<()> {
             "  features      norm {:?}, rotary {}/{} dims base {}, parallel residual {}, shared attn norm {}",
             c.norm, c.rope_n_elem, c.head_size, c.rope_base, c.parallel_residual, c.shared_attention_norm
         );
+        println!("  family        {}", c.family_name());
+        println!("  non-default   {}", c.features().join(", "));
         println!("  prompt style  {}", style.name());
         println!("  side files    {}", info.files.join(", "));
         if let Some(m) = merged_from(&info.dir) {
