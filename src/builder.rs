@@ -173,6 +173,21 @@ impl ModelBuilder {
 }
 
 impl Plan {
+    /// The folder whose `prompt_style.yaml` applies: a LitGPT fine-tune records the style it trained
+    /// with, which wins over the base's; otherwise the base checkpoint.
+    pub fn prompt_style_dir(&self) -> PathBuf {
+        self.adapters
+            .iter()
+            .map(|(a, _)| a.dir.clone())
+            .find(|d| d.join("prompt_style.yaml").is_file())
+            .unwrap_or_else(|| self.checkpoint.dir.clone())
+    }
+
+    /// The prompt style for this base and adapters (see [`Plan::prompt_style_dir`]).
+    pub fn prompt_style(&self) -> Result<crate::prompt::PromptStyle> {
+        crate::prompt::PromptStyle::resolve(&self.prompt_style_dir(), &self.checkpoint.config.name)
+    }
+
     /// Loads the base on `device` and grafts every adapter.
     pub fn build<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
         let mut model = self.checkpoint.load::<B>(device)?;

@@ -329,17 +329,10 @@ pub fn export_merged(
             std::fs::copy(&src, out_dir.join(f)).map_err(|e| Error::io(&src, e))?;
         }
     }
-    // The prompt style the adapter was trained with (LitGPT), else the base's.
-    let style = plan
-        .adapters
-        .iter()
-        .map(|(a, _)| a.dir.join("prompt_style.yaml"))
-        .chain(std::iter::once(
-            plan.checkpoint.dir.join("prompt_style.yaml"),
-        ))
-        .find(|p| p.is_file());
-    if let Some(src) = style {
-        std::fs::copy(&src, out_dir.join("prompt_style.yaml")).map_err(|e| Error::io(&src, e))?;
+    let style = plan.prompt_style_dir().join("prompt_style.yaml");
+    if style.is_file() {
+        std::fs::copy(&style, out_dir.join("prompt_style.yaml"))
+            .map_err(|e| Error::io(&style, e))?;
     }
     let bytes = std::fs::metadata(&final_path).map(|m| m.len()).unwrap_or(0);
     Ok(ExportReport {

@@ -124,6 +124,12 @@ impl AdapterSet {
     }
 }
 
+/// Whether a graft is a LLaMA-Adapter (prefix, affine, norms) rather than LoRA updates.
+fn is_llama(g: &GraftInfo) -> bool {
+    g.format == AdapterFormat::LitGptAdapter.as_str()
+        || g.format == AdapterFormat::LitGptAdapterV2.as_str()
+}
+
 impl<B: Backend> Model<B> {
     /// Grafts `adapter` with run-time `scale`, separate or merged. Everything is checked first; on
     /// error the model is unchanged.
@@ -137,9 +143,8 @@ impl<B: Backend> Model<B> {
                 format!("an adapter named `{}` is already attached", adapter.name),
             ));
         }
-        let is_llama = |f: &str| f.starts_with("litgpt-adapter");
         let mixing = if adapter.llama.is_empty() {
-            self.grafts().iter().any(|g| is_llama(&g.format))
+            self.grafts().iter().any(is_llama)
         } else {
             !self.grafts().is_empty()
         };
@@ -230,7 +235,7 @@ impl<B: Backend> Model<B> {
     pub fn detach(&mut self, name: &str) -> Result<()> {
         let i = self.graft_index(name)?;
         let g = self.grafts_mut().remove(i);
-        if g.format.starts_with("litgpt-adapter") {
+        if is_llama(&g) {
             self.detach_llama(&g);
             return Ok(());
         }
@@ -245,7 +250,7 @@ impl<B: Backend> Model<B> {
     /// Turns an adapter's contribution on or off (a merged adapter is unmerged when turned off).
     pub fn set_active(&mut self, name: &str, active: bool) -> Result<()> {
         let i = self.graft_index(name)?;
-        if self.grafts()[i].format.starts_with("litgpt-adapter") {
+        if is_llama(&self.grafts()[i]) {
             return self.set_llama_active(i, active);
         }
         if !active && self.grafts()[i].merged {
@@ -277,7 +282,7 @@ impl<B: Backend> Model<B> {
             return Err(Error::invalid("scale", format!("{scale} is not finite")));
         }
         let i = self.graft_index(name)?;
-        if self.grafts()[i].format.starts_with("litgpt-adapter") && scale != 1.0 {
+        if is_llama(&self.grafts()[i]) && scale != 1.0 {
             return Err(Error::Unsupported(
                 "scaling a LLaMA-Adapter (only LoRA adapters have a scale)".into(),
             ));
@@ -301,7 +306,7 @@ impl<B: Backend> Model<B> {
                 format!("`{name}` is inactive; activate it before merging"),
             ));
         }
-        let llama = self.grafts()[i].format.starts_with("litgpt-adapter");
+        let llama = is_llama(&self.grafts()[i]);
         let linears = self.grafts()[i].linears.clone();
         for lin in &linears {
             if let Some(l) = self.linear_mut(lin) {

@@ -12,8 +12,7 @@ mod chat;
 mod inspect;
 use graftlm::adapters::StepChoice;
 use graftlm::{
-    AdapterSpec, Error, GenerateOptions, Mode, ModelBuilder, PromptStyle, Result, SamplingParams,
-    Tokenizer,
+    AdapterSpec, Error, GenerateOptions, Mode, ModelBuilder, Result, SamplingParams, Tokenizer,
 };
 
 #[derive(Parser)]
@@ -210,17 +209,10 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
     let plan = plan(&a.model, a.merge)?;
     let ckpt = plan.checkpoint.clone();
     let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
-    // A LitGPT fine-tune records the prompt style it trained with; it wins over the base's.
-    let style_dir = plan
-        .adapters
-        .iter()
-        .map(|(ad, _)| ad.dir.clone())
-        .find(|d| d.join("prompt_style.yaml").is_file())
-        .unwrap_or_else(|| ckpt.dir.clone());
     let style = if a.raw {
         None
     } else {
-        Some(PromptStyle::resolve(&style_dir, &ckpt.config.name)?)
+        Some(plan.prompt_style()?)
     };
     let styled = match &style {
         Some(s) => s.apply(&prompt, a.sys_prompt.as_deref()),
@@ -292,13 +284,7 @@ fn run_chat(a: ChatArgs) -> Result<()> {
     let plan = plan(&a.model, a.merge)?;
     let sampling = a.sampling.params()?;
     let tok = Tokenizer::from_dir(&plan.checkpoint.dir)?;
-    let style_dir = plan
-        .adapters
-        .iter()
-        .map(|(ad, _)| ad.dir.clone())
-        .find(|d| d.join("prompt_style.yaml").is_file())
-        .unwrap_or_else(|| plan.checkpoint.dir.clone());
-    let style = PromptStyle::resolve(&style_dir, &plan.checkpoint.config.name)?;
+    let style = plan.prompt_style()?;
     // `/step` works on the run directory of the first adapter (its parent when a step was given).
     let run_dir = a.model.adapter.first().map(|s| {
         let p = s
