@@ -3,7 +3,7 @@
 //! reference).
 
 /// Names of the backends compiled into this build, default first.
-#[allow(clippy::vec_init_then_push)]
+#[allow(clippy::vec_init_then_push, unused_mut)]
 pub fn available() -> Vec<&'static str> {
     let mut v = Vec::new();
     #[cfg(feature = "flex")]

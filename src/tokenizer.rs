@@ -66,6 +66,27 @@ fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
     }
 }
 
+/// Reads `tokenizer.json`. The text is first checked to be JSON: the `tokenizers` crate panics
+/// (instead of returning an error) on some syntax errors inside its `decoder` section. Any other
+/// panic inside that crate is caught and reported as an error on the file.
+fn parse_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
+    let err = |msg: String| Error::Tokenizer {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .map_err(|e| err(format!("not valid JSON: {e}")))?;
+    let parsed = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>());
+    match parsed {
+        Ok(Ok(t)) => Ok(t),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(_) => Err(err(
+            "malformed tokenizer (the tokenizers library panicked on it)".into(),
+        )),
+    }
+}
+
 impl Tokenizer {
     /// Loads `tokenizer.json` (+ `tokenizer_config.json`, `generation_config.json`) from `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
@@ -81,10 +102,7 @@ impl Tokenizer {
                 msg: why.into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
+        let inner = parse_tokenizer_json(&path)?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = read_json(&cfg_path)?;
         let lookup = |tok: &str| -> Result<u32> {

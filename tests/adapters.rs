@@ -3,90 +3,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use common::{assert_close, greedy, rel_err};
+use common::adapter::{check, fixtures, last_logits, reference};
+use common::{assert_close, rel_err};
 use graftlm::adapters::{self, StepChoice};
-use graftlm::{AdapterSpec, Checkpoint, Error, Mode, Model, ModelBuilder, Tokenizer};
-use serde::Deserialize;
+use graftlm::{AdapterSpec, Checkpoint, Error, Mode, ModelBuilder};
 
 type B = graftlm::backend::DefaultCpu;
-
-#[derive(Debug, Deserialize)]
-struct Ref {
-    base: String,
-    prompt_ids: Vec<u32>,
-    logits_last: Vec<f32>,
-    logits_last_merged: Vec<f32>,
-    greedy_new_ids: Vec<u32>,
-    max_new_tokens: usize,
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
-fn reference(dir: &Path) -> Ref {
-    let text = std::fs::read_to_string(dir.join("reference.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn last_logits(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
-    common::logits(model, ids, false)
-}
-
-/// Builds base + adapter (base found from the adapter's own record) and checks both modes.
-fn check(adapter_dir: &Path) {
-    let r = reference(adapter_dir);
-    let plan = ModelBuilder::new()
-        .adapter(adapter_dir.to_path_buf().into())
-        .plan()
-        .unwrap_or_else(|e| panic!("{}: {e}", adapter_dir.display()));
-    let base = fixtures().join(&r.base).canonicalize().unwrap();
-    assert_eq!(
-        plan.checkpoint.dir.canonicalize().unwrap(),
-        base,
-        "base found from the adapter record"
-    );
-    let tok = Tokenizer::from_dir(&plan.checkpoint.dir).unwrap();
-    let what = adapter_dir.display().to_string();
-
-    let mut model = plan.build::<B>(&Default::default()).unwrap();
-    let base_logits = {
-        let plain = plan.checkpoint.load::<B>(&Default::default()).unwrap();
-        last_logits(&plain, &r.prompt_ids)
-    };
-    assert_close(
-        &format!("{what} separate"),
-        &last_logits(&model, &r.prompt_ids),
-        &r.logits_last,
-    );
-    assert_eq!(
-        greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
-        r.greedy_new_ids,
-        "{what}: greedy (separate)"
-    );
-
-    let name = model.grafts()[0].name.clone();
-    model.set_merged(&name, true).unwrap();
-    let merged = last_logits(&model, &r.prompt_ids);
-    assert_close(&format!("{what} merged"), &merged, &r.logits_last_merged);
-    assert_eq!(
-        greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
-        r.greedy_new_ids,
-        "{what}: greedy (merged)"
-    );
-
-    model.set_merged(&name, false).unwrap();
-    model.set_active(&name, false).unwrap();
-    let restored = last_logits(&model, &r.prompt_ids);
-    assert!(
-        rel_err(&restored, &base_logits) < 1e-5,
-        "{what}: unmerge restores the base"
-    );
-    model.detach(&name).unwrap();
-    assert!(model.grafts().is_empty());
-}
 
 #[test]
 fn litgpt_lora_every_step() {

@@ -40,6 +40,13 @@ pub enum Targets {
     AllLinear,
 }
 
+/// A PEFT module regex (matched whole, as `re.fullmatch`), refused by field name if invalid.
+fn checked_regex(s: &str, field: &str, refuse: &dyn Fn(&str, String) -> Error) -> Result<String> {
+    Regex::new(&format!("^(?:{s})$"))
+        .map(|_| s.to_string())
+        .map_err(|e| refuse(field, format!("invalid regular expression: {e}")))
+}
+
 /// Reads and checks `adapter_config.json`.
 pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
     let path = loc.dir.join("adapter_config.json");
@@ -127,7 +134,7 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
         .collect::<Result<Vec<_>>>()?;
     let target_modules = match v.get("target_modules") {
         Some(Value::String(s)) if s == "all-linear" => Targets::AllLinear,
-        Some(Value::String(s)) => Targets::Regex(s.clone()),
+        Some(Value::String(s)) => Targets::Regex(checked_regex(s, "target_modules", &refuse)?),
         Some(Value::Array(a)) => Targets::List(
             a.iter()
                 .filter_map(|x| x.as_str().map(str::to_string))
@@ -149,7 +156,11 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
     };
     let exclude_modules = match v.get("exclude_modules") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(Targets::Regex(s.clone())),
+        Some(Value::String(s)) => Some(Targets::Regex(checked_regex(
+            s,
+            "exclude_modules",
+            &refuse,
+        )?)),
         Some(Value::Array(a)) => Some(Targets::List(
             a.iter()
                 .filter_map(|x| x.as_str().map(str::to_string))
@@ -281,11 +292,14 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
     for module in modules.keys() {
         let an = format!("base_model.model.{module}.lora_A.weight");
         let bn = format!("base_model.model.{module}.lora_B.weight");
-        let target = names::hf_target(model, module).ok_or_else(|| Error::UnexpectedTensors {
-            path: path.clone(),
-            count: 1,
-            examples: format!("`{an}`: the base model has no module `{module}` — an adapter for another base model?"),
-        })?;
+        let targets = names::hf_targets(model, module);
+        let Some(first) = targets.first() else {
+            return Err(Error::UnexpectedTensors {
+                path: path.clone(),
+                count: 1,
+                examples: format!("`{an}`: the base model has no module `{module}` — an adapter for another base model?"),
+            });
+        };
         let (am, bm) = match (stored.get(&an), stored.get(&bn)) {
             (Some(a), Some(b)) => (a, b),
             (None, _) => {
@@ -303,11 +317,12 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
                 })
             }
         };
-        let [out, inp] = linears[&target.linear];
+        let inp = linears[&first.linear][1];
+        let rows: usize = targets.iter().map(|t| t.rows).sum();
         let r = am.shape.first().copied().unwrap_or(0);
         let want_r = pattern_value(&pc.rank_pattern, module).unwrap_or(pc.r);
         expect_shape(path, &an, &am.shape, &[want_r, inp])?;
-        expect_shape(path, &bn, &bm.shape, &[target.rows, want_r])?;
+        expect_shape(path, &bn, &bm.shape, &[rows, want_r])?;
         if r == 0 {
             return Err(Error::BadTensor {
                 path: path.clone(),
@@ -323,7 +338,7 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
         } as f32;
         let a = files.read_f32(&an)?;
         let mut b = files.read_f32(&bn)?;
-        if target.neox_qkv {
+        if first.neox_qkv {
             b = HostTensor {
                 shape: b.shape.clone(),
                 data: names::neox_to_grouped(
@@ -335,13 +350,19 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
                 ),
             };
         }
-        parts
-            .entry(target.linear.clone())
-            .or_default()
-            .push(LowRankUpdate {
-                a,
-                b: place_rows(&b, out, target.row_offset, scale),
-            });
+        for t in &targets {
+            let block = HostTensor {
+                shape: vec![t.rows, r],
+                data: b.data[t.src_row_offset * r..(t.src_row_offset + t.rows) * r].to_vec(),
+            };
+            parts
+                .entry(t.linear.clone())
+                .or_default()
+                .push(LowRankUpdate {
+                    a: a.clone(),
+                    b: place_rows(&block, linears[&t.linear][0], t.row_offset, scale),
+                });
+        }
     }
     let mut updates = BTreeMap::new();
     for (lin, p) in parts {

@@ -505,6 +505,9 @@ pub struct HfTarget {
     pub row_offset: usize,
     /// Number of output rows of the block.
     pub rows: usize,
+    /// First row of the block within the module's own output (Phi-3 `gate_up_proj` feeds two
+    /// linears: rows `0..inter` go to `mlp.fc_1`, rows `inter..` to `mlp.fc_2`).
+    pub src_row_offset: usize,
     /// Output rows are GPT-NeoX per-group interleaved and must be regrouped.
     pub neox_qkv: bool,
 }
@@ -525,9 +528,14 @@ pub fn hf_family(cfg: &ModelConfig) -> Family {
     }
 }
 
-/// Maps an HF module path (`model.layers.3.self_attn.q_proj`) to the part of the model it
-/// computes. `None` for modules the model does not have.
-pub fn hf_target(cfg: &ModelConfig, module: &str) -> Option<HfTarget> {
+/// Maps an HF module path (`model.layers.3.self_attn.q_proj`) to the parts of the model it
+/// computes (one block of one linear, or two for Phi-3's fused `gate_up_proj`). Empty for modules
+/// the model does not have.
+pub fn hf_targets(cfg: &ModelConfig, module: &str) -> Vec<HfTarget> {
+    hf_target(cfg, module).unwrap_or_default()
+}
+
+fn hf_target(cfg: &ModelConfig, module: &str) -> Option<Vec<HfTarget>> {
     let family = hf_family(cfg);
     let q = cfg.n_head * cfg.head_size;
     let kv = cfg.n_query_groups * cfg.head_size;
@@ -535,12 +543,13 @@ pub fn hf_target(cfg: &ModelConfig, module: &str) -> Option<HfTarget> {
         linear,
         row_offset: 0,
         rows,
+        src_row_offset: 0,
         neox_qkv: false,
     };
     let e = cfg.n_embd;
     let inter = cfg.intermediate_size;
     if module == "lm_head" || (family == Family::HfGptNeox && module == "embed_out") {
-        return Some(whole("lm_head".into(), cfg.padded_vocab_size));
+        return Some(vec![whole("lm_head".into(), cfg.padded_vocab_size)]);
     }
     let (layer_prefix, rest) = match family {
         Family::HfGptNeox => module.strip_prefix("gpt_neox.layers.")?.split_once('.')?,
@@ -555,8 +564,18 @@ pub fn hf_target(cfg: &ModelConfig, module: &str) -> Option<HfTarget> {
         linear: lit("attn.qkv"),
         row_offset,
         rows,
+        src_row_offset: 0,
         neox_qkv: false,
     };
+    if (family, rest) == (Family::HfPhi3, "mlp.gate_up_proj") {
+        return Some(vec![
+            whole(lit("mlp.fc_1"), inter),
+            HfTarget {
+                src_row_offset: inter,
+                ..whole(lit("mlp.fc_2"), inter)
+            },
+        ]);
+    }
     let t = match (family, rest) {
         (Family::HfPhi3, "self_attn.qkv_proj") => qkv(0, q + 2 * kv),
         (Family::HfPhi3, "self_attn.o_proj") => whole(lit("attn.proj"), e),
@@ -582,7 +601,7 @@ pub fn hf_target(cfg: &ModelConfig, module: &str) -> Option<HfTarget> {
         (Family::HfGptNeox, "mlp.dense_4h_to_h") => whole(lit("mlp.proj"), e),
         _ => return None,
     };
-    Some(t)
+    Some(vec![t])
 }
 
 /// All HF module paths of the model's linears (what PEFT's `target_modules` can name).

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod adapter;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;

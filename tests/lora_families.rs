@@ -1,0 +1,40 @@
+//! A LoRA on every architecture family, from PEFT (HF layout) and LitGPT (LitGPT layout): separate
+//! and merged logits match the reference library within 1e-4, greedy tokens are identical, and
+//! unmerge restores the base (fixtures: `tests/fixtures/make_lora_families.py`).
+
+mod common;
+
+use common::adapter::{check, fixtures};
+
+fn family(arch: &str) {
+    for format in ["peft", "lit"] {
+        check(&fixtures().join(format!("adapters/families/{arch}-{format}")));
+    }
+}
+
+macro_rules! families {
+    ($($arch:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $arch() {
+                family(stringify!($arch));
+            }
+        )*
+    };
+}
+
+families!(gptneox, qwen2, phi2, mistral, gemma, gemma2, phi3, stablelm, llama32, qwen3);
+
+/// Every generated fixture is covered by a test above.
+#[test]
+fn every_fixture_is_tested() {
+    let listed = [
+        "gptneox", "qwen2", "phi2", "mistral", "gemma", "gemma2", "phi3", "stablelm", "llama32",
+        "qwen3",
+    ];
+    for e in std::fs::read_dir(fixtures().join("adapters/families")).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        let arch = name.rsplit_once('-').unwrap().0;
+        assert!(listed.contains(&arch), "{name} has no test");
+    }
+}
