@@ -157,6 +157,14 @@ macro_rules! parity {
                 check::<B>("qwen3", "hf");
             }
             #[test]
+            fn olmo2_litgpt() {
+                check::<B>("olmo2", "lit");
+            }
+            #[test]
+            fn olmo2_hf() {
+                check::<B>("olmo2", "hf");
+            }
+            #[test]
             fn gemma2_litgpt() {
                 check::<B>("gemma2", "lit");
             }

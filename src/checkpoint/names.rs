@@ -134,9 +134,11 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             Family::HfPhi => format!("model.layers.{i}.mlp.fc2"),
         };
 
-        push(lit("norm_1.weight"), vec![e], one(format!("{n1}.weight")));
-        if layer_norm {
-            push(lit("norm_1.bias"), vec![e], one(format!("{n1}.bias")));
+        if !cfg.extras.no_norm_1 {
+            push(lit("norm_1.weight"), vec![e], one(format!("{n1}.weight")));
+            if layer_norm {
+                push(lit("norm_1.bias"), vec![e], one(format!("{n1}.bias")));
+            }
         }
 
         let qkv = |suffix: &str| -> Source {
@@ -169,7 +171,13 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             );
         }
         if cfg.norm_qk {
-            for (ours, theirs) in [("norm_q", "q_norm"), ("norm_k", "k_norm")] {
+            // Per head (Qwen3) or over all heads (OLMo-2).
+            let (nq, nk) = if cfg.extras.norm_qk_all_heads {
+                (q_rows, kv_rows)
+            } else {
+                (hs, hs)
+            };
+            for (ours, theirs, n) in [("norm_q", "q_norm", nq), ("norm_k", "k_norm", nk)] {
                 let stored = match cfg.family {
                     Family::LitGpt => lit(&format!("attn.{ours}")),
                     Family::HfGptNeox => format!("gpt_neox.layers.{i}.attention.{theirs}"),
@@ -177,13 +185,13 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
                 };
                 push(
                     lit(&format!("attn.{ours}.weight")),
-                    vec![hs],
+                    vec![n],
                     one(format!("{stored}.weight")),
                 );
                 if layer_norm {
                     push(
                         lit(&format!("attn.{ours}.bias")),
-                        vec![hs],
+                        vec![n],
                         one(format!("{stored}.bias")),
                     );
                 }
@@ -208,7 +216,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
         } else {
             n2
         };
-        if !cfg.shared_attention_norm {
+        if !cfg.shared_attention_norm && !cfg.extras.no_norm_2 {
             let n2 = n2.unwrap_or_else(|| lit("norm_2"));
             push(lit("norm_2.weight"), vec![e], one(format!("{n2}.weight")));
             if layer_norm {

@@ -36,6 +36,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             | "mistral"
             | "qwen2"
             | "qwen3"
+            | "olmo2"
             | "gpt_neox"
             | "phi"
             | "gemma"
@@ -115,7 +116,8 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
     };
 
     let cfg = match model_type.as_str() {
-        "llama" | "mistral" | "qwen2" | "qwen3" => {
+        "llama" | "mistral" | "qwen2" | "qwen3" | "olmo2" => {
+            let olmo2 = model_type == "olmo2";
             act(&f, &["silu"], &[])?;
             let qwen = model_type == "qwen2";
             let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
@@ -173,8 +175,16 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 scale_embeddings: false,
                 tie_embeddings,
                 sliding_window,
-                norm_qk: model_type == "qwen3",
-                extras: Default::default(),
+                norm_qk: model_type == "qwen3" || olmo2,
+                // OLMo-2: norms on the attention and MLP outputs only, q/k norms over all heads.
+                extras: super::Extras {
+                    post_attention_norm: olmo2,
+                    post_mlp_norm: olmo2,
+                    no_norm_1: olmo2,
+                    no_norm_2: olmo2,
+                    norm_qk_all_heads: olmo2,
+                    ..Default::default()
+                },
             }
         }
         "gpt_neox" => {

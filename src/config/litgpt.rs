@@ -259,17 +259,16 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
     let lm_head_bias = f.bool("lm_head_bias")?.unwrap_or(false);
 
     let f_ = Value::Bool(false);
-    let t_ = Value::Bool(true);
     let norm_qk = f.bool("norm_qk")?.unwrap_or(false);
-    f.expect_default(
-        "norm_qk_type",
-        &Value::String("default".into()),
-        "OLMo-2 style query/key norms over all heads",
-    )?;
+    let norm_qk_all_heads = match f.string("norm_qk_type")?.as_deref() {
+        None | Some("default") => false,
+        Some("olmo2") => true,
+        Some(other) => return Err(f.err("norm_qk_type", format!("`{other}` is not supported"))),
+    };
     let post_attention_norm = f.bool("post_attention_norm")?.unwrap_or(false);
     let post_mlp_norm = f.bool("post_mlp_norm")?.unwrap_or(false);
-    f.expect_default("norm_1", &t_, "blocks without norm_1")?;
-    f.expect_default("norm_2", &t_, "blocks without norm_2")?;
+    let no_norm_1 = !f.bool("norm_1")?.unwrap_or(true);
+    let no_norm_2 = !f.bool("norm_2")?.unwrap_or(true);
     f.expect_default("rope_interleave", &f_, "interleaved RoPE")?;
     let attention_scores_scalar = f.f64("attention_scores_scalar")?;
     let attention_softcap = f.f64("attention_logit_softcapping")?;
@@ -369,6 +368,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
             final_softcap,
             attention_scores_scalar,
             sliding_window_layers,
+            no_norm_1,
+            no_norm_2,
+            norm_qk_all_heads,
         },
     })
 }

@@ -111,7 +111,7 @@ pub struct ModelConfig {
     pub extras: Extras,
 }
 
-/// Less common architecture features (Gemma 2).
+/// Less common architecture features (Gemma 2, OLMo-2).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Extras {
     /// Norm on the attention output before the residual add.
@@ -126,6 +126,12 @@ pub struct Extras {
     pub attention_scores_scalar: Option<f64>,
     /// Which layers use the sliding window (`None`: all, when a window is set).
     pub sliding_window_layers: Option<Vec<bool>>,
+    /// No norm before attention (LitGPT `norm_1: false`; OLMo-2).
+    pub no_norm_1: bool,
+    /// No norm before the MLP (LitGPT `norm_2: false`; OLMo-2).
+    pub no_norm_2: bool,
+    /// q/k norms over all heads at once, before the head split (LitGPT `norm_qk_type: olmo2`).
+    pub norm_qk_all_heads: bool,
 }
 
 impl ModelConfig {
@@ -186,7 +192,9 @@ impl ModelConfig {
     pub fn family_name(&self) -> &'static str {
         let gemma = matches!(self.norm, NormKind::RmsNorm { unit_offset: true })
             || self.mlp == MlpKind::Gemma;
-        if gemma && self.extras.post_attention_norm {
+        if self.extras.norm_qk_all_heads {
+            "OLMo-2"
+        } else if gemma && self.extras.post_attention_norm {
             "Gemma 2"
         } else if gemma {
             "Gemma"
@@ -262,8 +270,13 @@ impl ModelConfig {
         if self.tie_embeddings {
             f.push("tied embeddings".into());
         }
-        if self.norm_qk {
+        if self.norm_qk && self.extras.norm_qk_all_heads {
+            f.push("q/k norms over all heads".into());
+        } else if self.norm_qk {
             f.push("per-head q/k norms".into());
+        }
+        if self.extras.no_norm_1 || self.extras.no_norm_2 {
+            f.push("no pre-attention/pre-MLP norms".into());
         }
         if let Some(w) = self.sliding_window {
             match &self.extras.sliding_window_layers {

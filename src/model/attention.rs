@@ -26,8 +26,9 @@ pub struct Attention<B: Backend> {
     /// Score scale (`1/√head_size` unless the config says otherwise).
     pub(crate) scale: f64,
     pub(crate) prefix: Option<Prefix<B>>,
-    /// Per-head query and key norms (Qwen3), applied before RoPE.
+    /// Query and key norms, applied before RoPE: per head (Qwen3) or over all heads (OLMo-2).
     pub(crate) norm_qk: Option<(Norm<B>, Norm<B>)>,
+    pub(crate) norm_qk_all_heads: bool,
 }
 
 /// A learned attention prefix (LLaMA-Adapter): keys and values without RoPE, and a gate per head.
@@ -57,14 +58,18 @@ impl<B: Backend> Attention<B> {
         let (nh, nkv, hs) = (self.n_head, self.n_kv, self.head_size);
         let pos = cache.len();
         let qkv = self.qkv.forward(x);
-        let q = qkv.clone().narrow(2, 0, nh * hs);
-        let k = qkv.clone().narrow(2, nh * hs, nkv * hs);
+        let mut q = qkv.clone().narrow(2, 0, nh * hs);
+        let mut k = qkv.clone().narrow(2, nh * hs, nkv * hs);
         let v = qkv.narrow(2, (nh + nkv) * hs, nkv * hs);
+        if let (Some((nq, nk)), true) = (&self.norm_qk, self.norm_qk_all_heads) {
+            q = nq.forward(q);
+            k = nk.forward(k);
+        }
         // [b, t, heads, hs] -> [b, heads, t, hs]
         let q = q.reshape([b, t, nh, hs]).swap_dims(1, 2);
         let k = k.reshape([b, t, nkv, hs]).swap_dims(1, 2);
         let v = v.reshape([b, t, nkv, hs]).swap_dims(1, 2);
-        let (q, k) = match &self.norm_qk {
+        let (q, k) = match self.norm_qk.as_ref().filter(|_| !self.norm_qk_all_heads) {
             Some((nq, nk)) => {
                 let per_head = |n: &Norm<B>, x: Tensor<B, 4>| {
                     let [b, h, t, d] = x.dims();

@@ -27,10 +27,13 @@ use crate::error::{Error, Result};
 /// One transformer block.
 #[derive(Debug, Clone)]
 pub struct Block<B: Backend> {
-    pub(crate) norm_1: Norm<B>,
+    /// Absent in OLMo-2 (identity).
+    pub(crate) norm_1: Option<Norm<B>>,
     pub(crate) attn: Attention<B>,
-    /// Absent with `shared_attention_norm`.
+    /// Absent with `shared_attention_norm` (the MLP reuses `norm_1`'s output) or in OLMo-2
+    /// (identity).
     pub(crate) norm_2: Option<Norm<B>>,
+    pub(crate) shared_attention_norm: bool,
     pub(crate) mlp: Mlp<B>,
     pub(crate) parallel_residual: bool,
     /// Gemma 2: norms on the attention and MLP outputs.
@@ -46,7 +49,10 @@ impl<B: Backend> Block<B> {
         rope: &Rope<B>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        let x_normed = self.norm_1.forward(x.clone());
+        let x_normed = match &self.norm_1 {
+            Some(n) => n.forward(x.clone()),
+            None => x.clone(),
+        };
         let mut attn = self.attn.forward(layer, x_normed.clone(), rope, cache);
         if let Some(n) = &self.post_attention_norm {
             attn = n.forward(attn);
@@ -58,7 +64,8 @@ impl<B: Backend> Block<B> {
         if self.parallel_residual {
             let mlp_in = match &self.norm_2 {
                 Some(n) => n.forward(x.clone()),
-                None => x_normed,
+                None if self.shared_attention_norm => x_normed,
+                None => x.clone(),
             };
             post_mlp(self.mlp.forward(mlp_in)) + (attn + x)
         } else {
@@ -156,8 +163,12 @@ impl<B: Backend> Model<B> {
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("transformer.h.{i}");
-            let norm_1 = take_norm(&mut take, &format!("{p}.norm_1"))?;
-            let norm_2 = if cfg.shared_attention_norm {
+            let norm_1 = if cfg.extras.no_norm_1 {
+                None
+            } else {
+                Some(take_norm(&mut take, &format!("{p}.norm_1"))?)
+            };
+            let norm_2 = if cfg.shared_attention_norm || cfg.extras.no_norm_2 {
                 None
             } else {
                 Some(take_norm(&mut take, &format!("{p}.norm_2"))?)
@@ -177,6 +188,7 @@ impl<B: Backend> Model<B> {
                         .unwrap_or(cfg.head_size as f64)
                         .sqrt(),
                 prefix: None,
+                norm_qk_all_heads: cfg.extras.norm_qk_all_heads,
                 norm_qk: if cfg.norm_qk {
                     Some((
                         take_norm(&mut take, &format!("{p}.attn.norm_q"))?,
@@ -216,6 +228,7 @@ impl<B: Backend> Model<B> {
                 norm_1,
                 attn,
                 norm_2,
+                shared_attention_norm: cfg.shared_attention_norm,
                 mlp,
                 parallel_residual: cfg.parallel_residual,
                 post_attention_norm,
@@ -296,7 +309,7 @@ impl<B: Backend> Model<B> {
         let (i, part) = rest.split_once('.')?;
         let block = self.blocks.get_mut(i.parse::<usize>().ok()?)?;
         match part {
-            "norm_1" => Some(&mut block.norm_1),
+            "norm_1" => block.norm_1.as_mut(),
             "norm_2" => block.norm_2.as_mut(),
             _ => None,
         }
