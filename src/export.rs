@@ -149,8 +149,26 @@ fn hf_config(cfg: &ModelConfig, base_dir: &Path, tied: bool) -> Result<serde_jso
                     cfg.name, cfg.norm, cfg.mlp
                 )));
             }
+            let olmo2 = crate::config::Extras {
+                post_attention_norm: true,
+                post_mlp_norm: true,
+                no_norm_1: true,
+                no_norm_2: true,
+                norm_qk_all_heads: true,
+                ..Default::default()
+            };
+            let is_olmo2 = cfg.extras == olmo2 && cfg.norm_qk;
+            if !is_olmo2 && cfg.extras != Default::default() {
+                return Err(Error::Unsupported(format!(
+                    "exporting {} ({}) in Hugging Face layout",
+                    cfg.name,
+                    cfg.features().join(", ")
+                )));
+            }
             let qwen = cfg.qkv_bias && !cfg.attn_out_bias;
-            let (mt, arch) = if cfg.norm_qk {
+            let (mt, arch) = if is_olmo2 {
+                ("olmo2", "Olmo2ForCausalLM")
+            } else if cfg.norm_qk {
                 ("qwen3", "Qwen3ForCausalLM")
             } else if qwen {
                 ("qwen2", "Qwen2ForCausalLM")
@@ -205,8 +223,9 @@ pub fn export_merged(
         .iter()
         .any(|(a, _)| a.updates.contains_key("lm_head"));
     let keep_tied = cfg.tie_embeddings && !head_adapted;
-    // Check the base fully before writing anything.
+    // Check the base fully, and that its config can be written, before writing anything.
     names::load_check(cfg, &files)?;
+    let cfg_json = hf_config(cfg, &plan.checkpoint.dir, keep_tied)?;
     progress("fingerprinting the base");
     let fp = fingerprint(cfg, &files)?;
 
@@ -310,7 +329,6 @@ pub fn export_merged(
         .map_err(write_err)?;
     std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
 
-    let cfg_json = hf_config(cfg, &plan.checkpoint.dir, keep_tied)?;
     let write_json = |name: &str, v: &serde_json::Value| -> Result<()> {
         let p = out_dir.join(name);
         let text = serde_json::to_string_pretty(v).map_err(|e| Error::parse(&p, e))?;

@@ -85,6 +85,59 @@ fn export_peft_on_hf_bases() {
     roundtrip("peft-phi2-layers", "phi");
 }
 
+/// Every family's LoRA fixture (tests/fixtures/adapters/families) either exports to a checkpoint
+/// that reproduces the merged reference, or is refused before anything is written.
+#[test]
+fn export_every_family() {
+    // (fixture, model_type written, or None: refused)
+    let cases: &[(&str, Option<&str>)] = &[
+        ("gptneox-lit", Some("gpt_neox")),
+        ("gptneox-peft", Some("gpt_neox")),
+        ("qwen2-lit", Some("qwen2")),
+        ("qwen2-peft", Some("qwen2")),
+        ("phi2-lit", Some("phi")),
+        ("phi2-peft", Some("phi")),
+        ("mistral-lit", Some("mistral")),
+        ("mistral-peft", Some("mistral")),
+        ("llama32-lit", Some("llama")),
+        ("llama32-peft", Some("llama")),
+        ("qwen3-lit", Some("qwen3")),
+        ("qwen3-peft", Some("qwen3")),
+        ("olmo2-lit", Some("olmo2")),
+        ("olmo2-peft", Some("olmo2")),
+        ("gemma-peft", Some("gemma")),
+        ("gemma2-peft", Some("gemma2")),
+        ("stablelm-peft", Some("stablelm")),
+        ("gemma-lit", None),
+        ("gemma2-lit", None),
+        ("stablelm-lit", None),
+        ("phi3-lit", Some("llama")), // Phi-3 is Llama with fused tensors; written unfused
+        ("phi3-peft", None),
+    ];
+    for (name, expect) in cases {
+        let fixture = format!("families/{name}");
+        match expect {
+            Some(t) => roundtrip(&fixture, t),
+            None => {
+                let plan = ModelBuilder::new()
+                    .adapter(fixtures().join("adapters").join(&fixture).into())
+                    .plan()
+                    .unwrap();
+                let out = tempfile::tempdir().unwrap();
+                let Err(err) = graftlm::export::export_merged(&plan, out.path(), &mut |_| {})
+                else {
+                    panic!("{name}: exported, expected a refusal");
+                };
+                assert!(
+                    matches!(err, graftlm::Error::Unsupported(_)),
+                    "{name}: {err}"
+                );
+                assert!(!out.path().join("model.safetensors").exists(), "{name}");
+            }
+        }
+    }
+}
+
 #[test]
 fn fingerprint_tells_bases_apart() {
     let a = Checkpoint::open(fixtures().join("models/llama/lit")).unwrap();

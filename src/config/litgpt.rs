@@ -307,6 +307,8 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
                 })
                 .unwrap_or(None);
             match flags {
+                // A window on every layer is the plain (Mistral) case.
+                Some(f_) if f_.len() >= n_layer && f_[..n_layer].iter().all(|x| *x) => None,
                 Some(f_) if f_.len() >= n_layer => Some(f_[..n_layer].to_vec()),
                 _ => {
                     return Err(f.err(
