@@ -137,6 +137,37 @@ fn hf_config(cfg: &ModelConfig, base_dir: &Path, tied: bool) -> Result<serde_jso
             "layer_norm_eps": cfg.norm_eps, "use_parallel_residual": cfg.parallel_residual,
             "hidden_act": if cfg.gelu_tanh { "gelu_new" } else { "gelu" }, "attention_bias": cfg.qkv_bias,
         }),
+        Family::HfFalcon => {
+            // Which Falcon decoder layout (and so which q/k/v grouping) the names follow.
+            let layout = if cfg.shared_attention_norm && cfg.n_query_groups == 1 {
+                serde_json::json!({"new_decoder_architecture": false, "multi_query": true})
+            } else if cfg.shared_attention_norm && cfg.n_query_groups == cfg.n_head {
+                serde_json::json!({"new_decoder_architecture": false, "multi_query": false})
+            } else if cfg.parallel_residual {
+                serde_json::json!({"new_decoder_architecture": true, "num_kv_heads": cfg.n_query_groups,
+                    "num_ln_in_parallel_attn": if cfg.shared_attention_norm { 1 } else { 2 }})
+            } else {
+                return Err(Error::Unsupported(format!(
+                    "exporting {} (sequential Falcon with grouped K/V) in Hugging Face layout",
+                    cfg.name
+                )));
+            };
+            let mut v = serde_json::json!({
+                "model_type": "falcon", "architectures": ["FalconForCausalLM"], "ffn_hidden_size": cfg.intermediate_size,
+                "layer_norm_epsilon": cfg.norm_eps, "rope_theta": cfg.rope_base, "parallel_attn": cfg.parallel_residual,
+                "bias": cfg.mlp_bias, "alibi": false, "activation": "gelu",
+            });
+            if let (Some(o), Some(l)) = (v.as_object_mut(), layout.as_object()) {
+                o.extend(l.clone());
+            }
+            if cfg.head_size * cfg.n_head != cfg.n_embd {
+                return Err(Error::Unsupported(format!(
+                    "exporting {} (Falcon with head size ≠ n_embd / n_head) in Hugging Face layout",
+                    cfg.name
+                )));
+            }
+            v
+        }
         Family::HfPhi => serde_json::json!({
             "model_type": "phi", "architectures": ["PhiForCausalLM"],
             "partial_rotary_factor": cfg.rope_n_elem as f64 / cfg.head_size as f64, "rope_theta": cfg.rope_base,
@@ -188,6 +219,14 @@ fn hf_config(cfg: &ModelConfig, base_dir: &Path, tied: bool) -> Result<serde_jso
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         for (k, x) in e {
             o.insert(k.clone(), x.clone());
+        }
+    }
+    if family == Family::HfFalcon {
+        // FalconConfig derives these and refuses them as keys.
+        if let Some(o) = v.as_object_mut() {
+            for k in ["head_dim", "num_key_value_heads", "intermediate_size"] {
+                o.remove(k);
+            }
         }
     }
     Ok(v)

@@ -402,3 +402,51 @@ fn inspect_names_the_family_and_its_features() {
         );
     }
 }
+
+#[test]
+fn inspect_names_every_family() {
+    let cases = [
+        ("llama/hf", "Llama"),
+        ("gptneox/lit", "GPT-NeoX"),
+        ("qwen2/hf", "Qwen2"),
+        ("qwen3/lit", "Qwen3"),
+        ("phi2/hf", "Phi"),
+        ("phi3/hf", "Phi-3"),
+        ("mistral/lit", "Mistral"),
+        ("gemma/hf", "Gemma"),
+        ("gemma2/lit", "Gemma 2"),
+        ("stablelm/hf", "StableLM"),
+        ("olmo2/hf", "OLMo-2"),
+        ("olmo2/lit", "OLMo-2"),
+        ("falcon7b/hf", "Falcon"),
+        ("falcon40b/lit", "Falcon"),
+    ];
+    for (dir, family) in cases {
+        let out = bin()
+            .arg("inspect")
+            .arg(fixtures().join("models").join(dir))
+            .arg("--json")
+            .output()
+            .unwrap();
+        let v = json(&out);
+        assert_eq!(v["architecture"], family, "{dir}");
+    }
+    // The features that make OLMo-2 and Falcon-7B what they are.
+    for (dir, want) in [
+        ("olmo2/hf", "q/k norms over all heads"),
+        ("olmo2/lit", "no pre-attention/pre-MLP norms"),
+        ("falcon7b/hf", "multi-query attention"),
+        ("falcon7b/lit", "shared attention norm"),
+    ] {
+        let v = json(
+            &bin()
+                .arg("inspect")
+                .arg(fixtures().join("models").join(dir))
+                .arg("--json")
+                .output()
+                .unwrap(),
+        );
+        let feats = v["features"].to_string();
+        assert!(feats.contains(want), "{dir}: {feats}");
+    }
+}

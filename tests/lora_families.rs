@@ -23,14 +23,28 @@ macro_rules! families {
     };
 }
 
-families!(gptneox, qwen2, phi2, mistral, gemma, gemma2, phi3, stablelm, llama32, qwen3, olmo2);
+families!(
+    gptneox, qwen2, phi2, mistral, gemma, gemma2, phi3, stablelm, llama32, qwen3, olmo2, falcon7b,
+    falcon40b
+);
 
 /// Every generated fixture is covered by a test above.
 #[test]
 fn every_fixture_is_tested() {
     let listed = [
-        "gptneox", "qwen2", "phi2", "mistral", "gemma", "gemma2", "phi3", "stablelm", "llama32",
-        "qwen3", "olmo2",
+        "gptneox",
+        "qwen2",
+        "phi2",
+        "mistral",
+        "gemma",
+        "gemma2",
+        "phi3",
+        "stablelm",
+        "llama32",
+        "qwen3",
+        "olmo2",
+        "falcon7b",
+        "falcon40b",
     ];
     for e in std::fs::read_dir(fixtures().join("adapters/families")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();

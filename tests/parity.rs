@@ -157,6 +157,22 @@ macro_rules! parity {
                 check::<B>("qwen3", "hf");
             }
             #[test]
+            fn falcon7b_multi_query_shared_norm_litgpt() {
+                check::<B>("falcon7b", "lit");
+            }
+            #[test]
+            fn falcon7b_multi_query_shared_norm_hf() {
+                check::<B>("falcon7b", "hf");
+            }
+            #[test]
+            fn falcon40b_grouped_two_norms_litgpt() {
+                check::<B>("falcon40b", "lit");
+            }
+            #[test]
+            fn falcon40b_grouped_two_norms_hf() {
+                check::<B>("falcon40b", "hf");
+            }
+            #[test]
             fn olmo2_litgpt() {
                 check::<B>("olmo2", "lit");
             }

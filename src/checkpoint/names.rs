@@ -38,7 +38,9 @@ pub struct Entry {
 fn ignorable(family: Family, name: &str) -> bool {
     match family {
         Family::LitGpt => false,
-        Family::HfLlama | Family::HfPhi | Family::HfPhi3 => name.ends_with(".rotary_emb.inv_freq"),
+        Family::HfLlama | Family::HfPhi | Family::HfPhi3 | Family::HfFalcon => {
+            name.ends_with(".rotary_emb.inv_freq")
+        }
         Family::HfGptNeox => {
             name.ends_with(".rotary_emb.inv_freq")
                 || name.ends_with(".attention.bias")
@@ -74,6 +76,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             "embed_out",
         ),
         Family::HfPhi => ("model.embed_tokens", "model.final_layernorm", "lm_head"),
+        Family::HfFalcon => ("transformer.word_embeddings", "transformer.ln_f", "lm_head"),
     };
     push(
         "transformer.wte.weight".into(),
@@ -117,6 +120,30 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
                     ],
                 )
             }
+            Family::HfFalcon => {
+                let p = format!("transformer.h.{i}");
+                // 7B: one shared norm; 40B/180B: ln_attn + ln_mlp; sequential: post-attention.
+                let (n1, n2) = if cfg.shared_attention_norm {
+                    ("input_layernorm", None)
+                } else if cfg.parallel_residual {
+                    ("ln_attn", Some(format!("{p}.ln_mlp")))
+                } else {
+                    (
+                        "input_layernorm",
+                        Some(format!("{p}.post_attention_layernorm")),
+                    )
+                };
+                (
+                    format!("{p}.{n1}"),
+                    n2,
+                    format!("{p}.self_attention.dense"),
+                    [
+                        format!("{p}.mlp.dense_h_to_4h"),
+                        String::new(),
+                        String::new(),
+                    ],
+                )
+            }
             Family::HfPhi => {
                 let p = format!("model.layers.{i}");
                 (
@@ -132,6 +159,7 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
             Family::HfLlama | Family::HfPhi3 => format!("model.layers.{i}.mlp.down_proj"),
             Family::HfGptNeox => format!("gpt_neox.layers.{i}.mlp.dense_4h_to_h"),
             Family::HfPhi => format!("model.layers.{i}.mlp.fc2"),
+            Family::HfFalcon => format!("transformer.h.{i}.mlp.dense_4h_to_h"),
         };
 
         if !cfg.extras.no_norm_1 {
@@ -156,6 +184,9 @@ pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
                     "gpt_neox.layers.{i}.attention.query_key_value.{suffix}"
                 )),
                 Family::HfPhi3 => one(format!("model.layers.{i}.self_attn.qkv_proj.{suffix}")),
+                Family::HfFalcon => Source::NeoxQkv(format!(
+                    "transformer.h.{i}.self_attention.query_key_value.{suffix}"
+                )),
             }
         };
         push(
@@ -524,7 +555,9 @@ pub struct HfTarget {
 pub fn hf_family(cfg: &ModelConfig) -> Family {
     match cfg.family {
         Family::LitGpt => {
-            if cfg.shared_attention_norm {
+            if cfg.mlp == MlpKind::GptNeox && !cfg.mlp_bias {
+                Family::HfFalcon
+            } else if cfg.shared_attention_norm {
                 Family::HfPhi
             } else if cfg.mlp == MlpKind::GptNeox {
                 Family::HfGptNeox
@@ -561,6 +594,7 @@ fn hf_target(cfg: &ModelConfig, module: &str) -> Option<Vec<HfTarget>> {
     }
     let (layer_prefix, rest) = match family {
         Family::HfGptNeox => module.strip_prefix("gpt_neox.layers.")?.split_once('.')?,
+        Family::HfFalcon => module.strip_prefix("transformer.h.")?.split_once('.')?,
         _ => module.strip_prefix("model.layers.")?.split_once('.')?,
     };
     let i: usize = layer_prefix.parse().ok()?;
@@ -607,6 +641,13 @@ fn hf_target(cfg: &ModelConfig, module: &str) -> Option<Vec<HfTarget>> {
         (Family::HfGptNeox, "attention.dense") => whole(lit("attn.proj"), e),
         (Family::HfGptNeox, "mlp.dense_h_to_4h") => whole(lit("mlp.fc"), inter),
         (Family::HfGptNeox, "mlp.dense_4h_to_h") => whole(lit("mlp.proj"), e),
+        (Family::HfFalcon, "self_attention.query_key_value") => HfTarget {
+            neox_qkv: true,
+            ..qkv(0, q + 2 * kv)
+        },
+        (Family::HfFalcon, "self_attention.dense") => whole(lit("attn.proj"), e),
+        (Family::HfFalcon, "mlp.dense_h_to_4h") => whole(lit("mlp.fc"), inter),
+        (Family::HfFalcon, "mlp.dense_4h_to_h") => whole(lit("mlp.proj"), e),
         _ => return None,
     };
     Some(vec![t])
@@ -621,6 +662,12 @@ pub fn hf_modules(cfg: &ModelConfig) -> Vec<String> {
             Family::HfGptNeox => &[
                 "attention.query_key_value",
                 "attention.dense",
+                "mlp.dense_h_to_4h",
+                "mlp.dense_4h_to_h",
+            ],
+            Family::HfFalcon => &[
+                "self_attention.query_key_value",
+                "self_attention.dense",
                 "mlp.dense_h_to_4h",
                 "mlp.dense_4h_to_h",
             ],
@@ -648,10 +695,10 @@ pub fn hf_modules(cfg: &ModelConfig) -> Vec<String> {
                 "mlp.down_proj",
             ],
         };
-        let prefix = if family == Family::HfGptNeox {
-            "gpt_neox.layers"
-        } else {
-            "model.layers"
+        let prefix = match family {
+            Family::HfGptNeox => "gpt_neox.layers",
+            Family::HfFalcon => "transformer.h",
+            _ => "model.layers",
         };
         for n in names {
             v.push(format!("{prefix}.{i}.{n}"));

@@ -43,6 +43,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             | "gemma2"
             | "phi3"
             | "stablelm"
+            | "falcon"
     ) {
         return Err(Error::UnknownArchitecture {
             path: path.to_path_buf(),
@@ -68,7 +69,11 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
     let n_layer = need(&mut f, "num_hidden_layers")?;
     let n_head = need(&mut f, "num_attention_heads")?;
     let padded_vocab_size = need(&mut f, "vocab_size")?;
-    let intermediate_size = need(&mut f, "intermediate_size")?;
+    let intermediate_size = if model_type == "falcon" {
+        f.usize("ffn_hidden_size")?.unwrap_or(4 * n_embd)
+    } else {
+        need(&mut f, "intermediate_size")?
+    };
     let block_size = f.usize("max_position_embeddings")?.unwrap_or(2048);
     let head_size = match f.usize("head_dim")? {
         Some(h) => h,
@@ -85,7 +90,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
     let n_query_groups = f.usize("num_key_value_heads")?.unwrap_or(n_head);
     let tie_embeddings = f
         .bool("tie_word_embeddings")?
-        .unwrap_or(model_type == "gemma" || model_type == "gemma2");
+        .unwrap_or(matches!(model_type.as_str(), "gemma" | "gemma2" | "falcon"));
     // transformers ≥ 5 nests RoPE settings in `rope_parameters`; older files keep them top-level.
     let rope_params = f.take("rope_parameters");
     let rp = |k: &str| {
@@ -342,6 +347,64 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 sliding_window,
                 norm_qk: model_type == "qwen3",
                 extras,
+            }
+        }
+        "falcon" => {
+            if f.bool("alibi")?.unwrap_or(false) {
+                return Err(f.err("alibi", "ALiBi position biases are not supported"));
+            }
+            let a = f.string("activation")?.unwrap_or_else(|| "gelu".into());
+            if a != "gelu" {
+                return Err(f.err("activation", format!("`{a}` is not supported")));
+            }
+            let bias = f.bool("bias")?.unwrap_or(false);
+            let parallel_attn = f.bool("parallel_attn")?.unwrap_or(true);
+            // Falcon-40B/180B ("new decoder"): grouped K/V, parallel, two norms (ln_attn, ln_mlp)
+            // unless `num_ln_in_parallel_attn` is 1. Falcon-7B: multi-query, one shared norm.
+            let (groups, shared) = if f.bool("new_decoder_architecture")?.unwrap_or(false) {
+                if !parallel_attn {
+                    return Err(f.err(
+                        "parallel_attn",
+                        "the new decoder architecture without parallel attention is not supported",
+                    ));
+                }
+                let n_ln = f.usize("num_ln_in_parallel_attn")?.unwrap_or(2);
+                (f.usize("num_kv_heads")?.unwrap_or(n_head), n_ln == 1)
+            } else if f.bool("multi_query")?.unwrap_or(true) {
+                (1, parallel_attn)
+            } else {
+                (n_head, parallel_attn)
+            };
+            ModelConfig {
+                name,
+                family: Family::HfFalcon,
+                block_size,
+                n_layer,
+                n_embd,
+                n_head,
+                head_size,
+                n_query_groups: groups,
+                padded_vocab_size,
+                norm: NormKind::LayerNorm,
+                norm_eps: f.f64("layer_norm_epsilon")?.unwrap_or(1e-5),
+                mlp: MlpKind::GptNeox,
+                intermediate_size,
+                gelu_tanh: false,
+                qkv_bias: bias,
+                attn_out_bias: bias,
+                mlp_bias: bias,
+                lm_head_bias: false,
+                parallel_residual: parallel_attn,
+                shared_attention_norm: shared,
+                rope_n_elem: head_size,
+                rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+                rope_condense_ratio: 1,
+                rope_scaling,
+                scale_embeddings: false,
+                tie_embeddings,
+                sliding_window: None,
+                norm_qk: false,
+                extras: Default::default(),
             }
         }
         "phi" => {

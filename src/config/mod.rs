@@ -58,6 +58,8 @@ pub enum Family {
     HfPhi,
     /// HF `Phi3ForCausalLM` (fused `qkv_proj` and `gate_up_proj`).
     HfPhi3,
+    /// HF `FalconForCausalLM` (`query_key_value` grouped per K/V head).
+    HfFalcon,
 }
 
 /// The model configuration every other part of graftlm works from.
@@ -200,6 +202,8 @@ impl ModelConfig {
             "Gemma"
         } else if self.family == Family::HfPhi3 || self.name.starts_with("Phi-3") {
             "Phi-3"
+        } else if self.mlp == MlpKind::GptNeox && !self.mlp_bias {
+            "Falcon"
         } else if self.shared_attention_norm {
             "Phi"
         } else if self.mlp == MlpKind::GptNeox {
