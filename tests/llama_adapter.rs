@@ -136,6 +136,31 @@ fn llama_adapter_v2_every_step() {
     }
 }
 
+/// LLaMA-Adapter v1 and v2 on every architecture family (LitGPT layout), separate and merged
+/// (fixtures: `tests/fixtures/make_family_adapters.py`).
+#[test]
+fn llama_adapter_on_every_family() {
+    for arch in [
+        "gptneox",
+        "qwen2",
+        "phi2",
+        "mistral",
+        "gemma",
+        "gemma2",
+        "phi3",
+        "stablelm",
+        "llama32",
+        "qwen3",
+        "olmo2",
+        "falcon7b",
+        "falcon40b",
+    ] {
+        for kind in ["adapter", "adapter-v2"] {
+            check(&fixtures().join(format!("adapters/families/{arch}-{kind}")));
+        }
+    }
+}
+
 #[test]
 fn llama_adapter_and_lora_do_not_mix() {
     let plan = ModelBuilder::new()

@@ -1,6 +1,7 @@
 //! A LoRA on every architecture family, from PEFT (HF layout) and LitGPT (LitGPT layout): separate
 //! and merged logits match the reference library within 1e-4, greedy tokens are identical, and
-//! unmerge restores the base (fixtures: `tests/fixtures/make_lora_families.py`).
+//! unmerge restores the base (fixtures: `tests/fixtures/make_family_adapters.py`; the LLaMA-Adapter
+//! fixtures made there are checked in `tests/llama_adapter.rs`).
 
 mod common;
 
@@ -48,7 +49,7 @@ fn every_fixture_is_tested() {
     ];
     for e in std::fs::read_dir(fixtures().join("adapters/families")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
-        let arch = name.rsplit_once('-').unwrap().0;
+        let arch = name.split_once('-').unwrap().0;
         assert!(listed.contains(&arch), "{name} has no test");
     }
 }

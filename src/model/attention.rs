@@ -104,7 +104,11 @@ impl<B: Backend> Attention<B> {
         }
         let mut y = softmax(scores, 3).matmul(v); // [b, nh, t, hs]
         if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
-            let ps = q.matmul(p.k.clone().swap_dims(2, 3)) * scale; // [b, nh, t, prefix]
+            let mut ps = q.matmul(p.k.clone().swap_dims(2, 3)) * scale; // [b, nh, t, prefix]
+            // LitGPT scores the prefix with the same attention function, soft-capping included.
+            if let Some(c) = self.softcap {
+                ps = (ps / c).tanh() * c;
+            }
             y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
         }
         let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
