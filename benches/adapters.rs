@@ -5,118 +5,13 @@
 //! `cargo bench --profile dev --bench adapters --features ndarray` (dependencies are optimised in
 //! the dev profile; `--profile release` for a full release build).
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
+
 use std::time::Instant;
 
 use burn::prelude::Backend;
-use graftlm::adapters::{AdapterFormat, LowRankUpdate};
-use graftlm::checkpoint::{names, HostTensor};
-use graftlm::config::{Family, MlpKind, ModelConfig, NormKind};
-use graftlm::{Adapter, Mode, Model};
-
-fn smollm2_135m() -> ModelConfig {
-    ModelConfig {
-        name: "SmolLM2-135M-shape".into(),
-        family: Family::HfLlama,
-        block_size: 2048,
-        n_layer: 30,
-        n_embd: 576,
-        n_head: 9,
-        head_size: 64,
-        n_query_groups: 3,
-        padded_vocab_size: 49152,
-        norm: NormKind::RmsNorm { unit_offset: false },
-        norm_eps: 1e-5,
-        mlp: MlpKind::Llama,
-        intermediate_size: 1536,
-        gelu_tanh: false,
-        qkv_bias: false,
-        attn_out_bias: false,
-        mlp_bias: false,
-        lm_head_bias: false,
-        parallel_residual: false,
-        shared_attention_norm: false,
-        rope_n_elem: 64,
-        rope_base: 100000.0,
-        rope_condense_ratio: 1,
-        rope_scaling: None,
-        scale_embeddings: false,
-        tie_embeddings: true,
-        sliding_window: None,
-        norm_qk: false,
-        extras: Default::default(),
-    }
-}
-
-struct Lcg(u64);
-impl Lcg {
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| {
-                self.0 = self
-                    .0
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
-            })
-            .collect()
-    }
-}
-
-fn random_tensors(cfg: &ModelConfig, rng: &mut Lcg) -> HashMap<String, HostTensor> {
-    names::table(cfg)
-        .into_iter()
-        .map(|e| {
-            let n: usize = e.shape.iter().product();
-            let scale = if e.shape.len() == 1 { 0.0 } else { 0.1 };
-            let mut data = rng.vec(n, scale);
-            if e.shape.len() == 1 {
-                data.iter_mut().for_each(|x| *x = 1.0);
-            }
-            (
-                e.name,
-                HostTensor {
-                    shape: e.shape,
-                    data,
-                },
-            )
-        })
-        .collect()
-}
-
-fn random_adapter(cfg: &ModelConfig, r: usize, name: &str, rng: &mut Lcg) -> Adapter {
-    let mut updates = BTreeMap::new();
-    for (lin, [out, inp]) in names::linears(cfg) {
-        if lin == "lm_head" {
-            continue;
-        }
-        updates.insert(
-            lin,
-            LowRankUpdate {
-                a: HostTensor {
-                    shape: vec![r, inp],
-                    data: rng.vec(r * inp, 0.1),
-                },
-                b: HostTensor {
-                    shape: vec![out, r],
-                    data: rng.vec(out * r, 0.01),
-                },
-            },
-        );
-    }
-    Adapter {
-        name: name.into(),
-        format: AdapterFormat::PeftLora,
-        path: "random".into(),
-        dir: "random".into(),
-        step: None,
-        recorded_base: None,
-        r,
-        alpha: r as f64,
-        updates,
-        llama: Default::default(),
-    }
-}
+use common::{random_adapter_with as random_adapter, random_tensors, smollm2_135m, Lcg};
+use graftlm::{Mode, Model};
 
 fn ms(f: impl FnOnce()) -> f64 {
     let t = Instant::now();

@@ -83,29 +83,26 @@ impl<B: Backend> Attention<B> {
         let k = rope.apply(k, pos);
         let (k, v) = cache.append(layer, k, v);
         let s = pos + t;
-        let (k, v) = if nkv != nh {
-            let rep = nh / nkv;
-            let expand = |x: Tensor<B, 4>| {
-                x.unsqueeze_dim::<5>(2)
-                    .expand([b, nkv, rep, s, hs])
-                    .reshape([b, nh, s, hs])
-            };
-            (expand(k), expand(v))
+        // Grouped-query attention without copying K/V per query head: the `rep` query heads that
+        // share a K/V head become `rep · t` rows against that head (`[b, nkv, rep·t, hs]`).
+        let rep = nh / nkv;
+        let qg = if rep > 1 {
+            q.clone().reshape([b, nkv, rep * t, hs])
         } else {
-            (k, v)
+            q.clone()
         };
         let scale = self.scale;
-        let mut scores = q.clone().matmul(k.swap_dims(2, 3)) * scale; // [b, nh, t, s]
+        let mut scores = qg.matmul(k.swap_dims(2, 3)) * scale; // [b, nkv, rep·t, s]
         if let Some(c) = self.softcap {
             scores = (scores / c).tanh() * c;
         }
         if let Some(mask) = self.mask(pos, t, &scores.device()) {
-            scores = scores + mask;
+            scores = scores + if rep > 1 { mask.repeat_dim(2, rep) } else { mask };
         }
-        let mut y = softmax(scores, 3).matmul(v); // [b, nh, t, hs]
+        let mut y = softmax(scores, 3).matmul(v).reshape([b, nh, t, hs]);
         if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
             let mut ps = q.matmul(p.k.clone().swap_dims(2, 3)) * scale; // [b, nh, t, prefix]
-            // LitGPT scores the prefix with the same attention function, soft-capping included.
+                                                                        // LitGPT scores the prefix with the same attention function, soft-capping included.
             if let Some(c) = self.softcap {
                 ps = (ps / c).tanh() * c;
             }

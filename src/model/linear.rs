@@ -202,7 +202,8 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
         let x2 = x.reshape([b * t, i]);
-        let mut y = x2.clone().matmul(self.weight.clone());
+        let mut y = super::matvec::try_matvec(&x2, &self.weight)
+            .unwrap_or_else(|| x2.clone().matmul(self.weight.clone()));
         if let Some(bias) = &self.bias {
             y = y + bias.clone().unsqueeze_dim::<2>(0);
         }
@@ -211,7 +212,10 @@ impl<B: Backend> Linear<B> {
             .iter()
             .filter(|u| u.active && !u.merged && u.scale != 0.0)
         {
-            y = y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale;
+            let xa = super::matvec::try_matvec(&x2, &u.a)
+                .unwrap_or_else(|| x2.clone().matmul(u.a.clone()));
+            let d = super::matvec::try_matvec(&xa, &u.b).unwrap_or_else(|| xa.matmul(u.b.clone()));
+            y = y + d * u.scale;
         }
         if let Some(af) = self
             .affine

@@ -5,6 +5,7 @@
 
 mod attention;
 mod linear;
+pub mod matvec;
 mod mlp;
 mod norm;
 mod rope;

@@ -1,0 +1,229 @@
+//! Decoding multiplies one activation row by every weight matrix: a matrix–vector product whose
+//! speed is set by how fast the weights stream from memory. burn-flex sends `[1, k] × [k, n]` to a
+//! general GEMM, which repacks the whole matrix on every call and runs on one thread; this module
+//! reads the weight in place (`[k, n]`, row-major, as [`super::linear::Linear`] stores it) and
+//! splits the output columns across threads.
+//!
+//! Each output is summed over `k` in the same order whatever the thread count, so results do not
+//! depend on the machine; they differ from the GEMM path only by rounding.
+
+use burn::prelude::*;
+
+/// Output columns per task at most: the output tile stays in L1 while the weight rows stream past.
+const TILE: usize = 4096;
+/// Tasks are whole vectors wide (16 f32 lanes) so every task runs the vector loop to the end.
+const LANES: usize = 16;
+
+/// `x·W` for a single row `x` (`[1, k]`) when the backend keeps `W` (`[k, n]`, f32, contiguous)
+/// in host memory that can be read in place; `None` to fall back to the backend's matmul.
+pub fn try_matvec<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+    let [m, k] = x.dims();
+    let [kw, n] = w.dims();
+    if m != 1 || k != kw {
+        return None;
+    }
+    #[cfg(feature = "flex")]
+    {
+        use std::any::Any;
+        let wp = w.clone().into_primitive().tensor();
+        let wf = (&wp as &dyn Any).downcast_ref::<burn_flex::FlexTensor>()?;
+        if wf.dtype() != burn::tensor::DType::F32 {
+            return None;
+        }
+        let (start, end) = wf.layout().contiguous_offsets()?;
+        let data = wf.storage::<f32>().get(start..end)?;
+        if data.len() != k * n {
+            return None;
+        }
+        let xv = x.clone().into_data().into_vec::<f32>().ok()?;
+        let mut y = vec![0f32; n];
+        matvec(&xv, data, &mut y);
+        Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = n;
+        None
+    }
+}
+
+/// `y = x·W` with `W` `[x.len(), y.len()]` row-major, columns split across rayon's threads.
+pub fn matvec(x: &[f32], w: &[f32], y: &mut [f32]) {
+    let n = y.len();
+    debug_assert_eq!(w.len(), x.len() * n);
+    #[cfg(feature = "flex")]
+    let threads = rayon::current_num_threads();
+    #[cfg(not(feature = "flex"))]
+    let threads = 1;
+    // At least one task per thread (even for small outputs: in a real decode the weights come from
+    // memory, not cache, and one core cannot saturate the memory bus), at most TILE wide.
+    let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
+    let tile = per_thread.clamp(LANES, TILE);
+    let run = |(t, out): (usize, &mut [f32])| tile_kernel(x, w, n, t * tile, out);
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if threads > 1 && n > tile {
+            y.par_chunks_mut(tile).enumerate().for_each(run);
+            return;
+        }
+    }
+    y.chunks_mut(tile).enumerate().for_each(run);
+}
+
+/// Output columns `j0..j0 + out.len()`: `out[j] = Σ_i x[i]·W[i, j0 + j]`, accumulated with fused
+/// multiply-adds in row order (the same arithmetic on every path, so the result does not depend on
+/// which instruction set the CPU has).
+fn tile_kernel(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
+    assert!(j0 + out.len() <= n && w.len() >= x.len() * n);
+    out.fill(0.0);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; indices are in bounds (asserted above).
+            return unsafe { x86::tile_avx512(x, w, n, j0, out) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA; indices are in bounds (asserted above).
+            return unsafe { x86::tile_avx2(x, w, n, j0, out) };
+        }
+    }
+    for (i, &xi) in x.iter().enumerate() {
+        let row = &w[i * n + j0..i * n + j0 + out.len()];
+        for (o, &r) in out.iter_mut().zip(row) {
+            *o = xi.mul_add(r, *o);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Scalar columns past the last full vector, same arithmetic as the vector lanes.
+    #[inline(always)]
+    unsafe fn tail(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32], from: usize) {
+        for (i, &xi) in x.iter().enumerate() {
+            let base = i * n + j0;
+            for j in from..out.len() {
+                let o = out.get_unchecked_mut(j);
+                *o = xi.mul_add(*w.get_unchecked(base + j), *o);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn tile_avx512(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
+        let full = out.len() / 16 * 16;
+        let o = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 4 <= x.len() {
+            let p = w.as_ptr().add(i * n + j0);
+            let (p1, p2, p3) = (p.add(n), p.add(2 * n), p.add(3 * n));
+            let (x0, x1) = (_mm512_set1_ps(x[i]), _mm512_set1_ps(x[i + 1]));
+            let (x2, x3) = (_mm512_set1_ps(x[i + 2]), _mm512_set1_ps(x[i + 3]));
+            let mut j = 0;
+            while j < full {
+                let mut acc = _mm512_loadu_ps(o.add(j));
+                acc = _mm512_fmadd_ps(x0, _mm512_loadu_ps(p.add(j)), acc);
+                acc = _mm512_fmadd_ps(x1, _mm512_loadu_ps(p1.add(j)), acc);
+                acc = _mm512_fmadd_ps(x2, _mm512_loadu_ps(p2.add(j)), acc);
+                acc = _mm512_fmadd_ps(x3, _mm512_loadu_ps(p3.add(j)), acc);
+                _mm512_storeu_ps(o.add(j), acc);
+                j += 16;
+            }
+            i += 4;
+        }
+        while i < x.len() {
+            let p = w.as_ptr().add(i * n + j0);
+            let xi = _mm512_set1_ps(x[i]);
+            let mut j = 0;
+            while j < full {
+                let acc = _mm512_fmadd_ps(xi, _mm512_loadu_ps(p.add(j)), _mm512_loadu_ps(o.add(j)));
+                _mm512_storeu_ps(o.add(j), acc);
+                j += 16;
+            }
+            i += 1;
+        }
+        tail(x, w, n, j0, out, full);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
+        let full = out.len() / 8 * 8;
+        let o = out.as_mut_ptr();
+        let mut i = 0;
+        while i + 4 <= x.len() {
+            let p = w.as_ptr().add(i * n + j0);
+            let (p1, p2, p3) = (p.add(n), p.add(2 * n), p.add(3 * n));
+            let (x0, x1) = (_mm256_set1_ps(x[i]), _mm256_set1_ps(x[i + 1]));
+            let (x2, x3) = (_mm256_set1_ps(x[i + 2]), _mm256_set1_ps(x[i + 3]));
+            let mut j = 0;
+            while j < full {
+                let mut acc = _mm256_loadu_ps(o.add(j));
+                acc = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p.add(j)), acc);
+                acc = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1.add(j)), acc);
+                acc = _mm256_fmadd_ps(x2, _mm256_loadu_ps(p2.add(j)), acc);
+                acc = _mm256_fmadd_ps(x3, _mm256_loadu_ps(p3.add(j)), acc);
+                _mm256_storeu_ps(o.add(j), acc);
+                j += 8;
+            }
+            i += 4;
+        }
+        while i < x.len() {
+            let p = w.as_ptr().add(i * n + j0);
+            let xi = _mm256_set1_ps(x[i]);
+            let mut j = 0;
+            while j < full {
+                let acc = _mm256_fmadd_ps(xi, _mm256_loadu_ps(p.add(j)), _mm256_loadu_ps(o.add(j)));
+                _mm256_storeu_ps(o.add(j), acc);
+                j += 8;
+            }
+            i += 1;
+        }
+        tail(x, w, n, j0, out, full);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(x: &[f32], w: &[f32], n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|j| {
+                x.iter()
+                    .enumerate()
+                    .map(|(i, &xi)| xi as f64 * w[i * n + j] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_a_double_precision_reference_for_awkward_shapes() {
+        let mut s = 7u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (k, n) in [
+            (1, 1),
+            (3, 5),
+            (7, 513),
+            (576, 1536),
+            (130, 4099),
+            (4, 2 * TILE + 3),
+        ] {
+            let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let mut y = vec![f32::NAN; n];
+            matvec(&x, &w, &mut y);
+            let want = reference(&x, &w, n);
+            for (j, (&a, &b)) in y.iter().zip(&want).enumerate() {
+                assert!((a as f64 - b).abs() < 1e-4, "k={k} n={n} j={j}: {a} vs {b}");
+            }
+        }
+    }
+}
