@@ -3,7 +3,11 @@
 //! machine's measured memory read bandwidth and the resulting ceiling (weight bytes / bandwidth).
 //!
 //! `cargo bench --profile dev --bench decode` (`GRAFTLM_DECODE_TOKENS`, default 64).
-//! The side-by-side comparison with PyTorch lives in `benches/compare.sh`.
+//!
+//! With `GRAFTLM_BENCH_CHECKPOINT=DIR` (and optionally `GRAFTLM_BENCH_ADAPTER=PATH`) it instead
+//! loads that checkpoint from disk on the default CPU backend and prints one JSON object (open →
+//! first token, prefill and decode speeds, peak RSS) — what `benches/compare.sh` reads to put
+//! graftlm next to PyTorch + PEFT on the same files.
 
 mod common;
 
@@ -12,18 +16,24 @@ use std::time::Instant;
 use burn::prelude::Backend;
 use graftlm::{Mode, Model};
 
+/// Best of three runs of `n` greedy tokens after a `prompt`-token prefill (shared machines are
+/// noisy; the best run is the one least disturbed).
 fn decode_tps<B: Backend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
-    let mut cache = model.new_cache(prompt + n + 1);
-    let ids: Vec<u32> = (1..=prompt as u32).collect();
-    let _ = model.forward(&ids, &mut cache, true).unwrap();
-    let t = Instant::now();
-    let mut tok = 5u32;
-    for _ in 0..n {
-        let l = model.forward(&[tok], &mut cache, true).unwrap();
-        let v = graftlm::generate::logits_to_vec(l).unwrap();
-        tok = graftlm::sampling::argmax(&v) as u32;
-    }
-    n as f64 / t.elapsed().as_secs_f64()
+    (0..3)
+        .map(|_| {
+            let mut cache = model.new_cache(prompt + n + 1);
+            let ids: Vec<u32> = (1..=prompt as u32).collect();
+            let _ = model.forward(&ids, &mut cache, true).unwrap();
+            let t = Instant::now();
+            let mut tok = 5u32;
+            for _ in 0..n {
+                let l = model.forward(&[tok], &mut cache, true).unwrap();
+                let v = graftlm::generate::logits_to_vec(l).unwrap();
+                tok = graftlm::sampling::argmax(&v) as u32;
+            }
+            n as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
 }
 
 fn run<B: Backend>(backend: &str, n: usize, gbps: f64) {
@@ -45,7 +55,77 @@ fn run<B: Backend>(backend: &str, n: usize, gbps: f64) {
     );
 }
 
+/// Peak resident set size of this process in bytes (Linux; 0 elsewhere).
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Real files: the JSON line `benches/compare.sh` reads.
+fn checkpoint_mode(dir: &str, adapter: Option<String>, n: usize) {
+    type B = graftlm::backend::DefaultCpu;
+    let device = Default::default();
+    let t0 = Instant::now();
+    let ck = graftlm::Checkpoint::open(dir).unwrap();
+    let mut model = ck.load::<B>(&device).unwrap();
+    let prompt: Vec<u32> = (1..=16).collect();
+    let mut cache = model.new_cache(prompt.len() + n + 1);
+    let l = model.forward(&prompt, &mut cache, true).unwrap();
+    let _first = graftlm::sampling::argmax(&graftlm::generate::logits_to_vec(l).unwrap());
+    let first_token_s = t0.elapsed().as_secs_f64();
+    let rss_after_load = peak_rss();
+
+    let long: Vec<u32> = (0..128u32).map(|i| 1 + i % 300).collect();
+    let prefill = (0..3)
+        .map(|_| {
+            let mut c = model.new_cache(long.len());
+            let t = Instant::now();
+            let _ = model.forward(&long, &mut c, true).unwrap();
+            long.len() as f64 / t.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max);
+
+    let base = decode_tps(&model, 16, n);
+    let (mut sep, mut merged, mut attach_ms) = (None, None, None);
+    if let Some(a) = adapter {
+        let t = Instant::now();
+        let ad =
+            graftlm::adapters::load(std::path::Path::new(&a), None, &ck.config, Some("a")).unwrap();
+        model.attach(&ad, 1.0, Mode::Separate).unwrap();
+        attach_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+        sep = Some(decode_tps(&model, 16, n));
+        model.set_merged("a", true).unwrap();
+        merged = Some(decode_tps(&model, 16, n));
+    }
+    let v = serde_json::json!({
+        "backend": graftlm::backend::available()[0],
+        "weight_bytes": ck.config.parameter_count() * 4,
+        "open_to_first_token_s": first_token_s,
+        "peak_rss_after_load": rss_after_load,
+        "prefill_tok_s": prefill,
+        "decode_tok_s": base,
+        "load_attach_ms": attach_ms,
+        "decode_separate_tok_s": sep,
+        "decode_merged_tok_s": merged,
+        "read_gbps": common::read_bandwidth_gbps(),
+    });
+    println!("{v}");
+}
+
 fn main() {
+    if let Ok(dir) = std::env::var("GRAFTLM_BENCH_CHECKPOINT") {
+        let n = std::env::var("GRAFTLM_DECODE_TOKENS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        return checkpoint_mode(&dir, std::env::var("GRAFTLM_BENCH_ADAPTER").ok(), n);
+    }
     let n: usize = std::env::var("GRAFTLM_DECODE_TOKENS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -82,8 +82,24 @@ impl Checkpoint {
     pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
         BASE_LOADS.with(|c| c.set(c.get() + 1));
         let files = self.weights()?;
-        let tensors = names::load(&self.config, &files)?;
-        Model::from_tensors(self.config.clone(), tensors, device)
+        // Check everything first (metadata only), then read one tensor at a time.
+        names::load_check(&self.config, &files)?;
+        let table: std::collections::HashMap<String, names::Entry> = names::table(&self.config)
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        Model::from_source(
+            self.config.clone(),
+            &mut |name: &str| {
+                let entry = table.get(name).ok_or_else(|| Error::MissingTensor {
+                    path: files.path.clone(),
+                    name: name.to_string(),
+                    expected: vec![],
+                })?;
+                names::read_entry(&self.config, &files, entry)
+            },
+            device,
+        )
     }
 
     /// Summarises the directory.

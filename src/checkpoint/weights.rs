@@ -299,6 +299,18 @@ impl WeightFiles {
                     name: name.to_string(),
                     msg,
                 })?;
+                // The bytes are copied out: let the kernel drop the mapped pages so that a load
+                // holds one copy of the weights, not two (page-cache pages count as our RSS).
+                #[cfg(unix)]
+                // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards
+                // clean pages; a later read of the range faults them back in from the file.
+                let _ = unsafe {
+                    shard.mmap.unchecked_advise_range(
+                        memmap2::UncheckedAdvice::DontNeed,
+                        shard.data_start + start,
+                        end - start,
+                    )
+                };
                 Ok(HostTensor {
                     shape: shape.clone(),
                     data,

@@ -82,7 +82,6 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(q, pos);
         let k = rope.apply(k, pos);
         let (k, v) = cache.append(layer, k, v);
-        let s = pos + t;
         // Grouped-query attention without copying K/V per query head: the `rep` query heads that
         // share a K/V head become `rep · t` rows against that head (`[b, nkv, rep·t, hs]`).
         let rep = nh / nkv;
@@ -97,7 +96,12 @@ impl<B: Backend> Attention<B> {
             scores = (scores / c).tanh() * c;
         }
         if let Some(mask) = self.mask(pos, t, &scores.device()) {
-            scores = scores + if rep > 1 { mask.repeat_dim(2, rep) } else { mask };
+            scores = scores
+                + if rep > 1 {
+                    mask.repeat_dim(2, rep)
+                } else {
+                    mask
+                };
         }
         let mut y = softmax(scores, 3).matmul(v).reshape([b, nh, t, hs]);
         if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {

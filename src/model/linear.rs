@@ -229,13 +229,42 @@ impl<B: Backend> Linear<B> {
     }
 }
 
-/// `[rows, cols]` row-major → `[cols, rows]` row-major.
+/// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
+/// large matrices a load transposes).
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 32;
     let mut t = vec![0f32; rows * cols];
-    for r in 0..rows {
-        for (c, &v) in data[r * cols..(r + 1) * cols].iter().enumerate() {
-            t[c * rows + r] = v;
+    for r0 in (0..rows).step_by(BLOCK) {
+        let r1 = (r0 + BLOCK).min(rows);
+        for c0 in (0..cols).step_by(BLOCK) {
+            let c1 = (c0 + BLOCK).min(cols);
+            for r in r0..r1 {
+                let src = &data[r * cols + c0..r * cols + c1];
+                for (c, &v) in (c0..c1).zip(src) {
+                    t[c * rows + r] = v;
+                }
+            }
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose_any_shape() {
+        for (rows, cols) in [(1, 1), (1, 70), (33, 1), (31, 65), (64, 64), (100, 37)] {
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&data, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        data[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -118,22 +118,21 @@ mod x86 {
         let full = out.len() / 16 * 16;
         let o = out.as_mut_ptr();
         let mut i = 0;
-        while i + 4 <= x.len() {
-            let p = w.as_ptr().add(i * n + j0);
-            let (p1, p2, p3) = (p.add(n), p.add(2 * n), p.add(3 * n));
-            let (x0, x1) = (_mm512_set1_ps(x[i]), _mm512_set1_ps(x[i + 1]));
-            let (x2, x3) = (_mm512_set1_ps(x[i + 2]), _mm512_set1_ps(x[i + 3]));
+        // Eight weight rows per pass over the output tile: eight input streams, one read-modify-
+        // write of the (L1-resident) tile.
+        while i + 8 <= x.len() {
+            let p: [*const f32; 8] = std::array::from_fn(|r| w.as_ptr().add((i + r) * n + j0));
+            let xs: [__m512; 8] = std::array::from_fn(|r| _mm512_set1_ps(x[i + r]));
             let mut j = 0;
             while j < full {
                 let mut acc = _mm512_loadu_ps(o.add(j));
-                acc = _mm512_fmadd_ps(x0, _mm512_loadu_ps(p.add(j)), acc);
-                acc = _mm512_fmadd_ps(x1, _mm512_loadu_ps(p1.add(j)), acc);
-                acc = _mm512_fmadd_ps(x2, _mm512_loadu_ps(p2.add(j)), acc);
-                acc = _mm512_fmadd_ps(x3, _mm512_loadu_ps(p3.add(j)), acc);
+                for r in 0..8 {
+                    acc = _mm512_fmadd_ps(xs[r], _mm512_loadu_ps(p[r].add(j)), acc);
+                }
                 _mm512_storeu_ps(o.add(j), acc);
                 j += 16;
             }
-            i += 4;
+            i += 8;
         }
         while i < x.len() {
             let p = w.as_ptr().add(i * n + j0);

@@ -121,13 +121,27 @@ impl<B: Backend> Model<B> {
         mut t: HashMap<String, HostTensor>,
         device: &B::Device,
     ) -> Result<Self> {
-        let mut take = |name: &str| {
-            t.remove(name).ok_or_else(|| Error::MissingTensor {
-                path: Default::default(),
-                name: name.to_string(),
-                expected: vec![],
-            })
-        };
+        Self::from_source(
+            config,
+            &mut |name: &str| {
+                t.remove(name).ok_or_else(|| Error::MissingTensor {
+                    path: Default::default(),
+                    name: name.to_string(),
+                    expected: vec![],
+                })
+            },
+            device,
+        )
+    }
+
+    /// Builds the model asking `take` for each parameter (LitGPT names) in turn, so a loader can
+    /// read one tensor at a time and peak memory stays near the model's own size.
+    pub fn from_source(
+        config: ModelConfig,
+        take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut take = |name: &str| take(name);
         let cfg = &config;
         let norm = |w: &HostTensor, b: Option<&HostTensor>| {
             Norm::from_host(cfg.norm, w, b, cfg.norm_eps, device)

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""PyTorch (+ PEFT) on the same files as graftlm's decode bench; prints one JSON object.
+
+    python3 benches/torch_decode.py BASE_DIR [ADAPTER_DIR] [--tokens 64] [--threads 2]
+
+Same protocol as `cargo bench --bench decode` in checkpoint mode: a 16-token prompt, then greedy
+decoding of N tokens one at a time with the KV cache (HF `generate`, eager, float32, CPU); prefill
+of 128 tokens; with the adapter unmerged (PEFT) and after `merge_and_unload()`. Speeds are the
+best of three runs.
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import transformers
+
+
+def decode_tps(model, n: int) -> float:
+    prompt = torch.arange(1, 17).unsqueeze(0)
+    kw = dict(max_new_tokens=n, min_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    best = 0.0
+    with torch.no_grad():
+        model.generate(prompt, **dict(kw, max_new_tokens=2, min_new_tokens=2))  # warm up
+        for _ in range(3):  # best of three, as graftlm's bench
+            t = time.perf_counter()
+            model.generate(prompt, **kw)
+            best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("base")
+    ap.add_argument("adapter", nargs="?")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    t0 = time.perf_counter()
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).eval()
+    with torch.no_grad():
+        model(torch.arange(1, 17).unsqueeze(0))
+    first = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    long = (torch.arange(128) % 300 + 1).unsqueeze(0)
+    prefill = 0.0
+    with torch.no_grad():
+        for _ in range(3):
+            t = time.perf_counter()
+            model(long)
+            prefill = max(prefill, 128 / (time.perf_counter() - t))
+    out = {"torch": torch.__version__, "open_to_first_token_s": first, "peak_rss_after_load": rss,
+           "prefill_tok_s": prefill, "decode_tok_s": decode_tps(model, args.tokens)}
+    if args.adapter:
+        from peft import PeftModel
+
+        t = time.perf_counter()
+        pm = PeftModel.from_pretrained(model, args.adapter).eval()
+        out["load_attach_ms"] = (time.perf_counter() - t) * 1e3
+        out["decode_separate_tok_s"] = decode_tps(pm, args.tokens)
+        out["decode_merged_tok_s"] = decode_tps(pm.merge_and_unload(), args.tokens)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
