@@ -338,7 +338,7 @@ fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
             ))
         }
     };
-    if bytes.len() % width != 0 {
+    if !bytes.len().is_multiple_of(width) {
         return Err(format!(
             "{} bytes is not a whole number of {dtype:?} values",
             bytes.len()

@@ -381,7 +381,7 @@ impl ModelConfig {
                 return bad(field, format!("{v} is implausibly large"));
             }
         }
-        if self.n_head % self.n_query_groups != 0 {
+        if !self.n_head.is_multiple_of(self.n_query_groups) {
             return bad(
                 "n_query_groups",
                 format!(
@@ -399,7 +399,7 @@ impl ModelConfig {
                 ),
             );
         }
-        if self.rope_n_elem % 2 != 0 {
+        if !self.rope_n_elem.is_multiple_of(2) {
             return bad(
                 "rotary_percentage",
                 format!(
