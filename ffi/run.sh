@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET="${CARGO_TARGET_DIR:-target}"
-cargo build --features ndarray --lib
+# --tests: the same feature set as `cargo test` (dev-dependencies unify features), so after the
+# README test command nothing is rebuilt; the cdylib is among the outputs.
+cargo build --features ndarray --lib --tests
 LIB="$TARGET/debug"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
+use super::matvec::{try_linear_row, RowTerm};
 use crate::checkpoint::HostTensor;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -202,21 +203,31 @@ impl<B: Backend> Linear<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
         let x2 = x.reshape([b * t, i]);
-        let mut y = super::matvec::try_matvec(&x2, &self.weight)
-            .unwrap_or_else(|| x2.clone().matmul(self.weight.clone()));
-        if let Some(bias) = &self.bias {
-            y = y + bias.clone().unsqueeze_dim::<2>(0);
-        }
-        for u in self
-            .updates
-            .iter()
-            .filter(|u| u.active && !u.merged && u.scale != 0.0)
-        {
-            let xa = super::matvec::try_matvec(&x2, &u.a)
-                .unwrap_or_else(|| x2.clone().matmul(u.a.clone()));
-            let d = super::matvec::try_matvec(&xa, &u.b).unwrap_or_else(|| xa.matmul(u.b.clone()));
-            y = y + d * u.scale;
-        }
+        let active = || {
+            self.updates
+                .iter()
+                .filter(|u| u.active && !u.merged && u.scale != 0.0)
+        };
+        let terms: Vec<RowTerm<'_, B>> = active()
+            .map(|u| RowTerm {
+                a: &u.a,
+                b: &u.b,
+                scale: u.scale,
+            })
+            .collect();
+        let mut y = match try_linear_row(&x2, &self.weight, self.bias.as_ref(), &terms) {
+            Some(y) => y,
+            None => {
+                let mut y = x2.clone().matmul(self.weight.clone());
+                if let Some(bias) = &self.bias {
+                    y = y + bias.clone().unsqueeze_dim::<2>(0);
+                }
+                for u in active() {
+                    y = y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale;
+                }
+                y
+            }
+        };
         if let Some(af) = self
             .affine
             .as_ref()

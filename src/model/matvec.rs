@@ -14,9 +14,23 @@ const TILE: usize = 4096;
 /// Tasks are whole vectors wide (16 f32 lanes) so every task runs the vector loop to the end.
 const LANES: usize = 16;
 
-/// `x·W` for a single row `x` (`[1, k]`) when the backend keeps `W` (`[k, n]`, f32, contiguous)
-/// in host memory that can be read in place; `None` to fall back to the backend's matmul.
-pub fn try_matvec<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tensor<B, 2>> {
+/// One low-rank term of [`try_linear_row`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`.
+pub struct RowTerm<'a, B: Backend> {
+    pub a: &'a Tensor<B, 2>,
+    pub b: &'a Tensor<B, 2>,
+    pub scale: f32,
+}
+
+/// `x·W + bias + Σ scale·(x·A)·B` for a single row `x` (`[1, k]`, `W` `[k, n]`), computed on the
+/// host in one go when the backend keeps every tensor as contiguous f32 that can be read in place
+/// (burn-flex); `None` to fall back to the backend's own ops. Same order of operations as the
+/// fallback: the weight product, then the bias, then each term.
+pub fn try_linear_row<B: Backend>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    bias: Option<&Tensor<B, 1>>,
+    terms: &[RowTerm<'_, B>],
+) -> Option<Tensor<B, 2>> {
     let [m, k] = x.dims();
     let [kw, n] = w.dims();
     if m != 1 || k != kw {
@@ -24,27 +38,70 @@ pub fn try_matvec<B: Backend>(x: &Tensor<B, 2>, w: &Tensor<B, 2>) -> Option<Tens
     }
     #[cfg(feature = "flex")]
     {
-        use std::any::Any;
-        let wp = w.clone().into_primitive().tensor();
-        let wf = (&wp as &dyn Any).downcast_ref::<burn_flex::FlexTensor>()?;
-        if wf.dtype() != burn::tensor::DType::F32 {
-            return None;
-        }
-        let (start, end) = wf.layout().contiguous_offsets()?;
-        let data = wf.storage::<f32>().get(start..end)?;
-        if data.len() != k * n {
-            return None;
-        }
-        let xv = x.clone().into_data().into_vec::<f32>().ok()?;
+        let wt = flex(w)?;
+        let bt = bias.map(flex).map_or(Some(None), |b| b.map(Some))?;
+        let tt = terms
+            .iter()
+            .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
+            .collect::<Option<Vec<_>>>()?;
+        let wd = f32s(&wt).filter(|d| d.len() == k * n)?;
+        let bd = match &bt {
+            Some(b) => Some(f32s(b).filter(|d| d.len() == n)?),
+            None => None,
+        };
+        let td = tt
+            .iter()
+            .map(|(a, b, r, s)| {
+                let a = f32s(a).filter(|d| d.len() == k * r)?;
+                let b = f32s(b).filter(|d| d.len() == r * n)?;
+                Some((a, b, *r, *s))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let xt = flex(x)?;
+        let owned;
+        let xd = match f32s(&xt) {
+            Some(d) if d.len() == k => d,
+            _ => {
+                owned = x.clone().into_data().into_vec::<f32>().ok()?;
+                &owned[..]
+            }
+        };
         let mut y = vec![0f32; n];
-        matvec(&xv, data, &mut y);
+        matvec(xd, wd, &mut y);
+        if let Some(b) = bd {
+            y.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
+        }
+        for (a, b, r, scale) in td {
+            let mut xa = vec![0f32; r];
+            matvec(xd, a, &mut xa);
+            let mut d = vec![0f32; n];
+            matvec(&xa, b, &mut d);
+            y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
+        }
         Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()))
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = n;
+        let _ = (n, bias, terms);
         None
     }
+}
+
+/// The burn-flex tensor behind `t` (a cheap shared clone), if that is the backend.
+#[cfg(feature = "flex")]
+fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
+    let p: Box<dyn std::any::Any> = Box::new(t.clone().into_primitive().tensor());
+    p.downcast::<burn_flex::FlexTensor>().ok().map(|b| *b)
+}
+
+/// The f32 elements of a contiguous flex tensor, in place.
+#[cfg(feature = "flex")]
+fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
+    if t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let (start, end) = t.layout().contiguous_offsets()?;
+    t.storage::<f32>().get(start..end)
 }
 
 /// `y = x·W` with `W` `[x.len(), y.len()]` row-major, columns split across rayon's threads.
