@@ -405,6 +405,16 @@ fn inspect_names_the_family_and_its_features() {
 
 #[test]
 fn inspect_names_every_family() {
+    let inspect = |dir: &str| {
+        json(
+            &bin()
+                .arg("inspect")
+                .arg(fixtures().join("models").join(dir))
+                .arg("--json")
+                .output()
+                .unwrap(),
+        )
+    };
     let cases = [
         ("llama/hf", "Llama"),
         ("gptneox/lit", "GPT-NeoX"),
@@ -422,14 +432,7 @@ fn inspect_names_every_family() {
         ("falcon40b/lit", "Falcon"),
     ];
     for (dir, family) in cases {
-        let out = bin()
-            .arg("inspect")
-            .arg(fixtures().join("models").join(dir))
-            .arg("--json")
-            .output()
-            .unwrap();
-        let v = json(&out);
-        assert_eq!(v["architecture"], family, "{dir}");
+        assert_eq!(inspect(dir)["architecture"], family, "{dir}");
     }
     // The features that make OLMo-2 and Falcon-7B what they are.
     for (dir, want) in [
@@ -438,15 +441,7 @@ fn inspect_names_every_family() {
         ("falcon7b/hf", "multi-query attention"),
         ("falcon7b/lit", "shared attention norm"),
     ] {
-        let v = json(
-            &bin()
-                .arg("inspect")
-                .arg(fixtures().join("models").join(dir))
-                .arg("--json")
-                .output()
-                .unwrap(),
-        );
-        let feats = v["features"].to_string();
+        let feats = inspect(dir)["features"].to_string();
         assert!(feats.contains(want), "{dir}: {feats}");
     }
 }

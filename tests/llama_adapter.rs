@@ -140,21 +140,7 @@ fn llama_adapter_v2_every_step() {
 /// (fixtures: `tests/fixtures/make_family_adapters.py`).
 #[test]
 fn llama_adapter_on_every_family() {
-    for arch in [
-        "gptneox",
-        "qwen2",
-        "phi2",
-        "mistral",
-        "gemma",
-        "gemma2",
-        "phi3",
-        "stablelm",
-        "llama32",
-        "qwen3",
-        "olmo2",
-        "falcon7b",
-        "falcon40b",
-    ] {
+    for arch in common::adapter::FAMILIES {
         for kind in ["adapter", "adapter-v2"] {
             check(&fixtures().join(format!("adapters/families/{arch}-{kind}")));
         }

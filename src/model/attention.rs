@@ -90,11 +90,7 @@ impl<B: Backend> Attention<B> {
         } else {
             q.clone()
         };
-        let scale = self.scale;
-        let mut scores = qg.matmul(k.swap_dims(2, 3)) * scale; // [b, nkv, rep·t, s]
-        if let Some(c) = self.softcap {
-            scores = (scores / c).tanh() * c;
-        }
+        let mut scores = self.scores(qg, k); // [b, nkv, rep·t, s]
         if let Some(mask) = self.mask(pos, t, &scores.device()) {
             scores = scores
                 + if rep > 1 {
@@ -105,15 +101,21 @@ impl<B: Backend> Attention<B> {
         }
         let mut y = softmax(scores, 3).matmul(v).reshape([b, nh, t, hs]);
         if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
-            let mut ps = q.matmul(p.k.clone().swap_dims(2, 3)) * scale; // [b, nh, t, prefix]
-                                                                        // LitGPT scores the prefix with the same attention function, soft-capping included.
-            if let Some(c) = self.softcap {
-                ps = (ps / c).tanh() * c;
-            }
+            // LitGPT scores the prefix with the same attention function, soft-capping included.
+            let ps = self.scores(q, p.k.clone()); // [b, nh, t, prefix]
             y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
         }
         let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
         self.proj.forward(y)
+    }
+
+    /// Scaled (and, for Gemma 2, soft-capped) scores `q·kᵀ`.
+    fn scores(&self, q: Tensor<B, 4>, k: Tensor<B, 4>) -> Tensor<B, 4> {
+        let s = q.matmul(k.swap_dims(2, 3)) * self.scale;
+        match self.softcap {
+            Some(c) => (s / c).tanh() * c,
+            None => s,
+        }
     }
 
     /// Installs or removes the prefix.

@@ -39,7 +39,10 @@ pub fn try_linear_row<B: Backend>(
     #[cfg(feature = "flex")]
     {
         let wt = flex(w)?;
-        let bt = bias.map(flex).map_or(Some(None), |b| b.map(Some))?;
+        let bt = match bias {
+            Some(b) => Some(flex(b)?),
+            None => None,
+        };
         let tt = terms
             .iter()
             .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))

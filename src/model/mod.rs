@@ -5,7 +5,7 @@
 
 mod attention;
 mod linear;
-pub mod matvec;
+mod matvec;
 mod mlp;
 mod norm;
 mod rope;
@@ -138,10 +138,9 @@ impl<B: Backend> Model<B> {
     /// read one tensor at a time and peak memory stays near the model's own size.
     pub fn from_source(
         config: ModelConfig,
-        take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+        mut take: &mut dyn FnMut(&str) -> Result<HostTensor>,
         device: &B::Device,
     ) -> Result<Self> {
-        let mut take = |name: &str| take(name);
         let cfg = &config;
         let norm = |w: &HostTensor, b: Option<&HostTensor>| {
             Norm::from_host(cfg.norm, w, b, cfg.norm_eps, device)

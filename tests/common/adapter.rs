@@ -8,6 +8,23 @@ use serde::Deserialize;
 
 type B = graftlm::backend::DefaultCpu;
 
+/// The base fixtures that `tests/fixtures/make_family_adapters.py` puts adapters on.
+pub const FAMILIES: [&str; 13] = [
+    "gptneox",
+    "qwen2",
+    "phi2",
+    "mistral",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "stablelm",
+    "llama32",
+    "qwen3",
+    "olmo2",
+    "falcon7b",
+    "falcon40b",
+];
+
 #[derive(Debug, Deserialize)]
 pub struct Ref {
     pub base: String,
