@@ -5,7 +5,8 @@
 //! `cargo bench --profile dev --bench decode` (`GRAFTLM_DECODE_TOKENS`, default 64).
 //!
 //! With `GRAFTLM_BENCH_CHECKPOINT=DIR` (and optionally `GRAFTLM_BENCH_ADAPTER=PATH`) it instead
-//! loads that checkpoint from disk on the default CPU backend and prints one JSON object (open →
+//! loads that checkpoint from disk on the default backend (`GRAFTLM_BENCH_BACKEND=flex|ndarray|cuda`
+//! to choose) and prints one JSON object (open →
 //! first token, prefill and decode speeds, peak RSS) — what `benches/compare.sh` reads to put
 //! graftlm next to PyTorch + PEFT on the same files.
 
@@ -68,9 +69,8 @@ fn peak_rss() -> u64 {
 }
 
 /// Real files: the JSON line `benches/compare.sh` reads.
-fn checkpoint_mode(dir: &str, adapter: Option<String>, n: usize) {
-    type B = graftlm::backend::DefaultCpu;
-    let device = Default::default();
+fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>, n: usize) {
+    let device = B::Device::default();
     let t0 = Instant::now();
     let ck = graftlm::Checkpoint::open(dir).unwrap();
     let mut model = ck.load::<B>(&device).unwrap();
@@ -81,12 +81,14 @@ fn checkpoint_mode(dir: &str, adapter: Option<String>, n: usize) {
     let first_token_s = t0.elapsed().as_secs_f64();
     let rss_after_load = peak_rss();
 
+    // Reading the logits back makes the time include the work on an asynchronous (GPU) backend.
     let long: Vec<u32> = (0..128u32).map(|i| 1 + i % 300).collect();
     let prefill = (0..3)
         .map(|_| {
             let mut c = model.new_cache(long.len());
             let t = Instant::now();
-            let _ = model.forward(&long, &mut c, true).unwrap();
+            let l = model.forward(&long, &mut c, true).unwrap();
+            let _ = graftlm::generate::logits_to_vec(l).unwrap();
             long.len() as f64 / t.elapsed().as_secs_f64()
         })
         .fold(0.0, f64::max);
@@ -103,8 +105,10 @@ fn checkpoint_mode(dir: &str, adapter: Option<String>, n: usize) {
         model.set_merged("a", true).unwrap();
         merged = Some(decode_tps(&model, 16, n));
     }
+    // The host memory probe bounds CPU decoding only; a GPU reads its own memory.
+    let read_gbps = (backend != "cuda").then(common::read_bandwidth_gbps);
     let v = serde_json::json!({
-        "backend": graftlm::backend::available()[0],
+        "backend": backend,
         "weight_bytes": ck.config.parameter_count() * 4,
         "open_to_first_token_s": first_token_s,
         "peak_rss_after_load": rss_after_load,
@@ -113,7 +117,7 @@ fn checkpoint_mode(dir: &str, adapter: Option<String>, n: usize) {
         "load_attach_ms": attach_ms,
         "decode_separate_tok_s": sep,
         "decode_merged_tok_s": merged,
-        "read_gbps": common::read_bandwidth_gbps(),
+        "read_gbps": read_gbps,
     });
     println!("{v}");
 }
@@ -124,7 +128,22 @@ fn main() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(64);
-        return checkpoint_mode(&dir, std::env::var("GRAFTLM_BENCH_ADAPTER").ok(), n);
+        let adapter = std::env::var("GRAFTLM_BENCH_ADAPTER").ok();
+        let backend = std::env::var("GRAFTLM_BENCH_BACKEND")
+            .unwrap_or_else(|_| graftlm::backend::available()[0].to_string());
+        match backend.as_str() {
+            #[cfg(feature = "flex")]
+            "flex" => checkpoint_mode::<graftlm::backend::Flex>("flex", &dir, adapter, n),
+            #[cfg(feature = "ndarray")]
+            "ndarray" => checkpoint_mode::<graftlm::backend::NdArray>("ndarray", &dir, adapter, n),
+            #[cfg(feature = "cuda")]
+            "cuda" => checkpoint_mode::<graftlm::backend::Cuda>("cuda", &dir, adapter, n),
+            other => panic!(
+                "GRAFTLM_BENCH_BACKEND={other} is not built in (available: {:?})",
+                graftlm::backend::available()
+            ),
+        }
+        return;
     }
     let n: usize = std::env::var("GRAFTLM_DECODE_TOKENS")
         .ok()

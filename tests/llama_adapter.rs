@@ -26,10 +26,14 @@ struct Ref {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    common::repo().join("tests/fixtures")
 }
 
 fn check(dir: &Path) {
+    check_on::<B>(dir)
+}
+
+fn check_on<B: burn::prelude::Backend>(dir: &Path) {
     let what = dir.display().to_string();
     let r: Ref =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
@@ -143,6 +147,19 @@ fn llama_adapter_on_every_family() {
     for arch in common::adapter::FAMILIES {
         for kind in ["adapter", "adapter-v2"] {
             check(&fixtures().join(format!("adapters/families/{arch}-{kind}")));
+        }
+    }
+}
+
+/// The same on the GPU (`cargo test --features cuda`, `benches/cuda.sh`).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_llama_adapter_on_every_family() {
+    for arch in common::adapter::FAMILIES {
+        for kind in ["adapter", "adapter-v2"] {
+            check_on::<graftlm::backend::Cuda>(
+                &fixtures().join(format!("adapters/families/{arch}-{kind}")),
+            );
         }
     }
 }

@@ -30,6 +30,19 @@ families!(
     falcon40b
 );
 
+/// Every family's PEFT and LitGPT LoRA on the GPU (`cargo test --features cuda`, `benches/cuda.sh`).
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_every_family() {
+    for arch in FAMILIES {
+        for format in ["peft", "lit"] {
+            common::adapter::check_on::<graftlm::backend::Cuda>(
+                &fixtures().join(format!("adapters/families/{arch}-{format}")),
+            );
+        }
+    }
+}
+
 /// Every family and every generated fixture is covered by a test above.
 #[test]
 fn every_fixture_is_tested() {

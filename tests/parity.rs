@@ -1,5 +1,5 @@
 //! Parity with LitGPT and Hugging Face transformers on tiny models of every supported
-//! architecture, in both file layouts, on every enabled CPU backend: last-position logits,
+//! architecture, in both file layouts, on every enabled backend (CPU; CUDA with `--features cuda`): last-position logits,
 //! all-position logits without KV cache, token-by-token logits through the cache, and greedy tokens.
 
 mod common;
@@ -202,3 +202,4 @@ macro_rules! parity {
 
 parity!(flex, graftlm::backend::Flex, "flex");
 parity!(ndarray, graftlm::backend::NdArray, "ndarray");
+parity!(cuda, graftlm::backend::Cuda, "cuda");

@@ -3,10 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use super::{assert_close, greedy, rel_err};
+use burn::prelude::Backend;
 use graftlm::{Model, ModelBuilder, Tokenizer};
 use serde::Deserialize;
-
-type B = graftlm::backend::DefaultCpu;
 
 /// The base fixtures that `tests/fixtures/make_family_adapters.py` puts adapters on.
 pub const FAMILIES: [&str; 13] = [
@@ -36,7 +35,7 @@ pub struct Ref {
 }
 
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    super::repo().join("tests/fixtures")
 }
 
 pub fn reference(dir: &Path) -> Ref {
@@ -44,12 +43,18 @@ pub fn reference(dir: &Path) -> Ref {
     serde_json::from_str(&text).unwrap()
 }
 
-pub fn last_logits(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
+pub fn last_logits<B: Backend>(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
     super::logits(model, ids, false)
 }
 
-/// Builds base + adapter (base found from the adapter's own record) and checks both modes.
+/// Builds base + adapter (base found from the adapter's own record) and checks both modes on the
+/// default CPU backend.
 pub fn check(adapter_dir: &Path) {
+    check_on::<graftlm::backend::DefaultCpu>(adapter_dir)
+}
+
+/// [`check`] on backend `B`.
+pub fn check_on<B: Backend>(adapter_dir: &Path) {
     let r = reference(adapter_dir);
     let plan = ModelBuilder::new()
         .adapter(adapter_dir.to_path_buf().into())

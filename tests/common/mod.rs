@@ -3,7 +3,7 @@
 
 pub mod adapter;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -21,8 +21,16 @@ pub struct Reference {
     pub seq_logits: Vec<Vec<f32>>,
 }
 
+/// The repository root: `CARGO_MANIFEST_DIR` at run time (cargo sets it; `benches/cuda.sh` sets it
+/// when it runs prebuilt test binaries on another machine), else where the tests were compiled.
+pub fn repo() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
+    repo().join("tests/fixtures/models")
 }
 
 pub fn reference(name: &str) -> Reference {
@@ -52,14 +60,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 pub type Cpu = graftlm::backend::DefaultCpu;
 
 /// Logits of the last position (or all positions) of `ids` from a fresh cache.
-pub fn logits(model: &graftlm::Model<Cpu>, ids: &[u32], all: bool) -> Vec<f32> {
+pub fn logits<B: burn::prelude::Backend>(
+    model: &graftlm::Model<B>,
+    ids: &[u32],
+    all: bool,
+) -> Vec<f32> {
     let mut cache = model.new_cache(ids.len());
     graftlm::generate::logits_to_vec(model.forward(ids, &mut cache, !all).unwrap()).unwrap()
 }
 
 /// `n` greedy tokens after `ids`, never stopping early.
-pub fn greedy(
-    model: &graftlm::Model<Cpu>,
+pub fn greedy<B: burn::prelude::Backend>(
+    model: &graftlm::Model<B>,
     tok: &graftlm::Tokenizer,
     ids: &[u32],
     n: usize,

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# graftlm on an NVIDIA GPU (issue 8): the parity and adapter tests on the `cuda` backend, then the
+# decode bench next to PyTorch (+ PEFT) on the same GPU and files.
+#
+#   bash benches/cuda.sh [--shapes "smollm2-135m tinyllama-1.1b"] [--tokens N]
+#       builds with cargo (features `cuda`), then runs everything below;
+#   bash benches/cuda.sh pack DIR
+#       only builds and copies the four programs into DIR (for a GPU machine without Rust; set
+#       CUDARC_CUDA_VERSION, e.g. 13000, when this machine has no nvcc to read the version from);
+#   bash benches/cuda.sh run DIR [--shapes ...] [--tokens N]
+#       runs the programs from DIR (made by `pack`) in this checkout.
+#
+# Needs an NVIDIA driver and the CUDA runtime libraries (libcuda, libnvrtc) at run time, and python3
+# with torch (CUDA), transformers and peft for the bench models and the PyTorch column. The
+# driver's own libcuda must come first on LD_LIBRARY_PATH (not CUDA's `compat` copy). Logs and the
+# tables go to $OUT when it is set (else ./cuda-out). Tests that fail are reported, and the
+# benchmarks still run. GRAFTLM_CUDA_TEST_TIMEOUT (seconds, default 900) bounds each test program.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/graftlm/target}"
+tests=(parity lora_families llama_adapter)
+
+pack() {
+    local dir="$1"
+    mkdir -p "$dir"
+    local args=(--profile gpu --features cuda --message-format=json --no-run)
+    { cargo test "${args[@]}" "${tests[@]/#/--test=}" && cargo bench "${args[@]}" --bench decode; } |
+        python3 -c '
+import json, shutil, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    exe = m.get("executable")
+    if m.get("reason") == "compiler-artifact" and exe and m["target"]["kind"] in (["test"], ["bench"]):
+        shutil.copy(exe, sys.argv[1] + "/" + m["target"]["name"])
+        print("packed", m["target"]["name"], file=sys.stderr)
+' "$dir" || exit 1
+    strip "$dir"/* 2>/dev/null || true
+}
+
+mode=build
+if [ "${1:-}" = pack ]; then
+    pack "${2:?pack DIR}"
+    exit 0
+elif [ "${1:-}" = run ]; then
+    mode=run
+    bin="${2:?run DIR}"
+    shift 2
+fi
+shapes="smollm2-135m"
+tokens=64
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --shapes) shapes="$2"; shift 2 ;;
+        --tokens) tokens="$2"; shift 2 ;;
+        *) echo "unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+out="${OUT:-cuda-out}"
+mkdir -p "$out"
+if [ "$mode" = build ]; then
+    bin="$CARGO_TARGET_DIR/cuda-bin"
+    pack "$bin"
+fi
+export CARGO_MANIFEST_DIR="$PWD"   # where the tests find their fixtures
+nvidia-smi -L || true
+
+status=0
+for t in "${tests[@]}"; do
+    echo "== $t (cuda)"
+    # The CUDA tests are named `cuda::…` (parity) or `cuda_…` (adapters).
+    timeout "${GRAFTLM_CUDA_TEST_TIMEOUT:-900}" "$bin/$t" cuda --test-threads=4 2>&1 | tee "$out/test-$t.log" | grep -E "^test |test result|panicked|error" | head -80
+    [ "${PIPESTATUS[0]}" = 0 ] || status=1
+done
+
+models="${GRAFTLM_BENCH_MODELS:-$(dirname "$CARGO_TARGET_DIR")/bench-models}"
+for shape in $shapes; do
+    echo "== decode bench, $shape"
+    python3 benches/make_bench_model.py "$models" --shape "$shape" >&2 || { status=1; continue; }
+    base="$models/$shape"
+    lora="$models/$shape-lora-r16"
+    g=$(GRAFTLM_BENCH_BACKEND=cuda GRAFTLM_BENCH_CHECKPOINT="$base" GRAFTLM_BENCH_ADAPTER="$lora" \
+        GRAFTLM_DECODE_TOKENS="$tokens" timeout 600 "$bin/decode" 2>"$out/decode-$shape.err" | tail -1)
+    t=$(python3 benches/torch_decode.py "$base" "$lora" --tokens "$tokens" --device cuda 2>"$out/torch-$shape.err" | tail -1)
+    echo "$g" >"$out/graftlm-$shape.json"
+    echo "$t" >"$out/torch-$shape.json"
+    python3 benches/table.py "$g" "$t" "$shape" "$(nproc)" "$tokens" | tee "$out/table-$shape.md" || status=1
+done
+exit $status

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Markdown table of graftlm's decode bench (checkpoint mode) next to benches/torch_decode.py.
+
+    python3 benches/table.py GRAFTLM_JSON TORCH_JSON SHAPE THREADS TOKENS
+
+Used by benches/compare.sh (CPU) and benches/cuda.sh (GPU). The ceiling is the measured read
+bandwidth over the weight bytes (decoding reads every weight once per token): the host probe on
+CPU, the GPU's own (measured by torch_decode.py) on CUDA.
+"""
+import json
+import platform
+import sys
+
+g, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+shape, threads, tokens = sys.argv[3], sys.argv[4], sys.argv[5]
+if t.get("device") == "cuda":
+    where = f"{t.get('gpu', 'GPU')} (graftlm backend {g['backend']}, PyTorch cuda)"
+else:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+               platform.processor())
+    where = f"{cpu}, {threads} threads"
+gbps = g.get("read_gbps") or t.get("read_gbps")
+ceiling = gbps * 1e9 / g["weight_bytes"] if gbps else None
+limit = f"read bandwidth {gbps:.1f} GB/s → decode ceiling {ceiling:.1f} tok/s; " if ceiling else ""
+print(f"{shape}, f32, {g['weight_bytes'] / 1e6:.0f} MB of weights; {where}; {limit}torch {t['torch']}; "
+      f"{tokens} tokens after a 16-token prompt, greedy, batch 1.\n")
+rows = [
+    ("decode, base (tok/s)", "decode_tok_s", True),
+    ("decode, LoRA r16 separate (tok/s)", "decode_separate_tok_s", True),
+    ("decode, LoRA merged (tok/s)", "decode_merged_tok_s", True),
+    ("prefill, 128 tokens (tok/s)", "prefill_tok_s", False),
+    ("open → first token (s)", "open_to_first_token_s", False),
+    ("load + attach adapter (ms)", "load_attach_ms", False),
+    ("peak RSS after load (MB)", "peak_rss_after_load", False),
+]
+print("| measure | graftlm | PyTorch + PEFT | graftlm / PyTorch | graftlm / ceiling |")
+print("|---|---|---|---|---|")
+for label, key, decode in rows:
+    a, b = g.get(key), t.get(key)
+    if a is None or b is None:
+        continue
+    scale = 1e-6 if key == "peak_rss_after_load" else 1.0
+    ratio = a / b if b else float("nan")
+    ceil = f"{a / ceiling:.2f}" if decode and ceiling else ""
+    print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {ratio:.2f} | {ceil} |")
+print("\n(For times and memory, a ratio below 1 means graftlm needs less. Speeds are best of three.)")
+sep, base, merged = g.get("decode_separate_tok_s"), g["decode_tok_s"], g.get("decode_merged_tok_s")
+if sep and merged:
+    print(f"\ngraftlm: separate / merged = {sep / merged:.2f}, merged / base = {merged / base:.2f}; "
+          f"peak RSS / weight bytes = {g['peak_rss_after_load'] / g['weight_bytes']:.2f}")
