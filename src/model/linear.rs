@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::matvec::{try_linear_row, RowTerm};
+use super::matvec::{try_linear, RowTerm};
 use crate::checkpoint::HostTensor;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -215,7 +215,7 @@ impl<B: Backend> Linear<B> {
                 scale: u.scale,
             })
             .collect();
-        let mut y = match try_linear_row(&x2, &self.weight, self.bias.as_ref(), &terms) {
+        let mut y = match try_linear(&x2, &self.weight, self.bias.as_ref(), &terms) {
             Some(y) => y,
             None => {
                 let mut y = x2.clone().matmul(self.weight.clone());

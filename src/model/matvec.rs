@@ -14,18 +14,19 @@ const TILE: usize = 4096;
 /// Tasks are whole vectors wide (16 f32 lanes) so every task runs the vector loop to the end.
 const LANES: usize = 16;
 
-/// One low-rank term of [`try_linear_row`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`.
+/// One low-rank term of [`try_linear`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`.
 pub struct RowTerm<'a, B: Backend> {
     pub a: &'a Tensor<B, 2>,
     pub b: &'a Tensor<B, 2>,
     pub scale: f32,
 }
 
-/// `x·W + bias + Σ scale·(x·A)·B` for a single row `x` (`[1, k]`, `W` `[k, n]`), computed on the
-/// host in one go when the backend keeps every tensor as contiguous f32 that can be read in place
-/// (burn-flex); `None` to fall back to the backend's own ops. Same order of operations as the
-/// fallback: the weight product, then the bias, then each term.
-pub fn try_linear_row<B: Backend>(
+/// `x·W + bias + Σ scale·(x·A)·B` for `x` `[m, k]` (`W` `[k, n]`), computed on the host in one go
+/// when the backend keeps every tensor as contiguous f32 that can be read in place (burn-flex):
+/// one row with this module's matrix–vector kernel, several with [`super::gemm`] (AVX-512 only);
+/// `None` to fall back to the backend's own ops. Same order of operations as the fallback: the
+/// weight product, then the bias, then each term.
+pub fn try_linear<B: Backend>(
     x: &Tensor<B, 2>,
     w: &Tensor<B, 2>,
     bias: Option<&Tensor<B, 1>>,
@@ -33,7 +34,7 @@ pub fn try_linear_row<B: Backend>(
 ) -> Option<Tensor<B, 2>> {
     let [m, k] = x.dims();
     let [kw, n] = w.dims();
-    if m != 1 || k != kw {
+    if m == 0 || k != kw {
         return None;
     }
     #[cfg(feature = "flex")]
@@ -63,25 +64,34 @@ pub fn try_linear_row<B: Backend>(
         let xt = flex(x)?;
         let owned;
         let xd = match f32s(&xt) {
-            Some(d) if d.len() == k => d,
+            Some(d) if d.len() == m * k => d,
             _ => {
                 owned = x.clone().into_data().into_vec::<f32>().ok()?;
                 &owned[..]
             }
         };
-        let mut y = vec![0f32; n];
-        matvec(xd, wd, &mut y);
+        // `[m, k] × [k, n]`; `None` when there is no host kernel for several rows on this CPU.
+        let mul = |x: &[f32], w: &[f32], k: usize, n: usize| -> Option<Vec<f32>> {
+            let mut y = vec![0f32; m * n];
+            if m == 1 {
+                matvec(x, w, &mut y);
+            } else if !super::gemm::gemm(x, w, &mut y, m, k, n) {
+                return None;
+            }
+            Some(y)
+        };
+        let mut y = mul(xd, wd, k, n)?;
         if let Some(b) = bd {
-            y.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
+            for row in y.chunks_mut(n) {
+                row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
+            }
         }
         for (a, b, r, scale) in td {
-            let mut xa = vec![0f32; r];
-            matvec(xd, a, &mut xa);
-            let mut d = vec![0f32; n];
-            matvec(&xa, b, &mut d);
+            let xa = mul(xd, a, k, r)?;
+            let d = mul(&xa, b, r, n)?;
             y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
         }
-        Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()))
+        Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()))
     }
     #[cfg(not(feature = "flex"))]
     {
@@ -92,14 +102,14 @@ pub fn try_linear_row<B: Backend>(
 
 /// The burn-flex tensor behind `t` (a cheap shared clone), if that is the backend.
 #[cfg(feature = "flex")]
-fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
+pub(super) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
     let p: Box<dyn std::any::Any> = Box::new(t.clone().into_primitive().tensor());
     p.downcast::<burn_flex::FlexTensor>().ok().map(|b| *b)
 }
 
 /// The f32 elements of a contiguous flex tensor, in place.
 #[cfg(feature = "flex")]
-fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
+pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
     if t.dtype() != burn::tensor::DType::F32 {
         return None;
     }

@@ -5,6 +5,7 @@
 
 mod attention;
 mod linear;
+mod gemm;
 mod matvec;
 mod mlp;
 mod norm;

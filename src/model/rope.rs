@@ -84,6 +84,9 @@ impl<B: Backend> Rope<B> {
         if n == 0 {
             return x;
         }
+        if let Some(y) = self.try_host(&x, start) {
+            return y;
+        }
         let [_, _, t, hs] = x.dims();
         let cos = self
             .cos
@@ -104,6 +107,84 @@ impl<B: Backend> Rope<B> {
             roped
         } else {
             Tensor::cat(vec![roped, x.narrow(3, n, hs - n)], 3)
+        }
+    }
+}
+
+impl<B: Backend> Rope<B> {
+    /// [`Rope::apply`] in one pass on the host when the tensors live there (burn-flex): the
+    /// burn-op version runs eight strided element-wise ops per call. Same arithmetic (a product
+    /// each, then their sum), so the results are identical.
+    #[cfg(feature = "flex")]
+    fn try_host(&self, x: &Tensor<B, 4>, start: usize) -> Option<Tensor<B, 4>> {
+        use super::matvec::{f32s, flex};
+        let (cos_t, sin_t) = (flex(&self.cos)?, flex(&self.sin)?);
+        let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
+        let [b, h, t, hs] = x.dims();
+        let n = self.n_elem;
+        let half = n / 2;
+        if n > hs || n % 2 != 0 || cos.len() < (start + t) * n || sin.len() != cos.len() {
+            return None;
+        }
+        flex(x)?; // only for host tensors: elsewhere this would be a device round trip
+        const MAX: usize = 512;
+        if n > MAX {
+            return None;
+        }
+        let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
+        let mut rot = [0f32; MAX];
+        // Rows of `v` are `[b, h, t]` in order: row `r` is position `start + r % t`.
+        for (r, row) in v.chunks_exact_mut(hs).enumerate() {
+            let p = start + r % t;
+            let (c, s) = (&cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
+            rot[..n].copy_from_slice(&row[..n]);
+            for d in 0..half {
+                row[d] = rot[d] * c[d] + (-rot[d + half]) * s[d];
+                row[d + half] = rot[d + half] * c[d + half] + rot[d] * s[d + half];
+            }
+        }
+        Some(Tensor::from_data(TensorData::new(v, [b, h, t, hs]), &x.device()))
+    }
+
+    #[cfg(not(feature = "flex"))]
+    fn try_host(&self, _x: &Tensor<B, 4>, _start: usize) -> Option<Tensor<B, 4>> {
+        None
+    }
+}
+
+#[cfg(all(test, feature = "flex", feature = "ndarray"))]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+
+    /// The host path (flex) gives exactly the burn-op path's result (ndarray), partial rotary
+    /// included, at any start position.
+    #[test]
+    fn host_rope_equals_the_burn_ops() {
+        for (n_elem, hs) in [(8, 8), (4, 8)] {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/models/llama/hf");
+            let cfg = ModelConfig {
+                rope_n_elem: n_elem,
+                ..ModelConfig::from_dir(std::path::Path::new(dir)).unwrap()
+            };
+            let (b, h, t) = (1, 3, 5);
+            let x: Vec<f32> = (0..b * h * t * hs)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            type F = crate::backend::Flex;
+            type N = crate::backend::NdArray;
+            let rf = Rope::<F>::new(&cfg, 16, &Default::default());
+            let rn = Rope::<N>::new(&cfg, 16, &Default::default());
+            for start in [0, 3] {
+                let data = || TensorData::new(x.clone(), [b, t, h, hs]);
+                // Non-contiguous input, as in attention (`[b, t, h, hs]` with heads swapped in).
+                let xf = Tensor::<F, 4>::from_data(data(), &Default::default()).swap_dims(1, 2);
+                let xn = Tensor::<N, 4>::from_data(data(), &Default::default()).swap_dims(1, 2);
+                assert!(rf.try_host(&xf, start).is_some(), "flex takes the host path");
+                let yf = rf.apply(xf, start).into_data().into_vec::<f32>().unwrap();
+                let yn = rn.apply(xn, start).into_data().into_vec::<f32>().unwrap();
+                assert_eq!(yf, yn, "n_elem {n_elem} start {start}");
+            }
         }
     }
 }

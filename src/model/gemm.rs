@@ -1,0 +1,198 @@
+//! `Y = X·W` for several rows (prefill), `W` `[k, n]` row-major read in place — the many-row
+//! sibling of [`super::matvec`]. burn-flex's general GEMM repacks both operands on every call;
+//! here a register-blocked AVX-512 kernel (8 rows × 48 columns of accumulators) streams 48-column
+//! panels of `W` straight from the weight, with column panels split over rayon's threads.
+//!
+//! Every output is one fused multiply-add chain over `k` in order, starting from zero — the same
+//! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row
+//! computed alone during decoding, and nothing depends on the thread count.
+
+/// Rows per register block.
+const MR: usize = 8;
+/// Vectors (of 16 f32) per register block: 48 columns.
+const NV: usize = 3;
+/// Columns per panel.
+const NR: usize = NV * 16;
+/// `k` per pass over a panel: the panel's slice of `W` (`KC × 48` floats) stays in L1/L2 while
+/// every row block of the input streams past it.
+const KC: usize = 256;
+/// How many weight rows ahead the kernel prefetches.
+const PREFETCH: usize = 32;
+
+/// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major. Returns `false` (and
+/// leaves `y` alone) when this CPU lacks AVX-512, so the caller can fall back to its own GEMM.
+pub fn gemm(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
+    assert!(x.len() == m * k && w.len() == k * n && y.len() == m * n);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return false;
+        }
+        let panels = n.div_ceil(NR);
+        #[cfg(feature = "flex")]
+        let threads = rayon::current_num_threads().max(1);
+        #[cfg(not(feature = "flex"))]
+        let threads = 1;
+        let per_task = panels.div_ceil(threads * 4).max(1);
+        let tasks = panels.div_ceil(per_task);
+        let y_addr = y.as_mut_ptr() as usize;
+        let run = |t: usize| {
+            let j0 = t * per_task * NR;
+            let j1 = ((t + 1) * per_task * NR).min(n);
+            // SAFETY: AVX-512F is present; tasks write disjoint column ranges `j0..j1` of `y`
+            // (which outlives the parallel loop), and every index stays inside the asserted sizes.
+            unsafe { x86::columns(x, w, y_addr as *mut f32, m, k, n, j0, j1) };
+        };
+        #[cfg(feature = "flex")]
+        {
+            use rayon::prelude::*;
+            if tasks > 1 && threads > 1 {
+                (0..tasks).into_par_iter().for_each(run);
+                return true;
+            }
+        }
+        (0..tasks).for_each(run);
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, y, m, k, n);
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{KC, MR, NR, NV, PREFETCH};
+    use std::arch::x86_64::*;
+
+    /// Output columns `j0..j1` of every row.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn columns(
+        x: &[f32],
+        w: &[f32],
+        y: *mut f32,
+        m: usize,
+        k: usize,
+        n: usize,
+        j0: usize,
+        j1: usize,
+    ) {
+        let mut j = j0;
+        while j < j1 {
+            let width = (j1 - j).min(NR);
+            let masks: [__mmask16; NV] = std::array::from_fn(|v| {
+                let left = width.saturating_sub(v * 16).min(16);
+                ((1u32 << left) - 1) as __mmask16
+            });
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = (k - k0).min(KC);
+                let mut i = 0;
+                while i + MR <= m {
+                    block::<MR>(x, w, y, k, n, i, j, k0, kc, &masks);
+                    i += MR;
+                }
+                while i + 4 <= m {
+                    block::<4>(x, w, y, k, n, i, j, k0, kc, &masks);
+                    i += 4;
+                }
+                while i < m {
+                    block::<1>(x, w, y, k, n, i, j, k0, kc, &masks);
+                    i += 1;
+                }
+                k0 += kc;
+            }
+            j += width;
+        }
+    }
+
+    /// Rows `i..i + R`, columns `j..j + 48` (masked), `k` range `k0..k0 + kc`: accumulators start
+    /// at zero on the first range and at the stored partial sums after, so each output is one
+    /// in-order FMA chain over all of `k`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize>(
+        x: &[f32],
+        w: &[f32],
+        y: *mut f32,
+        k: usize,
+        n: usize,
+        i: usize,
+        j: usize,
+        k0: usize,
+        kc: usize,
+        masks: &[__mmask16; NV],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        if k0 > 0 {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = _mm512_maskz_loadu_ps(masks[v], y.add((i + r) * n + j + v * 16));
+                }
+            }
+        }
+        let xp = x.as_ptr().add(i * k + k0);
+        let mut wp = w.as_ptr().add(k0 * n + j);
+        for kk in 0..kc {
+            // The panel's rows lie a whole weight row apart (more than a page for most layers),
+            // which the hardware prefetchers do not follow: ask for the rows a few steps ahead.
+            if kk + PREFETCH < kc {
+                for v in 0..NV {
+                    _mm_prefetch::<_MM_HINT_T0>(wp.add(PREFETCH * n + v * 16) as *const i8);
+                }
+            }
+            let wv: [__m512; NV] =
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], wp.add(v * 16)));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xr = _mm512_set1_ps(*xp.add(r * k + kk));
+                for (a, &wv) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xr, wv, *a);
+                }
+            }
+            wp = wp.add(n);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                _mm512_mask_storeu_ps(y.add((i + r) * n + j + v * 16), masks[v], *a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(s: &mut u32) -> f32 {
+        *s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (*s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    }
+
+    #[test]
+    fn rows_equal_the_decode_kernel_bit_for_bit() {
+        let mut s = 11u32;
+        for (m, k, n) in [
+            (1, 1, 1),
+            (2, 3, 5),
+            (9, 7, 17),
+            (13, 300, 49),
+            (8, 576, 960),
+            (21, 513, 100),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| rnd(&mut s)).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd(&mut s)).collect();
+            let mut y = vec![f32::NAN; m * n];
+            if !gemm(&x, &w, &mut y, m, k, n) {
+                return; // no AVX-512 here: callers fall back to burn's matmul
+            }
+            for r in 0..m {
+                let mut want = vec![0f32; n];
+                super::super::matvec::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
+                assert_eq!(&y[r * n..(r + 1) * n], &want[..], "m={m} k={k} n={n} row {r}");
+            }
+        }
+    }
+}
