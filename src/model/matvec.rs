@@ -80,6 +80,33 @@ pub fn try_linear<B: Backend>(
             }
             Some(y)
         };
+        if m == 1 {
+            // One pass over the output columns does the weight, the bias and every term's
+            // `(x·A)·B` while the column tile is in L1 (one parallel split per linear, not three
+            // per term); the small `x·A` products come first.
+            let xas: Vec<(Vec<f32>, &[f32], f32)> = td
+                .iter()
+                .map(|&(a, b, r, scale)| {
+                    let mut xa = vec![0f32; r];
+                    matvec(xd, a, &mut xa);
+                    (xa, b, scale)
+                })
+                .collect();
+            let mut y = vec![0f32; n];
+            split_columns(&mut y, |j0, out| {
+                tile_kernel(xd, wd, n, j0, out);
+                if let Some(b) = bd {
+                    out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
+                }
+                let mut d = [0f32; TILE];
+                for (xa, b, scale) in &xas {
+                    let d = &mut d[..out.len()];
+                    tile_kernel(xa, b, n, j0, d);
+                    out.iter_mut().zip(d.iter()).for_each(|(yj, dj)| *yj += dj * scale);
+                }
+            });
+            return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
+        }
         let mut y = mul(xd, wd, k, n)?;
         if let Some(b) = bd {
             for row in y.chunks_mut(n) {
@@ -121,6 +148,13 @@ pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
 pub fn matvec(x: &[f32], w: &[f32], y: &mut [f32]) {
     let n = y.len();
     debug_assert_eq!(w.len(), x.len() * n);
+    split_columns(y, |j0, out| tile_kernel(x, w, n, j0, out));
+}
+
+/// Runs `f(j0, tile)` over column tiles of `y` (at most [`TILE`] wide), in parallel on rayon's
+/// threads when there is more than one tile.
+fn split_columns(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let n = y.len();
     #[cfg(feature = "flex")]
     let threads = rayon::current_num_threads();
     #[cfg(not(feature = "flex"))]
@@ -129,7 +163,7 @@ pub fn matvec(x: &[f32], w: &[f32], y: &mut [f32]) {
     // memory, not cache, and one core cannot saturate the memory bus), at most TILE wide.
     let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
     let tile = per_thread.clamp(LANES, TILE);
-    let run = |(t, out): (usize, &mut [f32])| tile_kernel(x, w, n, t * tile, out);
+    let run = |(t, out): (usize, &mut [f32])| f(t * tile, out);
     #[cfg(feature = "flex")]
     {
         use rayon::prelude::*;
