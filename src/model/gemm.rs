@@ -191,7 +191,11 @@ mod tests {
             for r in 0..m {
                 let mut want = vec![0f32; n];
                 super::super::matvec::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
-                assert_eq!(&y[r * n..(r + 1) * n], &want[..], "m={m} k={k} n={n} row {r}");
+                assert_eq!(
+                    &y[r * n..(r + 1) * n],
+                    &want[..],
+                    "m={m} k={k} n={n} row {r}"
+                );
             }
         }
     }

@@ -102,7 +102,9 @@ pub fn try_linear<B: Backend>(
                 for (xa, b, scale) in &xas {
                     let d = &mut d[..out.len()];
                     tile_kernel(xa, b, n, j0, d);
-                    out.iter_mut().zip(d.iter()).for_each(|(yj, dj)| *yj += dj * scale);
+                    out.iter_mut()
+                        .zip(d.iter())
+                        .for_each(|(yj, dj)| *yj += dj * scale);
                 }
             });
             return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));

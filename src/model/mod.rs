@@ -4,8 +4,8 @@
 //! (they enter through [`Linear`]).
 
 mod attention;
-mod linear;
 mod gemm;
+mod linear;
 mod matvec;
 mod mlp;
 mod norm;

@@ -143,7 +143,10 @@ impl<B: Backend> Rope<B> {
                 row[d + half] = rot[d + half] * c[d + half] + rot[d] * s[d + half];
             }
         }
-        Some(Tensor::from_data(TensorData::new(v, [b, h, t, hs]), &x.device()))
+        Some(Tensor::from_data(
+            TensorData::new(v, [b, h, t, hs]),
+            &x.device(),
+        ))
     }
 
     #[cfg(not(feature = "flex"))]
@@ -162,7 +165,10 @@ mod tests {
     #[test]
     fn host_rope_equals_the_burn_ops() {
         for (n_elem, hs) in [(8, 8), (4, 8)] {
-            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/models/llama/hf");
+            let dir = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/models/llama/hf"
+            );
             let cfg = ModelConfig {
                 rope_n_elem: n_elem,
                 ..ModelConfig::from_dir(std::path::Path::new(dir)).unwrap()
@@ -180,7 +186,10 @@ mod tests {
                 // Non-contiguous input, as in attention (`[b, t, h, hs]` with heads swapped in).
                 let xf = Tensor::<F, 4>::from_data(data(), &Default::default()).swap_dims(1, 2);
                 let xn = Tensor::<N, 4>::from_data(data(), &Default::default()).swap_dims(1, 2);
-                assert!(rf.try_host(&xf, start).is_some(), "flex takes the host path");
+                assert!(
+                    rf.try_host(&xf, start).is_some(),
+                    "flex takes the host path"
+                );
                 let yf = rf.apply(xf, start).into_data().into_vec::<f32>().unwrap();
                 let yn = rn.apply(xn, start).into_data().into_vec::<f32>().unwrap();
                 assert_eq!(yf, yn, "n_elem {n_elem} start {start}");
