@@ -123,7 +123,7 @@ impl<B: Backend> Rope<B> {
         let [b, h, t, hs] = x.dims();
         let n = self.n_elem;
         let half = n / 2;
-        if n > hs || n % 2 != 0 || cos.len() < (start + t) * n || sin.len() != cos.len() {
+        if n > hs || !n.is_multiple_of(2) || cos.len() < (start + t) * n || sin.len() != cos.len() {
             return None;
         }
         flex(x)?; // only for host tensors: elsewhere this would be a device round trip
