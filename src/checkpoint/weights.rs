@@ -263,7 +263,7 @@ impl WeightFiles {
     /// are refused: they would silently turn every output into NaN.
     pub fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.read_raw(name)?;
-        if let Some(i) = t.data.iter().position(|x| !x.is_finite()) {
+        if let Some(i) = first_non_finite(&t.data) {
             return Err(Error::BadTensor {
                 path: self.file_of(name),
                 name: name.to_string(),
@@ -327,6 +327,19 @@ impl WeightFiles {
     }
 }
 
+/// Index of the first NaN or infinity, scanning in blocks with a branch-free test that the
+/// compiler vectorises (this runs over every weight at load time).
+fn first_non_finite(d: &[f32]) -> Option<usize> {
+    let bad = |x: &f32| x.to_bits() & 0x7f80_0000 == 0x7f80_0000;
+    const BLOCK: usize = 4096;
+    d.chunks(BLOCK).enumerate().find_map(|(b, chunk)| {
+        chunk
+            .iter()
+            .fold(false, |a, x| a | bad(x))
+            .then(|| b * BLOCK + chunk.iter().position(bad).unwrap_or(0))
+    })
+}
+
 fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
     let width = match dtype {
         Dtype::F32 => 4,
@@ -345,10 +358,16 @@ fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
         ));
     }
     let out = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+        Dtype::F32 => {
+            // A plain copy (the file's bytes need not be 4-byte aligned), then byte order.
+            let mut v = vec![0f32; bytes.len() / 4];
+            bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(bytes);
+            if cfg!(target_endian = "big") {
+                v.iter_mut()
+                    .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
+            }
+            v
+        }
         Dtype::F16 => bytes
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -363,4 +382,25 @@ fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
             .collect(),
     };
     Ok(out)
+}
+
+#[cfg(test)]
+mod scan_tests {
+    #[test]
+    fn first_non_finite_finds_the_first_nan_or_infinity() {
+        let mut v = vec![1.5f32; 10_000];
+        assert_eq!(super::first_non_finite(&v), None);
+        for (i, bad) in [
+            (0, f32::NAN),
+            (4095, f32::INFINITY),
+            (4096, f32::NEG_INFINITY),
+        ] {
+            let mut w = v.clone();
+            w[i] = bad;
+            w[9_999] = f32::NAN;
+            assert_eq!(super::first_non_finite(&w), Some(i));
+        }
+        v[9_999] = f32::MAX;
+        assert_eq!(super::first_non_finite(&v), None);
+    }
 }

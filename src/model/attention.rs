@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 
 use std::sync::Arc;
 
+use super::host_attention::try_attention;
 use super::linear::Linear;
 use super::norm::Norm;
 use super::rope::Rope;
@@ -82,6 +83,31 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(q, pos);
         let k = rope.apply(k, pos);
         let (k, v) = cache.append(layer, k, v);
+        let window = self.window.filter(|&w| w < pos + t);
+        let mut y = match try_attention(&q, &k, &v, self.scale, self.softcap, pos, window) {
+            Some(y) => y,
+            None => self.burn_attention(q.clone(), k, v, pos),
+        };
+        if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
+            // LitGPT scores the prefix with the same attention function, soft-capping included.
+            let ps = self.scores(q, p.k.clone()); // [b, nh, t, prefix]
+            y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
+        }
+        let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
+        self.proj.forward(y)
+    }
+
+    /// The same attention in burn ops (any backend): grouped-query without copying K/V per
+    /// query head.
+    fn burn_attention(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        pos: usize,
+    ) -> Tensor<B, 4> {
+        let [b, nh, t, hs] = q.dims();
+        let nkv = self.n_kv;
         // Grouped-query attention without copying K/V per query head: the `rep` query heads that
         // share a K/V head become `rep · t` rows against that head (`[b, nkv, rep·t, hs]`).
         let rep = nh / nkv;
@@ -99,14 +125,7 @@ impl<B: Backend> Attention<B> {
                     mask
                 };
         }
-        let mut y = softmax(scores, 3).matmul(v).reshape([b, nh, t, hs]);
-        if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
-            // LitGPT scores the prefix with the same attention function, soft-capping included.
-            let ps = self.scores(q, p.k.clone()); // [b, nh, t, prefix]
-            y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
-        }
-        let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
-        self.proj.forward(y)
+        softmax(scores, 3).matmul(v).reshape([b, nh, t, hs])
     }
 
     /// Scaled (and, for Gemma 2, soft-capped) scores `q·kᵀ`.

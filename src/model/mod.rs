@@ -5,6 +5,7 @@
 
 mod attention;
 mod gemm;
+mod host_attention;
 mod linear;
 mod matvec;
 mod mlp;
