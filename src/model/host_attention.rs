@@ -151,3 +151,76 @@ fn strided(t: &burn_flex::FlexTensor) -> Option<Strided<'_>> {
         strides: [st[0] as usize, st[1] as usize, st[2] as usize],
     })
 }
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    type F = crate::backend::Flex;
+
+    /// Against a double-precision reference: GQA and multi-query, a cache larger than its used
+    /// part (strided views), decode and prefill positions, sliding window, soft-capping.
+    #[test]
+    fn matches_a_double_precision_reference() {
+        let mut s = 5u32;
+        let mut rnd = move || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let hs = 8;
+        for (nh, nkv, t, pos, window, softcap) in [
+            (4, 2, 5, 0, None, None),
+            (4, 1, 3, 6, Some(4), Some(5.0)),
+            (2, 2, 1, 9, None, None),
+            (6, 3, 7, 2, Some(3), None),
+        ] {
+            let (cap, sl) = (32, pos + t);
+            let q: Vec<f32> = (0..nh * t * hs).map(|_| rnd() * 4.0).collect();
+            let kc: Vec<f32> = (0..nkv * cap * hs).map(|_| rnd() * 4.0).collect();
+            let vc: Vec<f32> = (0..nkv * cap * hs).map(|_| rnd()).collect();
+            let dev = Default::default();
+            let qt = Tensor::<F, 4>::from_data(TensorData::new(q.clone(), [1, nh, t, hs]), &dev);
+            let cache = |d: &Vec<f32>| {
+                Tensor::<F, 4>::from_data(TensorData::new(d.clone(), [1, nkv, cap, hs]), &dev)
+                    .narrow(2, 0, sl)
+            };
+            let scale = 1.0 / (hs as f64).sqrt();
+            let y = try_attention(&qt, &cache(&kc), &cache(&vc), scale, softcap, pos, window)
+                .expect("flex takes the host path")
+                .into_data()
+                .into_vec::<f32>()
+                .unwrap();
+            for h in 0..nh {
+                let g = h / (nh / nkv);
+                for i in 0..t {
+                    let abs = pos + i;
+                    let lo = window.map_or(0, |w: usize| (abs + 1).saturating_sub(w));
+                    let sc: Vec<f64> = (lo..=abs)
+                        .map(|j| {
+                            let d: f64 = (0..hs)
+                                .map(|e| {
+                                    q[(h * t + i) * hs + e] as f64
+                                        * kc[(g * cap + j) * hs + e] as f64
+                                })
+                                .sum::<f64>()
+                                * scale;
+                            softcap.map_or(d, |c| (d / c).tanh() * c)
+                        })
+                        .collect();
+                    let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                    for e in 0..hs {
+                        let want: f64 = (lo..=abs)
+                            .zip(&sc)
+                            .map(|(j, x)| (x - m).exp() / z * vc[(g * cap + j) * hs + e] as f64)
+                            .sum();
+                        let got = y[(h * t + i) * hs + e] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "nh {nh} nkv {nkv} t {t} pos {pos} h {h} i {i} e {e}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
