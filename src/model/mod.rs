@@ -108,7 +108,8 @@ pub struct GraftInfo {
 pub struct Model<B: Backend> {
     config: ModelConfig,
     grafts: Vec<GraftInfo>,
-    wte: Tensor<B, 2>,
+    /// `[vocab, n_embd]`; `None` while the embedding is read from the (tied) head's weight.
+    wte: Option<Tensor<B, 2>>,
     blocks: Vec<Block<B>>,
     ln_f: Norm<B>,
     lm_head: Linear<B>,
@@ -171,11 +172,28 @@ impl<B: Backend> Model<B> {
             Ok(Linear::from_host(&w, b.as_ref(), device))
         };
 
+        // The embedding and the head first: with tied embeddings they are normally the same
+        // matrix, and the head's (transposed) copy then serves the lookups too — one copy held,
+        // not two. (Before the blocks, so the transient copies stay below the final size.)
         let wte_h = take("transformer.wte.weight")?;
-        let wte = Tensor::from_data(
-            TensorData::new(wte_h.data, [cfg.padded_vocab_size, cfg.n_embd]),
-            device,
-        );
+        let head_w = take("lm_head.weight")?;
+        let same_as_head = cfg.tie_embeddings
+            && wte_h.shape == head_w.shape
+            && bytemuck::cast_slice::<f32, u32>(&wte_h.data)
+                == bytemuck::cast_slice::<f32, u32>(&head_w.data);
+        let head_b = if cfg.lm_head_bias {
+            Some(take("lm_head.bias")?)
+        } else {
+            None
+        };
+        let lm_head = Linear::from_host(&head_w, head_b.as_ref(), device);
+        drop(head_w);
+        let wte = (!same_as_head).then(|| {
+            Tensor::from_data(
+                TensorData::new(wte_h.data, [cfg.padded_vocab_size, cfg.n_embd]),
+                device,
+            )
+        });
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("transformer.h.{i}");
@@ -252,7 +270,6 @@ impl<B: Backend> Model<B> {
             });
         }
         let ln_f = take_norm(&mut take, "transformer.ln_f")?;
-        let lm_head = linear(&mut take, "lm_head", cfg.lm_head_bias)?;
         let rope = Rope::new(cfg, cfg.block_size, device);
         Ok(Self {
             config,
@@ -295,6 +312,11 @@ impl<B: Backend> Model<B> {
     /// see `checkpoint::names::linears`).
     pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
         if name == "lm_head" {
+            // The head may be about to change (an adapter attached or merged): the embedding it
+            // stood in for keeps the base values.
+            if self.wte.is_none() {
+                self.wte = Some(self.lm_head.weight().clone().transpose());
+            }
             return Some(&mut self.lm_head);
         }
         let rest = name.strip_prefix("transformer.h.")?;
@@ -379,7 +401,11 @@ impl<B: Backend> Model<B> {
         }
         let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [t]), &self.device);
-        let mut x = self.wte.clone().select(0, idx).unsqueeze_dim::<3>(0); // [1, t, e]
+        let rows = match &self.wte {
+            Some(wte) => wte.clone().select(0, idx),
+            None => self.lm_head.weight().clone().select(1, idx).transpose(),
+        };
+        let mut x = rows.unsqueeze_dim::<3>(0); // [1, t, e]
         if self.config.scale_embeddings {
             x = x * (self.config.n_embd as f64).sqrt();
         }
@@ -395,5 +421,59 @@ impl<B: Backend> Model<B> {
         }
         let [_, rows, v] = logits.dims();
         Ok(logits.reshape([rows, v]))
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::linear::LowRank;
+    use super::*;
+    use crate::backend::Flex;
+
+    fn last_logits(m: &Model<Flex>, ids: &[u32]) -> Vec<f32> {
+        let mut c = m.new_cache(ids.len());
+        crate::generate::logits_to_vec(m.forward(ids, &mut c, true).unwrap()).unwrap()
+    }
+
+    /// A tied model holds one copy of the embedding (the head's); merging an update into the
+    /// head first gives the embedding its own copy, so merged equals separate.
+    #[test]
+    fn tied_head_shares_the_embedding_until_the_head_changes() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/models/qwen2/hf"
+        );
+        let ck = crate::Checkpoint::open(dir).unwrap();
+        assert!(ck.config.tie_embeddings);
+        let mut m = ck.load::<Flex>(&Default::default()).unwrap();
+        assert!(m.wte.is_none(), "one copy of a tied embedding");
+        let ids = [1, 5, 9, 2];
+        let base = last_logits(&m, &ids);
+        let [e, v] = m.lm_head.weight().dims();
+        let dev = Default::default();
+        let a: Vec<f32> = (0..e * 2).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect();
+        let b: Vec<f32> = (0..2 * v).map(|i| ((i % 5) as f32 - 2.0) * 0.05).collect();
+        let head = m.linear_mut("lm_head").unwrap();
+        head.push_update(LowRank {
+            name: "x".into(),
+            a: Tensor::from_data(TensorData::new(a, [e, 2]), &dev),
+            b: Tensor::from_data(TensorData::new(b, [2, v]), &dev),
+            scale: 1.0,
+            active: true,
+            merged: false,
+        });
+        assert!(m.wte.is_some(), "the embedding got its own copy");
+        let separate = last_logits(&m, &ids);
+        assert!(separate
+            .iter()
+            .zip(&base)
+            .any(|(x, y)| (x - y).abs() > 1e-3));
+        m.linear_mut("lm_head").unwrap().set_merged("x", true);
+        let merged = last_logits(&m, &ids);
+        let err = merged
+            .iter()
+            .zip(&separate)
+            .fold(0f32, |d, (x, y)| d.max((x - y).abs()));
+        assert!(err < 1e-4, "merged differs from separate by {err}");
     }
 }
