@@ -19,17 +19,9 @@ fn ms(f: impl FnOnce()) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// One run of `n` greedy tokens after a 4-token prompt.
 fn decode_tps<B: Backend>(model: &Model<B>, n: usize) -> f64 {
-    let mut cache = model.new_cache(n + 8);
-    let _ = model.forward(&[1, 2, 3, 4], &mut cache, true).unwrap();
-    let t = Instant::now();
-    let mut tok = 5u32;
-    for _ in 0..n {
-        let l = model.forward(&[tok], &mut cache, true).unwrap();
-        let v = graftlm::generate::logits_to_vec(l).unwrap();
-        tok = graftlm::sampling::argmax(&v) as u32;
-    }
-    n as f64 / t.elapsed().as_secs_f64()
+    common::decode_tps(model, 4, n)
 }
 
 fn run<B: Backend>(backend: &str) {

@@ -17,23 +17,10 @@ use std::time::Instant;
 use burn::prelude::Backend;
 use graftlm::{Mode, Model};
 
-/// Best of three runs of `n` greedy tokens after a `prompt`-token prefill (shared machines are
-/// noisy; the best run is the one least disturbed).
+/// Best of three runs (shared machines are noisy; the best run is the one least disturbed).
 fn decode_tps<B: Backend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
     (0..3)
-        .map(|_| {
-            let mut cache = model.new_cache(prompt + n + 1);
-            let ids: Vec<u32> = (1..=prompt as u32).collect();
-            let _ = model.forward(&ids, &mut cache, true).unwrap();
-            let t = Instant::now();
-            let mut tok = 5u32;
-            for _ in 0..n {
-                let l = model.forward(&[tok], &mut cache, true).unwrap();
-                let v = graftlm::generate::logits_to_vec(l).unwrap();
-                tok = graftlm::sampling::argmax(&v) as u32;
-            }
-            n as f64 / t.elapsed().as_secs_f64()
-        })
+        .map(|_| common::decode_tps(model, prompt, n))
         .fold(0.0, f64::max)
 }
 

@@ -1,5 +1,5 @@
-//! Shared by the benches: the SmolLM2-135M shape, random weights and adapters built in memory, and
-//! a memory read-bandwidth probe.
+//! Shared by the benches: the SmolLM2-135M shape, random weights and adapters built in memory, a
+//! greedy decoding timer and a memory read-bandwidth probe.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -165,4 +165,19 @@ fn sum(v: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + rest
+}
+
+/// Tokens/s of `n` greedy tokens decoded one at a time after a `prompt`-token prefill (one run).
+pub fn decode_tps<B: Backend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
+    let mut cache = model.new_cache(prompt + n + 1);
+    let ids: Vec<u32> = (1..=prompt as u32).collect();
+    let _ = model.forward(&ids, &mut cache, true).unwrap();
+    let t = std::time::Instant::now();
+    let mut tok = 5u32;
+    for _ in 0..n {
+        let l = model.forward(&[tok], &mut cache, true).unwrap();
+        let v = graftlm::generate::logits_to_vec(l).unwrap();
+        tok = graftlm::sampling::argmax(&v) as u32;
+    }
+    n as f64 / t.elapsed().as_secs_f64()
 }
