@@ -18,7 +18,7 @@ use burn::prelude::Backend;
 use crate::adapters::{self, Adapter, AdapterLocation, Mode, StepChoice};
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, WeightDtype};
 
 /// An adapter to load: a file, step folder or run directory, with optional step, name and scale.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +83,8 @@ pub struct Plan {
     pub base_from: String,
     pub adapters: Vec<(Adapter, f32)>,
     pub mode: Mode,
+    /// How the base's weight matrices are held (default `Auto`: as stored when 16-bit).
+    pub weight_dtype: WeightDtype,
 }
 
 /// Builds a [`Model`] from a base and adapters.
@@ -92,6 +94,7 @@ pub struct ModelBuilder {
     specs: Vec<AdapterSpec>,
     loaded: Vec<(Adapter, f32)>,
     mode: Mode,
+    weight_dtype: WeightDtype,
 }
 
 impl ModelBuilder {
@@ -121,6 +124,12 @@ impl ModelBuilder {
     /// Separate (default) or merged.
     pub fn mode(mut self, mode: Mode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// How to hold the base's weight matrices (see [`WeightDtype`]; default `Auto`).
+    pub fn weight_dtype(mut self, precision: WeightDtype) -> Self {
+        self.weight_dtype = precision;
         self
     }
 
@@ -163,6 +172,7 @@ impl ModelBuilder {
             base_from,
             adapters: adapters_out,
             mode: self.mode,
+            weight_dtype: self.weight_dtype,
         })
     }
 
@@ -190,7 +200,7 @@ impl Plan {
 
     /// Loads the base on `device` and grafts every adapter.
     pub fn build<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
-        let mut model = self.checkpoint.load::<B>(device)?;
+        let mut model = self.checkpoint.load_as::<B>(device, self.weight_dtype)?;
         for (a, scale) in &self.adapters {
             model.attach(a, *scale, self.mode)?;
         }

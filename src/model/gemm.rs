@@ -7,6 +7,8 @@
 //! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row
 //! computed alone during decoding, and nothing depends on the thread count.
 
+use super::matvec::Weight;
+
 /// Rows per register block.
 const MR: usize = 8;
 /// Vectors (of 16 f32) per register block: 48 columns.
@@ -21,7 +23,7 @@ const PREFETCH: usize = 32;
 
 /// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major. Returns `false` (and
 /// leaves `y` alone) when this CPU lacks AVX-512, so the caller can fall back to its own GEMM.
-pub fn gemm(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
+pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
     assert!(x.len() == m * k && w.len() == k * n && y.len() == m * n);
     #[cfg(target_arch = "x86_64")]
     {
@@ -63,15 +65,15 @@ pub fn gemm(x: &[f32], w: &[f32], y: &mut [f32], m: usize, k: usize, n: usize) -
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{KC, MR, NR, NV, PREFETCH};
+    use super::{Weight, KC, MR, NR, NV, PREFETCH};
     use std::arch::x86_64::*;
 
     /// Output columns `j0..j1` of every row.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn columns(
+    pub(super) unsafe fn columns<W: Weight>(
         x: &[f32],
-        w: &[f32],
+        w: &[W],
         y: *mut f32,
         m: usize,
         k: usize,
@@ -82,24 +84,22 @@ mod x86 {
         let mut j = j0;
         while j < j1 {
             let width = (j1 - j).min(NR);
-            let masks: [__mmask16; NV] = std::array::from_fn(|v| {
-                let left = width.saturating_sub(v * 16).min(16);
-                ((1u32 << left) - 1) as __mmask16
-            });
+            let lefts: [usize; NV] = std::array::from_fn(|v| width.saturating_sub(v * 16).min(16));
+            let masks: [__mmask16; NV] = lefts.map(|left| ((1u32 << left) - 1) as __mmask16);
             let mut k0 = 0;
             while k0 < k {
                 let kc = (k - k0).min(KC);
                 let mut i = 0;
                 while i + MR <= m {
-                    block::<MR>(x, w, y, k, n, i, j, k0, kc, &masks);
+                    block::<MR, W>(x, w, y, k, n, i, j, k0, kc, &masks, &lefts);
                     i += MR;
                 }
                 while i + 4 <= m {
-                    block::<4>(x, w, y, k, n, i, j, k0, kc, &masks);
+                    block::<4, W>(x, w, y, k, n, i, j, k0, kc, &masks, &lefts);
                     i += 4;
                 }
                 while i < m {
-                    block::<1>(x, w, y, k, n, i, j, k0, kc, &masks);
+                    block::<1, W>(x, w, y, k, n, i, j, k0, kc, &masks, &lefts);
                     i += 1;
                 }
                 k0 += kc;
@@ -114,9 +114,9 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const R: usize>(
+    unsafe fn block<const R: usize, W: Weight>(
         x: &[f32],
-        w: &[f32],
+        w: &[W],
         y: *mut f32,
         k: usize,
         n: usize,
@@ -125,7 +125,9 @@ mod x86 {
         k0: usize,
         kc: usize,
         masks: &[__mmask16; NV],
+        lefts: &[usize; NV],
     ) {
+        let full = lefts.iter().all(|&l| l == 16);
         let mut acc = [[_mm512_setzero_ps(); NV]; R];
         if k0 > 0 {
             for (r, row) in acc.iter_mut().enumerate() {
@@ -144,8 +146,15 @@ mod x86 {
                     _mm_prefetch::<_MM_HINT_T0>(wp.add(PREFETCH * n + v * 16) as *const i8);
                 }
             }
-            let wv: [__m512; NV] =
-                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], wp.add(v * 16)));
+            let wv: [__m512; NV] = if full {
+                std::array::from_fn(|v| W::load16(wp.add(v * 16)))
+            } else {
+                std::array::from_fn(|v| match lefts[v] {
+                    0 => _mm512_setzero_ps(),
+                    16 => W::load16(wp.add(v * 16)),
+                    l => W::load16_part(wp.add(v * 16), masks[v], l),
+                })
+            };
             for (r, row) in acc.iter_mut().enumerate() {
                 let xr = _mm512_set1_ps(*xp.add(r * k + kk));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
@@ -197,6 +206,28 @@ mod tests {
                     "m={m} k={k} n={n} row {r}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_weights_give_the_rows_of_their_f32_values() {
+        let mut s = 13u32;
+        for (m, k, n) in [(2, 3, 5), (9, 7, 17), (13, 300, 49), (8, 576, 97)] {
+            let x: Vec<f32> = (0..m * k).map(|_| rnd(&mut s)).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd(&mut s)).collect();
+            let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let wide_bf: Vec<f32> = bf.iter().map(|v| v.to_f32()).collect();
+            let wide_hf: Vec<f32> = hf.iter().map(|v| v.to_f32()).collect();
+            let (mut a, mut b) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            if !gemm(&x, &bf, &mut a, m, k, n) {
+                return;
+            }
+            assert!(gemm(&x, &wide_bf, &mut b, m, k, n));
+            assert_eq!(a, b, "bf16 m={m} k={k} n={n}");
+            assert!(gemm(&x, &hf, &mut a, m, k, n));
+            assert!(gemm(&x, &wide_hf, &mut b, m, k, n));
+            assert_eq!(a, b, "f16 m={m} k={k} n={n}");
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use super::matvec::{try_linear, RowTerm};
+use super::precision::{as_f32, held_tensor, host_f32, WeightDtype};
 use crate::checkpoint::HostTensor;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -44,27 +45,63 @@ pub struct Affine<B: Backend> {
 /// A dense linear layer.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    /// `[in, out]`.
+    /// `[in, out]`, held at `precision`.
     weight: Tensor<B, 2>,
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
     updates: Vec<LowRank<B>>,
     affine: Option<Affine<B>>,
+    /// F32, Bf16 or F16 (never Auto).
+    precision: WeightDtype,
+    /// A 16-bit weight's base while updates are merged into it: merging rounds `W + ΔW` to the
+    /// held precision (as PEFT and LitGPT do for 16-bit models), unmerging restores this exactly.
+    base: Option<Tensor<B, 2>>,
 }
 
 impl<B: Backend> Linear<B> {
-    /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`.
-    pub fn from_host(weight: &HostTensor, bias: Option<&HostTensor>, device: &B::Device) -> Self {
+    /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`,
+    /// holding the weight at `precision` (`Auto` counts as f32).
+    pub fn from_host(
+        weight: &HostTensor,
+        bias: Option<&HostTensor>,
+        precision: WeightDtype,
+        device: &B::Device,
+    ) -> Self {
         let (out, inp) = (weight.shape[0], weight.shape[1]);
+        let precision = match precision {
+            WeightDtype::Auto => WeightDtype::F32,
+            p => p,
+        };
         let t = transpose(&weight.data, out, inp);
-        let weight = Tensor::from_data(TensorData::new(t, [inp, out]), device);
+        let weight = held_tensor::<B>(t, [inp, out], precision, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,
             bias,
             updates: Vec::new(),
             affine: None,
+            precision,
+            base: None,
         }
+    }
+
+    /// How the weight is held (never `Auto`).
+    pub fn precision(&self) -> WeightDtype {
+        self.precision
+    }
+
+    /// An f32 weight `[in, out]` held as this layer holds its weight.
+    fn hold(&self, w: Tensor<B, 2>) -> Tensor<B, 2> {
+        if self.precision == WeightDtype::F32 {
+            return w;
+        }
+        let dims = w.dims();
+        held_tensor::<B>(host_f32(&w), dims, self.precision, &w.device())
+    }
+
+    /// The weight as f32 `[in, out]` (a cheap clone when held as f32).
+    pub fn weight_f32(&self) -> Tensor<B, 2> {
+        as_f32(&self.weight)
     }
 
     /// Installs an affine correction (kept separate until [`Linear::set_affine_merged`]).
@@ -101,13 +138,15 @@ impl<B: Backend> Linear<B> {
             (true, false) => {
                 let (w, b) = (self.weight.clone(), self.bias.clone());
                 let s = af.scale.clone();
-                self.weight = w.clone() * s.clone().unsqueeze_dim::<2>(0);
+                let scaled = as_f32(&w) * s.clone().unsqueeze_dim::<2>(0);
+                let af_bias = af.bias.clone();
                 let b_plus = match &b {
-                    Some(b) => b.clone() + af.bias.clone(),
-                    None => af.bias.clone(),
+                    Some(b) => b.clone() + af_bias,
+                    None => af_bias,
                 };
-                self.bias = Some(b_plus * s);
                 af.saved = Some((w, b));
+                self.bias = Some(b_plus * s);
+                self.weight = self.hold(scaled);
             }
             (false, true) => {
                 if let Some((w, b)) = af.saved.take() {
@@ -129,7 +168,8 @@ impl<B: Backend> Linear<B> {
         self.weight.dims()[1]
     }
 
-    /// The weight, `[in, out]` (including merged updates).
+    /// The weight, `[in, out]` (including merged updates), as held: f32, or bf16 / f16 on
+    /// backends that keep 16-bit weights (see [`Linear::weight_f32`]).
     pub fn weight(&self) -> &Tensor<B, 2> {
         &self.weight
     }
@@ -174,6 +214,11 @@ impl<B: Backend> Linear<B> {
         };
         let u = &self.updates[i];
         if u.merged != merged {
+            if self.precision != WeightDtype::F32 {
+                self.updates[i].merged = merged;
+                self.rebuild_merged();
+                return true;
+            }
             let d = Self::delta(u, u.scale);
             self.weight = if merged {
                 self.weight.clone() + d
@@ -185,17 +230,37 @@ impl<B: Backend> Linear<B> {
         true
     }
 
+    /// A 16-bit weight: `round(base + Σ merged s·A·B)`, or the base itself when nothing is merged.
+    fn rebuild_merged(&mut self) {
+        if !self.updates.iter().any(|u| u.merged) {
+            if let Some(b) = self.base.take() {
+                self.weight = b;
+            }
+            return;
+        }
+        let base = self.base.get_or_insert_with(|| self.weight.clone()).clone();
+        let mut w = as_f32(&base);
+        for u in self.updates.iter().filter(|u| u.merged) {
+            w = w + Self::delta(u, u.scale);
+        }
+        self.weight = self.hold(w);
+    }
+
     /// Changes the run-time scale of an update, adjusting the weight if it is merged.
     pub fn set_scale(&mut self, name: &str, scale: f32) -> bool {
         let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
             return false;
         };
         let u = &self.updates[i];
-        if u.merged && u.scale != scale {
+        let rescale = u.merged && u.scale != scale;
+        if rescale && self.precision == WeightDtype::F32 {
             let d = Self::delta(u, scale - u.scale);
             self.weight = self.weight.clone() + d;
         }
         self.updates[i].scale = scale;
+        if rescale && self.precision != WeightDtype::F32 {
+            self.rebuild_merged();
+        }
         true
     }
 
@@ -218,7 +283,7 @@ impl<B: Backend> Linear<B> {
         let mut y = match try_linear(&x2, &self.weight, self.bias.as_ref(), &terms) {
             Some(y) => y,
             None => {
-                let mut y = x2.clone().matmul(self.weight.clone());
+                let mut y = x2.clone().matmul(self.weight_f32());
                 if let Some(bias) = &self.bias {
                     y = y + bias.clone().unsqueeze_dim::<2>(0);
                 }

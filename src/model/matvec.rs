@@ -48,7 +48,7 @@ pub fn try_linear<B: Backend>(
             .iter()
             .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
             .collect::<Option<Vec<_>>>()?;
-        let wd = f32s(&wt).filter(|d| d.len() == k * n)?;
+        let wd = held(&wt).filter(|d| d.len() == k * n)?;
         let bd = match &bt {
             Some(b) => Some(f32s(b).filter(|d| d.len() == n)?),
             None => None,
@@ -71,7 +71,7 @@ pub fn try_linear<B: Backend>(
             }
         };
         // `[m, k] × [k, n]`; `None` when there is no host kernel for several rows on this CPU.
-        let mul = |x: &[f32], w: &[f32], k: usize, n: usize| -> Option<Vec<f32>> {
+        fn mul<W: Weight>(x: &[f32], w: &[W], m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
             let mut y = vec![0f32; m * n];
             if m == 1 {
                 matvec(x, w, &mut y);
@@ -79,7 +79,7 @@ pub fn try_linear<B: Backend>(
                 return None;
             }
             Some(y)
-        };
+        }
         if m == 1 {
             // One pass over the output columns does the weight, the bias and every term's
             // `(x·A)·B` while the column tile is in L1 (one parallel split per linear, not three
@@ -94,7 +94,11 @@ pub fn try_linear<B: Backend>(
                 .collect();
             let mut y = vec![0f32; n];
             split_columns(&mut y, |j0, out| {
-                tile_kernel(xd, wd, n, j0, out);
+                match wd {
+                    Held::F32(w) => tile_kernel(xd, w, n, j0, out),
+                    Held::Bf16(w) => tile_kernel(xd, w, n, j0, out),
+                    Held::F16(w) => tile_kernel(xd, w, n, j0, out),
+                }
                 if let Some(b) = bd {
                     out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
                 }
@@ -109,15 +113,19 @@ pub fn try_linear<B: Backend>(
             });
             return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
         }
-        let mut y = mul(xd, wd, k, n)?;
+        let mut y = match wd {
+            Held::F32(w) => mul(xd, w, m, k, n)?,
+            Held::Bf16(w) => mul(xd, w, m, k, n)?,
+            Held::F16(w) => mul(xd, w, m, k, n)?,
+        };
         if let Some(b) = bd {
             for row in y.chunks_mut(n) {
                 row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
             }
         }
         for (a, b, r, scale) in td {
-            let xa = mul(xd, a, k, r)?;
-            let d = mul(&xa, b, r, n)?;
+            let xa = mul(xd, a, m, k, r)?;
+            let d = mul(&xa, b, m, r, n)?;
             y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
         }
         Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()))
@@ -136,6 +144,37 @@ pub(super) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_
     p.downcast::<burn_flex::FlexTensor>().ok().map(|b| *b)
 }
 
+/// The elements of a contiguous flex weight, in place: f32, or 16-bit (widened by the kernels).
+#[cfg(feature = "flex")]
+pub(super) enum Held<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+    F16(&'a [half::f16]),
+}
+
+#[cfg(feature = "flex")]
+impl Held<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Held::F32(d) => d.len(),
+            Held::Bf16(d) => d.len(),
+            Held::F16(d) => d.len(),
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+pub(super) fn held(t: &burn_flex::FlexTensor) -> Option<Held<'_>> {
+    use burn::tensor::DType;
+    let (start, end) = t.layout().contiguous_offsets()?;
+    match t.dtype() {
+        DType::F32 => t.storage::<f32>().get(start..end).map(Held::F32),
+        DType::BF16 => t.storage::<half::bf16>().get(start..end).map(Held::Bf16),
+        DType::F16 => t.storage::<half::f16>().get(start..end).map(Held::F16),
+        _ => None,
+    }
+}
+
 /// The f32 elements of a contiguous flex tensor, in place.
 #[cfg(feature = "flex")]
 pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
@@ -146,8 +185,54 @@ pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
     t.storage::<f32>().get(start..end)
 }
 
+/// An element type weights can be held in: f32, or bf16 / f16 widened exactly as they are read.
+pub trait Weight: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// Sixteen weights from `p`, widened (AVX-512F).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and `p..p + 16` is readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// The first `left` (< 16) of sixteen weights from `p`, the rest zero (AVX-512F).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, `mask` is `(1 << left) - 1` and `p..p + left` is readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16_part(
+        p: *const Self,
+        mask: std::arch::x86_64::__mmask16,
+        left: usize,
+    ) -> std::arch::x86_64::__m512;
+    /// Eight weights from `p`, widened (AVX2 + F16C).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C and `p..p + 8` is readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod portable {
+    impl super::Weight for f32 {
+        fn to_f32(self) -> f32 {
+            self
+        }
+    }
+    impl super::Weight for half::bf16 {
+        fn to_f32(self) -> f32 {
+            f32::from_bits((self.to_bits() as u32) << 16)
+        }
+    }
+    impl super::Weight for half::f16 {
+        fn to_f32(self) -> f32 {
+            half::f16::to_f32(self)
+        }
+    }
+}
+
 /// `y = x·W` with `W` `[x.len(), y.len()]` row-major, columns split across rayon's threads.
-pub fn matvec(x: &[f32], w: &[f32], y: &mut [f32]) {
+pub fn matvec<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
     let n = y.len();
     debug_assert_eq!(w.len(), x.len() * n);
     split_columns(y, |j0, out| tile_kernel(x, w, n, j0, out));
@@ -180,7 +265,7 @@ fn split_columns(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
 /// Output columns `j0..j0 + out.len()`: `out[j] = Σ_i x[i]·W[i, j0 + j]`, accumulated with fused
 /// multiply-adds in row order (the same arithmetic on every path, so the result does not depend on
 /// which instruction set the CPU has).
-fn tile_kernel(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
+fn tile_kernel<W: Weight>(x: &[f32], w: &[W], n: usize, j0: usize, out: &mut [f32]) {
     assert!(j0 + out.len() <= n && w.len() >= x.len() * n);
     out.fill(0.0);
     #[cfg(target_arch = "x86_64")]
@@ -189,51 +274,140 @@ fn tile_kernel(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
             // SAFETY: the CPU has AVX-512F; indices are in bounds (asserted above).
             return unsafe { x86::tile_avx512(x, w, n, j0, out) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
         {
-            // SAFETY: the CPU has AVX2 and FMA; indices are in bounds (asserted above).
+            // SAFETY: the CPU has AVX2, FMA and F16C; indices are in bounds (asserted above).
             return unsafe { x86::tile_avx2(x, w, n, j0, out) };
         }
     }
     for (i, &xi) in x.iter().enumerate() {
         let row = &w[i * n + j0..i * n + j0 + out.len()];
         for (o, &r) in out.iter_mut().zip(row) {
-            *o = xi.mul_add(r, *o);
+            *o = xi.mul_add(r.to_f32(), *o);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::Weight;
     use std::arch::x86_64::*;
+
+    impl Weight for f32 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            self
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16_part(p: *const f32, mask: __mmask16, _left: usize) -> __m512 {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+
+    impl Weight for half::bf16 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            // bf16 is the upper half of an f32.
+            f32::from_bits((self.to_bits() as u32) << 16)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16(p: *const half::bf16) -> __m512 {
+            let h = _mm256_loadu_si256(p as *const __m256i);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16_part(p: *const half::bf16, _mask: __mmask16, left: usize) -> __m512 {
+            let mut t = [half::bf16::ZERO; 16];
+            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
+            Self::load16(t.as_ptr())
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(p: *const half::bf16) -> __m256 {
+            let h = _mm_loadu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+
+    impl Weight for half::f16 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            half::f16::to_f32(self)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16(p: *const half::f16) -> __m512 {
+            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16_part(p: *const half::f16, _mask: __mmask16, left: usize) -> __m512 {
+            let mut t = [half::f16::ZERO; 16];
+            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
+            Self::load16(t.as_ptr())
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn load8(p: *const half::f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        }
+    }
 
     /// Scalar columns past the last full vector, same arithmetic as the vector lanes.
     #[inline(always)]
-    unsafe fn tail(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32], from: usize) {
+    unsafe fn tail<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        n: usize,
+        j0: usize,
+        out: &mut [f32],
+        from: usize,
+    ) {
         for (i, &xi) in x.iter().enumerate() {
             let base = i * n + j0;
             for j in from..out.len() {
                 let o = out.get_unchecked_mut(j);
-                *o = xi.mul_add(*w.get_unchecked(base + j), *o);
+                *o = xi.mul_add(w.get_unchecked(base + j).to_f32(), *o);
             }
         }
     }
 
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn tile_avx512(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
+    pub(super) unsafe fn tile_avx512<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        n: usize,
+        j0: usize,
+        out: &mut [f32],
+    ) {
         let full = out.len() / 16 * 16;
         let o = out.as_mut_ptr();
         let mut i = 0;
         // Eight weight rows per pass over the output tile: eight input streams, one read-modify-
         // write of the (L1-resident) tile.
         while i + 8 <= x.len() {
-            let p: [*const f32; 8] = std::array::from_fn(|r| w.as_ptr().add((i + r) * n + j0));
+            let p: [*const W; 8] = std::array::from_fn(|r| w.as_ptr().add((i + r) * n + j0));
             let xs: [__m512; 8] = std::array::from_fn(|r| _mm512_set1_ps(x[i + r]));
             let mut j = 0;
             while j < full {
                 let mut acc = _mm512_loadu_ps(o.add(j));
                 for r in 0..8 {
-                    acc = _mm512_fmadd_ps(xs[r], _mm512_loadu_ps(p[r].add(j)), acc);
+                    acc = _mm512_fmadd_ps(xs[r], W::load16(p[r].add(j)), acc);
                 }
                 _mm512_storeu_ps(o.add(j), acc);
                 j += 16;
@@ -245,7 +419,7 @@ mod x86 {
             let xi = _mm512_set1_ps(x[i]);
             let mut j = 0;
             while j < full {
-                let acc = _mm512_fmadd_ps(xi, _mm512_loadu_ps(p.add(j)), _mm512_loadu_ps(o.add(j)));
+                let acc = _mm512_fmadd_ps(xi, W::load16(p.add(j)), _mm512_loadu_ps(o.add(j)));
                 _mm512_storeu_ps(o.add(j), acc);
                 j += 16;
             }
@@ -254,8 +428,14 @@ mod x86 {
         tail(x, w, n, j0, out, full);
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_avx2(x: &[f32], w: &[f32], n: usize, j0: usize, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile_avx2<W: Weight>(
+        x: &[f32],
+        w: &[W],
+        n: usize,
+        j0: usize,
+        out: &mut [f32],
+    ) {
         let full = out.len() / 8 * 8;
         let o = out.as_mut_ptr();
         let mut i = 0;
@@ -267,10 +447,10 @@ mod x86 {
             let mut j = 0;
             while j < full {
                 let mut acc = _mm256_loadu_ps(o.add(j));
-                acc = _mm256_fmadd_ps(x0, _mm256_loadu_ps(p.add(j)), acc);
-                acc = _mm256_fmadd_ps(x1, _mm256_loadu_ps(p1.add(j)), acc);
-                acc = _mm256_fmadd_ps(x2, _mm256_loadu_ps(p2.add(j)), acc);
-                acc = _mm256_fmadd_ps(x3, _mm256_loadu_ps(p3.add(j)), acc);
+                acc = _mm256_fmadd_ps(x0, W::load8(p.add(j)), acc);
+                acc = _mm256_fmadd_ps(x1, W::load8(p1.add(j)), acc);
+                acc = _mm256_fmadd_ps(x2, W::load8(p2.add(j)), acc);
+                acc = _mm256_fmadd_ps(x3, W::load8(p3.add(j)), acc);
                 _mm256_storeu_ps(o.add(j), acc);
                 j += 8;
             }
@@ -281,7 +461,7 @@ mod x86 {
             let xi = _mm256_set1_ps(x[i]);
             let mut j = 0;
             while j < full {
-                let acc = _mm256_fmadd_ps(xi, _mm256_loadu_ps(p.add(j)), _mm256_loadu_ps(o.add(j)));
+                let acc = _mm256_fmadd_ps(xi, W::load8(p.add(j)), _mm256_loadu_ps(o.add(j)));
                 _mm256_storeu_ps(o.add(j), acc);
                 j += 8;
             }
@@ -329,6 +509,45 @@ mod tests {
             for (j, (&a, &b)) in y.iter().zip(&want).enumerate() {
                 assert!((a as f64 - b).abs() < 1e-4, "k={k} n={n} j={j}: {a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_weights_give_the_f32_results_of_their_values_bit_for_bit() {
+        let mut s = 5u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (k, n) in [(1, 1), (9, 17), (130, 4099), (576, 960), (3, 2 * TILE + 5)] {
+            let x: Vec<f32> = (0..k).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let wide_bf: Vec<f32> = bf.iter().map(|v| v.to_f32()).collect();
+            let wide_hf: Vec<f32> = hf.iter().map(|v| v.to_f32()).collect();
+            let run = |f: &dyn Fn(&mut [f32])| {
+                let mut y = vec![f32::NAN; n];
+                f(&mut y);
+                y
+            };
+            let a = run(&|y| matvec(&x, &bf, y));
+            let b = run(&|y| matvec(&x, &wide_bf, y));
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "bf16 k={k} n={n}"
+            );
+            let a = run(&|y| matvec(&x, &hf, y));
+            let b = run(&|y| matvec(&x, &wide_hf, y));
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "f16 k={k} n={n}"
+            );
+            // And the widening itself is exact.
+            assert!(bf
+                .iter()
+                .zip(&wide_bf)
+                .all(|(h, f)| Weight::to_f32(*h) == *f));
         }
     }
 }

@@ -10,6 +10,7 @@ mod linear;
 mod matvec;
 mod mlp;
 mod norm;
+mod precision;
 mod rope;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ pub use attention::{Attention, Prefix};
 pub use linear::{transpose, Affine, Linear, LowRank};
 pub use mlp::Mlp;
 pub use norm::Norm;
+pub use precision::{holds_16bit, WeightDtype};
 pub use rope::{inv_freq, Rope};
 
 use crate::cache::KvCache;
@@ -115,6 +117,8 @@ pub struct Model<B: Backend> {
     lm_head: Linear<B>,
     rope: Rope<B>,
     device: B::Device,
+    /// How the weight matrices are held (never `Auto`).
+    precision: WeightDtype,
 }
 
 impl<B: Backend> Model<B> {
@@ -138,12 +142,28 @@ impl<B: Backend> Model<B> {
     }
 
     /// Builds the model asking `take` for each parameter (LitGPT names) in turn, so a loader can
-    /// read one tensor at a time and peak memory stays near the model's own size.
+    /// read one tensor at a time and peak memory stays near the model's own size. Weights are
+    /// held as f32 (see [`Model::from_source_as`]).
     pub fn from_source(
         config: ModelConfig,
-        mut take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+        take: &mut dyn FnMut(&str) -> Result<HostTensor>,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::from_source_as(config, take, WeightDtype::F32, device)
+    }
+
+    /// [`Model::from_source`] holding the weight matrices (linears and embedding) at `precision`
+    /// (`Auto` counts as f32 here: the loader resolves it from the stored dtypes).
+    pub fn from_source_as(
+        config: ModelConfig,
+        mut take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+        precision: WeightDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let precision = match precision {
+            WeightDtype::Auto => WeightDtype::F32,
+            p => p,
+        };
         let cfg = &config;
         let norm = |w: &HostTensor, b: Option<&HostTensor>| {
             Norm::from_host(cfg.norm, w, b, cfg.norm_eps, device)
@@ -169,7 +189,7 @@ impl<B: Backend> Model<B> {
             } else {
                 None
             };
-            Ok(Linear::from_host(&w, b.as_ref(), device))
+            Ok(Linear::from_host(&w, b.as_ref(), precision, device))
         };
 
         // The embedding and the head first: with tied embeddings they are normally the same
@@ -186,11 +206,13 @@ impl<B: Backend> Model<B> {
         } else {
             None
         };
-        let lm_head = Linear::from_host(&head_w, head_b.as_ref(), device);
+        let lm_head = Linear::from_host(&head_w, head_b.as_ref(), precision, device);
         drop(head_w);
         let wte = (!same_as_head).then(|| {
-            Tensor::from_data(
-                TensorData::new(wte_h.data, [cfg.padded_vocab_size, cfg.n_embd]),
+            precision::held_tensor::<B>(
+                wte_h.data,
+                [cfg.padded_vocab_size, cfg.n_embd],
+                precision,
                 device,
             )
         });
@@ -280,7 +302,30 @@ impl<B: Backend> Model<B> {
             lm_head,
             rope,
             device: device.clone(),
+            precision,
         })
+    }
+
+    /// How the weight matrices are held: f32, bf16 or f16 (never `Auto`). Arithmetic is f32.
+    pub fn weight_dtype(&self) -> WeightDtype {
+        self.precision
+    }
+
+    /// Bytes held by the weight matrices (every linear's weight and the embedding when it has
+    /// its own copy; not norms, biases or adapters), as actually stored on the device.
+    pub fn weight_bytes(&self) -> usize {
+        let bytes = |t: &Tensor<B, 2>| t.shape().num_elements() * t.dtype().size();
+        let mut n = self.wte.as_ref().map_or(0, bytes) + bytes(self.lm_head.weight());
+        for b in &self.blocks {
+            let mlp = [Some(&b.mlp.fc_1), b.mlp.fc_2.as_ref(), Some(&b.mlp.proj)];
+            for l in [Some(&b.attn.qkv), Some(&b.attn.proj)]
+                .into_iter()
+                .chain(mlp)
+            {
+                n += l.map_or(0, |l| bytes(l.weight()));
+            }
+        }
+        n
     }
 
     /// The configuration the model was built from.
@@ -405,6 +450,7 @@ impl<B: Backend> Model<B> {
             Some(wte) => wte.clone().select(0, idx),
             None => self.lm_head.weight().clone().select(1, idx).transpose(),
         };
+        let rows = precision::as_f32(&rows);
         let mut x = rows.unsqueeze_dim::<3>(0); // [1, t, e]
         if self.config.scale_embeddings {
             x = x * (self.config.n_embd as f64).sqrt();

@@ -1,0 +1,250 @@
+//! How the large matrices (linear weights, the embedding) are held in memory.
+//!
+//! Decoding reads every weight once per token, so its speed is set by the bytes held: 16-bit
+//! weights decode about twice as fast as f32 on a CPU. Arithmetic stays f32 whatever is held:
+//! the host kernels widen each weight as they read it (exactly: every bf16 and f16 value is an
+//! f32), so a checkpoint stored in bf16 gives the same results held as bf16 as held as f32.
+//! Holding an f32 checkpoint in 16 bits rounds its weights (round to nearest even), which does
+//! change results; only [`WeightDtype::Auto`] (the default) never does.
+
+use std::fmt;
+
+use burn::prelude::*;
+use burn::tensor::{DType, TensorCreationOptions};
+
+use crate::error::{Error, Result};
+
+/// Held precision of the weight matrices (norms, biases and adapters always stay f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum WeightDtype {
+    /// The checkpoint's own dtype when every stored matrix is bf16 (or every one f16) and the
+    /// backend has 16-bit kernels (flex); f32 otherwise. Never rounds.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+impl WeightDtype {
+    /// The spelling used by the CLI and the C API (`auto`, `f32`, `bf16`, `f16`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// Bytes per held weight (`Auto` counts as 4 until resolved).
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::Bf16 | Self::F16 => 2,
+            Self::Auto | Self::F32 => 4,
+        }
+    }
+
+    /// What `Auto` means for a checkpoint whose matrices are stored with `stored` dtypes (as
+    /// safetensors names them: `BF16`, `F16`, `F32`, ...) on a backend that can (`host16`) or
+    /// cannot hold 16-bit weights. Explicit choices are returned as they are.
+    pub fn resolve<'a>(self, stored: impl IntoIterator<Item = &'a str>, host16: bool) -> Self {
+        if self != Self::Auto {
+            return self;
+        }
+        if !host16 {
+            return Self::F32;
+        }
+        let mut it = stored.into_iter().map(|d| d.to_ascii_uppercase());
+        match it.next().as_deref() {
+            Some("BF16") if it.all(|d| d == "BF16") => Self::Bf16,
+            Some("F16") if it.all(|d| d == "F16") => Self::F16,
+            _ => Self::F32,
+        }
+    }
+
+    /// Rounds `v` in place to the nearest value of this precision (nothing for f32).
+    pub fn round(self, v: &mut [f32]) {
+        match self {
+            Self::Bf16 => v
+                .iter_mut()
+                .for_each(|x| *x = half::bf16::from_f32(*x).to_f32()),
+            Self::F16 => v
+                .iter_mut()
+                .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
+            Self::Auto | Self::F32 => {}
+        }
+    }
+}
+
+impl fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WeightDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "f32" | "float32" | "fp32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "f16" | "float16" | "fp16" => Ok(Self::F16),
+            _ => Err(Error::invalid(
+                "weight dtype",
+                format!("`{s}` is not one of auto, f32, bf16, f16"),
+            )),
+        }
+    }
+}
+
+/// A `[rows, cols]` weight held at `precision` on `device`: as 16-bit elements where the backend
+/// keeps them ([`holds_16bit`]), otherwise as f32 (rounded to `precision`, so every backend
+/// computes with the same values).
+pub(crate) fn held_tensor<B: Backend>(
+    mut data: Vec<f32>,
+    shape: [usize; 2],
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
+    match precision {
+        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
+            Tensor::from_data(TensorData::new(to_bf16(&data), shape), opts(DType::BF16))
+        }
+        WeightDtype::F16 if holds_16bit::<B>(device) => {
+            let mut h = vec![half::f16::ZERO; data.len()];
+            half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut h[..], &data);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
+        _ => {
+            precision.round(&mut data);
+            Tensor::from_data(TensorData::new(data, shape), device)
+        }
+    }
+}
+
+/// `t` as f32 (a cheap clone when it already is).
+pub(crate) fn as_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, D> {
+    if t.dtype() == DType::F32 {
+        t.clone()
+    } else {
+        let dims = t.dims();
+        let v = host_f32(t);
+        Tensor::from_data(TensorData::new(v, dims), &t.device())
+    }
+}
+
+/// The values of `t` as host f32 (widened exactly from 16-bit).
+pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
+    let data = t.clone().into_data();
+    match data.dtype {
+        DType::BF16 => data
+            .as_slice::<half::bf16>()
+            .map(|s| s.iter().map(|h| h.to_f32()).collect())
+            .unwrap_or_default(),
+        DType::F16 => data
+            .as_slice::<half::f16>()
+            .map(|s| s.iter().map(|h| h.to_f32()).collect())
+            .unwrap_or_default(),
+        _ => data.convert::<f32>().into_vec::<f32>().unwrap_or_default(),
+    }
+}
+
+/// Round-to-nearest-even f32 → bf16 of finite values (weights are checked finite at load; a
+/// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
+/// vectorises; in parallel for large inputs.
+fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
+    let one = |x: &f32| {
+        let b = x.to_bits();
+        half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16)
+    };
+    let mut out = vec![half::bf16::ZERO; v.len()];
+    let run = |(o, i): (&mut [half::bf16], &[f32])| {
+        o.iter_mut().zip(i).for_each(|(o, x)| *o = one(x));
+    };
+    const CHUNK: usize = 1 << 16;
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if v.len() > CHUNK {
+            out.par_chunks_mut(CHUNK)
+                .zip(v.par_chunks(CHUNK))
+                .for_each(run);
+            return out;
+        }
+    }
+    out.chunks_mut(CHUNK).zip(v.chunks(CHUNK)).for_each(run);
+    out
+}
+
+/// Whether backend `B` keeps 16-bit weights for graftlm's host kernels (burn-flex does; the
+/// others would convert on every matmul, so they hold 16-bit choices as rounded f32).
+pub fn holds_16bit<B: Backend>(device: &B::Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        let probe = Tensor::<B, 1>::zeros([1], device);
+        super::matvec::flex(&probe).is_some()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_keeps_a_uniform_16_bit_checkpoint_and_never_rounds() {
+        let a = WeightDtype::Auto;
+        assert_eq!(a.resolve(["BF16", "BF16"], true), WeightDtype::Bf16);
+        assert_eq!(a.resolve(["F16"], true), WeightDtype::F16);
+        assert_eq!(a.resolve(["BF16", "F32"], true), WeightDtype::F32);
+        assert_eq!(a.resolve(["F16", "BF16"], true), WeightDtype::F32);
+        assert_eq!(a.resolve(["BF16"], false), WeightDtype::F32);
+        assert_eq!(a.resolve([], true), WeightDtype::F32);
+        assert_eq!(WeightDtype::F16.resolve(["F32"], false), WeightDtype::F16);
+    }
+
+    #[test]
+    fn parses_and_rounds() {
+        assert_eq!("BF16".parse::<WeightDtype>().unwrap(), WeightDtype::Bf16);
+        assert_eq!("fp16".parse::<WeightDtype>().unwrap(), WeightDtype::F16);
+        assert!("int8".parse::<WeightDtype>().is_err());
+        let mut v = [1.0f32 + 1.0 / 256.0 + 1.0 / 1024.0, 3.0];
+        WeightDtype::Bf16.round(&mut v);
+        assert_eq!(v, [1.0 + 1.0 / 128.0, 3.0]);
+        let mut v = [1.0f32 / 3.0];
+        WeightDtype::F16.round(&mut v);
+        assert_eq!(v[0], half::f16::from_f32(1.0 / 3.0).to_f32());
+        assert_ne!(v[0], 1.0 / 3.0);
+    }
+
+    #[test]
+    fn bf16_conversion_rounds_to_nearest_even_like_half() {
+        let mut s = 3u32;
+        let mut v: Vec<f32> = (0..200_000)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                f32::from_bits(s & 0xbfff_ffff) // finite, both signs, every magnitude below 2
+            })
+            .collect();
+        // Exact halfway cases, both parities, and values at the top of bf16's range.
+        v.extend([
+            f32::from_bits(0x3f80_8000),
+            f32::from_bits(0x3f81_8000),
+            f32::MAX,
+            -f32::MAX,
+            0.0,
+            -0.0,
+        ]);
+        let got = to_bf16(&v);
+        for (x, g) in v.iter().zip(&got) {
+            assert_eq!(g.to_bits(), half::bf16::from_f32(*x).to_bits(), "{x:e}");
+        }
+    }
+}
