@@ -6,7 +6,8 @@
 //!
 //! With `GRAFTLM_BENCH_CHECKPOINT=DIR` (and optionally `GRAFTLM_BENCH_ADAPTER=PATH`) it instead
 //! loads that checkpoint from disk on the default backend (`GRAFTLM_BENCH_BACKEND=flex|ndarray|cuda`
-//! to choose) and prints one JSON object (open →
+//! to choose; `GRAFTLM_BENCH_WEIGHT_DTYPE=auto|f32|bf16|f16` for how weights are held) and prints one
+//! JSON object (open →
 //! first token, prefill and decode speeds, peak RSS) — what `benches/compare.sh` reads to put
 //! graftlm next to PyTorch + PEFT on the same files.
 
@@ -60,7 +61,12 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
     let device = B::Device::default();
     let t0 = Instant::now();
     let ck = graftlm::Checkpoint::open(dir).unwrap();
-    let mut model = ck.load::<B>(&device).unwrap();
+    let precision: graftlm::model::WeightDtype = std::env::var("GRAFTLM_BENCH_WEIGHT_DTYPE")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()
+        .unwrap();
+    let mut model = ck.load_as::<B>(&device, precision).unwrap();
+    let held_bytes = model.weight_bytes();
     let prompt: Vec<u32> = (1..=16).collect();
     let mut cache = model.new_cache(prompt.len() + n + 1);
     let l = model.forward(&prompt, &mut cache, true).unwrap();
@@ -96,7 +102,8 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
     let read_gbps = (backend != "cuda").then(common::read_bandwidth_gbps);
     let v = serde_json::json!({
         "backend": backend,
-        "weight_bytes": ck.config.parameter_count() * 4,
+        "weight_bytes": held_bytes,
+        "weight_dtype": model.weight_dtype().as_str(),
         "open_to_first_token_s": first_token_s,
         "peak_rss_after_load": rss_after_load,
         "prefill_tok_s": prefill,

@@ -100,8 +100,26 @@ int main(int argc, char **argv) {
     CHECK(strstr(graftlm_last_error(), "/no/such/model") != NULL, "error names the path");
     CHECK(graftlm_model_load(demo, NULL) == GRAFTLM_ERR_INVALID_ARGUMENT, "NULL out");
 
+    CHECK(graftlm_model_load_with(demo, "int8", &model) == GRAFTLM_ERR_INVALID_ARGUMENT, "bad dtype");
+    CHECK(strstr(graftlm_last_error(), "int8") != NULL, "error names the dtype");
+
+    /* Weights held in bf16: half the memory, generates. */
+    graftlm_model *half_model = NULL;
+    OK(graftlm_model_load_with(demo, "bf16", &half_model));
+    {
+        graftlm_gen_params hp = graftlm_gen_params_default();
+        hp.temperature = 0.0f;
+        hp.max_new_tokens = 4;
+        graftlm_result *hr = NULL;
+        OK(graftlm_generate(half_model, "The Python interpreter", &hp, &hr));
+        size_t n = 0;
+        CHECK(graftlm_result_ids(hr, &n) != NULL && n == 4, "bf16 generated %zu", n);
+        graftlm_result_free(hr);
+    }
+    graftlm_model_free(half_model);
+
     model = NULL;
-    OK(graftlm_model_load(demo, &model));
+    OK(graftlm_model_load_with(demo, NULL, &model));
     CHECK(graftlm_last_error() == NULL, "last error cleared by success");
 
     /* Tokenize / detokenize with the two-call buffer pattern. */

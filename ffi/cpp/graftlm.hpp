@@ -80,9 +80,10 @@ class Adapter {
 
 class Model {
   public:
-    explicit Model(const std::string &path) {
+    /// `weight_dtype`: "auto" (also nullptr: as stored when bf16/f16, else f32), "f32", "bf16", "f16".
+    explicit Model(const std::string &path, const char *weight_dtype = nullptr) {
         graftlm_model *m = nullptr;
-        check(graftlm_model_load(path.c_str(), &m));
+        check(graftlm_model_load_with(path.c_str(), weight_dtype, &m));
         m_.reset(m);
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use super::matvec::{try_linear, RowTerm};
-use super::precision::{as_f32, held_tensor, host_f32, WeightDtype};
+use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
 use crate::checkpoint::HostTensor;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -72,8 +72,7 @@ impl<B: Backend> Linear<B> {
             WeightDtype::Auto => WeightDtype::F32,
             p => p,
         };
-        let t = transpose(&weight.data, out, inp);
-        let weight = held_tensor::<B>(t, [inp, out], precision, device);
+        let weight = held_transposed::<B>(&weight.data, out, inp, precision, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,
@@ -308,42 +307,71 @@ impl<B: Backend> Linear<B> {
 /// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
 /// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const BLOCK: usize = 32;
     let mut t = vec![0f32; rows * cols];
+    for_bands(&mut t, rows, |bi, out| band(data, rows, cols, bi, out));
+    t
+}
+
+/// [`transpose`] straight into another element type: each band of 32 output rows is transposed
+/// into a scratch buffer and then `map`ped into the output (no full-size f32 copy).
+pub(crate) fn transpose_map<T: Copy + Default + Send>(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    map: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut t = vec![T::default(); rows * cols];
+    for_bands(&mut t, rows, |bi, out| {
+        let mut scratch = vec![0f32; out.len()];
+        band(data, rows, cols, bi, &mut scratch);
+        map(&scratch, out);
+    });
+    t
+}
+
+const BLOCK: usize = 32;
+
+/// Runs `f(band index, band)` over bands of `BLOCK` output rows (`rows` wide) of `t`, in parallel
+/// for large matrices.
+fn for_bands<T: Send>(t: &mut [T], rows: usize, f: impl Fn(usize, &mut [T]) + Sync) {
     if t.is_empty() {
-        return t;
+        return;
     }
-    // Output rows `c0..c0 + BLOCK` (input columns) form one contiguous band.
-    let band = |(bi, out): (usize, &mut [f32])| {
-        let c0 = bi * BLOCK;
-        let c1 = (c0 + BLOCK).min(cols);
-        for r0 in (0..rows).step_by(BLOCK) {
-            let r1 = (r0 + BLOCK).min(rows);
-            #[cfg(target_arch = "x86_64")]
-            if c1 - c0 == BLOCK && r1 - r0 == BLOCK && std::arch::is_x86_feature_detected!("avx") {
-                // SAFETY: AVX is present; the 32×32 block lies inside `data` (rows r0..r1,
-                // columns c0..c1) and inside `out` (its rows 0..32, columns r0..r1).
-                unsafe { x86::block32(data, cols, out, rows, r0, c0) };
-                continue;
-            }
-            for r in r0..r1 {
-                let src = &data[r * cols + c0..r * cols + c1];
-                for (c, &v) in src.iter().enumerate() {
-                    out[c * rows + r] = v;
-                }
-            }
-        }
-    };
     #[cfg(feature = "flex")]
     {
         use rayon::prelude::*;
-        if rows * cols >= 1 << 16 {
-            t.par_chunks_mut(BLOCK * rows).enumerate().for_each(band);
-            return t;
+        if t.len() >= 1 << 16 {
+            t.par_chunks_mut(BLOCK * rows)
+                .enumerate()
+                .for_each(|(bi, out)| f(bi, out));
+            return;
         }
     }
-    t.chunks_mut(BLOCK * rows).enumerate().for_each(band);
-    t
+    t.chunks_mut(BLOCK * rows)
+        .enumerate()
+        .for_each(|(bi, out)| f(bi, out));
+}
+
+/// Output rows `bi·32 ..` (input columns `c0..c1`) of the transpose of `data` into `out`.
+fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
+    let c0 = bi * BLOCK;
+    let c1 = (c0 + BLOCK).min(cols);
+    for r0 in (0..rows).step_by(BLOCK) {
+        let r1 = (r0 + BLOCK).min(rows);
+        #[cfg(target_arch = "x86_64")]
+        if c1 - c0 == BLOCK && r1 - r0 == BLOCK && std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is present; the 32×32 block lies inside `data` (rows r0..r1,
+            // columns c0..c1) and inside `out` (its rows 0..32, columns r0..r1).
+            unsafe { x86::block32(data, cols, out, rows, r0, c0) };
+            continue;
+        }
+        for r in r0..r1 {
+            let src = &data[r * cols + c0..r * cols + c1];
+            for (c, &v) in src.iter().enumerate() {
+                out[c * rows + r] = v;
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -421,6 +449,9 @@ mod tests {
         ] {
             let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let t = super::transpose(&data, rows, cols);
+            let neg = super::transpose_map(&data, rows, cols, |a: &[f32], b: &mut [i64]| {
+                a.iter().zip(b).for_each(|(x, y)| *y = -(*x as i64))
+            });
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(
@@ -428,6 +459,7 @@ mod tests {
                         data[r * cols + c],
                         "{rows}x{cols} at {r},{c}"
                     );
+                    assert_eq!(neg[c * rows + r], -((r * cols + c) as i64));
                 }
             }
         }

@@ -326,7 +326,9 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn load16(p: *const half::bf16) -> __m512 {
-            let h = _mm256_loadu_si256(p as *const __m256i);
+            // `lddqu`, not `loadu`: the latter goes through `copy_nonoverlapping`, whose debug
+            // precondition check forces the vector through the stack in dev builds.
+            let h = _mm256_lddqu_si256(p as *const __m256i);
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
         #[inline]
@@ -339,7 +341,7 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx2")]
         unsafe fn load8(p: *const half::bf16) -> __m256 {
-            let h = _mm_loadu_si128(p as *const __m128i);
+            let h = _mm_lddqu_si128(p as *const __m128i);
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
         }
     }
@@ -352,7 +354,7 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn load16(p: *const half::f16) -> __m512 {
-            _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+            _mm512_cvtph_ps(_mm256_lddqu_si256(p as *const __m256i))
         }
         #[inline]
         #[target_feature(enable = "avx512f")]
@@ -364,7 +366,7 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx2,f16c")]
         unsafe fn load8(p: *const half::f16) -> __m256 {
-            _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+            _mm256_cvtph_ps(_mm_lddqu_si128(p as *const __m128i))
         }
     }
 

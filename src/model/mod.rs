@@ -192,22 +192,23 @@ impl<B: Backend> Model<B> {
             Ok(Linear::from_host(&w, b.as_ref(), precision, device))
         };
 
-        // The embedding and the head first: with tied embeddings they are normally the same
-        // matrix, and the head's (transposed) copy then serves the lookups too — one copy held,
-        // not two. (Before the blocks, so the transient copies stay below the final size.)
-        let wte_h = take("transformer.wte.weight")?;
+        // The head, then the embedding: with tied embeddings they are normally the same matrix,
+        // and the head's (transposed) copy then serves the lookups too — one copy held, not two.
+        // (Before the blocks, and one f32 copy at a time, so the transient copies stay below
+        // the final size.)
         let head_w = take("lm_head.weight")?;
-        let same_as_head = cfg.tie_embeddings
-            && wte_h.shape == head_w.shape
-            && bytemuck::cast_slice::<f32, u32>(&wte_h.data)
-                == bytemuck::cast_slice::<f32, u32>(&head_w.data);
         let head_b = if cfg.lm_head_bias {
             Some(take("lm_head.bias")?)
         } else {
             None
         };
         let lm_head = Linear::from_host(&head_w, head_b.as_ref(), precision, device);
+        let head_shape = head_w.shape.clone();
         drop(head_w);
+        let wte_h = take("transformer.wte.weight")?;
+        let same_as_head = cfg.tie_embeddings
+            && wte_h.shape == head_shape
+            && precision::equals_transposed(lm_head.weight(), &wte_h.data, precision);
         let wte = (!same_as_head).then(|| {
             precision::held_tensor::<B>(
                 wte_h.data,

@@ -115,7 +115,7 @@ pub(crate) fn held_tensor<B: Backend>(
         }
         WeightDtype::F16 if holds_16bit::<B>(device) => {
             let mut h = vec![half::f16::ZERO; data.len()];
-            half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut h[..], &data);
+            f16_slice(&data, &mut h);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
         _ => {
@@ -123,6 +123,44 @@ pub(crate) fn held_tensor<B: Backend>(
             Tensor::from_data(TensorData::new(data, shape), device)
         }
     }
+}
+
+/// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight, held at `precision` as
+/// [`held_tensor`] holds it, converted band by band (no transposed f32 copy for 16-bit).
+pub(crate) fn held_transposed<B: Backend>(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
+    let shape = [cols, rows];
+    match precision {
+        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
+            let h = super::linear::transpose_map(data, rows, cols, bf16_slice);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
+        }
+        WeightDtype::F16 if holds_16bit::<B>(device) => {
+            let h = super::linear::transpose_map(data, rows, cols, f16_slice);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
+        _ => held_tensor::<B>(super::linear::transpose(data, rows, cols), shape, precision, device),
+    }
+}
+
+fn f16_slice(src: &[f32], dst: &mut [half::f16]) {
+    half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+}
+
+/// Round-to-nearest-even f32 → bf16 of finite values (weights are checked finite at load; a
+/// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
+/// vectorises.
+fn bf16_slice(src: &[f32], dst: &mut [half::bf16]) {
+    dst.iter_mut().zip(src).for_each(|(o, x)| {
+        let b = x.to_bits();
+        *o = half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16);
+    });
 }
 
 /// `t` as f32 (a cheap clone when it already is).
@@ -152,18 +190,64 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32>
     }
 }
 
-/// Round-to-nearest-even f32 → bf16 of finite values (weights are checked finite at load; a
-/// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
-/// vectorises; in parallel for large inputs.
+/// Whether `held` (`[cols, rows]`, as [`held_transposed`] made it at `precision`) is exactly the
+/// transpose of `data` (`[rows, cols]` row-major) held the same way: then lookups of `data`'s
+/// rows can read `held`'s columns. Compared bit for bit in 64-row blocks (parallel on flex).
+pub(crate) fn equals_transposed<B: Backend>(
+    held: &Tensor<B, 2>,
+    data: &[f32],
+    precision: WeightDtype,
+) -> bool {
+    let [cols, rows] = held.dims();
+    if data.len() != rows * cols {
+        return false;
+    }
+    let round = |x: f32| -> u32 {
+        match precision {
+            WeightDtype::Bf16 => {
+                let mut o = [half::bf16::ZERO];
+                bf16_slice(&[x], &mut o);
+                o[0].to_f32().to_bits()
+            }
+            WeightDtype::F16 => half::f16::from_f32(x).to_f32().to_bits(),
+            WeightDtype::Auto | WeightDtype::F32 => x.to_bits(),
+        }
+    };
+    fn all_blocks(n: usize, f: impl Fn(usize) -> bool + Sync + Send) -> bool {
+        #[cfg(feature = "flex")]
+        {
+            use rayon::prelude::*;
+            (0..n).into_par_iter().all(f)
+        }
+        #[cfg(not(feature = "flex"))]
+        {
+            (0..n).all(f)
+        }
+    }
+    // `at(j, i)`: element `[j, i]` of `held` as f32 bits.
+    let check = |at: &(dyn Fn(usize, usize) -> u32 + Sync)| {
+        all_blocks(rows.div_ceil(64), |b| {
+            let (r0, r1) = (b * 64, (b * 64 + 64).min(rows));
+            (0..cols).all(|j| (r0..r1).all(|i| at(j, i) == round(data[i * cols + j])))
+        })
+    };
+    #[cfg(feature = "flex")]
+    if let Some(t) = super::matvec::flex(held) {
+        use super::matvec::Held;
+        return match super::matvec::held(&t) {
+            Some(Held::F32(h)) => check(&|j, i| h[j * rows + i].to_bits()),
+            Some(Held::Bf16(h)) => check(&|j, i| h[j * rows + i].to_f32().to_bits()),
+            Some(Held::F16(h)) => check(&|j, i| h[j * rows + i].to_f32().to_bits()),
+            None => false,
+        };
+    }
+    let h = host_f32(held);
+    h.len() == rows * cols && check(&|j, i| h[j * rows + i].to_bits())
+}
+
+/// [`bf16_slice`] over a whole vector, in parallel for large inputs.
 fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
-    let one = |x: &f32| {
-        let b = x.to_bits();
-        half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16)
-    };
     let mut out = vec![half::bf16::ZERO; v.len()];
-    let run = |(o, i): (&mut [half::bf16], &[f32])| {
-        o.iter_mut().zip(i).for_each(|(o, x)| *o = one(x));
-    };
     const CHUNK: usize = 1 << 16;
     #[cfg(feature = "flex")]
     {
@@ -171,11 +255,11 @@ fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
         if v.len() > CHUNK {
             out.par_chunks_mut(CHUNK)
                 .zip(v.par_chunks(CHUNK))
-                .for_each(run);
+                .for_each(|(o, i)| bf16_slice(i, o));
             return out;
         }
     }
-    out.chunks_mut(CHUNK).zip(v.chunks(CHUNK)).for_each(run);
+    bf16_slice(v, &mut out);
     out
 }
 

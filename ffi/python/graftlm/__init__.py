@@ -72,6 +72,7 @@ def _sig(name, res, *args):
 _version = _sig("graftlm_version", c_char_p)
 _last_error = _sig("graftlm_last_error", c_char_p)
 _model_load = _sig("graftlm_model_load", _S, c_char_p, POINTER(c_void_p))
+_model_load_with = _sig("graftlm_model_load_with", _S, c_char_p, c_char_p, POINTER(c_void_p))
 _model_free = _sig("graftlm_model_free", None, c_void_p)
 _adapter_load = _sig("graftlm_adapter_load", _S, c_void_p, c_char_p, c_int64, c_char_p, POINTER(c_void_p))
 _adapter_free = _sig("graftlm_adapter_free", None, c_void_p)
@@ -137,9 +138,14 @@ class Model:
         self._h = handle
 
     @classmethod
-    def load(cls, path: Union[str, os.PathLike]) -> "Model":
+    def load(cls, path: Union[str, os.PathLike], weight_dtype: Optional[str] = None) -> "Model":
+        """Loads a base checkpoint. ``weight_dtype``: how the weight matrices are held —
+        "auto" (default: as stored when bf16/f16, else f32), "f32", "bf16" or "f16"."""
         h = c_void_p()
-        _check(_model_load(_s(path), byref(h)))
+        if weight_dtype is None:
+            _check(_model_load(_s(path), byref(h)))
+        else:
+            _check(_model_load_with(_s(path), _s(weight_dtype), byref(h)))
         return cls(h)
 
     def close(self) -> None:

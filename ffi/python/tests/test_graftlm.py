@@ -55,6 +55,17 @@ def test_errors_carry_the_message():
     assert "/no/such/model" in e.value.message
 
 
+def test_weight_dtype():
+    with graftlm.Model.load(DEMO, weight_dtype="f32") as m:
+        n = len(REF["greedy_new_ids"])
+        assert m.generate(REF["prompt"], max_new_tokens=n, temperature=0).ids == REF["greedy_new_ids"]
+    with graftlm.Model.load(DEMO, weight_dtype="bf16") as m:
+        assert len(m.generate(REF["prompt"], max_new_tokens=4, temperature=0).ids) == 4
+    with pytest.raises(graftlm.GraftlmError) as e:
+        graftlm.Model.load(DEMO, weight_dtype="int8")
+    assert "int8" in e.value.message
+
+
 def test_bad_parameters(demo):
     with pytest.raises(graftlm.GraftlmError) as e:
         demo.generate("x", top_p=1.5)
