@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # graftlm next to PyTorch + PEFT on the same files, same machine, one run (issue 8).
 #
-#   bash benches/compare.sh [--tokens N] [--shape smollm2-135m|tinyllama-1.1b]
+#   bash benches/compare.sh [--tokens N] [--shape smollm2-135m|tinyllama-1.1b] [--weight-dtype bf16|f16]
+#
+# --weight-dtype holds graftlm's weights in 16 bits (rounding the f32 files) and loads PyTorch in
+# that dtype; graftlm in f32 runs too, for the ratio 16-bit / f32 (issue 8: ≥ 1.8).
 #
 # 1. makes (once) a random-weight HF checkpoint of a real shape and a PEFT LoRA r16 on every linear
 #    (benches/make_bench_model.py; kept in $CARGO_TARGET_DIR/../bench-models, never committed);
@@ -14,10 +17,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tokens=64
 shape=smollm2-135m
+wdtype=f32
 while [ $# -gt 0 ]; do
     case "$1" in
         --tokens) tokens="$2"; shift 2 ;;
         --shape) shape="$2"; shift 2 ;;
+        --weight-dtype) wdtype="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -29,8 +34,14 @@ base="$models/$shape"
 lora="$models/$shape-lora-r16"
 
 cargo bench -q --profile dev --bench decode --no-run >&2
-g=$(GRAFTLM_BENCH_CHECKPOINT="$base" GRAFTLM_BENCH_ADAPTER="$lora" GRAFTLM_DECODE_TOKENS="$tokens" \
-    cargo bench -q --profile dev --bench decode 2>/dev/null | tail -1)
-t=$(python3 benches/torch_decode.py "$base" "$lora" --tokens "$tokens" --threads "$threads" 2>/dev/null | tail -1)
+graftlm() {
+    GRAFTLM_BENCH_CHECKPOINT="$base" GRAFTLM_BENCH_ADAPTER="$lora" GRAFTLM_DECODE_TOKENS="$tokens" \
+        GRAFTLM_BENCH_WEIGHT_DTYPE="$1" cargo bench -q --profile dev --bench decode 2>/dev/null | tail -1
+}
+g=$(graftlm "$wdtype")
+t=$(python3 benches/torch_decode.py "$base" "$lora" --tokens "$tokens" --threads "$threads" \
+    --dtype "$wdtype" 2>/dev/null | tail -1)
+g32=""
+if [ "$wdtype" != f32 ]; then g32=$(graftlm f32); fi
 
-python3 benches/table.py "$g" "$t" "$shape" "$threads" "$tokens"
+python3 benches/table.py "$g" "$t" "$shape" "$threads" "$tokens" $g32

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Markdown table of graftlm's decode bench (checkpoint mode) next to benches/torch_decode.py.
 
-    python3 benches/table.py GRAFTLM_JSON TORCH_JSON SHAPE THREADS TOKENS
+    python3 benches/table.py GRAFTLM_JSON TORCH_JSON SHAPE THREADS TOKENS [GRAFTLM_F32_JSON]
+
+With the optional last argument (graftlm holding f32 weights, when GRAFTLM_JSON held 16-bit ones)
+it adds the 16-bit / f32 ratios.
 
 Used by benches/compare.sh (CPU) and benches/cuda.sh (GPU). The ceiling is the measured read
 bandwidth over the weight bytes (decoding reads every weight once per token): the host probe on
@@ -13,6 +16,8 @@ import sys
 
 g, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 shape, threads, tokens = sys.argv[3], sys.argv[4], sys.argv[5]
+g32 = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
+wdtype = g.get("weight_dtype", "f32")
 if t.get("device") == "cuda":
     where = f"{t.get('gpu', 'GPU')} (graftlm backend {g['backend']}, PyTorch cuda)"
 else:
@@ -22,7 +27,7 @@ else:
 gbps = g.get("read_gbps") or t.get("read_gbps")
 ceiling = gbps * 1e9 / g["weight_bytes"] if gbps else None
 limit = f"read bandwidth {gbps:.1f} GB/s → decode ceiling {ceiling:.1f} tok/s; " if ceiling else ""
-print(f"{shape}, f32, {g['weight_bytes'] / 1e6:.0f} MB of weights; {where}; {limit}torch {t['torch']}; "
+print(f"{shape}, weights held as {wdtype} (PyTorch: {t.get('dtype', 'f32')}), {g['weight_bytes'] / 1e6:.0f} MB of weights; {where}; {limit}torch {t['torch']}; "
       f"{tokens} tokens after a 16-token prompt, greedy, batch 1.\n")
 rows = [
     ("decode, base (tok/s)", "decode_tok_s", True),
@@ -48,3 +53,12 @@ sep, base, merged = g.get("decode_separate_tok_s"), g["decode_tok_s"], g.get("de
 if sep and merged:
     print(f"\ngraftlm: separate / merged = {sep / merged:.2f}, merged / base = {merged / base:.2f}; "
           f"peak RSS / weight bytes = {g['peak_rss_after_load'] / g['weight_bytes']:.2f}")
+if g32:
+    print(f"\ngraftlm {wdtype} / graftlm f32 (same files, same run):")
+    print("\n| measure | graftlm f32 | graftlm " + wdtype + " | ratio |\n|---|---|---|---|")
+    for label, key, _ in rows:
+        a, b = g32.get(key), g.get(key)
+        if a is None or b is None:
+            continue
+        scale = 1e-6 if key == "peak_rss_after_load" else 1.0
+        print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {b / a:.2f} |")

@@ -57,12 +57,15 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"],
+                    help="dtype the model is loaded in (PyTorch computes in it)")
     args = ap.parse_args()
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}[args.dtype]
     dev = args.device
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     t0 = time.perf_counter()
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.base, dtype=torch.float32).to(dev).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.base, dtype=dtype).to(dev).eval()
     with torch.no_grad():
         model(torch.arange(1, 17, device=dev).unsqueeze(0))
     sync(dev)
@@ -78,7 +81,8 @@ def main() -> None:
             sync(dev)
             prefill = max(prefill, 128 / (time.perf_counter() - t))
     out = {"torch": torch.__version__, "open_to_first_token_s": first, "peak_rss_after_load": rss,
-           "prefill_tok_s": prefill, "decode_tok_s": decode_tps(model, args.tokens), "device": dev}
+           "prefill_tok_s": prefill, "decode_tok_s": decode_tps(model, args.tokens), "device": dev,
+           "dtype": args.dtype}
     if dev == "cuda":
         out["read_gbps"] = gpu_read_gbps()
         out["gpu"] = torch.cuda.get_device_name()

@@ -129,7 +129,11 @@ fn holding_an_f32_checkpoint_in_16_bits_rounds_its_weights_and_nothing_else() {
         );
         assert_eq!(forced.weight_dtype(), held);
         // Half the bytes — and a tied embedding (qwen2) still served by the rounded head.
-        assert_eq!(2 * forced.weight_bytes(), f32_model.weight_bytes(), "{name}");
+        assert_eq!(
+            2 * forced.weight_bytes(),
+            f32_model.weight_bytes(),
+            "{name}"
+        );
         let ids = reference(name).prompt_ids;
         let got = logits(&forced, &ids, true);
         assert_same(

@@ -145,7 +145,12 @@ pub(crate) fn held_transposed<B: Backend>(
             let h = super::linear::transpose_map(data, rows, cols, f16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
-        _ => held_tensor::<B>(super::linear::transpose(data, rows, cols), shape, precision, device),
+        _ => held_tensor::<B>(
+            super::linear::transpose(data, rows, cols),
+            shape,
+            precision,
+            device,
+        ),
     }
 }
 
