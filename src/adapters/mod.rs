@@ -5,6 +5,7 @@
 //! An [`Adapter`] is plain host data checked against a base configuration; [`Model::attach`]
 //! validates every target before touching the model, so a failed attach changes nothing.
 
+mod batch;
 pub mod discover;
 mod graft_llama;
 mod litgpt;

@@ -8,7 +8,7 @@ use burn::tensor::activation::softmax;
 use std::sync::Arc;
 
 use super::host_attention::try_attention;
-use super::linear::Linear;
+use super::linear::{Linear, RowGrafts};
 use super::norm::Norm;
 use super::rope::Rope;
 use crate::cache::KvCache;
@@ -55,10 +55,47 @@ impl<B: Backend> Attention<B> {
         rope: &Rope<B>,
         cache: &mut KvCache<B>,
     ) -> Tensor<B, 3> {
-        let [b, t, _] = x.dims();
+        self.forward_batch(layer, x, rope, std::slice::from_mut(cache), None)
+    }
+
+    /// `x`: `[1, t, n_embd]` with one cache, or `[n, 1, n_embd]` — one new token for each of `n`
+    /// sequences, each with its own cache (the projections read their weights once for all). `rows`
+    /// picks per-row updates in the projections (see [`Linear::forward_rows`]).
+    pub fn forward_batch(
+        &self,
+        layer: usize,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        caches: &mut [KvCache<B>],
+        rows: Option<RowGrafts<'_>>,
+    ) -> Tensor<B, 3> {
+        let qkv = self.qkv.forward_rows(x, rows);
+        let y = match caches {
+            [cache] => self.attend(layer, qkv, rope, cache),
+            _ => Tensor::cat(
+                caches
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(r, c)| self.attend(layer, qkv.clone().narrow(0, r, 1), rope, c))
+                    .collect(),
+                0,
+            ),
+        };
+        self.proj.forward_rows(y, rows)
+    }
+
+    /// Attention of one sequence from its fused projection `[1, t, (nh + 2·nkv)·hs]`: the heads'
+    /// outputs `[1, t, nh·hs]` (before the output projection).
+    fn attend(
+        &self,
+        layer: usize,
+        qkv: Tensor<B, 3>,
+        rope: &Rope<B>,
+        cache: &mut KvCache<B>,
+    ) -> Tensor<B, 3> {
+        let [b, t, _] = qkv.dims();
         let (nh, nkv, hs) = (self.n_head, self.n_kv, self.head_size);
         let pos = cache.len();
-        let qkv = self.qkv.forward(x);
         let mut q = qkv.clone().narrow(2, 0, nh * hs);
         let mut k = qkv.clone().narrow(2, nh * hs, nkv * hs);
         let v = qkv.narrow(2, (nh + nkv) * hs, nkv * hs);
@@ -93,8 +130,7 @@ impl<B: Backend> Attention<B> {
             let ps = self.scores(q, p.k.clone()); // [b, nh, t, prefix]
             y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
         }
-        let y = y.swap_dims(1, 2).reshape([b, t, nh * hs]);
-        self.proj.forward(y)
+        y.swap_dims(1, 2).reshape([b, t, nh * hs])
     }
 
     /// The same attention in burn ops (any backend): grouped-query without copying K/V per

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
+use burn::tensor::IndexingUpdateOp;
 
 use super::matvec::{try_linear, RowTerm};
 use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
@@ -263,20 +264,46 @@ impl<B: Backend> Linear<B> {
         true
     }
 
-    /// `x`: `[b, t, in]` → `[b, t, out]`.
+    /// `x`: `[b, t, in]` → `[b, t, out]`, with every active update.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_rows(x, None)
+    }
+
+    /// [`Linear::forward`] where each of the `b·t` rows may use its own update: with `rows`, row
+    /// `i` gets the separately kept updates named `rows[i]` (none for `None`), whatever their
+    /// `active` flag; merged updates are in the weight and apply to every row.
+    pub fn forward_rows(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
         let x2 = x.reshape([b * t, i]);
-        let active = || {
-            self.updates
-                .iter()
-                .filter(|u| u.active && !u.merged && u.scale != 0.0)
-        };
-        let terms: Vec<RowTerm<'_, B>> = active()
-            .map(|u| RowTerm {
+        let applies = |u: &LowRank<B>| !u.merged && u.scale != 0.0 && (rows.is_some() || u.active);
+        // Row lists per update (`None`: every row).
+        let lists: Vec<(&LowRank<B>, Option<Vec<usize>>)> = self
+            .updates
+            .iter()
+            .filter(|u| applies(u))
+            .filter_map(|u| match rows {
+                None => Some((u, None)),
+                Some(sel) => {
+                    let idx: Vec<usize> = (0..b * t)
+                        .filter(|&r| sel.get(r).copied().flatten() == Some(&*u.name))
+                        .collect();
+                    if idx.is_empty() {
+                        None
+                    } else if idx.len() == b * t {
+                        Some((u, None))
+                    } else {
+                        Some((u, Some(idx)))
+                    }
+                }
+            })
+            .collect();
+        let terms: Vec<RowTerm<'_, B>> = lists
+            .iter()
+            .map(|(u, idx)| RowTerm {
                 a: &u.a,
                 b: &u.b,
                 scale: u.scale,
+                rows: idx.as_deref(),
             })
             .collect();
         let mut y = match try_linear(&x2, &self.weight, self.bias.as_ref(), &terms) {
@@ -286,8 +313,20 @@ impl<B: Backend> Linear<B> {
                 if let Some(bias) = &self.bias {
                     y = y + bias.clone().unsqueeze_dim::<2>(0);
                 }
-                for u in active() {
-                    y = y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale;
+                for (u, idx) in &lists {
+                    y = match idx {
+                        None => y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale,
+                        Some(idx) => {
+                            let ids: Vec<i64> = idx.iter().map(|&r| r as i64).collect();
+                            let ids = Tensor::<B, 1, Int>::from_data(
+                                TensorData::new(ids, [idx.len()]),
+                                &x2.device(),
+                            );
+                            let d = x2.clone().select(0, ids.clone()).matmul(u.a.clone());
+                            let d = d.matmul(u.b.clone()) * u.scale;
+                            y.select_assign(0, ids, d, IndexingUpdateOp::Add)
+                        }
+                    };
                 }
                 y
             }
@@ -295,7 +334,7 @@ impl<B: Backend> Linear<B> {
         if let Some(af) = self
             .affine
             .as_ref()
-            .filter(|a| a.active && a.saved.is_none())
+            .filter(|a| a.active && a.saved.is_none() && rows.is_none())
         {
             y = (y + af.bias.clone().unsqueeze_dim::<2>(0))
                 * af.scale.clone().unsqueeze_dim::<2>(0);
@@ -303,6 +342,10 @@ impl<B: Backend> Linear<B> {
         y.reshape([b, t, self.out_features()])
     }
 }
+
+/// Which separately kept updates each row of a batch uses (see [`Linear::forward_rows`]): the
+/// name of one graft, or `None` for the base alone.
+pub type RowGrafts<'a> = &'a [Option<&'a str>];
 
 /// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
 /// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.

@@ -14,11 +14,13 @@ const TILE: usize = 4096;
 /// Tasks are whole vectors wide (16 f32 lanes) so every task runs the vector loop to the end.
 const LANES: usize = 16;
 
-/// One low-rank term of [`try_linear`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`.
+/// One low-rank term of [`try_linear`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`, added to
+/// every row of the output or only to `rows` (sorted, distinct, in range).
 pub struct RowTerm<'a, B: Backend> {
     pub a: &'a Tensor<B, 2>,
     pub b: &'a Tensor<B, 2>,
     pub scale: f32,
+    pub rows: Option<&'a [usize]>,
 }
 
 /// `x·W + bias + Σ scale·(x·A)·B` for `x` `[m, k]` (`W` `[k, n]`), computed on the host in one go
@@ -44,6 +46,9 @@ pub fn try_linear<B: Backend>(
             Some(b) => Some(flex(b)?),
             None => None,
         };
+        if terms.iter().any(|t| t.rows.is_some()) && m == 1 {
+            return None; // the caller resolves row subsets of a single row
+        }
         let tt = terms
             .iter()
             .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
@@ -75,6 +80,10 @@ pub fn try_linear<B: Backend>(
             let mut y = vec![0f32; m * n];
             if m == 1 {
                 matvec(x, w, &mut y);
+            } else if m <= super::few_rows::MAX_ROWS {
+                if !super::few_rows::matmul(x, w, &mut y, m, k, n) {
+                    return None;
+                }
             } else if !super::gemm::gemm(x, w, &mut y, m, k, n) {
                 return None;
             }
@@ -123,10 +132,70 @@ pub fn try_linear<B: Backend>(
                 row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
             }
         }
-        for (a, b, r, scale) in td {
-            let xa = mul(xd, a, m, k, r)?;
-            let d = mul(&xa, b, m, r, n)?;
-            y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
+        if m <= super::few_rows::MAX_ROWS {
+            // A few rows (a batch of sequences, each maybe with its own adapter): every row's
+            // `x·A` first, then one parallel pass over column tiles adds each `(x·A)·B` — the
+            // same arithmetic, term by term, as a one-row linear.
+            let mut pairs: Vec<(usize, Vec<f32>, &[f32], f32)> = Vec::new();
+            for (&(a, b, r, scale), term) in td.iter().zip(terms) {
+                let all: Vec<usize>;
+                let rows = match term.rows {
+                    Some(rows) => rows,
+                    None => {
+                        all = (0..m).collect();
+                        &all
+                    }
+                };
+                for &i in rows {
+                    let mut xa = vec![0f32; r];
+                    matvec(xd.get(i * k..(i + 1) * k)?, a, &mut xa);
+                    pairs.push((i, xa, b, scale));
+                }
+            }
+            if pairs.iter().any(|p| p.0 >= m) {
+                return None;
+            }
+            let y_addr = y.as_mut_ptr() as usize;
+            for_tiles(n, |j0, width| {
+                let mut d = [0f32; TILE];
+                let d = &mut d[..width];
+                for (i, xa, b, scale) in &pairs {
+                    tile_kernel(xa, b, n, j0, d);
+                    // SAFETY: `i < m` (checked above) and `j0 + width <= n`, so the range lies in
+                    // `y` (`m × n`, alive for the whole pass); tiles are disjoint column ranges,
+                    // so no two tasks write the same element.
+                    let yr = unsafe {
+                        std::slice::from_raw_parts_mut((y_addr as *mut f32).add(i * n + j0), width)
+                    };
+                    yr.iter_mut()
+                        .zip(d.iter())
+                        .for_each(|(yj, dj)| *yj += dj * scale);
+                }
+            });
+            return Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()));
+        }
+        for ((a, b, r, scale), term) in td.into_iter().zip(terms) {
+            match term.rows {
+                None => {
+                    let xa = mul(xd, a, m, k, r)?;
+                    let d = mul(&xa, b, m, r, n)?;
+                    y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
+                }
+                Some(rows) => {
+                    // Only some rows: gather them, multiply, add back.
+                    let mr = rows.len();
+                    let mut xs = Vec::with_capacity(mr * k);
+                    for &i in rows {
+                        xs.extend_from_slice(xd.get(i * k..(i + 1) * k)?);
+                    }
+                    let xa = mul(&xs, a, mr, k, r)?;
+                    let d = mul(&xa, b, mr, r, n)?;
+                    for (&i, dr) in rows.iter().zip(d.chunks(n)) {
+                        let yr = y.get_mut(i * n..(i + 1) * n)?;
+                        yr.iter_mut().zip(dr).for_each(|(yj, dj)| *yj += dj * scale);
+                    }
+                }
+            }
         }
         Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()))
     }
@@ -236,6 +305,28 @@ pub fn matvec<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
     let n = y.len();
     debug_assert_eq!(w.len(), x.len() * n);
     split_columns(y, |j0, out| tile_kernel(x, w, n, j0, out));
+}
+
+/// Runs `f(j0, width)` over the column tiles [`split_columns`] would use for `n` columns.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+fn for_tiles(n: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    #[cfg(feature = "flex")]
+    let threads = rayon::current_num_threads();
+    #[cfg(not(feature = "flex"))]
+    let threads = 1;
+    let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
+    let tile = per_thread.clamp(LANES, TILE);
+    let tiles = n.div_ceil(tile);
+    let run = |t: usize| f(t * tile, tile.min(n - t * tile));
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if threads > 1 && tiles > 1 {
+            (0..tiles).into_par_iter().for_each(run);
+            return;
+        }
+    }
+    (0..tiles).for_each(run);
 }
 
 /// Runs `f(j0, tile)` over column tiles of `y` (at most [`TILE`] wide), in parallel on rayon's

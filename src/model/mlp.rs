@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, silu};
 
-use super::linear::Linear;
+use super::linear::{Linear, RowGrafts};
 use crate::config::MlpKind;
 
 /// The MLP of one block.
@@ -27,15 +27,14 @@ impl<B: Backend> Mlp<B> {
         }
     }
 
-    /// `x`: `[b, t, n_embd]`.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    /// `x`: `[b, t, n_embd]`; `rows` as in [`Linear::forward_rows`].
+    pub fn forward(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
+        let fc_1 = |x| self.fc_1.forward_rows(x, rows);
         let h = match (self.kind, &self.fc_2) {
-            (MlpKind::GptNeox, _) | (_, None) => self.gelu(self.fc_1.forward(x)),
-            (MlpKind::Llama, Some(fc_2)) => silu(self.fc_1.forward(x.clone())) * fc_2.forward(x),
-            (MlpKind::Gemma, Some(fc_2)) => {
-                self.gelu(self.fc_1.forward(x.clone())) * fc_2.forward(x)
-            }
+            (MlpKind::GptNeox, _) | (_, None) => self.gelu(fc_1(x)),
+            (MlpKind::Llama, Some(fc_2)) => silu(fc_1(x.clone())) * fc_2.forward_rows(x, rows),
+            (MlpKind::Gemma, Some(fc_2)) => self.gelu(fc_1(x.clone())) * fc_2.forward_rows(x, rows),
         };
-        self.proj.forward(h)
+        self.proj.forward_rows(h, rows)
     }
 }

@@ -4,6 +4,7 @@
 //! (they enter through [`Linear`]).
 
 mod attention;
+mod few_rows;
 mod gemm;
 mod host_attention;
 mod linear;
@@ -18,7 +19,7 @@ use std::collections::HashMap;
 use burn::prelude::*;
 
 pub use attention::{Attention, Prefix};
-pub use linear::{transpose, Affine, Linear, LowRank};
+pub use linear::{transpose, Affine, Linear, LowRank, RowGrafts};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use precision::{holds_16bit, WeightDtype};
@@ -47,18 +48,22 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
+    /// `x`: `[1, t, e]` with one cache or `[n, 1, e]` with `n` (see [`Attention::forward_batch`]).
     fn forward(
         &self,
         layer: usize,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        cache: &mut KvCache<B>,
+        caches: &mut [KvCache<B>],
+        rows: Option<RowGrafts<'_>>,
     ) -> Tensor<B, 3> {
         let x_normed = match &self.norm_1 {
             Some(n) => n.forward(x.clone()),
             None => x.clone(),
         };
-        let mut attn = self.attn.forward(layer, x_normed.clone(), rope, cache);
+        let mut attn = self
+            .attn
+            .forward_batch(layer, x_normed.clone(), rope, caches, rows);
         if let Some(n) = &self.post_attention_norm {
             attn = n.forward(attn);
         }
@@ -72,14 +77,14 @@ impl<B: Backend> Block<B> {
                 None if self.shared_attention_norm => x_normed,
                 None => x.clone(),
             };
-            post_mlp(self.mlp.forward(mlp_in)) + (attn + x)
+            post_mlp(self.mlp.forward(mlp_in, rows)) + (attn + x)
         } else {
             let x = attn + x;
             let mlp_in = match &self.norm_2 {
                 Some(n) => n.forward(x.clone()),
                 None => x.clone(),
             };
-            post_mlp(self.mlp.forward(mlp_in)) + x
+            post_mlp(self.mlp.forward(mlp_in, rows)) + x
         }
     }
 }
@@ -426,17 +431,43 @@ impl<B: Backend> Model<B> {
         cache: &mut KvCache<B>,
         last_only: bool,
     ) -> Result<Tensor<B, 2>> {
+        self.forward_rows(ids, std::slice::from_mut(cache), last_only, None)
+    }
+
+    /// The common forward pass: `ids` are `t` tokens of one sequence (one cache) or one new token
+    /// for each of `n` sequences (`n` caches); `rows` (one entry per token) picks per-row updates
+    /// in every linear (see [`Linear::forward_rows`]; the adapters module checks the names).
+    pub(crate) fn forward_rows(
+        &self,
+        ids: &[u32],
+        caches: &mut [KvCache<B>],
+        last_only: bool,
+        rows: Option<RowGrafts<'_>>,
+    ) -> Result<Tensor<B, 2>> {
         let t = ids.len();
         if t == 0 {
             return Err(Error::EmptyPrompt);
         }
-        if cache.len() + t > cache.capacity() {
-            return Err(Error::ContextOverflow {
-                prompt_tokens: cache.len(),
-                max_new_tokens: t,
-                total: cache.len() + t,
-                block_size: cache.capacity(),
-            });
+        let n = caches.len();
+        if n != 1 && n != t {
+            return Err(Error::invalid(
+                "caches",
+                format!("{n} caches for {t} tokens (one per sequence, one token each)"),
+            ));
+        }
+        if rows.is_some_and(|r| r.len() != t) {
+            return Err(Error::invalid("rows", "one adapter choice per token"));
+        }
+        let per_cache = if n == 1 { t } else { 1 };
+        for cache in caches.iter() {
+            if cache.len() + per_cache > cache.capacity() {
+                return Err(Error::ContextOverflow {
+                    prompt_tokens: cache.len(),
+                    max_new_tokens: per_cache,
+                    total: cache.len() + per_cache,
+                    block_size: cache.capacity(),
+                });
+            }
         }
         let vocab = self.config.padded_vocab_size;
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
@@ -447,27 +478,36 @@ impl<B: Backend> Model<B> {
         }
         let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [t]), &self.device);
-        let rows = match &self.wte {
+        let emb = match &self.wte {
             Some(wte) => wte.clone().select(0, idx),
             None => self.lm_head.weight().clone().select(1, idx).transpose(),
         };
-        let rows = precision::as_f32(&rows);
-        let mut x = rows.unsqueeze_dim::<3>(0); // [1, t, e]
+        let emb = precision::as_f32(&emb);
+        // [1, t, e] for one sequence, [n, 1, e] for n sequences.
+        let mut x = if n == 1 {
+            emb.unsqueeze_dim::<3>(0)
+        } else {
+            emb.unsqueeze_dim::<3>(1)
+        };
         if self.config.scale_embeddings {
             x = x * (self.config.n_embd as f64).sqrt();
         }
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(i, x, &self.rope, cache);
+            x = block.forward(i, x, &self.rope, caches, rows);
         }
-        cache.advance(t);
-        let x = if last_only { x.narrow(1, t - 1, 1) } else { x };
+        caches.iter_mut().for_each(|c| c.advance(per_cache));
+        let (x, rows) = if last_only && n == 1 {
+            (x.narrow(1, t - 1, 1), rows.map(|r| &r[t - 1..]))
+        } else {
+            (x, rows)
+        };
         let x = self.ln_f.forward(x);
-        let mut logits = self.lm_head.forward(x);
+        let mut logits = self.lm_head.forward_rows(x, rows);
         if let Some(c) = self.config.extras.final_softcap {
             logits = (logits / c).tanh() * c;
         }
-        let [_, rows, v] = logits.dims();
-        Ok(logits.reshape([rows, v]))
+        let [b, r, v] = logits.dims();
+        Ok(logits.reshape([b * r, v]))
     }
 }
 

@@ -1,0 +1,185 @@
+//! `Y = X·W` for a few rows — one decoding step of a batch of sequences. The prefill GEMM
+//! ([`super::gemm`]) walks 48-column panels down all of `k`, which for a handful of rows touches
+//! a new page every weight row and reuses nothing; this kernel streams the weight the way the
+//! one-row kernel does (column tiles, eight weight rows per pass) and applies each loaded weight
+//! vector to every row.
+//!
+//! Each output is the same in-order fused multiply-add chain as [`super::matvec`]'s, so a row
+//! computed here is bit-identical to the same row decoded alone.
+
+use super::matvec::Weight;
+
+/// At most this many rows (beyond it the GEMM's register blocking pays).
+pub const MAX_ROWS: usize = 8;
+/// Output columns per task at most: `MAX_ROWS` rows of it stay in L1 (32 KB).
+const TILE: usize = 1024;
+
+/// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major, `m ≤ MAX_ROWS`.
+/// Returns `false` (leaving `y` alone) without AVX-512, so the caller can fall back.
+pub fn matmul<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
+    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == k * n && y.len() == m * n);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return false;
+        }
+        #[cfg(feature = "flex")]
+        let threads = rayon::current_num_threads().max(1);
+        #[cfg(not(feature = "flex"))]
+        let threads = 1;
+        let tile = n
+            .div_ceil(threads)
+            .div_ceil(16)
+            .saturating_mul(16)
+            .clamp(16, TILE);
+        let tiles = n.div_ceil(tile);
+        let run = |t: usize| -> (usize, Vec<f32>) {
+            let j0 = t * tile;
+            let width = tile.min(n - j0);
+            let mut out = vec![0f32; m * width];
+            // SAFETY: AVX-512F is present; `x`, `w` have the asserted sizes, `out` is
+            // `m × width` and `j0 + width <= n`.
+            unsafe { x86::tile(x, m, k, w, n, j0, width, &mut out) };
+            (j0, out)
+        };
+        #[cfg(feature = "flex")]
+        let parts: Vec<(usize, Vec<f32>)> = {
+            use rayon::prelude::*;
+            (0..tiles).into_par_iter().map(run).collect()
+        };
+        #[cfg(not(feature = "flex"))]
+        let parts: Vec<(usize, Vec<f32>)> = (0..tiles).map(run).collect();
+        for (j0, out) in parts {
+            let width = out.len() / m.max(1);
+            for (r, o) in out.chunks(width).enumerate() {
+                y[r * n + j0..r * n + j0 + width].copy_from_slice(o);
+            }
+        }
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (x, w, y, m, k, n);
+        false
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Weight;
+    use std::arch::x86_64::*;
+
+    /// Columns `j0..j0 + width` of all `m` rows into `out` (`[m, width]`).
+    #[target_feature(enable = "avx512f,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn tile<W: Weight>(
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &[W],
+        n: usize,
+        j0: usize,
+        width: usize,
+        out: &mut [f32],
+    ) {
+        let full = width / 16 * 16;
+        let o = out.as_mut_ptr();
+        let xp = x.as_ptr();
+        let mut i = 0;
+        // Eight weight rows per pass, as the one-row kernel: each output gets the same eight
+        // fused multiply-adds in the same order.
+        while i + 8 <= k {
+            let p: [*const W; 8] = std::array::from_fn(|q| w.as_ptr().add((i + q) * n + j0));
+            let mut j = 0;
+            while j < full {
+                let wv: [__m512; 8] = std::array::from_fn(|q| W::load16(p[q].add(j)));
+                for r in 0..m {
+                    let op = o.add(r * width + j);
+                    let xr = xp.add(r * k + i);
+                    let mut acc = _mm512_loadu_ps(op);
+                    for (q, wq) in wv.iter().enumerate() {
+                        acc = _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(q)), *wq, acc);
+                    }
+                    _mm512_storeu_ps(op, acc);
+                }
+                j += 16;
+            }
+            i += 8;
+        }
+        while i < k {
+            let p = w.as_ptr().add(i * n + j0);
+            let mut j = 0;
+            while j < full {
+                let wv = W::load16(p.add(j));
+                for r in 0..m {
+                    let op = o.add(r * width + j);
+                    let acc = _mm512_fmadd_ps(
+                        _mm512_set1_ps(*xp.add(r * k + i)),
+                        wv,
+                        _mm512_loadu_ps(op),
+                    );
+                    _mm512_storeu_ps(op, acc);
+                }
+                j += 16;
+            }
+            i += 1;
+        }
+        // Columns past the last full vector: scalar, the same order.
+        for i in 0..k {
+            let base = i * n + j0;
+            for j in full..width {
+                let wij = w.get_unchecked(base + j).to_f32();
+                for r in 0..m {
+                    let oj = out.get_unchecked_mut(r * width + j);
+                    *oj = x.get_unchecked(r * k + i).mul_add(wij, *oj);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_equal_the_decode_kernel_bit_for_bit() {
+        let mut s = 17u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, k, n) in [
+            (1, 1, 1),
+            (2, 3, 5),
+            (3, 9, 17),
+            (8, 300, 49),
+            (5, 576, 2100),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let mut y = vec![f32::NAN; m * n];
+            if !matmul(&x, &w, &mut y, m, k, n) {
+                return; // no AVX-512 here: callers fall back
+            }
+            let mut yb = vec![f32::NAN; m * n];
+            assert!(matmul(&x, &bf, &mut yb, m, k, n));
+            for r in 0..m {
+                let mut want = vec![0f32; n];
+                super::super::matvec::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
+                assert_eq!(
+                    &y[r * n..(r + 1) * n],
+                    &want[..],
+                    "m={m} k={k} n={n} row {r}"
+                );
+                super::super::matvec::matvec(&x[r * k..(r + 1) * k], &bf, &mut want);
+                assert_eq!(
+                    &yb[r * n..(r + 1) * n],
+                    &want[..],
+                    "bf16 m={m} k={k} n={n} row {r}"
+                );
+            }
+        }
+    }
+}
