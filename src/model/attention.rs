@@ -72,14 +72,29 @@ impl<B: Backend> Attention<B> {
         let qkv = self.qkv.forward_rows(x, rows);
         let y = match caches {
             [cache] => self.attend(layer, qkv, rope, cache),
-            _ => Tensor::cat(
-                caches
+            _ => {
+                // Each sequence attends over its own cache; they are independent, so they run
+                // side by side (the per-row work is many small ops, not one big one).
+                let rows: Vec<Tensor<B, 3>> = (0..caches.len())
+                    .map(|r| qkv.clone().narrow(0, r, 1))
+                    .collect();
+                #[cfg(feature = "flex")]
+                let ys: Vec<Tensor<B, 3>> = {
+                    use rayon::prelude::*;
+                    caches
+                        .par_iter_mut()
+                        .zip(rows)
+                        .map(|(c, q)| self.attend(layer, q, rope, c))
+                        .collect()
+                };
+                #[cfg(not(feature = "flex"))]
+                let ys: Vec<Tensor<B, 3>> = caches
                     .iter_mut()
-                    .enumerate()
-                    .map(|(r, c)| self.attend(layer, qkv.clone().narrow(0, r, 1), rope, c))
-                    .collect(),
-                0,
-            ),
+                    .zip(rows)
+                    .map(|(c, q)| self.attend(layer, q, rope, c))
+                    .collect();
+                Tensor::cat(ys, 0)
+            }
         };
         self.proj.forward_rows(y, rows)
     }

@@ -136,25 +136,28 @@ pub fn try_linear<B: Backend>(
             // A few rows (a batch of sequences, each maybe with its own adapter): every row's
             // `x·A` first, then one parallel pass over column tiles adds each `(x·A)·B` — the
             // same arithmetic, term by term, as a one-row linear.
-            let mut pairs: Vec<(usize, Vec<f32>, &[f32], f32)> = Vec::new();
+            let mut jobs: Vec<(usize, &[f32], usize, &[f32], f32)> = Vec::new();
             for (&(a, b, r, scale), term) in td.iter().zip(terms) {
-                let all: Vec<usize>;
-                let rows = match term.rows {
-                    Some(rows) => rows,
-                    None => {
-                        all = (0..m).collect();
-                        &all
-                    }
-                };
-                for &i in rows {
-                    let mut xa = vec![0f32; r];
-                    matvec(xd.get(i * k..(i + 1) * k)?, a, &mut xa);
-                    pairs.push((i, xa, b, scale));
+                match term.rows {
+                    Some(rows) => jobs.extend(rows.iter().map(|&i| (i, a, r, b, scale))),
+                    None => jobs.extend((0..m).map(|i| (i, a, r, b, scale))),
                 }
             }
-            if pairs.iter().any(|p| p.0 >= m) {
+            if jobs.iter().any(|j| j.0 >= m) {
                 return None;
             }
+            // The `x·A` products read every adapter's `A` once: in parallel (each is small).
+            let pairs: Vec<(usize, Vec<f32>, &[f32], f32)> = {
+                use rayon::prelude::*;
+                jobs.par_iter()
+                    .map(|job| {
+                        let (i, a, r, b, scale) = *job;
+                        let mut xa = vec![0f32; r];
+                        tile_kernel(&xd[i * k..(i + 1) * k], a, r, 0, &mut xa);
+                        (i, xa, b, scale)
+                    })
+                    .collect()
+            };
             let y_addr = y.as_mut_ptr() as usize;
             for_tiles(n, |j0, width| {
                 let mut d = [0f32; TILE];
