@@ -90,8 +90,16 @@ mod x86 {
         // fused multiply-adds in the same order.
         while i + 8 <= k {
             let p: [*const W; 8] = std::array::from_fn(|q| w.as_ptr().add((i + q) * n + j0));
+            let ahead = i + 16 <= k;
             let mut j = 0;
             while j < full {
+                // The next pass's rows: a weight row lies a whole row (often pages) away from
+                // the one before, which the hardware prefetchers do not follow.
+                if ahead && (j * std::mem::size_of::<W>()) % 64 == 0 {
+                    for pq in &p {
+                        _mm_prefetch::<_MM_HINT_T0>(pq.add(8 * n + j) as *const i8);
+                    }
+                }
                 let wv: [__m512; 8] = std::array::from_fn(|q| W::load16(p[q].add(j)));
                 for r in 0..m {
                     let op = o.add(r * width + j);

@@ -499,8 +499,16 @@ mod x86 {
         while i + 8 <= x.len() {
             let p: [*const W; 8] = std::array::from_fn(|r| w.as_ptr().add((i + r) * n + j0));
             let xs: [__m512; 8] = std::array::from_fn(|r| _mm512_set1_ps(x[i + r]));
+            let ahead = i + 16 <= x.len();
             let mut j = 0;
             while j < full {
+                // The next pass's rows lie a whole weight row (often pages) apart, which the
+                // hardware prefetchers do not follow: one prefetch per cache line ahead.
+                if ahead && (j * std::mem::size_of::<W>()) % 64 == 0 {
+                    for pr in &p {
+                        _mm_prefetch::<_MM_HINT_T0>(pr.add(8 * n + j) as *const i8);
+                    }
+                }
                 let mut acc = _mm512_loadu_ps(o.add(j));
                 for r in 0..8 {
                     acc = _mm512_fmadd_ps(xs[r], W::load16(p[r].add(j)), acc);
