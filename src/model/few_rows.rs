@@ -95,7 +95,7 @@ mod x86 {
             while j < full {
                 // The next pass's rows: a weight row lies a whole row (often pages) away from
                 // the one before, which the hardware prefetchers do not follow.
-                if ahead && (j * std::mem::size_of::<W>()) % 64 == 0 {
+                if ahead && (j * std::mem::size_of::<W>()).is_multiple_of(64) {
                     for pq in &p {
                         _mm_prefetch::<_MM_HINT_T0>(pq.add(8 * n + j) as *const i8);
                     }

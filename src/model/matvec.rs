@@ -136,7 +136,9 @@ pub fn try_linear<B: Backend>(
             // A few rows (a batch of sequences, each maybe with its own adapter): every row's
             // `x·A` first, then one parallel pass over column tiles adds each `(x·A)·B` — the
             // same arithmetic, term by term, as a one-row linear.
-            let mut jobs: Vec<(usize, &[f32], usize, &[f32], f32)> = Vec::new();
+            // (row, A, rank, B, scale)
+            type Job<'t> = (usize, &'t [f32], usize, &'t [f32], f32);
+            let mut jobs: Vec<Job<'_>> = Vec::new();
             for (&(a, b, r, scale), term) in td.iter().zip(terms) {
                 match term.rows {
                     Some(rows) => jobs.extend(rows.iter().map(|&i| (i, a, r, b, scale))),
@@ -504,7 +506,7 @@ mod x86 {
             while j < full {
                 // The next pass's rows lie a whole weight row (often pages) apart, which the
                 // hardware prefetchers do not follow: one prefetch per cache line ahead.
-                if ahead && (j * std::mem::size_of::<W>()) % 64 == 0 {
+                if ahead && (j * std::mem::size_of::<W>()).is_multiple_of(64) {
                     for pr in &p {
                         _mm_prefetch::<_MM_HINT_T0>(pr.add(8 * n + j) as *const i8);
                     }
