@@ -7,7 +7,7 @@
 //! Each output is the same in-order fused multiply-add chain as [`super::matvec`]'s, so a row
 //! computed here is bit-identical to the same row decoded alone.
 
-use super::matvec::Weight;
+use super::weight::Weight;
 
 /// At most this many rows (beyond it the GEMM's register blocking pays).
 pub const MAX_ROWS: usize = 8;

@@ -7,7 +7,7 @@
 //! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row
 //! computed alone during decoding, and nothing depends on the thread count.
 
-use super::matvec::Weight;
+use super::weight::Weight;
 
 /// Rows per register block.
 const MR: usize = 8;

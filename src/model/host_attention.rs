@@ -21,7 +21,7 @@ pub fn try_attention<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     #[cfg(feature = "flex")]
     {
-        use super::matvec::{f32s, flex};
+        use super::weight::{f32s, flex};
         let [b, nh, t, hs] = q.dims();
         let [bk, nkv, s, hsk] = k.dims();
         if bk != b || hsk != hs || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 || s != pos + t

@@ -4,6 +4,7 @@
 //! (they enter through [`Linear`]).
 
 mod attention;
+mod block;
 mod few_rows;
 mod gemm;
 mod host_attention;
@@ -13,81 +14,26 @@ mod mlp;
 mod norm;
 mod precision;
 mod rope;
+mod transpose;
+mod weight;
 
 use std::collections::HashMap;
 
 use burn::prelude::*;
 
 pub use attention::{Attention, Prefix};
-pub use linear::{transpose, Affine, Linear, LowRank, RowGrafts};
+pub use block::Block;
+pub use linear::{Affine, Linear, LowRank, RowGrafts};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use precision::{holds_16bit, WeightDtype};
 pub use rope::{inv_freq, Rope};
+pub use transpose::transpose;
 
 use crate::cache::KvCache;
 use crate::checkpoint::HostTensor;
 use crate::config::{MlpKind, ModelConfig};
 use crate::error::{Error, Result};
-
-/// One transformer block.
-#[derive(Debug, Clone)]
-pub struct Block<B: Backend> {
-    /// Absent in OLMo-2 (identity).
-    pub(crate) norm_1: Option<Norm<B>>,
-    pub(crate) attn: Attention<B>,
-    /// Absent with `shared_attention_norm` (the MLP reuses `norm_1`'s output) or in OLMo-2
-    /// (identity).
-    pub(crate) norm_2: Option<Norm<B>>,
-    pub(crate) shared_attention_norm: bool,
-    pub(crate) mlp: Mlp<B>,
-    pub(crate) parallel_residual: bool,
-    /// Gemma 2: norms on the attention and MLP outputs.
-    pub(crate) post_attention_norm: Option<Norm<B>>,
-    pub(crate) post_mlp_norm: Option<Norm<B>>,
-}
-
-impl<B: Backend> Block<B> {
-    /// `x`: `[1, t, e]` with one cache or `[n, 1, e]` with `n` (see [`Attention::forward_batch`]).
-    fn forward(
-        &self,
-        layer: usize,
-        x: Tensor<B, 3>,
-        rope: &Rope<B>,
-        caches: &mut [KvCache<B>],
-        rows: Option<RowGrafts<'_>>,
-    ) -> Tensor<B, 3> {
-        let x_normed = match &self.norm_1 {
-            Some(n) => n.forward(x.clone()),
-            None => x.clone(),
-        };
-        let mut attn = self
-            .attn
-            .forward_batch(layer, x_normed.clone(), rope, caches, rows);
-        if let Some(n) = &self.post_attention_norm {
-            attn = n.forward(attn);
-        }
-        let post_mlp = |y: Tensor<B, 3>| match &self.post_mlp_norm {
-            Some(n) => n.forward(y),
-            None => y,
-        };
-        if self.parallel_residual {
-            let mlp_in = match &self.norm_2 {
-                Some(n) => n.forward(x.clone()),
-                None if self.shared_attention_norm => x_normed,
-                None => x.clone(),
-            };
-            post_mlp(self.mlp.forward(mlp_in, rows)) + (attn + x)
-        } else {
-            let x = attn + x;
-            let mlp_in = match &self.norm_2 {
-                Some(n) => n.forward(x.clone()),
-                None => x.clone(),
-            };
-            post_mlp(self.mlp.forward(mlp_in, rows)) + x
-        }
-    }
-}
 
 /// What has been grafted onto a model through its [`Linear`] seam (bookkeeping only; the numbers
 /// live in the linears).

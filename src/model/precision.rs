@@ -138,15 +138,15 @@ pub(crate) fn held_transposed<B: Backend>(
     let shape = [cols, rows];
     match precision {
         WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            let h = super::linear::transpose_map(data, rows, cols, bf16_slice);
+            let h = super::transpose::transpose_map(data, rows, cols, bf16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
         }
         WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let h = super::linear::transpose_map(data, rows, cols, f16_slice);
+            let h = super::transpose::transpose_map(data, rows, cols, f16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
         _ => held_tensor::<B>(
-            super::linear::transpose(data, rows, cols),
+            super::transpose::transpose(data, rows, cols),
             shape,
             precision,
             device,
@@ -237,9 +237,9 @@ pub(crate) fn equals_transposed<B: Backend>(
         })
     };
     #[cfg(feature = "flex")]
-    if let Some(t) = super::matvec::flex(held) {
-        use super::matvec::Held;
-        return match super::matvec::held(&t) {
+    if let Some(t) = super::weight::flex(held) {
+        use super::weight::Held;
+        return match super::weight::held(&t) {
             Some(Held::F32(h)) => check(&|j, i| h[j * rows + i].to_bits()),
             Some(Held::Bf16(h)) => check(&|j, i| h[j * rows + i].to_f32().to_bits()),
             Some(Held::F16(h)) => check(&|j, i| h[j * rows + i].to_f32().to_bits()),
@@ -274,7 +274,7 @@ pub fn holds_16bit<B: Backend>(device: &B::Device) -> bool {
     #[cfg(feature = "flex")]
     {
         let probe = Tensor::<B, 1>::zeros([1], device);
-        super::matvec::flex(&probe).is_some()
+        super::weight::flex(&probe).is_some()
     }
     #[cfg(not(feature = "flex"))]
     {

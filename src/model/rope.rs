@@ -117,7 +117,7 @@ impl<B: Backend> Rope<B> {
     /// each, then their sum), so the results are identical.
     #[cfg(feature = "flex")]
     fn try_host(&self, x: &Tensor<B, 4>, start: usize) -> Option<Tensor<B, 4>> {
-        use super::matvec::{f32s, flex};
+        use super::weight::{f32s, flex};
         let (cos_t, sin_t) = (flex(&self.cos)?, flex(&self.sin)?);
         let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
         let [b, h, t, hs] = x.dims();

@@ -1,0 +1,164 @@
+//! Transposing weights at load time: checkpoints store `[out, in]`, [`super::Linear`] holds
+//! `[in, out]`.
+
+/// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
+/// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
+pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for_bands(&mut t, rows, |bi, out| band(data, rows, cols, bi, out));
+    t
+}
+
+/// [`transpose`] straight into another element type: each band of 32 output rows is transposed
+/// into a scratch buffer and then `map`ped into the output (no full-size f32 copy).
+pub(crate) fn transpose_map<T: Copy + Default + Send>(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    map: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut t = vec![T::default(); rows * cols];
+    for_bands(&mut t, rows, |bi, out| {
+        let mut scratch = vec![0f32; out.len()];
+        band(data, rows, cols, bi, &mut scratch);
+        map(&scratch, out);
+    });
+    t
+}
+
+const BLOCK: usize = 32;
+
+/// Runs `f(band index, band)` over bands of `BLOCK` output rows (`rows` wide) of `t`, in parallel
+/// for large matrices.
+fn for_bands<T: Send>(t: &mut [T], rows: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if t.is_empty() {
+        return;
+    }
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if t.len() >= 1 << 16 {
+            t.par_chunks_mut(BLOCK * rows)
+                .enumerate()
+                .for_each(|(bi, out)| f(bi, out));
+            return;
+        }
+    }
+    t.chunks_mut(BLOCK * rows)
+        .enumerate()
+        .for_each(|(bi, out)| f(bi, out));
+}
+
+/// Output rows `bi·32 ..` (input columns `c0..c1`) of the transpose of `data` into `out`.
+fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
+    let c0 = bi * BLOCK;
+    let c1 = (c0 + BLOCK).min(cols);
+    for r0 in (0..rows).step_by(BLOCK) {
+        let r1 = (r0 + BLOCK).min(rows);
+        #[cfg(target_arch = "x86_64")]
+        if c1 - c0 == BLOCK && r1 - r0 == BLOCK && std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is present; the 32×32 block lies inside `data` (rows r0..r1,
+            // columns c0..c1) and inside `out` (its rows 0..32, columns r0..r1).
+            unsafe { x86::block32(data, cols, out, rows, r0, c0) };
+            continue;
+        }
+        for r in r0..r1 {
+            let src = &data[r * cols + c0..r * cols + c1];
+            for (c, &v) in src.iter().enumerate() {
+                out[c * rows + r] = v;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Transposes the 32×32 block at rows `r0..`, columns `c0..` of `data` (`cols` wide) into
+    /// rows `0..32`, columns `r0..` of `out` (`rows` wide), as 16 in-register 8×8 transposes.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn block32(
+        data: &[f32],
+        cols: usize,
+        out: &mut [f32],
+        rows: usize,
+        r0: usize,
+        c0: usize,
+    ) {
+        debug_assert!(
+            (r0 + 32 - 1) * cols + c0 + 32 <= data.len() && 31 * rows + r0 + 32 <= out.len()
+        );
+        let src = data.as_ptr();
+        let dst = out.as_mut_ptr();
+        for bi in (0..32).step_by(8) {
+            for bj in (0..32).step_by(8) {
+                let p = src.add((r0 + bi) * cols + c0 + bj);
+                let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(i * cols)));
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let o = [
+                    _mm256_permute2f128_ps::<0x20>(u0, u4),
+                    _mm256_permute2f128_ps::<0x20>(u1, u5),
+                    _mm256_permute2f128_ps::<0x20>(u2, u6),
+                    _mm256_permute2f128_ps::<0x20>(u3, u7),
+                    _mm256_permute2f128_ps::<0x31>(u0, u4),
+                    _mm256_permute2f128_ps::<0x31>(u1, u5),
+                    _mm256_permute2f128_ps::<0x31>(u2, u6),
+                    _mm256_permute2f128_ps::<0x31>(u3, u7),
+                ];
+                let q = dst.add(bj * rows + r0 + bi);
+                for (i, v) in o.iter().enumerate() {
+                    _mm256_storeu_ps(q.add(i * rows), *v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transpose_any_shape() {
+        for (rows, cols) in [
+            (1, 1),
+            (1, 70),
+            (33, 1),
+            (31, 65),
+            (64, 64),
+            (100, 37),
+            (96, 130),
+            (300, 576),
+        ] {
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = super::transpose(&data, rows, cols);
+            let neg = super::transpose_map(&data, rows, cols, |a: &[f32], b: &mut [i64]| {
+                a.iter().zip(b).for_each(|(x, y)| *y = -(*x as i64))
+            });
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        data[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                    assert_eq!(neg[c * rows + r], -((r * cols + c) as i64));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The element types weight matrices are held in (f32, bf16, f16) and how the host kernels read
+//! them: in place from burn-flex tensors, widened to f32 as they are loaded (exactly: every bf16
+//! and f16 value is an f32).
+
+use burn::prelude::*;
+
+/// The burn-flex tensor behind `t` (a cheap shared clone), if that is the backend.
+#[cfg(feature = "flex")]
+pub(super) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
+    let p: Box<dyn std::any::Any> = Box::new(t.clone().into_primitive().tensor());
+    p.downcast::<burn_flex::FlexTensor>().ok().map(|b| *b)
+}
+
+/// The elements of a contiguous flex weight, in place: f32, or 16-bit (widened by the kernels).
+#[cfg(feature = "flex")]
+pub(super) enum Held<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+    F16(&'a [half::f16]),
+}
+
+#[cfg(feature = "flex")]
+impl Held<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Held::F32(d) => d.len(),
+            Held::Bf16(d) => d.len(),
+            Held::F16(d) => d.len(),
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+pub(super) fn held(t: &burn_flex::FlexTensor) -> Option<Held<'_>> {
+    use burn::tensor::DType;
+    let (start, end) = t.layout().contiguous_offsets()?;
+    match t.dtype() {
+        DType::F32 => t.storage::<f32>().get(start..end).map(Held::F32),
+        DType::BF16 => t.storage::<half::bf16>().get(start..end).map(Held::Bf16),
+        DType::F16 => t.storage::<half::f16>().get(start..end).map(Held::F16),
+        _ => None,
+    }
+}
+
+/// The f32 elements of a contiguous flex tensor, in place.
+#[cfg(feature = "flex")]
+pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
+    if t.dtype() != burn::tensor::DType::F32 {
+        return None;
+    }
+    let (start, end) = t.layout().contiguous_offsets()?;
+    t.storage::<f32>().get(start..end)
+}
+
+/// An element type weights can be held in: f32, or bf16 / f16 widened exactly as they are read.
+pub trait Weight: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+    /// Sixteen weights from `p`, widened (AVX-512F).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and `p..p + 16` is readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+    /// The first `left` (< 16) of sixteen weights from `p`, the rest zero (AVX-512F).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, `mask` is `(1 << left) - 1` and `p..p + left` is readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16_part(
+        p: *const Self,
+        mask: std::arch::x86_64::__mmask16,
+        left: usize,
+    ) -> std::arch::x86_64::__m512;
+    /// Eight weights from `p`, widened (AVX2 + F16C).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and F16C and `p..p + 8` is readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod portable {
+    impl super::Weight for f32 {
+        fn to_f32(self) -> f32 {
+            self
+        }
+    }
+    impl super::Weight for half::bf16 {
+        fn to_f32(self) -> f32 {
+            f32::from_bits((self.to_bits() as u32) << 16)
+        }
+    }
+    impl super::Weight for half::f16 {
+        fn to_f32(self) -> f32 {
+            half::f16::to_f32(self)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Weight;
+    use std::arch::x86_64::*;
+
+    impl Weight for f32 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            self
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16(p: *const f32) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16_part(p: *const f32, mask: __mmask16, _left: usize) -> __m512 {
+            _mm512_maskz_loadu_ps(mask, p)
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(p: *const f32) -> __m256 {
+            _mm256_loadu_ps(p)
+        }
+    }
+
+    impl Weight for half::bf16 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            // bf16 is the upper half of an f32.
+            f32::from_bits((self.to_bits() as u32) << 16)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16(p: *const half::bf16) -> __m512 {
+            // `lddqu`, not `loadu`: the latter goes through `copy_nonoverlapping`, whose debug
+            // precondition check forces the vector through the stack in dev builds.
+            let h = _mm256_lddqu_si256(p as *const __m256i);
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16_part(p: *const half::bf16, _mask: __mmask16, left: usize) -> __m512 {
+            let mut t = [half::bf16::ZERO; 16];
+            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
+            Self::load16(t.as_ptr())
+        }
+        #[inline]
+        #[target_feature(enable = "avx2")]
+        unsafe fn load8(p: *const half::bf16) -> __m256 {
+            let h = _mm_lddqu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(h)))
+        }
+    }
+
+    impl Weight for half::f16 {
+        #[inline(always)]
+        fn to_f32(self) -> f32 {
+            half::f16::to_f32(self)
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16(p: *const half::f16) -> __m512 {
+            _mm512_cvtph_ps(_mm256_lddqu_si256(p as *const __m256i))
+        }
+        #[inline]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn load16_part(p: *const half::f16, _mask: __mmask16, left: usize) -> __m512 {
+            let mut t = [half::f16::ZERO; 16];
+            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
+            Self::load16(t.as_ptr())
+        }
+        #[inline]
+        #[target_feature(enable = "avx2,f16c")]
+        unsafe fn load8(p: *const half::f16) -> __m256 {
+            _mm256_cvtph_ps(_mm_lddqu_si128(p as *const __m128i))
+        }
+    }
+}
