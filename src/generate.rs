@@ -130,6 +130,165 @@ pub fn logits_to_vec<B: Backend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Unsupported(format!("reading logits from the device: {e:?}")))
 }
 
+/// One sequence being generated, fed one logits row at a time: sampling, LitGPT's running match
+/// of stop sequences, stop strings and text streaming.
+struct Decoder<'a> {
+    sampler: Sampler,
+    stop_tokens: Vec<Vec<u32>>,
+    progress: Vec<usize>,
+    stream: TextStream<'a>,
+    stops: StopStrings<'a>,
+    prompt_ids: Vec<u32>,
+    tokens: Vec<u32>,
+    /// `tokens[..released]` were turned into text.
+    released: usize,
+    reason: StopReason,
+    cut_at: Option<usize>,
+    max_new_tokens: usize,
+    include_stop_tokens: bool,
+    done: bool,
+}
+
+impl<'a> Decoder<'a> {
+    /// Checks the request (`block_size`: the model's context length).
+    fn new(
+        tokenizer: &'a Tokenizer,
+        prompt_ids: &[u32],
+        opts: &'a GenerateOptions,
+        block_size: usize,
+    ) -> Result<Self> {
+        if prompt_ids.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        if opts.max_new_tokens == 0 {
+            return Err(Error::invalid("max_new_tokens", "must be at least 1"));
+        }
+        let total = prompt_ids.len().saturating_add(opts.max_new_tokens);
+        if total > block_size {
+            return Err(Error::ContextOverflow {
+                prompt_tokens: prompt_ids.len(),
+                max_new_tokens: opts.max_new_tokens,
+                total,
+                block_size,
+            });
+        }
+        let stop_tokens: Vec<Vec<u32>> = match &opts.stop_tokens {
+            None => tokenizer.eos_ids.iter().map(|&e| vec![e]).collect(),
+            Some(seqs) => seqs.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        };
+        Ok(Self {
+            sampler: Sampler::new(opts.sampling)?,
+            progress: vec![0; stop_tokens.len()],
+            stop_tokens,
+            stream: TextStream::new(tokenizer, prompt_ids),
+            stops: StopStrings {
+                stops: &opts.stop_strings,
+                text: String::new(),
+                emitted: 0,
+            },
+            prompt_ids: prompt_ids.to_vec(),
+            tokens: Vec::new(),
+            released: 0,
+            reason: StopReason::MaxTokens,
+            cut_at: None,
+            max_new_tokens: opts.max_new_tokens,
+            include_stop_tokens: opts.include_stop_tokens,
+            done: false,
+        })
+    }
+
+    /// The cache capacity this sequence needs.
+    fn capacity(&self) -> usize {
+        self.prompt_ids.len() + self.max_new_tokens
+    }
+
+    /// Samples the next token from the last position's logits and streams what became text;
+    /// returns the token (to feed back unless [`Decoder::done`]).
+    fn step(&mut self, logits: &[f32], on_text: &mut dyn FnMut(&str) -> bool) -> Result<u32> {
+        let token = self.sampler.sample(logits);
+        self.tokens.push(token);
+        // LitGPT's running match of stop sequences.
+        for (i, seq) in self.stop_tokens.iter().enumerate() {
+            if token == seq[self.progress[i]] {
+                self.progress[i] += 1;
+                if self.progress[i] == seq.len() {
+                    self.reason = StopReason::StopTokens;
+                    self.cut_at = Some(self.tokens.len() - seq.len());
+                    self.done = true;
+                    return Ok(token);
+                }
+            } else {
+                self.progress[i] = 0;
+            }
+        }
+        // Tokens that may still become part of a stop sequence are held back.
+        let safe = self.tokens.len() - self.progress.iter().copied().max().unwrap_or(0);
+        if let Some(r) = self.release(safe, on_text)? {
+            self.reason = r;
+            self.done = true;
+        } else if self.tokens.len() >= self.max_new_tokens {
+            self.done = true;
+        }
+        Ok(token)
+    }
+
+    /// Turns `tokens[released..upto]` into text; returns a reason to stop, if any.
+    fn release(
+        &mut self,
+        upto: usize,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Option<StopReason>> {
+        while self.released < upto {
+            let piece = self.stream.push(self.tokens[self.released])?;
+            self.released += 1;
+            if let Some(piece) = piece {
+                let (out, hit) = self.stops.push(&piece);
+                if !out.is_empty() && !on_text(&out) {
+                    return Ok(Some(StopReason::Callback));
+                }
+                if hit {
+                    return Ok(Some(StopReason::StopString));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Streams what is left and returns the result.
+    fn finish(mut self, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation> {
+        if self.reason == StopReason::MaxTokens {
+            if let Some(r) = self.release(self.tokens.len(), on_text)? {
+                self.reason = r;
+            }
+        }
+        if self.reason != StopReason::StopString && self.reason != StopReason::Callback {
+            if let Some(piece) = self.stream.finish()? {
+                let (out, hit) = self.stops.push(&piece);
+                if !out.is_empty() {
+                    on_text(&out);
+                }
+                if hit {
+                    self.reason = StopReason::StopString;
+                }
+            }
+            let rest = self.stops.flush();
+            if !rest.is_empty() {
+                on_text(&rest);
+            }
+        }
+        let mut generated_ids = self.tokens;
+        if let (Some(cut), false) = (self.cut_at, self.include_stop_tokens) {
+            generated_ids.truncate(cut);
+        }
+        Ok(Generation {
+            prompt_ids: self.prompt_ids,
+            generated_ids,
+            text: self.stops.text,
+            stop_reason: self.reason,
+        })
+    }
+}
+
 /// Generates a continuation of `prompt_ids`. `on_text` receives each new piece of text (whole
 /// UTF-8, never part of a stop string) and returns `false` to stop.
 pub fn generate<B: Backend>(
@@ -139,125 +298,79 @@ pub fn generate<B: Backend>(
     opts: &GenerateOptions,
     on_text: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Generation> {
-    if prompt_ids.is_empty() {
-        return Err(Error::EmptyPrompt);
+    let mut d = Decoder::new(tokenizer, prompt_ids, opts, model.config().block_size)?;
+    let mut cache = model.new_cache(d.capacity());
+    let mut token = d.step(
+        &logits_to_vec(model.forward(prompt_ids, &mut cache, true)?)?,
+        on_text,
+    )?;
+    while !d.done {
+        let row = logits_to_vec(model.forward(&[token], &mut cache, true)?)?;
+        token = d.step(&row, on_text)?;
     }
-    if opts.max_new_tokens == 0 {
-        return Err(Error::invalid("max_new_tokens", "must be at least 1"));
-    }
+    d.finish(on_text)
+}
+
+/// One sequence of [`generate_batch`]: its prompt and the LoRA adapter it uses (`None`: the base).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRequest<'a> {
+    pub prompt_ids: &'a [u32],
+    pub adapter: Option<&'a str>,
+}
+
+/// Generates a continuation for each request, each with its own adapter, decoding all the
+/// unfinished sequences in one [`Model::forward_batch`] per step (one read of the base weights
+/// for all). Every sequence gets its own sampler seeded from `opts`, so each result equals
+/// [`generate`] run alone with only that adapter active. `on_text(i, piece)` streams request
+/// `i`'s text; returning `false` stops that request. Everything is checked before anything runs.
+pub fn generate_batch<B: Backend>(
+    model: &Model<B>,
+    tokenizer: &Tokenizer,
+    requests: &[BatchRequest<'_>],
+    opts: &GenerateOptions,
+    on_text: &mut dyn FnMut(usize, &str) -> bool,
+) -> Result<Vec<Generation>> {
     let block_size = model.config().block_size;
-    let total = prompt_ids.len().saturating_add(opts.max_new_tokens);
-    if total > block_size {
-        return Err(Error::ContextOverflow {
-            prompt_tokens: prompt_ids.len(),
-            max_new_tokens: opts.max_new_tokens,
-            total,
-            block_size,
-        });
+    let mut decs = requests
+        .iter()
+        .map(|r| Decoder::new(tokenizer, r.prompt_ids, opts, block_size))
+        .collect::<Result<Vec<_>>>()?;
+    let choices: Vec<Option<&str>> = requests.iter().map(|r| r.adapter).collect();
+    model.check_row_adapters(&choices)?;
+    // Prompts one by one (each its own length), then all unfinished sequences together.
+    let (mut live, mut caches, mut next) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (r, d)) in requests.iter().zip(decs.iter_mut()).enumerate() {
+        let mut cache = model.new_cache(d.capacity());
+        let row = logits_to_vec(model.forward_with(r.prompt_ids, &mut cache, true, r.adapter)?)?;
+        let token = d.step(&row, &mut |t| on_text(i, t))?;
+        if !d.done {
+            live.push(i);
+            caches.push(cache);
+            next.push(token);
+        }
     }
-    let mut sampler = Sampler::new(opts.sampling)?;
-    let stop_tokens: Vec<Vec<u32>> = match &opts.stop_tokens {
-        None => tokenizer.eos_ids.iter().map(|&e| vec![e]).collect(),
-        Some(seqs) => seqs.iter().filter(|s| !s.is_empty()).cloned().collect(),
-    };
-    let mut progress = vec![0usize; stop_tokens.len()];
-    let mut stream = TextStream::new(tokenizer, prompt_ids);
-    let mut stops = StopStrings {
-        stops: &opts.stop_strings,
-        text: String::new(),
-        emitted: 0,
-    };
-
-    let mut cache = model.new_cache(total);
-    let mut tokens: Vec<u32> = Vec::new();
-    let mut released = 0; // tokens[..released] were turned into text
-    let mut reason = StopReason::MaxTokens;
-    let mut cut_at: Option<usize> = None;
-
-    // Turns tokens[released..upto] into text; returns a reason to stop, if any.
-    let mut release =
-        |tokens: &[u32], released: &mut usize, upto: usize| -> Result<Option<StopReason>> {
-            while *released < upto {
-                let piece = stream.push(tokens[*released])?;
-                *released += 1;
-                if let Some(piece) = piece {
-                    let (out, hit) = stops.push(&piece);
-                    if !out.is_empty() && !on_text(&out) {
-                        return Ok(Some(StopReason::Callback));
-                    }
-                    if hit {
-                        return Ok(Some(StopReason::StopString));
-                    }
-                }
-            }
-            Ok(None)
-        };
-
-    for step in 0..opts.max_new_tokens {
-        let input: &[u32] = if step == 0 {
-            prompt_ids
-        } else {
-            &tokens[tokens.len() - 1..]
-        };
-        let row = logits_to_vec(model.forward(input, &mut cache, true)?)?;
-        let token = sampler.sample(&row);
-        tokens.push(token);
-
-        // LitGPT's running match of stop sequences.
-        let mut finished = None;
-        for (i, seq) in stop_tokens.iter().enumerate() {
-            if token == seq[progress[i]] {
-                progress[i] += 1;
-                if progress[i] == seq.len() {
-                    finished = Some(seq.len());
-                    break;
-                }
-            } else {
-                progress[i] = 0;
+    while !live.is_empty() {
+        let adapters: Vec<Option<&str>> = live.iter().map(|&i| requests[i].adapter).collect();
+        let logits = logits_to_vec(model.forward_batch(&next, &mut caches, &adapters)?)?;
+        let width = logits.len() / live.len();
+        let mut finished = Vec::new();
+        for (slot, &i) in live.iter().enumerate() {
+            let row = &logits[slot * width..(slot + 1) * width];
+            next[slot] = decs[i].step(row, &mut |t| on_text(i, t))?;
+            if decs[i].done {
+                finished.push(slot);
             }
         }
-        if let Some(len) = finished {
-            reason = StopReason::StopTokens;
-            cut_at = Some(tokens.len() - len);
-            break;
-        }
-        // Tokens that may still become part of a stop sequence are held back.
-        let safe = tokens.len() - progress.iter().copied().max().unwrap_or(0);
-        if let Some(r) = release(&tokens, &mut released, safe)? {
-            reason = r;
-            break;
+        for &slot in finished.iter().rev() {
+            live.remove(slot);
+            caches.remove(slot);
+            next.remove(slot);
         }
     }
-    if reason == StopReason::MaxTokens {
-        if let Some(r) = release(&tokens, &mut released, tokens.len())? {
-            reason = r;
-        }
-    }
-    if reason != StopReason::StopString && reason != StopReason::Callback {
-        if let Some(piece) = stream.finish()? {
-            let (out, hit) = stops.push(&piece);
-            if !out.is_empty() {
-                on_text(&out);
-            }
-            if hit {
-                reason = StopReason::StopString;
-            }
-        }
-        let rest = stops.flush();
-        if !rest.is_empty() {
-            on_text(&rest);
-        }
-    }
-    let mut generated_ids = tokens;
-    if let (Some(cut), false) = (cut_at, opts.include_stop_tokens) {
-        generated_ids.truncate(cut);
-    }
-    Ok(Generation {
-        prompt_ids: prompt_ids.to_vec(),
-        generated_ids,
-        text: stops.text,
-        stop_reason: reason,
-    })
+    decs.into_iter()
+        .enumerate()
+        .map(|(i, d)| d.finish(&mut |t| on_text(i, t)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub use cache::KvCache;
 pub use checkpoint::Checkpoint;
 pub use config::ModelConfig;
 pub use error::{Error, Result};
-pub use generate::{generate, GenerateOptions, Generation, StopReason};
+pub use generate::{
+    generate, generate_batch, BatchRequest, GenerateOptions, Generation, StopReason,
+};
 pub use model::Model;
 pub use prompt::PromptStyle;
 pub use sampling::{Sampler, SamplingParams};

@@ -137,3 +137,88 @@ fn an_active_llama_adapter_is_refused_in_a_batch() {
     m.forward_batch(&[1, 2], &mut caches, &[None, None])
         .unwrap();
 }
+
+#[test]
+fn generate_batch_equals_each_request_generated_alone() {
+    let mut m = model();
+    let tok = graftlm::Tokenizer::from_dir(&fixtures().join("qwen2/hf")).unwrap();
+    let ids = reference("qwen2").prompt_ids;
+    let prompts = [&ids[..], &ids[1..], &ids[..4], &ids[3..]];
+    let choice = [Some("b"), None, Some("a"), Some("a")];
+    for (sampling, stop_strings, max_new_tokens) in [
+        (
+            graftlm::SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            vec![],
+            9,
+        ),
+        (
+            graftlm::SamplingParams {
+                temperature: 0.9,
+                top_k: Some(20),
+                ..Default::default()
+            },
+            vec![],
+            7,
+        ),
+        // Different lengths: the stop string ends some requests early, the others go on.
+        (
+            graftlm::SamplingParams {
+                temperature: 1.0,
+                seed: 7,
+                ..Default::default()
+            },
+            vec!["o".to_string()],
+            12,
+        ),
+    ] {
+        let opts = graftlm::GenerateOptions {
+            max_new_tokens,
+            sampling,
+            stop_strings,
+            stop_tokens: Some(vec![]),
+            ..Default::default()
+        };
+        let requests: Vec<graftlm::BatchRequest<'_>> = prompts
+            .iter()
+            .zip(choice)
+            .map(|(p, a)| graftlm::BatchRequest {
+                prompt_ids: p,
+                adapter: a,
+            })
+            .collect();
+        let mut streamed = vec![String::new(); prompts.len()];
+        let batch = graftlm::generate_batch(&m, &tok, &requests, &opts, &mut |i, t| {
+            streamed[i].push_str(t);
+            true
+        })
+        .unwrap();
+        if !opts.stop_strings.is_empty() {
+            // Requests leave the batch at different steps (3, 5, 12 tokens with this seed).
+            let lens: Vec<usize> = batch.iter().map(|g| g.generated_ids.len()).collect();
+            assert!(lens.iter().any(|&l| l != lens[0]), "{lens:?}");
+        }
+        for (i, got) in batch.iter().enumerate() {
+            match choice[i] {
+                Some(name) => m.activate_only(name).unwrap(),
+                None => {
+                    m.set_active("a", false).unwrap();
+                    m.set_active("b", false).unwrap();
+                }
+            }
+            let alone = graftlm::generate(&m, &tok, prompts[i], &opts, &mut |_| true).unwrap();
+            assert_eq!(got, &alone, "request {i} ({:?})", choice[i]);
+            assert_eq!(streamed[i], got.text, "request {i}: streamed text");
+        }
+    }
+    // Checked before anything runs.
+    let bad = [graftlm::BatchRequest {
+        prompt_ids: &ids,
+        adapter: Some("nope"),
+    }];
+    let opts = graftlm::GenerateOptions::default();
+    let e = graftlm::generate_batch(&m, &tok, &bad, &opts, &mut |_, _| true).unwrap_err();
+    assert!(e.to_string().contains("`nope`"), "{e}");
+}

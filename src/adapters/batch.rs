@@ -53,7 +53,9 @@ impl<B: Backend> Model<B> {
         self.forward_rows(ids, std::slice::from_mut(cache), last_only, Some(&rows))
     }
 
-    fn check_row_adapters(&self, names: &[Option<&str>]) -> Result<()> {
+    /// Checks adapter choices for [`Model::forward_batch`] (names attached, LoRA, not merged; no
+    /// active LLaMA-Adapter).
+    pub(crate) fn check_row_adapters(&self, names: &[Option<&str>]) -> Result<()> {
         if let Some(g) = self.grafts().iter().find(|g| is_llama(g) && g.active) {
             return Err(Error::invalid(
                 "adapters",
