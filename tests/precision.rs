@@ -261,3 +261,29 @@ fn llama_adapter_v2_merged_into_16_bit_weights_unmerges_exactly() {
         &separate,
     );
 }
+
+#[test]
+fn with_auto_merging_into_a_16_bit_checkpoint_is_exact() {
+    // A bf16 checkpoint held as stored (auto) merges in f32: the same logits as held in f32.
+    let copy = convert(&fixtures().join("qwen2/hf"), Dtype::BF16, false);
+    let adapter = common::repo().join("tests/fixtures/adapters/families/qwen2-peft");
+    let ids = reference("qwen2").prompt_ids;
+    let build = |p: WeightDtype| {
+        let mut m = ModelBuilder::new()
+            .base(copy.path())
+            .adapter(adapter.clone().into())
+            .weight_dtype(p)
+            .build::<Flex>(&Default::default())
+            .unwrap();
+        let name = m.grafts()[0].name.clone();
+        m.set_merged(&name, true).unwrap();
+        m
+    };
+    let (auto, wide) = (build(WeightDtype::Auto), build(WeightDtype::F32));
+    assert_eq!(auto.weight_dtype(), WeightDtype::Bf16);
+    assert_same(
+        "auto merged vs f32 merged",
+        &logits(&auto, &ids, false),
+        &logits(&wide, &ids, false),
+    );
+}

@@ -95,6 +95,7 @@ impl Checkpoint {
     ) -> Result<Model<B>> {
         BASE_LOADS.with(|c| c.set(c.get() + 1));
         let files = self.weights()?;
+        let requested = precision;
         let precision = self.resolve_precision::<B>(&files, precision, device);
         // Check everything first (metadata only), then read one tensor at a time.
         names::load_check(&self.config, &files)?;
@@ -102,7 +103,7 @@ impl Checkpoint {
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect();
-        Model::from_source_as(
+        let model = Model::from_source_as(
             self.config.clone(),
             &mut |name: &str| {
                 let entry = table.get(name).ok_or_else(|| Error::MissingTensor {
@@ -114,7 +115,11 @@ impl Checkpoint {
             },
             precision,
             device,
-        )
+        );
+        let mut model = model?;
+        // An explicit 16-bit choice merges at 16 bits (speed); `Auto` merges exactly, in f32.
+        model.set_round_merges(requested != WeightDtype::Auto);
+        Ok(model)
     }
 
     /// What `precision` means for this checkpoint on `device`: `Auto` follows the stored dtype

@@ -54,9 +54,12 @@ pub struct Linear<B: Backend> {
     affine: Option<Affine<B>>,
     /// F32, Bf16 or F16 (never Auto).
     precision: WeightDtype,
-    /// A 16-bit weight's base while updates are merged into it: merging rounds `W + ΔW` to the
-    /// held precision (as PEFT and LitGPT do for 16-bit models), unmerging restores this exactly.
+    /// A 16-bit weight's base while updates are merged into it (unmerging restores it exactly).
     base: Option<Tensor<B, 2>>,
+    /// Whether a merged 16-bit weight is rounded to the held precision (as PEFT and LitGPT do for
+    /// 16-bit models: full speed, results move by the rounding) or kept in f32 (exact; the
+    /// default, so that a checkpoint's own 16-bit dtype never changes results).
+    round_merges: bool,
 }
 
 impl<B: Backend> Linear<B> {
@@ -82,6 +85,7 @@ impl<B: Backend> Linear<B> {
             affine: None,
             precision,
             base: None,
+            round_merges: false,
         }
     }
 
@@ -90,9 +94,14 @@ impl<B: Backend> Linear<B> {
         self.precision
     }
 
-    /// An f32 weight `[in, out]` held as this layer holds its weight.
+    /// Round merged 16-bit weights to the held precision (see the field).
+    pub(crate) fn set_round_merges(&mut self, on: bool) {
+        self.round_merges = on;
+    }
+
+    /// A merged f32 weight `[in, out]`, held as this layer holds merged weights.
     fn hold(&self, w: Tensor<B, 2>) -> Tensor<B, 2> {
-        if self.precision == WeightDtype::F32 {
+        if self.precision == WeightDtype::F32 || !self.round_merges {
             return w;
         }
         let dims = w.dims();

@@ -263,6 +263,21 @@ impl<B: Backend> Model<B> {
         self.precision
     }
 
+    /// Whether merging into 16-bit weights rounds to 16 bits (an explicit `bf16`/`f16` choice) or
+    /// keeps the merged weight in f32 (`auto`: results as with f32 weights).
+    pub(crate) fn set_round_merges(&mut self, on: bool) {
+        self.lm_head.set_round_merges(on);
+        for b in &mut self.blocks {
+            b.attn.qkv.set_round_merges(on);
+            b.attn.proj.set_round_merges(on);
+            b.mlp.fc_1.set_round_merges(on);
+            if let Some(l) = b.mlp.fc_2.as_mut() {
+                l.set_round_merges(on);
+            }
+            b.mlp.proj.set_round_merges(on);
+        }
+    }
+
     /// Bytes held by the weight matrices (every linear's weight and the embedding when it has
     /// its own copy; not norms, biases or adapters), as actually stored on the device.
     pub fn weight_bytes(&self) -> usize {
