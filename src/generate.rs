@@ -321,8 +321,10 @@ pub struct BatchRequest<'a> {
 /// Generates a continuation for each request, each with its own adapter, decoding all the
 /// unfinished sequences in one [`Model::forward_batch`] per step (one read of the base weights
 /// for all). Every sequence gets its own sampler seeded from `opts`, so each result equals
-/// [`generate`] run alone with only that adapter active. `on_text(i, piece)` streams request
-/// `i`'s text; returning `false` stops that request. Everything is checked before anything runs.
+/// [`generate`] run alone with only that adapter active (bit for bit where the host kernels run,
+/// AVX-512 CPUs on flex; elsewhere up to rounding, which can flip a near-tie). `on_text(i,
+/// piece)` streams request `i`'s text; returning `false` stops that request. Everything is
+/// checked before anything runs.
 pub fn generate_batch<B: Backend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
@@ -331,19 +333,44 @@ pub fn generate_batch<B: Backend>(
     on_text: &mut dyn FnMut(usize, &str) -> bool,
 ) -> Result<Vec<Generation>> {
     let block_size = model.config().block_size;
+    let vocab = model.config().padded_vocab_size;
+    if let Some(bad) = requests
+        .iter()
+        .flat_map(|r| r.prompt_ids)
+        .find(|&&t| t as usize >= vocab)
+    {
+        return Err(Error::invalid(
+            "ids",
+            format!("token id {bad} is outside the vocabulary (size {vocab})"),
+        ));
+    }
     let mut decs = requests
         .iter()
-        .map(|r| Decoder::new(tokenizer, r.prompt_ids, opts, block_size))
+        .map(|r| Decoder::new(tokenizer, r.prompt_ids, opts, block_size).map(Some))
         .collect::<Result<Vec<_>>>()?;
     let choices: Vec<Option<&str>> = requests.iter().map(|r| r.adapter).collect();
     model.check_row_adapters(&choices)?;
+    let mut results: Vec<Option<Generation>> = vec![None; requests.len()];
+    // A finished request streams its last text and gets its result at once.
+    let mut finish = |i: usize,
+                      d: &mut Option<Decoder<'_>>,
+                      on_text: &mut dyn FnMut(usize, &str) -> bool|
+     -> Result<()> {
+        if let Some(d) = d.take() {
+            results[i] = Some(d.finish(&mut |t| on_text(i, t))?);
+        }
+        Ok(())
+    };
     // Prompts one by one (each its own length), then all unfinished sequences together.
     let (mut live, mut caches, mut next) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, (r, d)) in requests.iter().zip(decs.iter_mut()).enumerate() {
+    for (i, r) in requests.iter().enumerate() {
+        let Some(d) = decs[i].as_mut() else { continue };
         let mut cache = model.new_cache(d.capacity());
         let row = logits_to_vec(model.forward_with(r.prompt_ids, &mut cache, true, r.adapter)?)?;
         let token = d.step(&row, &mut |t| on_text(i, t))?;
-        if !d.done {
+        if d.done {
+            finish(i, &mut decs[i], on_text)?;
+        } else {
             live.push(i);
             caches.push(cache);
             next.push(token);
@@ -355,9 +382,11 @@ pub fn generate_batch<B: Backend>(
         let width = logits.len() / live.len();
         let mut finished = Vec::new();
         for (slot, &i) in live.iter().enumerate() {
+            let Some(d) = decs[i].as_mut() else { continue };
             let row = &logits[slot * width..(slot + 1) * width];
-            next[slot] = decs[i].step(row, &mut |t| on_text(i, t))?;
-            if decs[i].done {
+            next[slot] = d.step(row, &mut |t| on_text(i, t))?;
+            if d.done {
+                finish(i, &mut decs[i], on_text)?;
                 finished.push(slot);
             }
         }
@@ -367,9 +396,9 @@ pub fn generate_batch<B: Backend>(
             next.remove(slot);
         }
     }
-    decs.into_iter()
-        .enumerate()
-        .map(|(i, d)| d.finish(&mut |t| on_text(i, t)))
+    results
+        .into_iter()
+        .map(|g| g.ok_or_else(|| Error::Unsupported("a batch request did not finish".into())))
         .collect()
 }
 
