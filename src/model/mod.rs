@@ -5,16 +5,21 @@
 
 mod attention;
 mod block;
+// The host kernels (here and below) run on flex only; without it they are compiled, unused.
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod few_rows;
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod gemm;
 mod host_attention;
 mod linear;
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod matvec;
 mod mlp;
 mod norm;
 mod precision;
 mod rope;
 mod transpose;
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod weight;
 
 use std::collections::HashMap;

@@ -253,6 +253,7 @@ pub(crate) fn equals_transposed<B: Backend>(
 /// [`bf16_slice`] over a whole vector, in parallel for large inputs.
 fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
     let mut out = vec![half::bf16::ZERO; v.len()];
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     const CHUNK: usize = 1 << 16;
     #[cfg(feature = "flex")]
     {
