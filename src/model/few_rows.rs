@@ -23,10 +23,7 @@ pub fn matmul<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, 
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return false;
         }
-        #[cfg(feature = "flex")]
-        let threads = rayon::current_num_threads().max(1);
-        #[cfg(not(feature = "flex"))]
-        let threads = 1;
+        let threads = super::weight::threads();
         let tile = n
             .div_ceil(threads)
             .div_ceil(16)

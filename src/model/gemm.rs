@@ -31,10 +31,7 @@ pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n:
             return false;
         }
         let panels = n.div_ceil(NR);
-        #[cfg(feature = "flex")]
-        let threads = rayon::current_num_threads().max(1);
-        #[cfg(not(feature = "flex"))]
-        let threads = 1;
+        let threads = super::weight::threads();
         let per_task = panels.div_ceil(threads * 4).max(1);
         let tasks = panels.div_ceil(per_task);
         let y_addr = y.as_mut_ptr() as usize;

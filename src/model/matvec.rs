@@ -222,15 +222,19 @@ pub fn matvec<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
     split_columns(y, |j0, out| tile_kernel(x, w, n, j0, out));
 }
 
+/// Column-tile width for `n` outputs over `threads`: at least one task per thread (even for
+/// small outputs: in a real decode the weights come from memory, not cache, and one core cannot
+/// saturate the memory bus), whole vectors wide, at most [`TILE`].
+fn column_tile(n: usize, threads: usize) -> usize {
+    let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
+    per_thread.clamp(LANES, TILE)
+}
+
 /// Runs `f(j0, width)` over the column tiles [`split_columns`] would use for `n` columns.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 fn for_tiles(n: usize, f: impl Fn(usize, usize) + Sync + Send) {
-    #[cfg(feature = "flex")]
-    let threads = rayon::current_num_threads();
-    #[cfg(not(feature = "flex"))]
-    let threads = 1;
-    let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
-    let tile = per_thread.clamp(LANES, TILE);
+    let threads = super::weight::threads();
+    let tile = column_tile(n, threads);
     let tiles = n.div_ceil(tile);
     let run = |t: usize| f(t * tile, tile.min(n - t * tile));
     #[cfg(feature = "flex")]
@@ -248,14 +252,8 @@ fn for_tiles(n: usize, f: impl Fn(usize, usize) + Sync + Send) {
 /// threads when there is more than one tile.
 fn split_columns(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     let n = y.len();
-    #[cfg(feature = "flex")]
-    let threads = rayon::current_num_threads();
-    #[cfg(not(feature = "flex"))]
-    let threads = 1;
-    // At least one task per thread (even for small outputs: in a real decode the weights come from
-    // memory, not cache, and one core cannot saturate the memory bus), at most TILE wide.
-    let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
-    let tile = per_thread.clamp(LANES, TILE);
+    let threads = super::weight::threads();
+    let tile = column_tile(n, threads);
     let run = |(t, out): (usize, &mut [f32])| f(t * tile, out);
     #[cfg(feature = "flex")]
     {

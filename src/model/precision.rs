@@ -162,10 +162,13 @@ fn f16_slice(src: &[f32], dst: &mut [half::f16]) {
 /// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
 /// vectorises.
 fn bf16_slice(src: &[f32], dst: &mut [half::bf16]) {
-    dst.iter_mut().zip(src).for_each(|(o, x)| {
-        let b = x.to_bits();
-        *o = half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16);
-    });
+    dst.iter_mut().zip(src).for_each(|(o, &x)| *o = bf16_rne(x));
+}
+
+#[inline(always)]
+fn bf16_rne(x: f32) -> half::bf16 {
+    let b = x.to_bits();
+    half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16)
 }
 
 /// `t` as f32 (a cheap clone when it already is).
@@ -209,11 +212,7 @@ pub(crate) fn equals_transposed<B: Backend>(
     }
     let round = |x: f32| -> u32 {
         match precision {
-            WeightDtype::Bf16 => {
-                let mut o = [half::bf16::ZERO];
-                bf16_slice(&[x], &mut o);
-                o[0].to_f32().to_bits()
-            }
+            WeightDtype::Bf16 => bf16_rne(x).to_f32().to_bits(),
             WeightDtype::F16 => half::f16::from_f32(x).to_f32().to_bits(),
             WeightDtype::Auto | WeightDtype::F32 => x.to_bits(),
         }

@@ -52,6 +52,18 @@ pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
     t.storage::<f32>().get(start..end)
 }
 
+/// How many threads the host kernels split their work over (rayon's pool on flex).
+pub(super) fn threads() -> usize {
+    #[cfg(feature = "flex")]
+    {
+        rayon::current_num_threads().max(1)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        1
+    }
+}
+
 /// An element type weights can be held in: f32, or bf16 / f16 widened exactly as they are read.
 pub trait Weight: Copy + Send + Sync + 'static {
     fn to_f32(self) -> f32;
@@ -125,6 +137,16 @@ mod x86 {
         }
     }
 
+    /// A 16-bit type's partial load: AVX-512F has no masked 16-bit loads, so the `left` weights
+    /// go through a zeroed buffer.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16_copied<W: Weight>(p: *const W, left: usize, zero: W) -> __m512 {
+        let mut t = [zero; 16];
+        std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
+        W::load16(t.as_ptr())
+    }
+
     impl Weight for half::bf16 {
         #[inline(always)]
         fn to_f32(self) -> f32 {
@@ -142,9 +164,7 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn load16_part(p: *const half::bf16, _mask: __mmask16, left: usize) -> __m512 {
-            let mut t = [half::bf16::ZERO; 16];
-            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
-            Self::load16(t.as_ptr())
+            load16_copied(p, left, half::bf16::ZERO)
         }
         #[inline]
         #[target_feature(enable = "avx2")]
@@ -167,9 +187,7 @@ mod x86 {
         #[inline]
         #[target_feature(enable = "avx512f")]
         unsafe fn load16_part(p: *const half::f16, _mask: __mmask16, left: usize) -> __m512 {
-            let mut t = [half::f16::ZERO; 16];
-            std::ptr::copy_nonoverlapping(p, t.as_mut_ptr(), left);
-            Self::load16(t.as_ptr())
+            load16_copied(p, left, half::f16::ZERO)
         }
         #[inline]
         #[target_feature(enable = "avx2,f16c")]
