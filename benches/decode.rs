@@ -7,9 +7,10 @@
 //! With `GRAFTLM_BENCH_CHECKPOINT=DIR` (and optionally `GRAFTLM_BENCH_ADAPTER=PATH`) it instead
 //! loads that checkpoint from disk on the default backend (`GRAFTLM_BENCH_BACKEND=flex|ndarray|cuda`
 //! to choose; `GRAFTLM_BENCH_WEIGHT_DTYPE=auto|f32|bf16|f16` for how weights are held) and prints one
-//! JSON object (open →
-//! first token, prefill and decode speeds, peak RSS) — what `benches/compare.sh` reads to put
-//! graftlm next to PyTorch + PEFT on the same files.
+//! JSON object (open → first token, prefill and decode speeds, peak RSS) — what
+//! `benches/compare.sh` reads to put graftlm next to PyTorch + PEFT on the same files.
+//! `GRAFTLM_BENCH_PREFILL_ONLY=N` stops after the prefill figure with N more 128-token prefills
+//! (a steady loop to run under a profiler).
 
 mod common;
 
@@ -85,6 +86,24 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
             long.len() as f64 / t.elapsed().as_secs_f64()
         })
         .fold(0.0, f64::max);
+    // `GRAFTLM_BENCH_PREFILL_ONLY=N`: N more prefills and stop (for a profiler).
+    if let Some(reps) = std::env::var("GRAFTLM_BENCH_PREFILL_ONLY")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        let t = Instant::now();
+        for _ in 0..reps {
+            let mut c = model.new_cache(long.len());
+            let l = model.forward(&long, &mut c, true).unwrap();
+            let _ = graftlm::generate::logits_to_vec(l).unwrap();
+        }
+        let tps = (reps * long.len()) as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "{}",
+            serde_json::json!({ "prefill_tok_s": prefill, "prefill_reps_tok_s": tps })
+        );
+        return;
+    }
 
     let base = decode_tps(&model, 16, n);
     let (mut sep, mut merged, mut attach_ms) = (None, None, None);

@@ -7,7 +7,7 @@ use burn::tensor::activation::softmax;
 
 use std::sync::Arc;
 
-use super::host_attention::try_attention;
+use super::host_attention::{try_attend, try_attention, Heads};
 use super::linear::{Linear, RowGrafts};
 use super::norm::Norm;
 use super::rope::Rope;
@@ -111,6 +111,21 @@ impl<B: Backend> Attention<B> {
         let [b, t, _] = qkv.dims();
         let (nh, nkv, hs) = (self.n_head, self.n_kv, self.head_size);
         let pos = cache.len();
+        let window = self.window.filter(|&w| w < pos + t);
+        let prefix = self.prefix.as_ref().filter(|p| p.active);
+        if self.norm_qk.is_none() && prefix.is_none() {
+            let heads = Heads {
+                n_head: nh,
+                n_kv: nkv,
+                head_size: hs,
+                scale: self.scale,
+                softcap: self.softcap,
+                window,
+            };
+            if let Some(y) = try_attend(&qkv, heads, rope, cache, layer) {
+                return y;
+            }
+        }
         let mut q = qkv.clone().narrow(2, 0, nh * hs);
         let mut k = qkv.clone().narrow(2, nh * hs, nkv * hs);
         let v = qkv.narrow(2, (nh + nkv) * hs, nkv * hs);
@@ -135,12 +150,11 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(q, pos);
         let k = rope.apply(k, pos);
         let (k, v) = cache.append(layer, k, v);
-        let window = self.window.filter(|&w| w < pos + t);
         let mut y = match try_attention(&q, &k, &v, self.scale, self.softcap, pos, window) {
             Some(y) => y,
             None => self.burn_attention(q.clone(), k, v, pos),
         };
-        if let Some(p) = self.prefix.as_ref().filter(|p| p.active) {
+        if let Some(p) = prefix {
             // LitGPT scores the prefix with the same attention function, soft-capping included.
             let ps = self.scores(q, p.k.clone()); // [b, nh, t, prefix]
             y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();

@@ -17,7 +17,7 @@ const NV: usize = 3;
 const NR: usize = NV * 16;
 /// `k` per pass over a panel: the panel's slice of `W` (`KC × 48` floats) stays in L1/L2 while
 /// every row block of the input streams past it.
-const KC: usize = 256;
+const KC: usize = 128;
 /// How many weight rows ahead the kernel prefetches.
 const PREFETCH: usize = 32;
 
@@ -78,6 +78,10 @@ mod x86 {
         j0: usize,
         j1: usize,
     ) {
+        // One panel's `KC × 48` slice of `W`, widened and contiguous: it stays in L1 while every
+        // row block streams past it (in place, its rows lie a weight row apart and alias the same
+        // few cache sets).
+        let mut pack = vec![0f32; KC * NR];
         let mut j = j0;
         while j < j1 {
             let width = (j1 - j).min(NR);
@@ -86,17 +90,18 @@ mod x86 {
             let mut k0 = 0;
             while k0 < k {
                 let kc = (k - k0).min(KC);
+                pack_panel(w, &mut pack, n, j, k0, kc, &masks, &lefts);
                 let mut i = 0;
                 while i + MR <= m {
-                    block::<MR, W>(x, w, y, k, n, i, j, k0, kc, &masks, &lefts);
+                    block::<MR>(x, &pack, y, k, n, i, j, k0, kc, &masks);
                     i += MR;
                 }
                 while i + 4 <= m {
-                    block::<4, W>(x, w, y, k, n, i, j, k0, kc, &masks, &lefts);
+                    block::<4>(x, &pack, y, k, n, i, j, k0, kc, &masks);
                     i += 4;
                 }
                 while i < m {
-                    block::<1, W>(x, w, y, k, n, i, j, k0, kc, &masks, &lefts);
+                    block::<1>(x, &pack, y, k, n, i, j, k0, kc, &masks);
                     i += 1;
                 }
                 k0 += kc;
@@ -105,15 +110,58 @@ mod x86 {
         }
     }
 
-    /// Rows `i..i + R`, columns `j..j + 48` (masked), `k` range `k0..k0 + kc`: accumulators start
-    /// at zero on the first range and at the stored partial sums after, so each output is one
-    /// in-order FMA chain over all of `k`.
+    /// Rows `k0..k0 + kc`, columns `j..j + 48` of `w` into `pack` (`kc × 48`, zero past the
+    /// panel's width).
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const R: usize, W: Weight>(
-        x: &[f32],
+    unsafe fn pack_panel<W: Weight>(
         w: &[W],
+        pack: &mut [f32],
+        n: usize,
+        j: usize,
+        k0: usize,
+        kc: usize,
+        masks: &[__mmask16; NV],
+        lefts: &[usize; NV],
+    ) {
+        debug_assert!(pack.len() >= kc * NR);
+        let full = lefts.iter().all(|&l| l == 16);
+        let mut wp = w.as_ptr().add(k0 * n + j);
+        let dst = pack.as_mut_ptr();
+        for kk in 0..kc {
+            // The panel's rows lie a whole weight row apart (more than a page for most layers),
+            // which the hardware prefetchers do not follow: ask for the rows a few steps ahead.
+            if kk + PREFETCH < kc {
+                for v in 0..NV {
+                    _mm_prefetch::<_MM_HINT_T0>(wp.add(PREFETCH * n + v * 16) as *const i8);
+                }
+            }
+            for v in 0..NV {
+                let wv = if full {
+                    W::load16(wp.add(v * 16))
+                } else {
+                    match lefts[v] {
+                        0 => _mm512_setzero_ps(),
+                        16 => W::load16(wp.add(v * 16)),
+                        l => W::load16_part(wp.add(v * 16), masks[v], l),
+                    }
+                };
+                _mm512_storeu_ps(dst.add(kk * NR + v * 16), wv);
+            }
+            wp = wp.add(n);
+        }
+    }
+
+    /// Rows `i..i + R`, columns `j..j + 48` (masked), `k` range `k0..k0 + kc` from the packed
+    /// panel: accumulators start at zero on the first range and at the stored partial sums
+    /// after, so each output is one in-order FMA chain over all of `k`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block<const R: usize>(
+        x: &[f32],
+        pack: &[f32],
         y: *mut f32,
         k: usize,
         n: usize,
@@ -122,9 +170,7 @@ mod x86 {
         k0: usize,
         kc: usize,
         masks: &[__mmask16; NV],
-        lefts: &[usize; NV],
     ) {
-        let full = lefts.iter().all(|&l| l == 16);
         let mut acc = [[_mm512_setzero_ps(); NV]; R];
         if k0 > 0 {
             for (r, row) in acc.iter_mut().enumerate() {
@@ -134,31 +180,16 @@ mod x86 {
             }
         }
         let xp = x.as_ptr().add(i * k + k0);
-        let mut wp = w.as_ptr().add(k0 * n + j);
+        let mut pp = pack.as_ptr();
         for kk in 0..kc {
-            // The panel's rows lie a whole weight row apart (more than a page for most layers),
-            // which the hardware prefetchers do not follow: ask for the rows a few steps ahead.
-            if kk + PREFETCH < kc {
-                for v in 0..NV {
-                    _mm_prefetch::<_MM_HINT_T0>(wp.add(PREFETCH * n + v * 16) as *const i8);
-                }
-            }
-            let wv: [__m512; NV] = if full {
-                std::array::from_fn(|v| W::load16(wp.add(v * 16)))
-            } else {
-                std::array::from_fn(|v| match lefts[v] {
-                    0 => _mm512_setzero_ps(),
-                    16 => W::load16(wp.add(v * 16)),
-                    l => W::load16_part(wp.add(v * 16), masks[v], l),
-                })
-            };
+            let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(pp.add(v * 16)));
             for (r, row) in acc.iter_mut().enumerate() {
                 let xr = _mm512_set1_ps(*xp.add(r * k + kk));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
                     *a = _mm512_fmadd_ps(xr, wv, *a);
                 }
             }
-            wp = wp.add(n);
+            pp = pp.add(NR);
         }
         for (r, row) in acc.iter().enumerate() {
             for (v, a) in row.iter().enumerate() {
@@ -225,6 +256,45 @@ mod tests {
             assert!(gemm(&x, &hf, &mut a, m, k, n));
             assert!(gemm(&x, &wide_hf, &mut b, m, k, n));
             assert_eq!(a, b, "f16 m={m} k={k} n={n}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    /// `cargo test --lib gemm_speed -- --ignored --nocapture`: GFLOP/s of the prefill shapes.
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        for (m, k, n) in [
+            (128, 576, 1536),
+            (128, 1536, 576),
+            (128, 576, 576),
+            (128, 576, 960),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+            let w: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+            let mut y = vec![0f32; m * n];
+            super::gemm(&x, &w, &mut y, m, k, n);
+            let reps = 50;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                super::gemm(&x, &w, &mut y, m, k, n);
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            let cold: Vec<Vec<f32>> = (0..40)
+                .map(|c| w.iter().map(|v| v + c as f32).collect())
+                .collect();
+            let t = std::time::Instant::now();
+            for c in &cold {
+                super::gemm(&x, c, &mut y, m, k, n);
+            }
+            let sc = t.elapsed().as_secs_f64() / cold.len() as f64;
+            println!(
+                "{m}x{k}x{n}: {:.1} GFLOP/s, weights from memory {:.1}",
+                2.0 * (m * k * n) as f64 / s / 1e9,
+                2.0 * (m * k * n) as f64 / sc / 1e9
+            );
         }
     }
 }

@@ -1,15 +1,109 @@
 //! Causal attention computed on the host when the tensors live there (burn-flex): the burn-op
 //! version copies the strided views of the cache and the score tensors element by element and
-//! runs a dozen ops per layer; here one pass per query head reads the cache in place.
+//! runs a dozen ops per layer; here the heads' queries go through the cache in place.
 //!
 //! Same steps as [`super::attention::Attention`]'s burn path — scaled `q·kᵀ`, optional
 //! soft-capping, causal (and sliding-window) mask, softmax, `p·v` — so results differ only by
-//! rounding (the parity tests hold both to the reference).
+//! rounding (the parity tests hold both to the reference). [`try_attend`] goes further and
+//! starts from the fused `[Q | K | V]` projection: RoPE, the cache write and the attention in one
+//! go, the output already in `[t, heads · head_size]` order.
 
 use burn::prelude::*;
 
-/// `softmax(mask(cap(q·kᵀ·scale)))·v` for `q` `[b, nh, t, hs]` at positions `pos..pos + t` and
-/// `k`, `v` `[b, nkv, pos + t, hs]` (any strides), or `None` when the backend is not burn-flex.
+#[cfg(feature = "flex")]
+use super::attention_kernel::attend;
+use super::rope::Rope;
+use crate::cache::KvCache;
+
+/// Shape and options of one attention.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub head_size: usize,
+    pub scale: f64,
+    pub softcap: Option<f64>,
+    /// Sliding window, when narrower than the positions attended over.
+    pub window: Option<usize>,
+}
+
+/// Attention of one sequence from its fused projection `qkv` (`[1, t, (nh + 2·nkv)·hs]`, heads
+/// in order within each part), at positions `cache.len()..cache.len() + t`: RoPE on the queries
+/// and keys, keys and values written to `cache` for `layer`, and the heads' outputs `[1, t, nh·hs]`.
+/// `None` (before touching the cache) when the backend is not burn-flex or the tensors are not
+/// plain f32.
+pub fn try_attend<B: Backend>(
+    qkv: &Tensor<B, 3>,
+    heads: Heads,
+    rope: &Rope<B>,
+    cache: &mut KvCache<B>,
+    layer: usize,
+) -> Option<Tensor<B, 3>> {
+    #[cfg(feature = "flex")]
+    {
+        use super::weight::{f32s, flex};
+        let Heads {
+            n_head: nh,
+            n_kv: nkv,
+            head_size: hs,
+            ..
+        } = heads;
+        let [b, t, width] = qkv.dims();
+        let pos = cache.len();
+        if b != 1 || width != (nh + 2 * nkv) * hs || nkv == 0 || nh % nkv != 0 {
+            return None;
+        }
+        let (cos_t, sin_t, n) = rope.tables();
+        let (cos_t, sin_t) = (flex(cos_t)?, flex(sin_t)?);
+        let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
+        if n > hs || n % 2 != 0 || n > super::rope::MAX_HOST_ELEM || cos.len() < (pos + t) * n {
+            return None;
+        }
+        let qkv_t = flex(qkv)?;
+        let x = f32s(&qkv_t)?;
+        if x.len() != t * width {
+            return None;
+        }
+        // Queries `[nh, t, hs]`, new keys and values `[nkv, t, hs]`; RoPE on queries and keys.
+        let mut q = vec![0f32; nh * t * hs];
+        let mut k = vec![0f32; nkv * t * hs];
+        let mut v = vec![0f32; nkv * t * hs];
+        for i in 0..t {
+            let row = &x[i * width..(i + 1) * width];
+            let (c, s) = (&cos[(pos + i) * n..][..n], &sin[(pos + i) * n..][..n]);
+            for h in 0..nh {
+                let dst = &mut q[(h * t + i) * hs..][..hs];
+                dst.copy_from_slice(&row[h * hs..][..hs]);
+                super::rope::rotate(dst, c, s);
+            }
+            for g in 0..nkv {
+                let dst = &mut k[(g * t + i) * hs..][..hs];
+                dst.copy_from_slice(&row[(nh + g) * hs..][..hs]);
+                super::rope::rotate(dst, c, s);
+                v[(g * t + i) * hs..][..hs].copy_from_slice(&row[(nh + nkv + g) * hs..][..hs]);
+            }
+        }
+        let dev = qkv.device();
+        let (k_all, v_all) = cache.append(
+            layer,
+            Tensor::from_data(TensorData::new(k, [1, nkv, t, hs]), &dev),
+            Tensor::from_data(TensorData::new(v, [1, nkv, t, hs]), &dev),
+        );
+        let (kt, vt) = (flex(&k_all)?, flex(&v_all)?);
+        let (keys, values) = (strided(&kt)?, strided(&vt)?);
+        let mut y = vec![0f32; t * nh * hs];
+        attend(&q, &keys, &values, heads, t, pos, &mut y, nh * hs, hs);
+        Some(Tensor::from_data(TensorData::new(y, [1, t, nh * hs]), &dev))
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (qkv, heads, rope, cache, layer);
+        None
+    }
+}
+
+/// `softmax(mask(cap(q·kᵀ·scale)))·v` for `q` `[1, nh, t, hs]` at positions `pos..pos + t` and
+/// `k`, `v` `[1, nkv, pos + t, hs]` (any strides), or `None` when the backend is not burn-flex.
 pub fn try_attention<B: Backend>(
     q: &Tensor<B, 4>,
     k: &Tensor<B, 4>,
@@ -24,60 +118,35 @@ pub fn try_attention<B: Backend>(
         use super::weight::{f32s, flex};
         let [b, nh, t, hs] = q.dims();
         let [bk, nkv, s, hsk] = k.dims();
-        if bk != b || hsk != hs || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 || s != pos + t
-        {
+        if b != 1 || bk != 1 || hsk != hs || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 {
+            return None;
+        }
+        if s != pos + t {
             return None;
         }
         let (kt, vt) = (flex(k)?, flex(v)?);
-        let (kv_k, kv_v) = (strided(&kt)?, strided(&vt)?);
+        let (keys, values) = (strided(&kt)?, strided(&vt)?);
         let qt = flex(q)?;
         let owned;
         let qd = match f32s(&qt) {
-            Some(d) if d.len() == b * nh * t * hs => d,
+            Some(d) if d.len() == nh * t * hs => d,
             _ => {
                 owned = q.clone().into_data().into_vec::<f32>().ok()?;
                 &owned[..]
             }
         };
-        let rep = nh / nkv;
-        let mut y = vec![0f32; b * nh * t * hs];
-        let head = |(bh, out): (usize, &mut [f32])| {
-            let (bi, h) = (bh / nh, bh % nh);
-            let g = h / rep;
-            let mut p = vec![0f32; s];
-            for i in 0..t {
-                let qi = &qd[(bh * t + i) * hs..][..hs];
-                let abs = pos + i;
-                let lo = window.map_or(0, |w| (abs + 1).saturating_sub(w));
-                let scores = &mut p[lo..=abs];
-                for (j, sc) in (lo..=abs).zip(scores.iter_mut()) {
-                    let x = dot(qi, kv_k.row(bi, g, j, hs)) * scale as f32;
-                    *sc = match softcap {
-                        Some(c) => (x / c as f32).tanh() * c as f32,
-                        None => x,
-                    };
-                }
-                let m = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - m).exp();
-                    sum += *sc;
-                }
-                let o = &mut out[i * hs..(i + 1) * hs];
-                for (j, &e) in (lo..=abs).zip(scores.iter()) {
-                    let pj = e / sum;
-                    for (od, &vd) in o.iter_mut().zip(kv_v.row(bi, g, j, hs)) {
-                        *od += pj * vd;
-                    }
-                }
-            }
+        let heads = Heads {
+            n_head: nh,
+            n_kv: nkv,
+            head_size: hs,
+            scale,
+            softcap,
+            window,
         };
-        {
-            use rayon::prelude::*;
-            y.par_chunks_mut(t * hs).enumerate().for_each(head);
-        }
+        let mut y = vec![0f32; nh * t * hs];
+        attend(qd, &keys, &values, heads, t, pos, &mut y, hs, t * hs);
         Some(Tensor::from_data(
-            TensorData::new(y, [b, nh, t, hs]),
+            TensorData::new(y, [1, nh, t, hs]),
             &q.device(),
         ))
     }
@@ -88,28 +157,9 @@ pub fn try_attention<B: Backend>(
     }
 }
 
-/// `q·k` with sixteen partial sums (so the compiler vectorises it).
-#[cfg(feature = "flex")]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// A 4-d f32 flex tensor read in place through its strides (rows along the last dim contiguous).
 #[cfg(feature = "flex")]
-struct Strided<'a> {
+pub(super) struct Strided<'a> {
     data: &'a [f32],
     offset: usize,
     strides: [usize; 3],
@@ -118,9 +168,18 @@ struct Strided<'a> {
 #[cfg(feature = "flex")]
 impl Strided<'_> {
     /// Elements `[b, h, j, 0..hs]`.
-    fn row(&self, b: usize, h: usize, j: usize, hs: usize) -> &[f32] {
+    pub(super) fn row(&self, b: usize, h: usize, j: usize, hs: usize) -> &[f32] {
         let at = self.offset + b * self.strides[0] + h * self.strides[1] + j * self.strides[2];
         &self.data[at..at + hs]
+    }
+
+    /// Head `h` of batch 0: its elements from the first position on, and the distance between
+    /// positions (row `j` at `j · stride`).
+    pub(super) fn head(&self, h: usize) -> (&[f32], usize) {
+        (
+            &self.data[self.offset + h * self.strides[1]..],
+            self.strides[2],
+        )
     }
 }
 
@@ -166,14 +225,19 @@ mod tests {
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        let hs = 8;
-        for (nh, nkv, t, pos, window, softcap) in [
-            (4, 2, 5, 0, None, None),
-            (4, 1, 3, 6, Some(4), Some(5.0)),
-            (2, 2, 1, 9, None, None),
-            (6, 3, 7, 2, Some(3), None),
+        // Fewer than eight queries take the one-by-one path, more the blocked one (several
+        // blocks of sixteen, head sizes with and without a tail past sixteen).
+        for (nh, nkv, hs, t, pos, window, softcap) in [
+            (4, 2, 8, 5, 0, None, None),
+            (4, 1, 8, 3, 6, Some(4), Some(5.0)),
+            (2, 2, 8, 1, 9, None, None),
+            (6, 3, 8, 7, 2, Some(3), None),
+            (4, 2, 8, 20, 0, None, None),
+            (3, 1, 24, 37, 5, None, Some(5.0)),
+            (2, 2, 32, 33, 3, Some(10), None),
+            (2, 1, 16, 8, 40, Some(9), None),
         ] {
-            let (cap, sl) = (32, pos + t);
+            let (cap, sl) = (96, pos + t);
             let q: Vec<f32> = (0..nh * t * hs).map(|_| rnd() * 4.0).collect();
             let kc: Vec<f32> = (0..nkv * cap * hs).map(|_| rnd() * 4.0).collect();
             let vc: Vec<f32> = (0..nkv * cap * hs).map(|_| rnd()).collect();
@@ -222,5 +286,52 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod speed {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn attend_speed() {
+        type F = crate::backend::Flex;
+        let (nh, nkv, hs, t) = (9, 3, 64, 128);
+        let dev = Default::default();
+        let q: Vec<f32> = (0..nh * t * hs).map(|i| (i % 13) as f32 * 0.01).collect();
+        let kc = Tensor::<F, 4>::from_data(
+            TensorData::new(
+                (0..nkv * t * hs)
+                    .map(|i| (i % 11) as f32 * 0.01)
+                    .collect::<Vec<_>>(),
+                [1, nkv, t, hs],
+            ),
+            &dev,
+        );
+        let (kt, vt) = (
+            super::super::weight::flex(&kc).unwrap(),
+            super::super::weight::flex(&kc).unwrap(),
+        );
+        let (k, v) = (strided(&kt).unwrap(), strided(&vt).unwrap());
+        let heads = Heads {
+            n_head: nh,
+            n_kv: nkv,
+            head_size: hs,
+            scale: 0.125,
+            softcap: None,
+            window: None,
+        };
+        let mut y = vec![0f32; t * nh * hs];
+        let reps = 300;
+        let t0 = std::time::Instant::now();
+        for _ in 0..reps {
+            attend(&q, &k, &v, heads, t, 0, &mut y, nh * hs, hs);
+        }
+        let s = t0.elapsed().as_secs_f64() / reps as f64;
+        println!(
+            "attend t={t}: {:.3} ms/layer, {:.1} ms per 30 layers",
+            s * 1e3,
+            s * 30e3
+        );
     }
 }

@@ -32,7 +32,14 @@ impl<B: Backend> Mlp<B> {
         let fc_1 = |x| self.fc_1.forward_rows(x, rows);
         let h = match (self.kind, &self.fc_2) {
             (MlpKind::GptNeox, _) | (_, None) => self.gelu(fc_1(x)),
-            (MlpKind::Llama, Some(fc_2)) => silu(fc_1(x.clone())) * fc_2.forward_rows(x, rows),
+            (MlpKind::Llama, Some(fc_2)) => {
+                let a = fc_1(x.clone());
+                let b = fc_2.forward_rows(x, rows);
+                match super::host_math::try_silu_mul(&a, &b) {
+                    Some(y) => y,
+                    None => silu(a) * b,
+                }
+            }
             (MlpKind::Gemma, Some(fc_2)) => self.gelu(fc_1(x.clone())) * fc_2.forward_rows(x, rows),
         };
         self.proj.forward_rows(h, rows)

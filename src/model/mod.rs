@@ -4,6 +4,8 @@
 //! (they enter through [`Linear`]).
 
 mod attention;
+#[cfg(feature = "flex")]
+mod attention_kernel;
 mod block;
 // The host kernels (here and below) run on flex only; without it they are compiled, unused.
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
@@ -11,6 +13,7 @@ mod few_rows;
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod gemm;
 mod host_attention;
+mod host_math;
 mod linear;
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod matvec;

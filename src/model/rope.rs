@@ -111,6 +111,22 @@ impl<B: Backend> Rope<B> {
     }
 }
 
+/// The most rotary dimensions the host kernels handle (a stack buffer).
+pub(super) const MAX_HOST_ELEM: usize = 512;
+
+/// Rotates the first `cos.len()` (≤ [`MAX_HOST_ELEM`], even) elements of one head's `row` by one
+/// position's tables, with the burn-op path's arithmetic (a product each, then their sum).
+pub(super) fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let n = cos.len();
+    let half = n / 2;
+    let mut rot = [0f32; MAX_HOST_ELEM];
+    rot[..n].copy_from_slice(&row[..n]);
+    for d in 0..half {
+        row[d] = rot[d] * cos[d] + (-rot[d + half]) * sin[d];
+        row[d + half] = rot[d + half] * cos[d + half] + rot[d] * sin[d + half];
+    }
+}
+
 impl<B: Backend> Rope<B> {
     /// [`Rope::apply`] in one pass on the host when the tensors live there (burn-flex): the
     /// burn-op version runs eight strided element-wise ops per call. Same arithmetic (a product
@@ -122,31 +138,28 @@ impl<B: Backend> Rope<B> {
         let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
         let [b, h, t, hs] = x.dims();
         let n = self.n_elem;
-        let half = n / 2;
         if n > hs || !n.is_multiple_of(2) || cos.len() < (start + t) * n || sin.len() != cos.len() {
             return None;
         }
         flex(x)?; // only for host tensors: elsewhere this would be a device round trip
-        const MAX: usize = 512;
-        if n > MAX {
+        if n > MAX_HOST_ELEM {
             return None;
         }
         let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
-        let mut rot = [0f32; MAX];
         // Rows of `v` are `[b, h, t]` in order: row `r` is position `start + r % t`.
         for (r, row) in v.chunks_exact_mut(hs).enumerate() {
             let p = start + r % t;
-            let (c, s) = (&cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
-            rot[..n].copy_from_slice(&row[..n]);
-            for d in 0..half {
-                row[d] = rot[d] * c[d] + (-rot[d + half]) * s[d];
-                row[d + half] = rot[d + half] * c[d + half] + rot[d] * s[d + half];
-            }
+            rotate(row, &cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
         }
         Some(Tensor::from_data(
             TensorData::new(v, [b, h, t, hs]),
             &x.device(),
         ))
+    }
+
+    /// The `cos` and `sin` tables (`[positions, n_elem]`) and `n_elem`, for host kernels.
+    pub(super) fn tables(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>, usize) {
+        (&self.cos, &self.sin, self.n_elem)
     }
 
     #[cfg(not(feature = "flex"))]
