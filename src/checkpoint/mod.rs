@@ -103,7 +103,8 @@ impl Checkpoint {
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect();
-        let model = Model::from_source_as(
+        let head_is_embedding = names::head_is_the_embedding(&self.config, &files);
+        let model = Model::from_source_tied(
             self.config.clone(),
             &mut |name: &str| {
                 let entry = table.get(name).ok_or_else(|| Error::MissingTensor {
@@ -114,6 +115,7 @@ impl Checkpoint {
                 names::read_entry(&self.config, &files, entry)
             },
             precision,
+            head_is_embedding,
             device,
         );
         let mut model = model?;

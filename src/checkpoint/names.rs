@@ -449,6 +449,15 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
 }
 
 /// Reads one parameter (already checked by [`load`] or [`check_all`]) in the model's layout.
+/// Whether the output head is read from the embedding's own stored tensor (tied, no separate
+/// head stored): the model can then use one for the other without reading or comparing twice.
+pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
+    table(cfg).iter().any(|e| {
+        e.name == "lm_head.weight"
+            && matches!(&e.source, Source::Tied(head, _) if !files.tensors().contains_key(head))
+    })
+}
+
 pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Result<HostTensor> {
     let stored = files.tensors();
     let hs = cfg.head_size;
@@ -470,7 +479,7 @@ pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Resu
             }
         }
         Source::QkvConcat(names) => {
-            let mut data = Vec::new();
+            let mut data = Vec::with_capacity(entry.shape.iter().product());
             for n in names {
                 data.extend(files.read_f32(n)?.data);
             }
@@ -718,6 +727,28 @@ pub fn hf_modules(cfg: &ModelConfig) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tied checkpoint without a stored head reads the embedding once; one with its own head
+    /// (or untied) does not take that shortcut.
+    #[test]
+    fn the_head_is_the_embedding_only_when_no_head_is_stored() {
+        let dir = |m: &str| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/models")
+                .join(m)
+                .join("hf")
+        };
+        for (model, want) in [
+            ("qwen2", true),
+            ("gemma", true),
+            ("mistral", false),
+            ("phi2", false),
+        ] {
+            let cfg = ModelConfig::from_dir(&dir(model)).unwrap();
+            let files = WeightFiles::open_dir(&dir(model)).unwrap();
+            assert_eq!(head_is_the_embedding(&cfg, &files), want, "{model}");
+        }
+    }
 
     #[test]
     fn neox_regrouping_moves_rows_per_group() {

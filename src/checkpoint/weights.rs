@@ -328,15 +328,20 @@ impl WeightFiles {
 }
 
 /// Index of the first NaN or infinity, scanning in blocks with a branch-free test that the
-/// compiler vectorises (this runs over every weight at load time).
+/// compiler vectorises (this runs over every weight at load time; large tensors in parallel).
 fn first_non_finite(d: &[f32]) -> Option<usize> {
     let bad = |x: &f32| x.to_bits() & 0x7f80_0000 == 0x7f80_0000;
+    let any_bad = |chunk: &[f32]| chunk.iter().fold(false, |a, x| a | bad(x));
     const BLOCK: usize = 4096;
+    #[cfg(feature = "flex")]
+    if d.len() > PIECE {
+        use rayon::prelude::*;
+        let piece = d.par_chunks(PIECE).position_first(any_bad)?;
+        let at = piece * PIECE;
+        return first_non_finite(&d[at..(at + PIECE).min(d.len())]).map(|i| at + i);
+    }
     d.chunks(BLOCK).enumerate().find_map(|(b, chunk)| {
-        chunk
-            .iter()
-            .fold(false, |a, x| a | bad(x))
-            .then(|| b * BLOCK + chunk.iter().position(bad).unwrap_or(0))
+        any_bad(chunk).then(|| b * BLOCK + chunk.iter().position(bad).unwrap_or(0))
     })
 }
 
@@ -357,31 +362,51 @@ fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
             bytes.len()
         ));
     }
-    let out = match dtype {
-        Dtype::F32 => {
+    let mut out = vec![0f32; bytes.len() / width];
+    match dtype {
+        Dtype::F32 => fill(&mut out, bytes, 4, |b, o| {
             // A plain copy (the file's bytes need not be 4-byte aligned), then byte order.
-            let mut v = vec![0f32; bytes.len() / 4];
-            bytemuck::cast_slice_mut::<f32, u8>(&mut v).copy_from_slice(bytes);
+            bytemuck::cast_slice_mut::<f32, u8>(o).copy_from_slice(b);
             if cfg!(target_endian = "big") {
-                v.iter_mut()
+                o.iter_mut()
                     .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
             }
-            v
-        }
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => bytes
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-    };
+        }),
+        Dtype::F16 => fill(&mut out, bytes, 2, |b, o| {
+            for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                *x = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }),
+        Dtype::BF16 => fill(&mut out, bytes, 2, |b, o| {
+            for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                *x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }),
+        _ => fill(&mut out, bytes, 8, |b, o| {
+            for (x, c) in o.iter_mut().zip(b.chunks_exact(8)) {
+                *x = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32;
+            }
+        }),
+    }
     Ok(out)
+}
+
+/// Values per piece when decoding or scanning a tensor in parallel.
+const PIECE: usize = 1 << 16;
+
+/// `f(bytes, values)` over matching pieces of `bytes` (`width` bytes per value) and `out`; in
+/// parallel for large tensors (the first touch of fresh memory is a large part of a load).
+fn fill(out: &mut [f32], bytes: &[u8], width: usize, f: impl Fn(&[u8], &mut [f32]) + Sync) {
+    #[cfg(feature = "flex")]
+    if out.len() > PIECE {
+        use rayon::prelude::*;
+        out.par_chunks_mut(PIECE)
+            .zip(bytes.par_chunks(PIECE * width))
+            .for_each(|(o, b)| f(b, o));
+        return;
+    }
+    let _ = PIECE;
+    f(bytes, out);
 }
 
 #[cfg(test)]

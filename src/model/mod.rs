@@ -115,8 +115,21 @@ impl<B: Backend> Model<B> {
     /// (`Auto` counts as f32 here: the loader resolves it from the stored dtypes).
     pub fn from_source_as(
         config: ModelConfig,
+        take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+        precision: WeightDtype,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Self::from_source_tied(config, take, precision, false, device)
+    }
+
+    /// [`Model::from_source_as`] knowing whether `lm_head.weight` comes from the embedding's own
+    /// stored tensor (a tied checkpoint without a separate head): then the embedding is not read
+    /// again, nor compared with the head.
+    pub(crate) fn from_source_tied(
+        config: ModelConfig,
         mut take: &mut dyn FnMut(&str) -> Result<HostTensor>,
         precision: WeightDtype,
+        head_is_embedding: bool,
         device: &B::Device,
     ) -> Result<Self> {
         let precision = match precision {
@@ -164,18 +177,22 @@ impl<B: Backend> Model<B> {
         let lm_head = Linear::from_host(&head_w, head_b.as_ref(), precision, device);
         let head_shape = head_w.shape.clone();
         drop(head_w);
-        let wte_h = take("transformer.wte.weight")?;
-        let same_as_head = cfg.tie_embeddings
-            && wte_h.shape == head_shape
-            && precision::equals_transposed(lm_head.weight(), &wte_h.data, precision);
-        let wte = (!same_as_head).then(|| {
-            precision::held_tensor::<B>(
-                wte_h.data,
-                [cfg.padded_vocab_size, cfg.n_embd],
-                precision,
-                device,
-            )
-        });
+        let wte = if head_is_embedding && cfg.tie_embeddings {
+            None
+        } else {
+            let wte_h = take("transformer.wte.weight")?;
+            let same_as_head = cfg.tie_embeddings
+                && wte_h.shape == head_shape
+                && precision::equals_transposed(lm_head.weight(), &wte_h.data, precision);
+            (!same_as_head).then(|| {
+                precision::held_tensor::<B>(
+                    wte_h.data,
+                    [cfg.padded_vocab_size, cfg.n_embd],
+                    precision,
+                    device,
+                )
+            })
+        };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = format!("transformer.h.{i}");
