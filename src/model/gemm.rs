@@ -34,13 +34,25 @@ pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n:
         let threads = super::weight::threads();
         let per_task = panels.div_ceil(threads * 4).max(1);
         let tasks = panels.div_ceil(per_task);
+        // The input in blocks of eight rows, interleaved (`[k][8]` per block, zero rows past
+        // `m`): the kernel's eight broadcasts per step then read one contiguous 32-byte run.
+        let blocks = m.div_ceil(MR);
+        let mut xp = vec![0f32; blocks * MR * k];
+        for (b, dst) in xp.chunks_exact_mut(MR * k).enumerate() {
+            for (r, row) in x.chunks_exact(k).skip(b * MR).take(MR).enumerate() {
+                for (d, &v) in dst.iter_mut().skip(r).step_by(MR).zip(row) {
+                    *d = v;
+                }
+            }
+        }
+        let xp = &xp[..];
         let y_addr = y.as_mut_ptr() as usize;
         let run = |t: usize| {
             let j0 = t * per_task * NR;
             let j1 = ((t + 1) * per_task * NR).min(n);
             // SAFETY: AVX-512F is present; tasks write disjoint column ranges `j0..j1` of `y`
             // (which outlives the parallel loop), and every index stays inside the asserted sizes.
-            unsafe { x86::columns(x, w, y_addr as *mut f32, m, k, n, j0, j1) };
+            unsafe { x86::columns(xp, w, y_addr as *mut f32, m, k, n, j0, j1) };
         };
         #[cfg(feature = "flex")]
         {
@@ -92,17 +104,10 @@ mod x86 {
                 let kc = (k - k0).min(KC);
                 pack_panel(w, &mut pack, n, j, k0, kc, &masks, &lefts);
                 let mut i = 0;
-                while i + MR <= m {
-                    block::<MR>(x, &pack, y, k, n, i, j, k0, kc, &masks);
-                    i += MR;
-                }
-                while i + 4 <= m {
-                    block::<4>(x, &pack, y, k, n, i, j, k0, kc, &masks);
-                    i += 4;
-                }
                 while i < m {
-                    block::<1>(x, &pack, y, k, n, i, j, k0, kc, &masks);
-                    i += 1;
+                    let xb = &x[i * k..(i + MR) * k];
+                    block(xb, &pack, y, (m - i).min(MR), n, i, j, k0, kc, &masks);
+                    i += MR;
                 }
                 k0 += kc;
             }
@@ -153,17 +158,18 @@ mod x86 {
         }
     }
 
-    /// Rows `i..i + R`, columns `j..j + 48` (masked), `k` range `k0..k0 + kc` from the packed
-    /// panel: accumulators start at zero on the first range and at the stored partial sums
-    /// after, so each output is one in-order FMA chain over all of `k`.
+    /// Rows `i..i + rows` (`rows ≤ 8`; `xb` is their interleaved block), columns `j..j + 48`
+    /// (masked), `k` range `k0..k0 + kc` from the packed panel: accumulators start at zero on the
+    /// first range and at the stored partial sums after, so each output is one in-order FMA chain
+    /// over all of `k`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block<const R: usize>(
-        x: &[f32],
+    unsafe fn block(
+        xb: &[f32],
         pack: &[f32],
         y: *mut f32,
-        k: usize,
+        rows: usize,
         n: usize,
         i: usize,
         j: usize,
@@ -171,27 +177,28 @@ mod x86 {
         kc: usize,
         masks: &[__mmask16; NV],
     ) {
-        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         if k0 > 0 {
-            for (r, row) in acc.iter_mut().enumerate() {
+            for (r, row) in acc.iter_mut().enumerate().take(rows) {
                 for (v, a) in row.iter_mut().enumerate() {
                     *a = _mm512_maskz_loadu_ps(masks[v], y.add((i + r) * n + j + v * 16));
                 }
             }
         }
-        let xp = x.as_ptr().add(i * k + k0);
+        let mut xp = xb.as_ptr().add(k0 * MR);
         let mut pp = pack.as_ptr();
-        for kk in 0..kc {
+        for _ in 0..kc {
             let wv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(pp.add(v * 16)));
             for (r, row) in acc.iter_mut().enumerate() {
-                let xr = _mm512_set1_ps(*xp.add(r * k + kk));
+                let xr = _mm512_set1_ps(*xp.add(r));
                 for (a, &wv) in row.iter_mut().zip(&wv) {
                     *a = _mm512_fmadd_ps(xr, wv, *a);
                 }
             }
             pp = pp.add(NR);
+            xp = xp.add(MR);
         }
-        for (r, row) in acc.iter().enumerate() {
+        for (r, row) in acc.iter().enumerate().take(rows) {
             for (v, a) in row.iter().enumerate() {
                 _mm512_mask_storeu_ps(y.add((i + r) * n + j + v * 16), masks[v], *a);
             }
