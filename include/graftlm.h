@@ -59,6 +59,13 @@ typedef struct graftlm_result graftlm_result;
 // A conversation on a model, used by one thread at a time; holds the model alive.
 typedef struct graftlm_session graftlm_session;
 
+// One request of a batch: a prompt and the name of the attached adapter it uses (NULL: the base
+// model alone). The adapter must be attached separate (not merged), LoRA.
+typedef struct graftlm_batch_request {
+  const char *prompt;
+  const char *adapter;
+} graftlm_batch_request;
+
 // Generation parameters. Start from `graftlm_gen_params_default()`.
 typedef struct graftlm_gen_params {
   // Maximum number of new tokens (≥ 1).
@@ -73,6 +80,11 @@ typedef struct graftlm_gen_params {
   // Use the prompt as is instead of applying the checkpoint's prompt style.
   bool raw;
 } graftlm_gen_params;
+
+// Batch streaming callback: receives each new piece of text of request `index` (whole UTF-8,
+// NUL-terminated, `len` bytes without the NUL). Return `true` to continue that request, `false`
+// to stop it (the others go on).
+typedef bool (*graftlm_batch_cb)(void *user_data, size_t index, const char *piece, size_t len);
 
 // Streaming callback: receives each new piece of text (whole UTF-8, NUL-terminated, `len` bytes
 // without the NUL). Return `true` to continue, `false` to stop.
@@ -94,6 +106,13 @@ const char *graftlm_status_str(int32_t status);
 
 // Frees a string returned by graftlm (e.g. by `graftlm_detokenize`). NULL is ignored.
 void graftlm_string_free(char *s);
+
+// Generates a continuation for each of the `n` requests (prompt style applied unless
+// `params->raw`), decoding all of them in one forward per step: the base weights are read once
+// for the whole batch, each request with its own adapter. Each result equals `graftlm_generate`
+// run with only that request's adapter active. On success `results[i]` receives request `i`'s
+// result (free each with `graftlm_result_free`); on failure nothing is written. `cb` may be NULL.
+enum graftlm_status graftlm_generate_batch(const struct graftlm_model *model, const struct graftlm_batch_request *requests, size_t n, const struct graftlm_gen_params *params, graftlm_batch_cb cb, void *user_data, struct graftlm_result **results);
 
 // The defaults of `litgpt generate`: 50 tokens, temperature 0.8, top-k 50, top-p 1, seed 1234,
 // prompt style applied.

@@ -40,6 +40,15 @@ static bool on_piece(void *user_data, const char *piece, size_t len) {
     return c->stop_after == 0 || c->pieces < c->stop_after;
 }
 
+/* Batch callback: counts pieces per request; request `stop_index` stops after `stop_after`. */
+struct batch_counter { int pieces[3]; size_t stop_index; int stop_after; };
+static bool on_batch_piece(void *user_data, size_t index, const char *piece, size_t len) {
+    struct batch_counter *c = user_data;
+    if (index >= 3 || strlen(piece) != len) return false;
+    c->pieces[index]++;
+    return !(index == c->stop_index && c->pieces[index] >= c->stop_after);
+}
+
 struct job { const graftlm_model *model; int ok; };
 /* Each thread has its own session on the shared model. */
 static void *worker(void *arg) {
@@ -252,6 +261,34 @@ int main(int argc, char **argv) {
         pthread_join(rt[i], NULL);
         CHECK(races[i].ok, "racing thread %d saw a mixed result", i);
     }
+    /* A batch, each request with its own adapter (or none): each as if generated alone. */
+    graftlm_batch_request reqs[3] = {
+        {"The function returns a value", NULL},
+        {"The function returns a value", "litgpt-lora-llama/step-000004"},
+        {"The function returns a value", NULL},
+    };
+    graftlm_result *rs[3] = {NULL, NULL, NULL};
+    struct batch_counter bc = {{0, 0, 0}, 2, 3};
+    OK(graftlm_generate_batch(model, reqs, 3, &p, on_batch_piece, &bc, rs));
+    CHECK(same_ids(rs[0], BASE_GREEDY, 16), "batch: base");
+    CHECK(same_ids(rs[1], LORA_STEP4_GREEDY, 16), "batch: adapter");
+    CHECK(bc.pieces[0] > 3 && bc.pieces[1] > 3, "batch: streamed %d %d", bc.pieces[0], bc.pieces[1]);
+    CHECK(bc.pieces[2] == 3 && strcmp(graftlm_result_stop_reason(rs[2]), "callback") == 0,
+          "batch: request 2 stopped by its callback (%d pieces)", bc.pieces[2]);
+    CHECK(strcmp(graftlm_result_stop_reason(rs[0]), "max_tokens") == 0, "batch: others go on");
+    for (int i = 0; i < 3; i++) graftlm_result_free(rs[i]);
+    OK(graftlm_generate_batch(model, reqs, 3, &p, NULL, NULL, rs));
+    CHECK(same_ids(rs[2], BASE_GREEDY, 16), "batch without a callback");
+    for (int i = 0; i < 3; i++) graftlm_result_free(rs[i]);
+    reqs[1].adapter = "nope";
+    rs[0] = NULL;
+    CHECK(graftlm_generate_batch(model, reqs, 3, &p, NULL, NULL, rs) == GRAFTLM_ERR_INVALID_ARGUMENT && rs[0] == NULL,
+          "batch: unknown adapter, nothing written");
+    CHECK(graftlm_generate_batch(model, reqs, 0, &p, NULL, NULL, rs) == GRAFTLM_ERR_INVALID_ARGUMENT, "empty batch");
+    CHECK(graftlm_generate_batch(model, NULL, 1, &p, NULL, NULL, rs) == GRAFTLM_ERR_INVALID_ARGUMENT, "NULL requests");
+    reqs[1].prompt = NULL;
+    reqs[1].adapter = NULL;
+    CHECK(graftlm_generate_batch(model, reqs, 3, &p, NULL, NULL, rs) == GRAFTLM_ERR_INVALID_ARGUMENT, "NULL prompt");
     CHECK(graftlm_model_detach(model, "nope") == GRAFTLM_ERR_INVALID_ARGUMENT, "detach unknown");
     OK(graftlm_model_detach(model, "litgpt-lora-llama/step-000004"));
     graftlm_adapter_free(a);

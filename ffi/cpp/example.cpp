@@ -22,6 +22,13 @@ int main(int argc, char **argv) {
         std::cout << "\nids:";
         for (auto id : result.ids) std::cout << ' ' << id;
         std::cout << "\n";
+        // The same prompt twice in one batch: both equal the single generation.
+        auto batch = model.generate_batch({{prompt, ""}, {prompt, ""}},
+                                          graftlm::Params().temperature(0).max_new_tokens(40));
+        if (batch.size() != 2 || batch[0].ids != result.ids || batch[1].ids != result.ids) {
+            std::cerr << "batch results differ from the single generation\n";
+            return 1;
+        }
         try {
             graftlm::Model missing("/no/such/model");
         } catch (const graftlm::Error &e) {

@@ -129,6 +129,27 @@ class Model {
         return detail::take(r);
     }
 
+    /// One request of `generate_batch`: a prompt and the attached adapter it uses ("": the base).
+    struct Request {
+        std::string prompt;
+        std::string adapter;
+    };
+    /// All requests decoded together (one forward per step for the batch), each with its own
+    /// adapter; each result equals `generate` with only that adapter active.
+    std::vector<Result> generate_batch(const std::vector<Request> &requests, const Params &p = Params()) const {
+        std::vector<graftlm_batch_request> raw;
+        raw.reserve(requests.size());
+        for (const auto &q : requests)
+            raw.push_back({q.prompt.c_str(), q.adapter.empty() ? nullptr : q.adapter.c_str()});
+        std::vector<graftlm_result *> out(requests.size(), nullptr);
+        check(graftlm_generate_batch(m_.get(), raw.data(), raw.size(), &p.raw, nullptr, nullptr, out.data()));
+        std::vector<std::unique_ptr<graftlm_result, detail::ResultFree>> owned;
+        for (auto *r : out) owned.emplace_back(r);  // freed even if a `take` below throws
+        std::vector<Result> results;
+        for (auto &r : owned) results.push_back(detail::take(r.release()));
+        return results;
+    }
+
   private:
     std::unique_ptr<graftlm_model, detail::ModelFree> m_;
 };

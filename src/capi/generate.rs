@@ -42,10 +42,10 @@ pub extern "C" fn graftlm_gen_params_default() -> graftlm_gen_params {
 
 /// The outcome of a generation: text and token ids. Immutable; free with `graftlm_result_free`.
 pub struct graftlm_result {
-    text: CString,
-    ids: Vec<u32>,
-    prompt_ids: Vec<u32>,
-    stop_reason: CString,
+    pub(super) text: CString,
+    pub(super) ids: Vec<u32>,
+    pub(super) prompt_ids: Vec<u32>,
+    pub(super) stop_reason: CString,
 }
 
 /// Streaming callback: receives each new piece of text (whole UTF-8, NUL-terminated, `len` bytes
@@ -59,7 +59,7 @@ pub struct graftlm_session {
     history: Vec<u32>,
 }
 
-fn options(p: &graftlm_gen_params) -> Result<GenerateOptions, Error> {
+pub(super) fn options(p: &graftlm_gen_params) -> Result<GenerateOptions, Error> {
     let sampling = SamplingParams {
         temperature: p.temperature,
         top_k: (p.top_k > 0).then_some(p.top_k as usize),

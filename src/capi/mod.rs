@@ -13,6 +13,7 @@
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
+mod batch;
 mod generate;
 mod handles;
 
@@ -20,6 +21,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub use batch::*;
 pub use generate::*;
 pub use handles::*;
 

@@ -16,7 +16,7 @@ import threading
 from ctypes import POINTER, byref, c_bool, c_char_p, c_float, c_int32, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 __all__ = ["GraftlmError", "Model", "Result", "library_path"]
 
@@ -57,7 +57,12 @@ class _Params(ctypes.Structure):
     ]
 
 
+class _BatchRequest(ctypes.Structure):
+    _fields_ = [("prompt", c_char_p), ("adapter", c_char_p)]
+
+
 _CB = ctypes.CFUNCTYPE(c_bool, c_void_p, c_char_p, c_size_t)
+_BATCH_CB = ctypes.CFUNCTYPE(c_bool, c_void_p, c_size_t, c_char_p, c_size_t)
 _lib = ctypes.CDLL(str(library_path()))
 _S = c_int32  # graftlm_status
 
@@ -90,6 +95,8 @@ _string_free = _sig("graftlm_string_free", None, c_void_p)
 _params_default = _sig("graftlm_gen_params_default", _Params)
 _generate = _sig("graftlm_generate", _S, c_void_p, c_char_p, POINTER(_Params), POINTER(c_void_p))
 _generate_stream = _sig("graftlm_generate_stream", _S, c_void_p, c_char_p, POINTER(_Params), _CB, c_void_p, POINTER(c_void_p))
+_generate_batch = _sig("graftlm_generate_batch", _S, c_void_p, POINTER(_BatchRequest), c_size_t, POINTER(_Params),
+                      _BATCH_CB, c_void_p, POINTER(c_void_p))
 _result_text = _sig("graftlm_result_text", c_char_p, c_void_p)
 _result_ids = _sig("graftlm_result_ids", POINTER(c_uint32), c_void_p, POINTER(c_size_t))
 _result_prompt_ids = _sig("graftlm_result_prompt_ids", POINTER(c_uint32), c_void_p, POINTER(c_size_t))
@@ -233,6 +240,42 @@ class Model:
         out = c_void_p()
         _check(_generate(self._handle(), _s(prompt), byref(p), byref(out)))
         return _take(out)
+
+    def generate_batch(self, prompts: Sequence[str], adapters: Optional[Sequence[Optional[str]]] = None,
+                       max_new_tokens: int = 50, temperature: float = 0.8, top_k: Optional[int] = 50,
+                       top_p: float = 1.0, seed: int = 1234, raw: bool = False,
+                       on_text: Optional[Callable[[int, str], bool]] = None) -> List[Result]:
+        """Generates a continuation for each prompt, all decoded together (one forward per step
+        for the whole batch), prompt ``i`` with the attached adapter named ``adapters[i]`` (``None``:
+        the base). Each result equals :meth:`generate` with only that adapter active.
+        ``on_text(i, piece)`` streams request ``i``; returning ``False`` stops that request."""
+        prompts = list(prompts)
+        adapters = list(adapters) if adapters is not None else [None] * len(prompts)
+        if len(adapters) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(adapters)} adapter choices")
+        p = _params_default()
+        p.max_new_tokens, p.temperature, p.top_k = int(max_new_tokens), float(temperature), int(top_k or 0)
+        p.top_p, p.seed, p.raw = float(top_p), int(seed), bool(raw)
+        n = len(prompts)
+        reqs = (_BatchRequest * max(n, 1))(*[_BatchRequest(_s(t), _s(a)) for t, a in zip(prompts, adapters)])
+        errors: List[BaseException] = []
+
+        def on_piece(_ud, i, piece, length):
+            if on_text is None:
+                return True
+            try:
+                return bool(on_text(i, ctypes.string_at(piece, length).decode()))
+            except BaseException as e:  # re-raised after the call; stops that request
+                errors.append(e)
+                return False
+
+        cb = _BATCH_CB(on_piece)
+        out = (c_void_p * max(n, 1))()
+        _check(_generate_batch(self._handle(), reqs, n, byref(p), cb, None, out))
+        results = [_take(c_void_p(out[i])) for i in range(n)]
+        if errors:
+            raise errors[0]
+        return results
 
     def _stream(self, prompt: str, p: _Params) -> Iterator[str]:
         q: "queue.Queue" = queue.Queue()

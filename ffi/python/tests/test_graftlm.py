@@ -105,3 +105,29 @@ def test_adapters_attach_switch_merge(tmp_path):
             m.detach(name)
     with graftlm.Model.load(tmp_path / "merged") as merged:
         assert merged.generate(ref["prompt"], max_new_tokens=16, temperature=0, raw=True).ids == ref["greedy_new_ids"]
+
+
+def test_generate_batch_each_with_its_adapter():
+    ref = json.loads((RUN / "step-000004/reference.json").read_text())
+    base = json.loads((ROOT / "tests/fixtures/models/llama/reference.json").read_text())
+    with graftlm.Model.load(LLAMA) as m:
+        name = m.attach(RUN, step=4)
+        m.activate(name, False)  # per-request choice, whatever the model-wide state
+        pieces = {0: [], 1: [], 2: []}
+
+        def on_text(i, piece):
+            pieces[i].append(piece)
+            return not (i == 2 and len(pieces[2]) >= 2)
+
+        prompts = [ref["prompt"]] * 3
+        rs = m.generate_batch(prompts, [None, name, name], max_new_tokens=16, temperature=0, raw=True,
+                              on_text=on_text)
+        assert rs[0].ids == base["greedy_new_ids"]
+        assert rs[1].ids == ref["greedy_new_ids"]
+        assert "".join(pieces[1]) == rs[1].text
+        assert rs[2].stop_reason == "callback" and len(pieces[2]) == 2
+        assert rs[0].stop_reason == "max_tokens"
+        with pytest.raises(graftlm.GraftlmError):
+            m.generate_batch(prompts, [None, "nope", None], max_new_tokens=4)
+        with pytest.raises(ValueError):
+            m.generate_batch(prompts, [None], max_new_tokens=4)
