@@ -11,7 +11,9 @@
 # 2. runs graftlm's decode bench in checkpoint mode (cargo bench --bench decode, default backend)
 #    and PyTorch + PEFT (benches/torch_decode.py) on those files, one after the other;
 # 3. prints a Markdown table with both and the ratios graftlm / PyTorch and graftlm / ceiling,
-#    where ceiling = measured read bandwidth / weight bytes (decode reads every weight per token).
+#    where ceiling = measured read bandwidth / weight bytes (decode reads every weight per token);
+# 4. with llama-cpp-python (and gguf) installed, adds llama.cpp on a GGUF copy of the same
+#    weights (benches/make_gguf.py, benches/llamacpp_decode.py): f32, or f16 for 16-bit runs.
 # Needs python3 with torch, transformers, peft (pip install torch transformers peft).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +46,18 @@ t=$(python3 benches/torch_decode.py "$base" "$lora" --tokens "$tokens" --threads
 g32=""
 if [ "$wdtype" != f32 ]; then g32=$(graftlm f32); fi
 
-python3 benches/table.py "$g" "$t" "$shape" "$threads" "$tokens" $g32
+# llama.cpp, when llama-cpp-python is installed: a GGUF copy of the same weights (f32 for an f32
+# run, f16 for a 16-bit one; written once next to the checkpoint by benches/make_gguf.py).
+llama=()
+if python3 -c "import llama_cpp, gguf" 2>/dev/null; then
+    gdt=f32
+    if [ "$wdtype" != f32 ]; then gdt=f16; fi
+    gf="$models/$shape-$gdt.gguf"
+    [ -f "$gf" ] || python3 benches/make_gguf.py "$base" "$gf" --dtype "$gdt" >&2
+    l=$(python3 benches/llamacpp_decode.py "$gf" --tokens "$tokens" --threads "$threads" 2>/dev/null | tail -1)
+    llama=(--llamacpp "$l" "$gdt")
+else
+    echo "(llama.cpp column skipped: pip install llama-cpp-python gguf)" >&2
+fi
+
+python3 benches/table.py "$g" "$t" "$shape" "$threads" "$tokens" $g32 "${llama[@]}"

@@ -2,9 +2,11 @@
 """Markdown table of graftlm's decode bench (checkpoint mode) next to benches/torch_decode.py.
 
     python3 benches/table.py GRAFTLM_JSON TORCH_JSON SHAPE THREADS TOKENS [GRAFTLM_F32_JSON]
+                             [--llamacpp LLAMACPP_JSON DTYPE]
 
-With the optional last argument (graftlm holding f32 weights, when GRAFTLM_JSON held 16-bit ones)
-it adds the 16-bit / f32 ratios.
+With GRAFTLM_F32_JSON (graftlm holding f32 weights, when GRAFTLM_JSON held 16-bit ones) it adds
+the 16-bit / f32 ratios; with --llamacpp (benches/llamacpp_decode.py on a GGUF copy in DTYPE) a
+graftlm / llama.cpp table.
 
 Used by benches/compare.sh (CPU) and benches/cuda.sh (GPU). The ceiling is the measured read
 bandwidth over the weight bytes (decoding reads every weight once per token): the host probe on
@@ -14,9 +16,15 @@ import json
 import platform
 import sys
 
-g, t = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-shape, threads, tokens = sys.argv[3], sys.argv[4], sys.argv[5]
-g32 = json.loads(sys.argv[6]) if len(sys.argv) > 6 else None
+args = sys.argv[1:]
+llama = None
+if "--llamacpp" in args:
+    i = args.index("--llamacpp")
+    llama, llama_dtype = json.loads(args[i + 1]), args[i + 2]
+    del args[i:i + 3]
+g, t = json.loads(args[0]), json.loads(args[1])
+shape, threads, tokens = args[2], args[3], args[4]
+g32 = json.loads(args[5]) if len(args) > 5 else None
 wdtype = g.get("weight_dtype", "f32")
 if t.get("device") == "cuda":
     where = f"{t.get('gpu', 'GPU')} (graftlm backend {g['backend']}, PyTorch cuda)"
@@ -62,3 +70,12 @@ if g32:
             continue
         scale = 1e-6 if key == "peak_rss_after_load" else 1.0
         print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {b / a:.2f} |")
+if llama:
+    print(f"\ngraftlm ({wdtype}) / llama.cpp {llama.get('llama_cpp', '')} (GGUF {llama_dtype}, same weights, same run):")
+    print("\n| measure | graftlm | llama.cpp | graftlm / llama.cpp |\n|---|---|---|---|")
+    for label, key, _ in rows:
+        a, b = g.get(key), llama.get(key)
+        if a is None or b is None:
+            continue
+        scale = 1e-6 if key == "peak_rss_after_load" else 1.0
+        print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {a / b:.2f} |")

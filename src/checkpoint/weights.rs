@@ -405,7 +405,7 @@ fn fill(out: &mut [f32], bytes: &[u8], width: usize, f: impl Fn(&[u8], &mut [f32
             .for_each(|(o, b)| f(b, o));
         return;
     }
-    let _ = PIECE;
+    let _ = (PIECE, width);
     f(bytes, out);
 }
 

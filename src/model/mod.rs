@@ -12,7 +12,9 @@ mod block;
 mod few_rows;
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod gemm;
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod host_attention;
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod host_math;
 mod linear;
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]

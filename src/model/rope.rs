@@ -112,10 +112,12 @@ impl<B: Backend> Rope<B> {
 }
 
 /// The most rotary dimensions the host kernels handle (a stack buffer).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(super) const MAX_HOST_ELEM: usize = 512;
 
 /// Rotates the first `cos.len()` (≤ [`MAX_HOST_ELEM`], even) elements of one head's `row` by one
 /// position's tables, with the burn-op path's arithmetic (a product each, then their sum).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(super) fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
     let n = cos.len();
     let half = n / 2;
@@ -158,6 +160,7 @@ impl<B: Backend> Rope<B> {
     }
 
     /// The `cos` and `sin` tables (`[positions, n_elem]`) and `n_elem`, for host kernels.
+    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     pub(super) fn tables(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>, usize) {
         (&self.cos, &self.sin, self.n_elem)
     }
