@@ -114,6 +114,10 @@ impl Checkpoint {
                 })?;
                 names::read_entry(&self.config, &files, entry)
             },
+            &mut |name: &str, f: &mut dyn FnMut(&[f32], &[usize])| match table.get(name) {
+                Some(entry) => names::with_entry_in_place(&files, entry, f),
+                None => Ok(false),
+            },
             precision,
             head_is_embedding,
             device,

@@ -458,6 +458,23 @@ pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
     })
 }
 
+/// Calls `f(values, shape)` with a parameter read in place from the file when it is one stored
+/// f32 tensor (see [`WeightFiles::with_f32_in_place`]); `Ok(false)` when it has to be assembled
+/// or converted (then use [`read_entry`]).
+pub fn with_entry_in_place(
+    files: &WeightFiles,
+    entry: &Entry,
+    f: &mut dyn FnMut(&[f32], &[usize]),
+) -> Result<bool> {
+    let stored = match &entry.source {
+        Source::One(n) => n,
+        Source::Tied(head, wte) if files.tensors().contains_key(head) => head,
+        Source::Tied(_, wte) => wte,
+        _ => return Ok(false),
+    };
+    files.with_f32_in_place(stored, |d, shape| f(d, shape))
+}
+
 pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Result<HostTensor> {
     let stored = files.tensors();
     let hs = cfg.head_size;

@@ -263,17 +263,62 @@ impl WeightFiles {
     /// are refused: they would silently turn every output into NaN.
     pub fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.read_raw(name)?;
-        if let Some(i) = first_non_finite(&t.data) {
-            return Err(Error::BadTensor {
+        self.check_finite(name, &t.data)?;
+        Ok(t)
+    }
+
+    fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
+        match first_non_finite(data) {
+            None => Ok(()),
+            Some(i) => Err(Error::BadTensor {
                 path: self.file_of(name),
                 name: name.to_string(),
                 msg: format!(
                     "holds a non-finite value ({}) at element {i}; refusing to load it",
-                    t.data[i]
+                    data[i]
                 ),
-            });
+            }),
         }
-        Ok(t)
+    }
+
+    /// Calls `f(values, stored shape)` with tensor `name` read in place from the mapped file when
+    /// it is stored as little-endian f32 at a 4-byte-aligned offset (no copy); `Ok(false)` without
+    /// calling `f` otherwise (then [`WeightFiles::read_f32`] copies it). Non-finite values are
+    /// refused as by `read_f32`.
+    pub fn with_f32_in_place(&self, name: &str, f: impl FnOnce(&[f32], &[usize])) -> Result<bool> {
+        let Backing::Safetensors { shards, index } = &self.backing else {
+            return Ok(false);
+        };
+        let Some((si, dtype, shape, (start, end))) = index.get(name) else {
+            return Ok(false);
+        };
+        if *dtype != Dtype::F32 || cfg!(target_endian = "big") {
+            return Ok(false);
+        }
+        let shard = &shards[*si];
+        let (a, b) = (shard.data_start + start, shard.data_start + end);
+        let Some(data) = shard
+            .mmap
+            .get(a..b)
+            .and_then(|bytes| bytemuck::try_cast_slice::<u8, f32>(bytes).ok())
+        else {
+            return Ok(false);
+        };
+        if data.len() != shape.iter().product::<usize>() {
+            return Ok(false);
+        }
+        self.check_finite(name, data)?;
+        f(data, shape);
+        // Done with these pages: drop them from this process (page-cache pages count as RSS).
+        #[cfg(unix)]
+        // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
+        // pages; a later read of the range faults them back in from the file.
+        let _ = unsafe {
+            shard
+                .mmap
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a)
+        };
+        Ok(true)
     }
 
     fn read_raw(&self, name: &str) -> Result<HostTensor> {
@@ -407,6 +452,33 @@ fn fill(out: &mut [f32], bytes: &[u8], width: usize, f: impl Fn(&[u8], &mut [f32
     }
     let _ = (PIECE, width);
     f(bytes, out);
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+
+    /// An f32 tensor is lent in place with the values `read_f32` copies; a bf16 one is not lent.
+    #[test]
+    fn f32_tensors_are_lent_in_place_with_the_copied_values() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+        let files = WeightFiles::open_dir(&root.join("llama/hf")).unwrap();
+        let name = "model.layers.0.mlp.up_proj.weight";
+        let want = files.read_f32(name).unwrap();
+        let mut seen = None;
+        let lent = files
+            .with_f32_in_place(name, |d, shape| seen = Some((d.to_vec(), shape.to_vec())))
+            .unwrap();
+        assert!(lent);
+        assert_eq!(seen, Some((want.data, want.shape)));
+        let bf16 = WeightFiles::open_dir(&root.join("llama-bf16/hf")).unwrap();
+        assert!(!bf16
+            .with_f32_in_place(name, |_, _| panic!("bf16 is not lent"))
+            .unwrap());
+        assert!(!files
+            .with_f32_in_place("no.such.tensor", |_, _| panic!())
+            .unwrap());
+    }
 }
 
 #[cfg(test)]

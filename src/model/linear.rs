@@ -71,12 +71,23 @@ impl<B: Backend> Linear<B> {
         precision: WeightDtype,
         device: &B::Device,
     ) -> Self {
-        let (out, inp) = (weight.shape[0], weight.shape[1]);
+        Self::from_values(&weight.data, &weight.shape, bias, precision, device)
+    }
+
+    /// [`Linear::from_host`] from borrowed values (`[out, in]` row-major, `shape` `[out, in]`).
+    pub(crate) fn from_values(
+        weight: &[f32],
+        shape: &[usize],
+        bias: Option<&HostTensor>,
+        precision: WeightDtype,
+        device: &B::Device,
+    ) -> Self {
+        let (out, inp) = (shape[0], shape[1]);
         let precision = match precision {
             WeightDtype::Auto => WeightDtype::F32,
             p => p,
         };
-        let weight = held_transposed::<B>(&weight.data, out, inp, precision, device);
+        let weight = held_transposed::<B>(weight, out, inp, precision, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,

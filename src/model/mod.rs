@@ -82,6 +82,11 @@ pub struct Model<B: Backend> {
     precision: WeightDtype,
 }
 
+/// A loader's way to lend a matrix in place: `in_place(name, f)` calls `f(values, shape)` and
+/// returns `true`, or returns `false` when the matrix has to be read into memory.
+pub(crate) type InPlace<'a> =
+    dyn FnMut(&str, &mut dyn FnMut(&[f32], &[usize])) -> Result<bool> + 'a;
+
 impl<B: Backend> Model<B> {
     /// Builds the model from host tensors named as in LitGPT (see `checkpoint::names::table`).
     pub fn from_tensors(
@@ -121,15 +126,26 @@ impl<B: Backend> Model<B> {
         precision: WeightDtype,
         device: &B::Device,
     ) -> Result<Self> {
-        Self::from_source_tied(config, take, precision, false, device)
+        Self::from_source_tied(
+            config,
+            take,
+            &mut |_, _| Ok(false),
+            precision,
+            false,
+            device,
+        )
     }
 
     /// [`Model::from_source_as`] knowing whether `lm_head.weight` comes from the embedding's own
     /// stored tensor (a tied checkpoint without a separate head): then the embedding is not read
     /// again, nor compared with the head.
+    ///
+    /// `in_place(name, f)` may instead call `f(values, shape)` with a matrix read in place (from
+    /// a mapped file) and return `true`; the linears' weights are asked for that way first.
     pub(crate) fn from_source_tied(
         config: ModelConfig,
         mut take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+        in_place: &mut InPlace<'_>,
         precision: WeightDtype,
         head_is_embedding: bool,
         device: &B::Device,
@@ -153,32 +169,46 @@ impl<B: Backend> Model<B> {
                 };
                 Ok(norm(&w, b.as_ref()))
             };
-        let linear = |take: &mut dyn FnMut(&str) -> Result<HostTensor>,
-                      prefix: &str,
-                      bias: bool|
+        let mut linear = |take: &mut dyn FnMut(&str) -> Result<HostTensor>,
+                          prefix: &str,
+                          bias: bool|
          -> Result<Linear<B>> {
-            let w = take(&format!("{prefix}.weight"))?;
             let b = if bias {
                 Some(take(&format!("{prefix}.bias"))?)
             } else {
                 None
             };
-            Ok(Linear::from_host(&w, b.as_ref(), precision, device))
+            let name = format!("{prefix}.weight");
+            let mut made = None;
+            let read = in_place(&name, &mut |data, shape| {
+                made = Some(Linear::from_values(
+                    data,
+                    shape,
+                    b.as_ref(),
+                    precision,
+                    device,
+                ));
+            })?;
+            match made {
+                Some(l) if read => Ok(l),
+                _ => Ok(Linear::from_host(
+                    &take(&name)?,
+                    b.as_ref(),
+                    precision,
+                    device,
+                )),
+            }
         };
 
         // The head, then the embedding: with tied embeddings they are normally the same matrix,
         // and the head's (transposed) copy then serves the lookups too — one copy held, not two.
         // (Before the blocks, and one f32 copy at a time, so the transient copies stay below
         // the final size.)
-        let head_w = take("lm_head.weight")?;
-        let head_b = if cfg.lm_head_bias {
-            Some(take("lm_head.bias")?)
-        } else {
-            None
+        let lm_head = linear(&mut take, "lm_head", cfg.lm_head_bias)?;
+        let head_shape = {
+            let [inp, out] = lm_head.weight().dims();
+            vec![out, inp]
         };
-        let lm_head = Linear::from_host(&head_w, head_b.as_ref(), precision, device);
-        let head_shape = head_w.shape.clone();
-        drop(head_w);
         let wte = if head_is_embedding && cfg.tie_embeddings {
             None
         } else {
