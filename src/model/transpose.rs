@@ -10,18 +10,29 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// [`transpose`] straight into another element type: each band of 32 output rows is transposed
-/// into a scratch buffer and then `map`ped into the output (no full-size f32 copy).
+/// `SEGMENT` input rows at a time into a small scratch buffer and then `map`ped into the output
+/// (no full-size f32 copy, and no band-sized scratch: a 49152-row head would need 6 MB per band,
+/// which the allocator then keeps in each worker thread's arena).
 pub(crate) fn transpose_map<T: Copy + Default + Send>(
     data: &[f32],
     rows: usize,
     cols: usize,
     map: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Vec<T> {
+    const SEGMENT: usize = 2048;
     let mut t = vec![T::default(); rows * cols];
     for_bands(&mut t, rows, |bi, out| {
-        let mut scratch = vec![0f32; out.len()];
-        band(data, rows, cols, bi, &mut scratch);
-        map(&scratch, out);
+        let width = out.len() / rows;
+        let mut scratch = vec![0f32; width * SEGMENT.min(rows)];
+        for lo in (0..rows).step_by(SEGMENT) {
+            let hi = (lo + SEGMENT).min(rows);
+            let n = hi - lo;
+            let part = &mut scratch[..width * n];
+            band(&data[lo * cols..hi * cols], n, cols, bi, part);
+            for (c, seg) in part.chunks_exact(n).enumerate() {
+                map(seg, &mut out[c * rows + lo..c * rows + hi]);
+            }
+        }
     });
     t
 }
@@ -143,6 +154,9 @@ mod tests {
             (100, 37),
             (96, 130),
             (300, 576),
+            // Several segments of transpose_map, the last one partial.
+            (4100, 40),
+            (2081, 70),
         ] {
             let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let t = super::transpose(&data, rows, cols);
