@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::Backend;
 
-pub use weights::{HostTensor, TensorMeta, WeightFiles};
+pub use weights::{HostTensor, TensorMeta, Values, WeightFiles};
 
 use crate::config::{Family, ModelConfig};
 use crate::error::{Error, Result};
@@ -114,7 +114,7 @@ impl Checkpoint {
                 })?;
                 names::read_entry(&self.config, &files, entry)
             },
-            &mut |name: &str, f: &mut dyn FnMut(&[f32], &[usize])| match table.get(name) {
+            &mut |name: &str, f: &mut dyn FnMut(Values<'_>, &[usize])| match table.get(name) {
                 Some(entry) => names::with_entry_in_place(&files, entry, f),
                 None => Ok(false),
             },

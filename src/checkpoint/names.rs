@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::weights::{HostTensor, WeightFiles};
+use super::weights::{HostTensor, Values, WeightFiles};
 use crate::config::{Family, MlpKind, ModelConfig, NormKind};
 use crate::error::{Error, Result};
 
@@ -459,12 +459,12 @@ pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
 }
 
 /// Calls `f(values, shape)` with a parameter read in place from the file when it is one stored
-/// f32 tensor (see [`WeightFiles::with_f32_in_place`]); `Ok(false)` when it has to be assembled
-/// or converted (then use [`read_entry`]).
+/// tensor (see [`WeightFiles::with_in_place`]); `Ok(false)` when it has to be assembled or
+/// converted (then use [`read_entry`]).
 pub fn with_entry_in_place(
     files: &WeightFiles,
     entry: &Entry,
-    f: &mut dyn FnMut(&[f32], &[usize]),
+    f: &mut dyn FnMut(Values<'_>, &[usize]),
 ) -> Result<bool> {
     let stored = match &entry.source {
         Source::One(n) => n,
@@ -472,7 +472,7 @@ pub fn with_entry_in_place(
         Source::Tied(_, wte) => wte,
         _ => return Ok(false),
     };
-    files.with_f32_in_place(stored, |d, shape| f(d, shape))
+    files.with_in_place(stored, |d, shape| f(d, shape))
 }
 
 pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Result<HostTensor> {

@@ -20,6 +20,28 @@ pub struct TensorMeta {
     pub shape: Vec<usize>,
 }
 
+/// A tensor's values as stored, borrowed from a mapped file.
+#[derive(Debug, Clone, Copy)]
+pub enum Values<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+    F16(&'a [half::f16]),
+}
+
+impl Values<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(d) => d.len(),
+            Values::Bf16(d) => d.len(),
+            Values::F16(d) => d.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A tensor read into memory as `f32`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostTensor {
@@ -267,6 +289,26 @@ impl WeightFiles {
         Ok(t)
     }
 
+    /// [`Self::check_finite`] for 16-bit values: `exponent` is the format's exponent mask (all
+    /// ones: infinity or NaN).
+    fn check_finite_16(&self, name: &str, bits: &[u16], exponent: u16) -> Result<()> {
+        match first_all_ones(bits, exponent) {
+            None => Ok(()),
+            Some(i) => Err(Error::BadTensor {
+                path: self.file_of(name),
+                name: name.to_string(),
+                msg: format!(
+                    "holds a non-finite value ({}) at element {i}; refusing to load it",
+                    if exponent == 0x7c00 {
+                        half::f16::from_bits(bits[i]).to_f32()
+                    } else {
+                        half::bf16::from_bits(bits[i]).to_f32()
+                    }
+                ),
+            }),
+        }
+    }
+
     fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
         match first_non_finite(data) {
             None => Ok(()),
@@ -282,33 +324,39 @@ impl WeightFiles {
     }
 
     /// Calls `f(values, stored shape)` with tensor `name` read in place from the mapped file when
-    /// it is stored as little-endian f32 at a 4-byte-aligned offset (no copy); `Ok(false)` without
-    /// calling `f` otherwise (then [`WeightFiles::read_f32`] copies it). Non-finite values are
-    /// refused as by `read_f32`.
-    pub fn with_f32_in_place(&self, name: &str, f: impl FnOnce(&[f32], &[usize])) -> Result<bool> {
+    /// it is stored as little-endian f32, bf16 or f16 at an aligned offset (no copy); `Ok(false)`
+    /// without calling `f` otherwise (then [`WeightFiles::read_f32`] copies it). Non-finite
+    /// values are refused as by `read_f32`.
+    pub fn with_in_place(&self, name: &str, f: impl FnOnce(Values<'_>, &[usize])) -> Result<bool> {
         let Backing::Safetensors { shards, index } = &self.backing else {
             return Ok(false);
         };
         let Some((si, dtype, shape, (start, end))) = index.get(name) else {
             return Ok(false);
         };
-        if *dtype != Dtype::F32 || cfg!(target_endian = "big") {
+        if cfg!(target_endian = "big") {
             return Ok(false);
         }
         let shard = &shards[*si];
         let (a, b) = (shard.data_start + start, shard.data_start + end);
-        let Some(data) = shard
-            .mmap
-            .get(a..b)
-            .and_then(|bytes| bytemuck::try_cast_slice::<u8, f32>(bytes).ok())
-        else {
+        let Some(bytes) = shard.mmap.get(a..b) else {
             return Ok(false);
         };
-        if data.len() != shape.iter().product::<usize>() {
+        let values = match dtype {
+            Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Values::F32),
+            Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Values::Bf16),
+            Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Values::F16),
+            _ => None,
+        };
+        let Some(values) = values.filter(|v| v.len() == shape.iter().product::<usize>()) else {
             return Ok(false);
+        };
+        match values {
+            Values::F32(d) => self.check_finite(name, d)?,
+            Values::Bf16(d) => self.check_finite_16(name, bytemuck::cast_slice(d), 0x7f80)?,
+            Values::F16(d) => self.check_finite_16(name, bytemuck::cast_slice(d), 0x7c00)?,
         }
-        self.check_finite(name, data)?;
-        f(data, shape);
+        f(values, shape);
         // Done with these pages: drop them from this process (page-cache pages count as RSS).
         #[cfg(unix)]
         // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
@@ -372,18 +420,28 @@ impl WeightFiles {
     }
 }
 
-/// Index of the first NaN or infinity, scanning in blocks with a branch-free test that the
-/// compiler vectorises (this runs over every weight at load time; large tensors in parallel).
+/// Index of the first NaN or infinity.
 fn first_non_finite(d: &[f32]) -> Option<usize> {
-    let bad = |x: &f32| x.to_bits() & 0x7f80_0000 == 0x7f80_0000;
-    let any_bad = |chunk: &[f32]| chunk.iter().fold(false, |a, x| a | bad(x));
+    let bits: &[u32] = bytemuck::cast_slice(d);
+    first_all_ones(bits, 0x7f80_0000)
+}
+
+/// Index of the first element whose `exponent` bits are all set (infinity or NaN in that
+/// floating-point format), scanning in blocks with a branch-free test that the compiler
+/// vectorises (this runs over every weight at load time; large tensors in parallel).
+fn first_all_ones<T>(d: &[T], exponent: T) -> Option<usize>
+where
+    T: Copy + Sync + PartialEq + std::ops::BitAnd<Output = T>,
+{
+    let bad = |x: &T| *x & exponent == exponent;
+    let any_bad = |chunk: &[T]| chunk.iter().fold(false, |a, x| a | bad(x));
     const BLOCK: usize = 4096;
     #[cfg(feature = "flex")]
     if d.len() > PIECE {
         use rayon::prelude::*;
         let piece = d.par_chunks(PIECE).position_first(any_bad)?;
         let at = piece * PIECE;
-        return first_non_finite(&d[at..(at + PIECE).min(d.len())]).map(|i| at + i);
+        return first_all_ones(&d[at..(at + PIECE).min(d.len())], exponent).map(|i| at + i);
     }
     d.chunks(BLOCK).enumerate().find_map(|(b, chunk)| {
         any_bad(chunk).then(|| b * BLOCK + chunk.iter().position(bad).unwrap_or(0))
@@ -458,26 +516,35 @@ fn fill(out: &mut [f32], bytes: &[u8], width: usize, f: impl Fn(&[u8], &mut [f32
 mod in_place_tests {
     use super::*;
 
-    /// An f32 tensor is lent in place with the values `read_f32` copies; a bf16 one is not lent.
+    fn widened(v: Values<'_>) -> Vec<f32> {
+        match v {
+            Values::F32(d) => d.to_vec(),
+            Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
+            Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    /// Tensors are lent in place, as stored, with the values `read_f32` copies.
     #[test]
-    fn f32_tensors_are_lent_in_place_with_the_copied_values() {
+    fn tensors_are_lent_in_place_with_the_copied_values() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
-        let files = WeightFiles::open_dir(&root.join("llama/hf")).unwrap();
         let name = "model.layers.0.mlp.up_proj.weight";
-        let want = files.read_f32(name).unwrap();
-        let mut seen = None;
-        let lent = files
-            .with_f32_in_place(name, |d, shape| seen = Some((d.to_vec(), shape.to_vec())))
-            .unwrap();
-        assert!(lent);
-        assert_eq!(seen, Some((want.data, want.shape)));
-        let bf16 = WeightFiles::open_dir(&root.join("llama-bf16/hf")).unwrap();
-        assert!(!bf16
-            .with_f32_in_place(name, |_, _| panic!("bf16 is not lent"))
-            .unwrap());
-        assert!(!files
-            .with_f32_in_place("no.such.tensor", |_, _| panic!())
-            .unwrap());
+        for (model, f32_stored) in [("llama", true), ("llama-bf16", false)] {
+            let files = WeightFiles::open_dir(&root.join(model).join("hf")).unwrap();
+            let want = files.read_f32(name).unwrap();
+            let mut seen = None;
+            let lent = files
+                .with_in_place(name, |v, shape| {
+                    assert_eq!(matches!(v, Values::F32(_)), f32_stored, "{model}");
+                    seen = Some((widened(v), shape.to_vec()));
+                })
+                .unwrap();
+            assert!(lent, "{model}");
+            assert_eq!(seen, Some((want.data, want.shape)), "{model}");
+            assert!(!files
+                .with_in_place("no.such.tensor", |_, _| panic!())
+                .unwrap());
+        }
     }
 }
 

@@ -71,12 +71,19 @@ impl<B: Backend> Linear<B> {
         precision: WeightDtype,
         device: &B::Device,
     ) -> Self {
-        Self::from_values(&weight.data, &weight.shape, bias, precision, device)
+        Self::from_values(
+            crate::checkpoint::Values::F32(&weight.data),
+            &weight.shape,
+            bias,
+            precision,
+            device,
+        )
     }
 
-    /// [`Linear::from_host`] from borrowed values (`[out, in]` row-major, `shape` `[out, in]`).
+    /// [`Linear::from_host`] from borrowed values as stored (`[out, in]` row-major, `shape`
+    /// `[out, in]`).
     pub(crate) fn from_values(
-        weight: &[f32],
+        weight: crate::checkpoint::Values<'_>,
         shape: &[usize],
         bias: Option<&HostTensor>,
         precision: WeightDtype,

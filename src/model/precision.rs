@@ -128,6 +128,50 @@ pub(crate) fn held_tensor<B: Backend>(
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight, held at `precision` as
 /// [`held_tensor`] holds it, converted band by band (no transposed f32 copy for 16-bit).
 pub(crate) fn held_transposed<B: Backend>(
+    data: crate::checkpoint::Values<'_>,
+    rows: usize,
+    cols: usize,
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    use crate::checkpoint::Values;
+    match data {
+        Values::F32(d) => held_transposed_f32(d, rows, cols, precision, device),
+        Values::Bf16(d) => held_transposed_16(d, |x| x.to_f32(), rows, cols, precision, device),
+        Values::F16(d) => held_transposed_16(d, |x| x.to_f32(), rows, cols, precision, device),
+    }
+}
+
+/// [`held_transposed`] of 16-bit values: widened a block at a time, exactly; held as 16-bit
+/// elements without an f32 copy of the whole matrix, or as (rounded) f32.
+fn held_transposed_16<B: Backend, S: Copy + Sync>(
+    data: &[S],
+    widen: impl Fn(S) -> f32 + Sync,
+    rows: usize,
+    cols: usize,
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    use super::transpose::transpose_map_from;
+    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
+    let shape = [cols, rows];
+    match precision {
+        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
+            let h = transpose_map_from(data, widen, rows, cols, bf16_slice);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
+        }
+        WeightDtype::F16 if holds_16bit::<B>(device) => {
+            let h = transpose_map_from(data, widen, rows, cols, f16_slice);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
+        _ => {
+            let t = transpose_map_from(data, widen, rows, cols, |a, b| b.copy_from_slice(a));
+            held_tensor::<B>(t, shape, precision, device)
+        }
+    }
+}
+
+fn held_transposed_f32<B: Backend>(
     data: &[f32],
     rows: usize,
     cols: usize,

@@ -37,6 +37,43 @@ pub(crate) fn transpose_map<T: Copy + Default + Send>(
     t
 }
 
+/// [`transpose_map`] from a 16-bit (or any) source read through `widen`: each band's columns of
+/// a segment of rows are widened into a small f32 block first, then transposed and `map`ped.
+pub(crate) fn transpose_map_from<S: Copy + Sync, T: Copy + Default + Send>(
+    data: &[S],
+    widen: impl Fn(S) -> f32 + Sync,
+    rows: usize,
+    cols: usize,
+    map: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Vec<T> {
+    const SEGMENT: usize = 2048;
+    let mut t = vec![T::default(); rows * cols];
+    for_bands(&mut t, rows, |bi, out| {
+        let width = out.len() / rows;
+        let c0 = bi * BLOCK;
+        let mut block = vec![0f32; width * SEGMENT.min(rows)];
+        let mut part = vec![0f32; width * SEGMENT.min(rows)];
+        for lo in (0..rows).step_by(SEGMENT) {
+            let hi = (lo + SEGMENT).min(rows);
+            let n = hi - lo;
+            for (r, dst) in (lo..hi).zip(block.chunks_exact_mut(width)) {
+                for (d, &x) in dst
+                    .iter_mut()
+                    .zip(&data[r * cols + c0..r * cols + c0 + width])
+                {
+                    *d = widen(x);
+                }
+            }
+            let part = &mut part[..width * n];
+            band(&block[..width * n], n, width, 0, part);
+            for (c, seg) in part.chunks_exact(n).enumerate() {
+                map(seg, &mut out[c * rows + lo..c * rows + hi]);
+            }
+        }
+    });
+    t
+}
+
 const BLOCK: usize = 32;
 
 /// Runs `f(band index, band)` over bands of `BLOCK` output rows (`rows` wide) of `t`, in parallel
@@ -163,6 +200,15 @@ mod tests {
             let neg = super::transpose_map(&data, rows, cols, |a: &[f32], b: &mut [i64]| {
                 a.iter().zip(b).for_each(|(x, y)| *y = -(*x as i64))
             });
+            let ints: Vec<u32> = (0..rows * cols).map(|i| i as u32).collect();
+            let from = super::transpose_map_from(
+                &ints,
+                |x| x as f32,
+                rows,
+                cols,
+                |a, b| b.copy_from_slice(a),
+            );
+            assert_eq!(from, t, "{rows}x{cols} from another element type");
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(
