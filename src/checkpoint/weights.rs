@@ -285,40 +285,25 @@ impl WeightFiles {
     /// are refused: they would silently turn every output into NaN.
     pub fn read_f32(&self, name: &str) -> Result<HostTensor> {
         let t = self.read_raw(name)?;
-        self.check_finite(name, &t.data)?;
+        self.check_finite(name, Values::F32(&t.data))?;
         Ok(t)
     }
 
-    /// [`Self::check_finite`] for 16-bit values: `exponent` is the format's exponent mask (all
-    /// ones: infinity or NaN).
-    fn check_finite_16(&self, name: &str, bits: &[u16], exponent: u16) -> Result<()> {
-        match first_all_ones(bits, exponent) {
+    /// Refuses NaN or infinite values (of any stored float type), naming the first.
+    fn check_finite(&self, name: &str, values: Values<'_>) -> Result<()> {
+        let bad = match values {
+            Values::F32(d) => first_non_finite(d).map(|i| (i, d[i])),
+            Values::Bf16(d) => first_all_ones(bytemuck::cast_slice::<_, u16>(d), 0x7f80)
+                .map(|i| (i, d[i].to_f32())),
+            Values::F16(d) => first_all_ones(bytemuck::cast_slice::<_, u16>(d), 0x7c00)
+                .map(|i| (i, d[i].to_f32())),
+        };
+        match bad {
             None => Ok(()),
-            Some(i) => Err(Error::BadTensor {
+            Some((i, v)) => Err(Error::BadTensor {
                 path: self.file_of(name),
                 name: name.to_string(),
-                msg: format!(
-                    "holds a non-finite value ({}) at element {i}; refusing to load it",
-                    if exponent == 0x7c00 {
-                        half::f16::from_bits(bits[i]).to_f32()
-                    } else {
-                        half::bf16::from_bits(bits[i]).to_f32()
-                    }
-                ),
-            }),
-        }
-    }
-
-    fn check_finite(&self, name: &str, data: &[f32]) -> Result<()> {
-        match first_non_finite(data) {
-            None => Ok(()),
-            Some(i) => Err(Error::BadTensor {
-                path: self.file_of(name),
-                name: name.to_string(),
-                msg: format!(
-                    "holds a non-finite value ({}) at element {i}; refusing to load it",
-                    data[i]
-                ),
+                msg: format!("holds a non-finite value ({v}) at element {i}; refusing to load it"),
             }),
         }
     }
@@ -351,11 +336,7 @@ impl WeightFiles {
         let Some(values) = values.filter(|v| v.len() == shape.iter().product::<usize>()) else {
             return Ok(false);
         };
-        match values {
-            Values::F32(d) => self.check_finite(name, d)?,
-            Values::Bf16(d) => self.check_finite_16(name, bytemuck::cast_slice(d), 0x7f80)?,
-            Values::F16(d) => self.check_finite_16(name, bytemuck::cast_slice(d), 0x7c00)?,
-        }
+        self.check_finite(name, values)?;
         f(values, shape);
         // Done with these pages: drop them from this process (page-cache pages count as RSS).
         #[cfg(unix)]

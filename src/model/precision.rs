@@ -136,65 +136,38 @@ pub(crate) fn held_transposed<B: Backend>(
 ) -> Tensor<B, 2> {
     use crate::checkpoint::Values;
     match data {
-        Values::F32(d) => held_transposed_f32(d, rows, cols, precision, device),
-        Values::Bf16(d) => held_transposed_16(d, |x| x.to_f32(), rows, cols, precision, device),
-        Values::F16(d) => held_transposed_16(d, |x| x.to_f32(), rows, cols, precision, device),
+        Values::F32(d) => held_transposed_as(d, rows, cols, precision, device),
+        Values::Bf16(d) => held_transposed_as(d, rows, cols, precision, device),
+        Values::F16(d) => held_transposed_as(d, rows, cols, precision, device),
     }
 }
 
-/// [`held_transposed`] of 16-bit values: widened a block at a time, exactly; held as 16-bit
-/// elements without an f32 copy of the whole matrix, or as (rounded) f32.
-fn held_transposed_16<B: Backend, S: Copy + Sync>(
+fn held_transposed_as<B: Backend, S: super::weight::Weight>(
     data: &[S],
-    widen: impl Fn(S) -> f32 + Sync,
     rows: usize,
     cols: usize,
     precision: WeightDtype,
     device: &B::Device,
 ) -> Tensor<B, 2> {
-    use super::transpose::transpose_map_from;
+    use super::transpose::transpose_map;
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
     let shape = [cols, rows];
     match precision {
         WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            let h = transpose_map_from(data, widen, rows, cols, bf16_slice);
+            let h = transpose_map(data, rows, cols, bf16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
         }
         WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let h = transpose_map_from(data, widen, rows, cols, f16_slice);
+            let h = transpose_map(data, rows, cols, f16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
         _ => {
-            let t = transpose_map_from(data, widen, rows, cols, |a, b| b.copy_from_slice(a));
+            let t = match super::transpose::as_f32(data) {
+                Some(d) => super::transpose::transpose(d, rows, cols),
+                None => transpose_map(data, rows, cols, |a, b| b.copy_from_slice(a)),
+            };
             held_tensor::<B>(t, shape, precision, device)
         }
-    }
-}
-
-fn held_transposed_f32<B: Backend>(
-    data: &[f32],
-    rows: usize,
-    cols: usize,
-    precision: WeightDtype,
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
-    let shape = [cols, rows];
-    match precision {
-        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            let h = super::transpose::transpose_map(data, rows, cols, bf16_slice);
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
-        }
-        WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let h = super::transpose::transpose_map(data, rows, cols, f16_slice);
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
-        }
-        _ => held_tensor::<B>(
-            super::transpose::transpose(data, rows, cols),
-            shape,
-            precision,
-            device,
-        ),
     }
 }
 

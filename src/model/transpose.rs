@@ -1,6 +1,8 @@
 //! Transposing weights at load time: checkpoints store `[out, in]`, [`super::Linear`] holds
 //! `[in, out]`.
 
+use super::weight::Weight;
+
 /// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
 /// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
@@ -9,26 +11,41 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     t
 }
 
-/// [`transpose`] straight into another element type: each band of 32 output rows is transposed
-/// `SEGMENT` input rows at a time into a small scratch buffer and then `map`ped into the output
-/// (no full-size f32 copy, and no band-sized scratch: a 49152-row head would need 6 MB per band,
-/// which the allocator then keeps in each worker thread's arena).
-pub(crate) fn transpose_map<T: Copy + Default + Send>(
-    data: &[f32],
+/// [`transpose`] of f32, bf16 or f16 values straight into another element type: each band of 32
+/// output rows is transposed `SEGMENT` input rows at a time into a small f32 scratch and then
+/// `map`ped into the output (no full-size f32 copy, and no band-sized scratch: a 49152-row head
+/// would need 6 MB per band, which the allocator then keeps in each worker thread's arena).
+/// 16-bit values are widened (exactly) a block at a time on the way.
+pub(crate) fn transpose_map<S: Weight, T: Copy + Default + Send>(
+    data: &[S],
     rows: usize,
     cols: usize,
     map: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Vec<T> {
     const SEGMENT: usize = 2048;
+    let wide = as_f32(data);
     let mut t = vec![T::default(); rows * cols];
     for_bands(&mut t, rows, |bi, out| {
         let width = out.len() / rows;
-        let mut scratch = vec![0f32; width * SEGMENT.min(rows)];
+        let c0 = bi * BLOCK;
+        let mut part = vec![0f32; width * SEGMENT.min(rows)];
+        let mut block = Vec::new();
         for lo in (0..rows).step_by(SEGMENT) {
             let hi = (lo + SEGMENT).min(rows);
             let n = hi - lo;
-            let part = &mut scratch[..width * n];
-            band(&data[lo * cols..hi * cols], n, cols, bi, part);
+            let part = &mut part[..width * n];
+            match wide {
+                Some(d) => band(&d[lo * cols..hi * cols], n, cols, bi, part),
+                None => {
+                    // This band's columns of the segment's rows, widened: an `[n, width]` block.
+                    block.clear();
+                    for r in lo..hi {
+                        let row = &data[r * cols + c0..r * cols + c0 + width];
+                        block.extend(row.iter().map(|x| x.to_f32()));
+                    }
+                    band(&block, n, width, 0, part);
+                }
+            }
             for (c, seg) in part.chunks_exact(n).enumerate() {
                 map(seg, &mut out[c * rows + lo..c * rows + hi]);
             }
@@ -37,41 +54,12 @@ pub(crate) fn transpose_map<T: Copy + Default + Send>(
     t
 }
 
-/// [`transpose_map`] from a 16-bit (or any) source read through `widen`: each band's columns of
-/// a segment of rows are widened into a small f32 block first, then transposed and `map`ped.
-pub(crate) fn transpose_map_from<S: Copy + Sync, T: Copy + Default + Send>(
-    data: &[S],
-    widen: impl Fn(S) -> f32 + Sync,
-    rows: usize,
-    cols: usize,
-    map: impl Fn(&[f32], &mut [T]) + Sync,
-) -> Vec<T> {
-    const SEGMENT: usize = 2048;
-    let mut t = vec![T::default(); rows * cols];
-    for_bands(&mut t, rows, |bi, out| {
-        let width = out.len() / rows;
-        let c0 = bi * BLOCK;
-        let mut block = vec![0f32; width * SEGMENT.min(rows)];
-        let mut part = vec![0f32; width * SEGMENT.min(rows)];
-        for lo in (0..rows).step_by(SEGMENT) {
-            let hi = (lo + SEGMENT).min(rows);
-            let n = hi - lo;
-            for (r, dst) in (lo..hi).zip(block.chunks_exact_mut(width)) {
-                for (d, &x) in dst
-                    .iter_mut()
-                    .zip(&data[r * cols + c0..r * cols + c0 + width])
-                {
-                    *d = widen(x);
-                }
-            }
-            let part = &mut part[..width * n];
-            band(&block[..width * n], n, width, 0, part);
-            for (c, seg) in part.chunks_exact(n).enumerate() {
-                map(seg, &mut out[c * rows + lo..c * rows + hi]);
-            }
-        }
-    });
-    t
+/// `data` as f32 when it is.
+pub(crate) fn as_f32<S: Weight>(data: &[S]) -> Option<&[f32]> {
+    (std::any::TypeId::of::<S>() == std::any::TypeId::of::<f32>()).then(|| {
+        // SAFETY: `S` is `f32` (same type id), so the slice is reinterpreted as itself.
+        unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<f32>(), data.len()) }
+    })
 }
 
 const BLOCK: usize = 32;
@@ -200,15 +188,15 @@ mod tests {
             let neg = super::transpose_map(&data, rows, cols, |a: &[f32], b: &mut [i64]| {
                 a.iter().zip(b).for_each(|(x, y)| *y = -(*x as i64))
             });
-            let ints: Vec<u32> = (0..rows * cols).map(|i| i as u32).collect();
-            let from = super::transpose_map_from(
-                &ints,
-                |x| x as f32,
-                rows,
-                cols,
-                |a, b| b.copy_from_slice(a),
-            );
-            assert_eq!(from, t, "{rows}x{cols} from another element type");
+            // From 16-bit values (small integers: exact in bf16), widened on the way.
+            let small: Vec<half::bf16> = (0..rows * cols)
+                .map(|i| half::bf16::from_f32((i % 251) as f32))
+                .collect();
+            let wide: Vec<f32> = small.iter().map(|x| x.to_f32()).collect();
+            let t16 = super::transpose(&wide, rows, cols);
+            let from =
+                super::transpose_map(&small, rows, cols, |a, b: &mut [f32]| b.copy_from_slice(a));
+            assert_eq!(from, t16, "{rows}x{cols} from another element type");
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(
