@@ -61,21 +61,24 @@ sep, base, merged = g.get("decode_separate_tok_s"), g["decode_tok_s"], g.get("de
 if sep and merged:
     print(f"\ngraftlm: separate / merged = {sep / merged:.2f}, merged / base = {merged / base:.2f}; "
           f"peak RSS / weight bytes = {g['peak_rss_after_load'] / g['weight_bytes']:.2f}")
+
+
+def side_by_side(title: str, left_name: str, left: dict, right_name: str, right: dict, ratio: str,
+                 left_over_right: bool = False) -> None:
+    """A second table: `right / left` (or `left / right`) per measure both runs have."""
+    print(f"\n{title}")
+    print(f"\n| measure | {left_name} | {right_name} | {ratio} |\n|---|---|---|---|")
+    for label, key, _ in rows:
+        a, b = left.get(key), right.get(key)
+        if a is None or b is None:
+            continue
+        scale = 1e-6 if key == "peak_rss_after_load" else 1.0
+        print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {(a / b if left_over_right else b / a):.2f} |")
+
+
 if g32:
-    print(f"\ngraftlm {wdtype} / graftlm f32 (same files, same run):")
-    print("\n| measure | graftlm f32 | graftlm " + wdtype + " | ratio |\n|---|---|---|---|")
-    for label, key, _ in rows:
-        a, b = g32.get(key), g.get(key)
-        if a is None or b is None:
-            continue
-        scale = 1e-6 if key == "peak_rss_after_load" else 1.0
-        print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {b / a:.2f} |")
+    side_by_side(f"graftlm {wdtype} / graftlm f32 (same files, same run):",
+                 "graftlm f32", g32, f"graftlm {wdtype}", g, "ratio")
 if llama:
-    print(f"\ngraftlm ({wdtype}) / llama.cpp {llama.get('llama_cpp', '')} (GGUF {llama_dtype}, same weights, same run):")
-    print("\n| measure | graftlm | llama.cpp | graftlm / llama.cpp |\n|---|---|---|---|")
-    for label, key, _ in rows:
-        a, b = g.get(key), llama.get(key)
-        if a is None or b is None:
-            continue
-        scale = 1e-6 if key == "peak_rss_after_load" else 1.0
-        print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {a / b:.2f} |")
+    side_by_side(f"graftlm ({wdtype}) / llama.cpp {llama.get('llama_cpp', '')} (GGUF {llama_dtype}, same weights, same run):",
+                 "graftlm", g, "llama.cpp", llama, "graftlm / llama.cpp", left_over_right=True)

@@ -1,13 +1,13 @@
 //! Several prompts generated together through the C ABI, each with its own adapter: one forward
 //! per step for all of them (`graftlm::generate_batch`).
 
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void};
 
-use super::generate::{graftlm_gen_params, graftlm_result, options};
+use super::generate::{c_text, graftlm_gen_params, graftlm_result, options};
 use super::handles::{graftlm_model, model_ref};
 use super::{arg_str, graftlm_status, guard};
 use crate::error::Error;
-use crate::generate::{generate_batch, BatchRequest, StopReason};
+use crate::generate::{generate_batch, BatchRequest};
 
 /// One request of a batch: a prompt and the name of the attached adapter it uses (NULL: the base
 /// model alone). The adapter must be attached separate (not merged), LoRA.
@@ -92,26 +92,15 @@ pub unsafe extern "C" fn graftlm_generate_batch(
         let gens = generate_batch(&st.model, tok, &batch, &opts, &mut |i, piece| match cb {
             None => true,
             Some(f) => {
-                let c = CString::new(piece.replace('\0', "")).unwrap_or_default();
+                let c = c_text(piece);
                 let go = f(user_data, i, c.as_ptr(), c.as_bytes().len());
                 stopped[i] |= !go;
                 go
             }
         })?;
         for (i, g) in gens.into_iter().enumerate() {
-            let reason = if stopped[i] {
-                StopReason::Callback
-            } else {
-                g.stop_reason
-            };
-            let r = Box::new(graftlm_result {
-                text: CString::new(g.text.replace('\0', "")).unwrap_or_default(),
-                ids: g.generated_ids,
-                prompt_ids: g.prompt_ids,
-                stop_reason: CString::new(reason.as_str()).unwrap_or_default(),
-            });
             // SAFETY: the caller passes room for `n` result pointers (checked non-NULL).
-            *results.add(i) = Box::into_raw(r);
+            *results.add(i) = graftlm_result::boxed(g, stopped[i]);
         }
         Ok(())
     })

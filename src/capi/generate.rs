@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::handles::{graftlm_model, model_ref, Shared};
 use super::{arg_str, graftlm_status, guard, out_ptr};
 use crate::error::Error;
-use crate::generate::{generate, GenerateOptions, StopReason};
+use crate::generate::{generate, GenerateOptions, Generation, StopReason};
 use crate::sampling::SamplingParams;
 
 /// Generation parameters. Start from `graftlm_gen_params_default()`.
@@ -42,10 +42,32 @@ pub extern "C" fn graftlm_gen_params_default() -> graftlm_gen_params {
 
 /// The outcome of a generation: text and token ids. Immutable; free with `graftlm_result_free`.
 pub struct graftlm_result {
-    pub(super) text: CString,
-    pub(super) ids: Vec<u32>,
-    pub(super) prompt_ids: Vec<u32>,
-    pub(super) stop_reason: CString,
+    text: CString,
+    ids: Vec<u32>,
+    prompt_ids: Vec<u32>,
+    stop_reason: CString,
+}
+
+impl graftlm_result {
+    /// A finished generation, `StopReason::Callback` when the caller's callback stopped it.
+    pub(super) fn boxed(g: Generation, stopped_by_callback: bool) -> *mut graftlm_result {
+        let reason = if stopped_by_callback {
+            StopReason::Callback
+        } else {
+            g.stop_reason
+        };
+        Box::into_raw(Box::new(graftlm_result {
+            text: c_text(&g.text),
+            ids: g.generated_ids,
+            prompt_ids: g.prompt_ids,
+            stop_reason: c_text(reason.as_str()),
+        }))
+    }
+}
+
+/// `s` as a C string (any NUL removed: the text stays whole up to its end).
+pub(super) fn c_text(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
 /// Streaming callback: receives each new piece of text (whole UTF-8, NUL-terminated, `len` bytes
@@ -114,7 +136,7 @@ unsafe fn run(
     let g = generate(&st.model, tok, &ids, &opts, &mut |piece| match cb {
         None => true,
         Some(f) => {
-            let c = CString::new(piece.replace('\0', "")).unwrap_or_default();
+            let c = c_text(piece);
             let go = f(user_data, c.as_ptr(), c.as_bytes().len());
             stopped_by_callback |= !go;
             go
@@ -126,17 +148,7 @@ unsafe fn run(
             h.push(e);
         }
     }
-    let reason = if stopped_by_callback {
-        StopReason::Callback
-    } else {
-        g.stop_reason
-    };
-    *out = Box::into_raw(Box::new(graftlm_result {
-        text: CString::new(g.text.replace('\0', "")).unwrap_or_default(),
-        ids: g.generated_ids,
-        prompt_ids: g.prompt_ids,
-        stop_reason: CString::new(reason.as_str()).unwrap_or_default(),
-    }));
+    *out = graftlm_result::boxed(g, stopped_by_callback);
     Ok(())
 }
 
@@ -303,9 +315,7 @@ pub unsafe extern "C" fn graftlm_detokenize(
             std::slice::from_raw_parts(ids, n)
         };
         let text = m.shared.tokenizer.decode(slice)?;
-        *out = CString::new(text.replace('\0', ""))
-            .unwrap_or_default()
-            .into_raw();
+        *out = c_text(&text).into_raw();
         Ok(())
     })
 }

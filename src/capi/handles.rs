@@ -147,7 +147,7 @@ pub unsafe extern "C" fn graftlm_adapter_load(
         };
         let cfg = m.shared.read()?.checkpoint.config.clone();
         let adapter = adapters::read(&adapters::locate(Path::new(path), step)?, &cfg, name)?;
-        let name = CString::new(adapter.name.replace('\0', "")).unwrap_or_default();
+        let name = super::generate::c_text(&adapter.name);
         *out = Box::into_raw(Box::new(graftlm_adapter { adapter, name }));
         Ok(())
     })
