@@ -66,10 +66,11 @@ impl<B: Backend> KvCache<B> {
                 Tensor::zeros([b, h, cap, hs], &dev),
             )
         });
-        slot.0
-            .inplace(|c| c.slice_assign(s![.., .., pos..pos + t, ..], k));
-        slot.1
-            .inplace(|c| c.slice_assign(s![.., .., pos..pos + t, ..], v));
+        for (c, new) in [(&mut slot.0, k), (&mut slot.1, v)] {
+            if !write_in_place(c, &new, pos) {
+                c.inplace(|c| c.slice_assign(s![.., .., pos..pos + t, ..], new));
+            }
+        }
         (
             slot.0.clone().narrow(2, 0, pos + t),
             slot.1.clone().narrow(2, 0, pos + t),
@@ -79,5 +80,140 @@ impl<B: Backend> KvCache<B> {
     /// Moves the position forward by `t` after a forward pass.
     pub fn advance(&mut self, t: usize) {
         self.len = (self.len + t).min(self.capacity);
+    }
+}
+
+/// Writes `new` (`[1, h, t, hs]`) into `cache` (`[1, h, capacity, hs]`) at positions `pos..pos + t`
+/// in place when both are contiguous f32 burn-flex tensors and the cache is held only here: burn-
+/// flex's `slice_assign` copies the whole destination first (it clones it to make it contiguous,
+/// so the buffer is always shared when written), which made every decoded token copy every
+/// layer's cache. `false` (nothing written) otherwise.
+fn write_in_place<B: Backend>(cache: &mut Tensor<B, 4>, new: &Tensor<B, 4>, pos: usize) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use crate::model::weight::{f32s, flex, with_flex_mut};
+        let [_, h, cap, hs] = cache.dims();
+        let t = new.dims()[2];
+        let Some(src_t) = flex(new) else { return false };
+        let Some(src) = f32s(&src_t).filter(|s| s.len() == h * t * hs) else {
+            return false;
+        };
+        if pos + t > cap || new.dims() != [1, h, t, hs] {
+            return false;
+        }
+        with_flex_mut(cache, |c| {
+            if c.dtype() != burn::tensor::DType::F32
+                || c.layout().contiguous_offsets() != Some((0, h * cap * hs))
+            {
+                return false;
+            }
+            let Some(dst) = c.try_storage_mut::<f32>() else {
+                return false;
+            };
+            if dst.len() != h * cap * hs {
+                return false;
+            }
+            for g in 0..h {
+                dst[(g * cap + pos) * hs..][..t * hs].copy_from_slice(&src[g * t * hs..][..t * hs]);
+            }
+            true
+        })
+        .unwrap_or(false)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (cache, new, pos);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[1, h, t, hs]` with element `(g, i, d)` = `base + 100·g + 10·i + d`.
+    fn rows<B: Backend>(h: usize, t: usize, hs: usize, base: f32) -> Tensor<B, 4> {
+        let mut v = Vec::new();
+        for g in 0..h {
+            for i in 0..t {
+                v.extend((0..hs).map(|d| base + (100 * g + 10 * i + d) as f32));
+            }
+        }
+        Tensor::from_data(TensorData::new(v, [1, h, t, hs]), &Default::default())
+    }
+
+    fn values<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
+        t.into_data().into_vec::<f32>().unwrap()
+    }
+
+    /// Appends of 3, 1 and 2 positions, a held view across an append, a truncate: what comes
+    /// back is always exactly the positions written, in order.
+    fn appends_return_everything_written<B: Backend>() {
+        let (h, hs) = (2, 4);
+        let mut c = KvCache::<B>::new(2, 8);
+        let mut want_k: Vec<Tensor<B, 4>> = Vec::new();
+        let mut held = None;
+        for (step, t) in [3usize, 1, 2].into_iter().enumerate() {
+            let base = 1000.0 * (step + 1) as f32;
+            let (k, v) = (rows::<B>(h, t, hs, base), rows::<B>(h, t, hs, -base));
+            want_k.push(k.clone());
+            let (ka, va) = c.append(1, k, v.clone());
+            if step == 0 {
+                held = Some(ka.clone());
+            }
+            let (ka0, _) = c.append(0, rows::<B>(h, t, hs, 0.5), rows::<B>(h, t, hs, 0.5));
+            assert_eq!(ka.dims(), [1, h, c.len() + t, hs]);
+            let want = Tensor::cat(want_k.clone(), 2);
+            assert_eq!(values(ka), values(want));
+            assert_eq!(values(va.narrow(2, c.len(), t)), values(v));
+            assert_eq!(ka0.dims()[2], c.len() + t);
+            c.advance(t);
+        }
+        // A view taken before later appends still reads what it covered.
+        let first = Tensor::cat(vec![want_k[0].clone()], 2);
+        assert_eq!(values(held.unwrap()), values(first));
+        // Rewinding then appending overwrites the dropped positions.
+        c.truncate(2);
+        let (ka, _) = c.append(1, rows::<B>(h, 1, hs, 7.0), rows::<B>(h, 1, hs, 7.0));
+        let want = Tensor::cat(
+            vec![want_k[0].clone().narrow(2, 0, 2), rows::<B>(h, 1, hs, 7.0)],
+            2,
+        );
+        assert_eq!(values(ka), values(want));
+    }
+
+    #[cfg(feature = "flex")]
+    #[test]
+    fn appends_return_everything_written_on_flex() {
+        appends_return_everything_written::<crate::backend::Flex>();
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn appends_return_everything_written_on_ndarray() {
+        appends_return_everything_written::<crate::backend::NdArray>();
+    }
+
+    /// On burn-flex a decoded token writes into the cache's buffer where it is: no copy of the
+    /// whole cache per token (burn-flex's own `slice_assign` copies the destination).
+    #[cfg(feature = "flex")]
+    #[test]
+    fn flex_appends_write_in_place() {
+        type B = crate::backend::Flex;
+        let address = |c: &KvCache<B>| {
+            let (k, _) = c.layers[0].as_ref().unwrap();
+            let t = crate::model::weight::flex(k).unwrap();
+            t.storage::<f32>().as_ptr() as usize
+        };
+        let mut c = KvCache::<B>::new(1, 16);
+        let _ = c.append(0, rows::<B>(3, 4, 8, 0.0), rows::<B>(3, 4, 8, 0.0));
+        c.advance(4);
+        let at = address(&c);
+        for _ in 0..5 {
+            let (k, v) = c.append(0, rows::<B>(3, 1, 8, 1.0), rows::<B>(3, 1, 8, 1.0));
+            drop((k, v));
+            c.advance(1);
+            assert_eq!(address(&c), at);
+        }
     }
 }

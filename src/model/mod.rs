@@ -25,7 +25,7 @@ mod precision;
 mod rope;
 mod transpose;
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-mod weight;
+pub(crate) mod weight;
 
 use std::collections::HashMap;
 
@@ -456,6 +456,17 @@ impl<B: Backend> Model<B> {
     /// for each of `n` sequences (`n` caches); `rows` (one entry per token) picks per-row updates
     /// in every linear (see [`Linear::forward_rows`]; the adapters module checks the names).
     pub(crate) fn forward_rows(
+        &self,
+        ids: &[u32],
+        caches: &mut [KvCache<B>],
+        last_only: bool,
+        rows: Option<RowGrafts<'_>>,
+    ) -> Result<Tensor<B, 2>> {
+        weight::on_pool::<B, _>(|| self.forward_rows_here(ids, caches, last_only, rows))
+    }
+
+    /// [`Model::forward_rows`] on the calling thread.
+    fn forward_rows_here(
         &self,
         ids: &[u32],
         caches: &mut [KvCache<B>],

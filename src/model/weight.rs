@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 /// The burn-flex tensor behind `t` (a cheap shared clone), if that is the backend.
 #[cfg(feature = "flex")]
-pub(super) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
+pub(crate) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
     let p: Box<dyn std::any::Any> = Box::new(t.clone().into_primitive().tensor());
     p.downcast::<burn_flex::FlexTensor>().ok().map(|b| *b)
 }
@@ -42,14 +42,55 @@ pub(super) fn held(t: &burn_flex::FlexTensor) -> Option<Held<'_>> {
     }
 }
 
+/// Runs `f` on the burn-flex tensor behind `t` itself (not a clone, so a uniquely held one can be
+/// written in place with `try_storage_mut`); `None` without running it on another backend.
+#[cfg(feature = "flex")]
+pub(crate) fn with_flex_mut<B: Backend, const D: usize, R>(
+    t: &mut Tensor<B, D>,
+    f: impl FnOnce(&mut burn_flex::FlexTensor) -> R,
+) -> Option<R> {
+    use std::any::{Any, TypeId};
+    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<burn_flex::FlexTensor>() {
+        return None;
+    }
+    let dev = t.device();
+    let owned = std::mem::replace(t, Tensor::empty([0; D], &dev));
+    let mut boxed: Box<dyn Any> = Box::new(owned.into_primitive().tensor());
+    let r = boxed.downcast_mut::<burn_flex::FlexTensor>().map(f);
+    match boxed.downcast::<B::FloatTensorPrimitive>() {
+        Ok(p) => *t = Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(*p)),
+        Err(_) => unreachable!("a box holds the type it was made from"),
+    }
+    r
+}
+
 /// The f32 elements of a contiguous flex tensor, in place.
 #[cfg(feature = "flex")]
-pub(super) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
+pub(crate) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
     if t.dtype() != burn::tensor::DType::F32 {
         return None;
     }
     let (start, end) = t.layout().contiguous_offsets()?;
     t.storage::<f32>().get(start..end)
+}
+
+/// Runs `f` on one of rayon's worker threads when `B` is burn-flex and the caller is not one
+/// already (else right here). A forward pass starts some two hundred parallel kernels; from a
+/// thread outside the pool each of them hands its work over and sleeps until woken (two futex
+/// round trips, tens of microseconds on a VM), while a worker runs its share itself and finds
+/// the other workers still spinning between kernels.
+pub(crate) fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    {
+        use std::any::TypeId;
+        if TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<burn_flex::FlexTensor>()
+            && rayon::current_thread_index().is_none()
+            && rayon::current_num_threads() > 1
+        {
+            return rayon::scope(|_| f());
+        }
+    }
+    f()
 }
 
 /// How many threads the host kernels split their work over (rayon's pool on flex).
