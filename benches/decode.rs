@@ -10,7 +10,8 @@
 //! JSON object (open → first token, prefill and decode speeds, peak RSS) — what
 //! `benches/compare.sh` reads to put graftlm next to PyTorch + PEFT on the same files.
 //! `GRAFTLM_BENCH_PREFILL_ONLY=N` stops after the prefill figure with N more 128-token prefills
-//! (a steady loop to run under a profiler).
+//! (a steady loop to run under a profiler). Base, separate and merged decoding are measured in
+//! turn `GRAFTLM_BENCH_ROUNDS` times (default 3) and reported as medians.
 
 mod common;
 
@@ -105,18 +106,38 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
         return;
     }
 
-    let base = decode_tps(&model, 16, n);
-    let (mut sep, mut merged, mut attach_ms) = (None, None, None);
-    if let Some(a) = adapter {
+    // The VM's speed drifts by tens of percent within a minute: base, separate and merged are
+    // measured in turn, `GRAFTLM_BENCH_ROUNDS` times (default 3), and each figure is the median
+    // of its rounds, so their ratios compare like with like.
+    let rounds = std::env::var("GRAFTLM_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(3)
+        .max(1);
+    let mut attach_ms = None;
+    if let Some(a) = &adapter {
         let t = Instant::now();
         let ad =
-            graftlm::adapters::load(std::path::Path::new(&a), None, &ck.config, Some("a")).unwrap();
+            graftlm::adapters::load(std::path::Path::new(a), None, &ck.config, Some("a")).unwrap();
         model.attach(&ad, 1.0, Mode::Separate).unwrap();
         attach_ms = Some(t.elapsed().as_secs_f64() * 1e3);
-        sep = Some(decode_tps(&model, 16, n));
-        model.set_merged("a", true).unwrap();
-        merged = Some(decode_tps(&model, 16, n));
     }
+    let (mut bases, mut seps, mut merges) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        if adapter.is_some() {
+            model.set_active("a", false).unwrap();
+        }
+        bases.push(decode_tps(&model, 16, n));
+        if adapter.is_some() {
+            model.set_active("a", true).unwrap();
+            seps.push(decode_tps(&model, 16, n));
+            model.set_merged("a", true).unwrap();
+            merges.push(decode_tps(&model, 16, n));
+            model.set_merged("a", false).unwrap();
+        }
+    }
+    let base = common::median(&mut bases).unwrap_or(0.0);
+    let (sep, merged) = (common::median(&mut seps), common::median(&mut merges));
     // The host memory probe bounds CPU decoding only; a GPU reads its own memory.
     let read_gbps = (backend != "cuda").then(common::read_bandwidth_gbps);
     let v = serde_json::json!({

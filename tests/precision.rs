@@ -287,3 +287,71 @@ fn with_auto_merging_into_a_16_bit_checkpoint_is_exact() {
         &logits(&wide, &ids, false),
     );
 }
+
+#[test]
+fn separate_lora_on_16_bit_weights_is_held_in_16_bits_when_asked_or_when_exact() {
+    use burn::tensor::DType;
+    use graftlm::backend::NdArray;
+    let base = fixtures().join("qwen2/hf");
+    let adapter = common::repo().join("tests/fixtures/adapters/families/qwen2-peft");
+    let ids = reference("qwen2").prompt_ids;
+    fn build<B: burn::prelude::Backend>(base: &Path, adapter: &Path, p: WeightDtype) -> Model<B> {
+        ModelBuilder::new()
+            .base(base)
+            .adapter(adapter.to_path_buf().into())
+            .weight_dtype(p)
+            .build::<B>(&Default::default())
+            .unwrap()
+    }
+    // The dtypes `A` and `B` of every separately kept update are held in.
+    fn dtypes<B: burn::prelude::Backend>(m: &Model<B>) -> Vec<(DType, DType)> {
+        let g = &m.grafts()[0];
+        assert!(!g.linears.is_empty());
+        g.linears
+            .iter()
+            .map(|l| {
+                let u = &m.linear(l).unwrap().updates()[0];
+                (u.a.dtype(), u.b.dtype())
+            })
+            .collect()
+    }
+    let all = |m: &[(DType, DType)], d: DType| m.iter().all(|&(a, b)| a == d && b == d);
+
+    // 16 bits asked for an f32 checkpoint: the adapter is rounded like the weights, on every
+    // backend (ndarray holds the same rounded values in f32).
+    let flex = build::<Flex>(&base, &adapter, WeightDtype::Bf16);
+    assert!(all(&dtypes(&flex), DType::BF16));
+    let nd = build::<NdArray>(&base, &adapter, WeightDtype::Bf16);
+    assert!(all(&dtypes(&nd), DType::F32));
+    common::assert_close(
+        "ndarray bf16 vs flex bf16, LoRA separate",
+        &logits(&nd, &ids, false),
+        &logits(&flex, &ids, false),
+    );
+    let wide = build::<Flex>(&base, &adapter, WeightDtype::F32);
+    let e = rel_err(&logits(&flex, &ids, false), &logits(&wide, &ids, false));
+    assert!(e > 0.0 && e < 3e-2, "bf16 vs f32, LoRA separate: {e:e}");
+
+    // A bf16 checkpoint held as stored (auto) never changes results: an f32 adapter stays f32,
+    // an adapter whose values are bf16 (scale 2 folded in) is held in 16 bits, and both give
+    // the f32 model's logits bit for bit.
+    let copy = convert(&base, Dtype::BF16, false);
+    let auto = build::<Flex>(copy.path(), &adapter, WeightDtype::Auto);
+    assert_eq!(auto.weight_dtype(), WeightDtype::Bf16);
+    assert!(all(&dtypes(&auto), DType::F32));
+    let wide = build::<Flex>(copy.path(), &adapter, WeightDtype::F32);
+    assert_same(
+        "auto vs f32, f32 adapter",
+        &logits(&auto, &ids, false),
+        &logits(&wide, &ids, false),
+    );
+    let adapter16 = convert(&adapter, Dtype::BF16, false);
+    let auto = build::<Flex>(copy.path(), adapter16.path(), WeightDtype::Auto);
+    assert!(all(&dtypes(&auto), DType::BF16));
+    let wide = build::<Flex>(copy.path(), adapter16.path(), WeightDtype::F32);
+    assert_same(
+        "auto vs f32, bf16 adapter",
+        &logits(&auto, &ids, false),
+        &logits(&wide, &ids, false),
+    );
+}

@@ -181,3 +181,14 @@ pub fn decode_tps<B: Backend>(model: &Model<B>, prompt: usize, n: usize) -> f64 
     }
     n as f64 / t.elapsed().as_secs_f64()
 }
+
+/// The median of `v` (the mean of the middle two for an even count); `None` when empty.
+pub fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}

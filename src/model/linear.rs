@@ -211,9 +211,25 @@ impl<B: Backend> Linear<B> {
         &self.updates
     }
 
-    /// Attaches an update (kept separate, not merged).
+    /// Attaches an update (kept separate, not merged). A layer whose weight is held in 16 bits
+    /// holds `A` and `B` the same way when that changes no value (they are 16-bit values) or
+    /// when 16 bits were asked for (rounded once here, as merges are; products still accumulate
+    /// in f32), so a separately kept adapter streams half the bytes per token, as its base does.
     pub fn push_update(&mut self, mut u: LowRank<B>) {
         u.merged = false;
+        if self.precision != WeightDtype::F32 {
+            let (a, b) = (host_f32(&u.a), host_f32(&u.b));
+            let exact = |v: &[f32]| {
+                let mut r = v.to_vec();
+                self.precision.round(&mut r);
+                r.iter().zip(v).all(|(x, y)| x.to_bits() == y.to_bits())
+            };
+            if self.round_merges || (exact(&a) && exact(&b)) {
+                let dev = u.a.device();
+                u.a = held_tensor::<B>(a, u.a.dims(), self.precision, &dev);
+                u.b = held_tensor::<B>(b, u.b.dims(), self.precision, &dev);
+            }
+        }
         self.updates.push(u);
     }
 
@@ -230,7 +246,7 @@ impl<B: Backend> Linear<B> {
     }
 
     fn delta(u: &LowRank<B>, scale: f32) -> Tensor<B, 2> {
-        u.a.clone().matmul(u.b.clone()) * scale
+        as_f32(&u.a).matmul(as_f32(&u.b)) * scale
     }
 
     /// Folds the update into the weight (`merged = true`) or takes it out again.
@@ -341,16 +357,17 @@ impl<B: Backend> Linear<B> {
                     y = y + bias.clone().unsqueeze_dim::<2>(0);
                 }
                 for (u, idx) in &lists {
+                    let (a, b) = (as_f32(&u.a), as_f32(&u.b));
                     y = match idx {
-                        None => y + x2.clone().matmul(u.a.clone()).matmul(u.b.clone()) * u.scale,
+                        None => y + x2.clone().matmul(a).matmul(b) * u.scale,
                         Some(idx) => {
                             let ids: Vec<i64> = idx.iter().map(|&r| r as i64).collect();
                             let ids = Tensor::<B, 1, Int>::from_data(
                                 TensorData::new(ids, [idx.len()]),
                                 &x2.device(),
                             );
-                            let d = x2.clone().select(0, ids.clone()).matmul(u.a.clone());
-                            let d = d.matmul(u.b.clone()) * u.scale;
+                            let d = x2.clone().select(0, ids.clone()).matmul(a);
+                            let d = d.matmul(b) * u.scale;
                             y.select_assign(0, ids, d, IndexingUpdateOp::Add)
                         }
                     };

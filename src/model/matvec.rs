@@ -65,8 +65,8 @@ pub fn try_linear<B: Backend>(
         let td = tt
             .iter()
             .map(|(a, b, r, s)| {
-                let a = f32s(a).filter(|d| d.len() == k * r)?;
-                let b = f32s(b).filter(|d| d.len() == r * n)?;
+                let a = held(a).filter(|d| d.len() == k * r)?;
+                let b = held(b).filter(|d| d.len() == r * n)?;
                 Some((a, b, *r, *s))
             })
             .collect::<Option<Vec<_>>>()?;
@@ -80,7 +80,7 @@ pub fn try_linear<B: Backend>(
             }
         };
         // `[m, k] × [k, n]`; `None` when there is no host kernel for several rows on this CPU.
-        fn mul<W: Weight>(x: &[f32], w: &[W], m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
+        fn mul_w<W: Weight>(x: &[f32], w: &[W], m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
             let mut y = vec![0f32; m * n];
             if m == 1 {
                 matvec(x, w, &mut y);
@@ -93,32 +93,35 @@ pub fn try_linear<B: Backend>(
             }
             Some(y)
         }
+        fn mul(x: &[f32], w: &Held<'_>, m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
+            match *w {
+                Held::F32(w) => mul_w(x, w, m, k, n),
+                Held::Bf16(w) => mul_w(x, w, m, k, n),
+                Held::F16(w) => mul_w(x, w, m, k, n),
+            }
+        }
         if m == 1 {
             // One pass over the output columns does the weight, the bias and every term's
             // `(x·A)·B` while the column tile is in L1 (one parallel split per linear, not three
             // per term); the small `x·A` products come first.
-            let xas: Vec<(Vec<f32>, &[f32], f32)> = td
+            let xas: Vec<(Vec<f32>, &Held<'_>, f32)> = td
                 .iter()
-                .map(|&(a, b, r, scale)| {
-                    let mut xa = vec![0f32; r];
-                    matvec(xd, a, &mut xa);
-                    (xa, b, scale)
+                .map(|(a, b, r, scale)| {
+                    let mut xa = vec![0f32; *r];
+                    tile(xd, a, *r, 0, &mut xa);
+                    (xa, b, *scale)
                 })
                 .collect();
             let mut y = vec![0f32; n];
             split_columns(&mut y, |j0, out| {
-                match wd {
-                    Held::F32(w) => tile_kernel(xd, w, n, j0, out),
-                    Held::Bf16(w) => tile_kernel(xd, w, n, j0, out),
-                    Held::F16(w) => tile_kernel(xd, w, n, j0, out),
-                }
+                tile(xd, &wd, n, j0, out);
                 if let Some(b) = bd {
                     out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
                 }
                 let mut d = [0f32; TILE];
                 for (xa, b, scale) in &xas {
                     let d = &mut d[..out.len()];
-                    tile_kernel(xa, b, n, j0, d);
+                    tile(xa, b, n, j0, d);
                     out.iter_mut()
                         .zip(d.iter())
                         .for_each(|(yj, dj)| *yj += dj * scale);
@@ -126,11 +129,7 @@ pub fn try_linear<B: Backend>(
             });
             return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
         }
-        let mut y = match wd {
-            Held::F32(w) => mul(xd, w, m, k, n)?,
-            Held::Bf16(w) => mul(xd, w, m, k, n)?,
-            Held::F16(w) => mul(xd, w, m, k, n)?,
-        };
+        let mut y = mul(xd, &wd, m, k, n)?;
         if let Some(b) = bd {
             for row in y.chunks_mut(n) {
                 row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
@@ -141,9 +140,10 @@ pub fn try_linear<B: Backend>(
             // `x·A` first, then one parallel pass over column tiles adds each `(x·A)·B` — the
             // same arithmetic, term by term, as a one-row linear.
             // (row, A, rank, B, scale)
-            type Job<'t> = (usize, &'t [f32], usize, &'t [f32], f32);
+            type Job<'t> = (usize, &'t Held<'t>, usize, &'t Held<'t>, f32);
             let mut jobs: Vec<Job<'_>> = Vec::new();
-            for (&(a, b, r, scale), term) in td.iter().zip(terms) {
+            for ((a, b, r, scale), term) in td.iter().zip(terms) {
+                let (r, scale) = (*r, *scale);
                 match term.rows {
                     Some(rows) => jobs.extend(rows.iter().map(|&i| (i, a, r, b, scale))),
                     None => jobs.extend((0..m).map(|i| (i, a, r, b, scale))),
@@ -153,13 +153,13 @@ pub fn try_linear<B: Backend>(
                 return None;
             }
             // The `x·A` products read every adapter's `A` once: in parallel (each is small).
-            let pairs: Vec<(usize, Vec<f32>, &[f32], f32)> = {
+            let pairs: Vec<(usize, Vec<f32>, &Held<'_>, f32)> = {
                 use rayon::prelude::*;
                 jobs.par_iter()
                     .map(|job| {
                         let (i, a, r, b, scale) = *job;
                         let mut xa = vec![0f32; r];
-                        tile_kernel(&xd[i * k..(i + 1) * k], a, r, 0, &mut xa);
+                        tile(&xd[i * k..(i + 1) * k], a, r, 0, &mut xa);
                         (i, xa, b, scale)
                     })
                     .collect()
@@ -169,7 +169,7 @@ pub fn try_linear<B: Backend>(
                 let mut d = [0f32; TILE];
                 let d = &mut d[..width];
                 for (i, xa, b, scale) in &pairs {
-                    tile_kernel(xa, b, n, j0, d);
+                    tile(xa, b, n, j0, d);
                     // SAFETY: `i < m` (checked above) and `j0 + width <= n`, so the range lies in
                     // `y` (`m × n`, alive for the whole pass); tiles are disjoint column ranges,
                     // so no two tasks write the same element.
@@ -186,8 +186,8 @@ pub fn try_linear<B: Backend>(
         for ((a, b, r, scale), term) in td.into_iter().zip(terms) {
             match term.rows {
                 None => {
-                    let xa = mul(xd, a, m, k, r)?;
-                    let d = mul(&xa, b, m, r, n)?;
+                    let xa = mul(xd, &a, m, k, r)?;
+                    let d = mul(&xa, &b, m, r, n)?;
                     y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
                 }
                 Some(rows) => {
@@ -197,8 +197,8 @@ pub fn try_linear<B: Backend>(
                     for &i in rows {
                         xs.extend_from_slice(xd.get(i * k..(i + 1) * k)?);
                     }
-                    let xa = mul(&xs, a, mr, k, r)?;
-                    let d = mul(&xa, b, mr, r, n)?;
+                    let xa = mul(&xs, &a, mr, k, r)?;
+                    let d = mul(&xa, &b, mr, r, n)?;
                     for (&i, dr) in rows.iter().zip(d.chunks(n)) {
                         let yr = y.get_mut(i * n..(i + 1) * n)?;
                         yr.iter_mut().zip(dr).for_each(|(yj, dj)| *yj += dj * scale);
@@ -291,6 +291,16 @@ fn tile_kernel<W: Weight>(x: &[f32], w: &[W], n: usize, j0: usize, out: &mut [f3
         for (o, &r) in out.iter_mut().zip(row) {
             *o = xi.mul_add(r.to_f32(), *o);
         }
+    }
+}
+
+/// [`tile_kernel`] over a weight of any held element type.
+#[cfg(feature = "flex")]
+fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
+    match *w {
+        Held::F32(w) => tile_kernel(x, w, n, j0, out),
+        Held::Bf16(w) => tile_kernel(x, w, n, j0, out),
+        Held::F16(w) => tile_kernel(x, w, n, j0, out),
     }
 }
 
@@ -488,5 +498,86 @@ mod tests {
                 .zip(&wide_bf)
                 .all(|(h, f)| Weight::to_f32(*h) == *f));
         }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod speed {
+    use super::*;
+    use crate::backend::Flex;
+    use crate::model::precision::held_tensor;
+    use crate::model::WeightDtype;
+
+    /// `cargo test --lib lora_speed -- --ignored --nocapture`: one decoded token through the
+    /// linears of 30 SmolLM2-135M-shaped layers held in bf16, without and with a rank-16 LoRA
+    /// term on each (rank 48 on the fused q/k/v), alternating; the ratio is the separate mode's
+    /// cost (issue 8: ≥ 0.9).
+    #[test]
+    #[ignore]
+    fn lora_speed() {
+        let dev = Default::default();
+        let mut s = 9u32;
+        let mut rnd = move |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
+                })
+                .collect()
+        };
+        let p = WeightDtype::Bf16;
+        type T = Tensor<Flex, 2>;
+        let mut layers: Vec<(T, T, T, usize)> = Vec::new();
+        for _ in 0..30 {
+            for (k, n, r) in [
+                (576, 960, 48),
+                (576, 576, 16),
+                (576, 1536, 16),
+                (576, 1536, 16),
+                (1536, 576, 16),
+            ] {
+                let w = held_tensor::<Flex>(rnd(k * n), [k, n], p, &dev);
+                let a = held_tensor::<Flex>(rnd(k * r), [k, r], p, &dev);
+                let b = held_tensor::<Flex>(rnd(r * n), [r, n], p, &dev);
+                layers.push((w, a, b, k));
+            }
+        }
+        let xs: Vec<Tensor<Flex, 2>> = [576, 1536]
+            .iter()
+            .map(|&k| Tensor::from_data(TensorData::new(rnd(k), [1, k]), &dev))
+            .collect();
+        let token = |with: bool| {
+            let t = std::time::Instant::now();
+            for (w, a, b, k) in &layers {
+                let x = &xs[usize::from(*k != 576)];
+                let terms = [RowTerm {
+                    a,
+                    b,
+                    scale: 1.0,
+                    rows: None,
+                }];
+                let terms: &[RowTerm<'_, Flex>] = if with { &terms } else { &[] };
+                std::hint::black_box(try_linear(x, w, None, terms).unwrap());
+            }
+            t.elapsed().as_secs_f64()
+        };
+        let (plain, lora) = crate::model::weight::on_pool::<Flex, _>(|| {
+            let (mut plain, mut lora) = (0.0, 0.0);
+            for _ in 0..10 {
+                for _ in 0..5 {
+                    plain += token(false);
+                }
+                for _ in 0..5 {
+                    lora += token(true);
+                }
+            }
+            (plain, lora)
+        });
+        println!(
+            "plain {:.1} tok/s, LoRA separate {:.1} tok/s: {:.3}",
+            50.0 / plain,
+            50.0 / lora,
+            plain / lora
+        );
     }
 }

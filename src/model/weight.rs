@@ -13,6 +13,7 @@ pub(crate) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_
 
 /// The elements of a contiguous flex weight, in place: f32, or 16-bit (widened by the kernels).
 #[cfg(feature = "flex")]
+#[derive(Clone, Copy)]
 pub(super) enum Held<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
