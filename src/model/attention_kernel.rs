@@ -2,7 +2,8 @@
 //! per query head, reading the cache in place, parallel over (head, block of queries).
 //!
 //! Two shapes of the same computation:
-//! - a few queries (decoding): each query's scores are dot products with the key rows;
+//! - a few queries (decoding): tasks over (K/V head, run of keys), each reading its keys and
+//!   values once for all the query heads that share them, combined by split-softmax rescaling;
 //! - many queries (a prompt): the keys of each K/V head are transposed once, then a block of
 //!   queries is scored against sixteen keys at a time in registers (a small GEMM with no
 //!   horizontal sums), and `p·v` runs four queries at a time over sixteen dimensions.
@@ -42,23 +43,21 @@ pub(super) fn attend(
     let s = pos + t;
     assert!(q.len() >= nh * t * hs);
     assert!(y.len() > (t - 1) * row_stride + (nh - 1) * head_stride + hs - 1);
+    if t < MIN_BLOCKED {
+        return attend_few(q, keys, values, heads, t, pos, y, row_stride, head_stride);
+    }
     // Blocked path: keys per K/V head transposed to `[hs, s_pad]`, zero past `s` so that any
     // sixteen keys from a valid one on can be read.
     let s_pad = s.next_multiple_of(16) + 16;
-    let kt = if t >= MIN_BLOCKED {
-        let mut kt = vec![0f32; nkv * hs * s_pad];
-        for g in 0..nkv {
-            let dst = &mut kt[g * hs * s_pad..][..hs * s_pad];
-            for j in 0..s {
-                for (d, &x) in keys.row(0, g, j, hs).iter().enumerate() {
-                    dst[d * s_pad + j] = x;
-                }
+    let mut kt = vec![0f32; nkv * hs * s_pad];
+    for g in 0..nkv {
+        let dst = &mut kt[g * hs * s_pad..][..hs * s_pad];
+        for j in 0..s {
+            for (d, &x) in keys.row(0, g, j, hs).iter().enumerate() {
+                dst[d * s_pad + j] = x;
             }
         }
-        Some(kt)
-    } else {
-        None
-    };
+    }
     let y_addr = y.as_mut_ptr() as usize;
     let blocks = t.div_ceil(BLOCK);
     (0..nh * blocks).into_par_iter().for_each(|task| {
@@ -73,16 +72,10 @@ pub(super) fn attend(
             first: rows.start,
             values,
         };
-        let out = match &kt {
-            Some(kt) => vectorised(
-                #[inline(always)]
-                || task.blocked(&kt[g * hs * s_pad..][..hs * s_pad], s_pad),
-            ),
-            None => vectorised(
-                #[inline(always)]
-                || task.one_by_one(keys),
-            ),
-        };
+        let out = vectorised(
+            #[inline(always)]
+            || task.blocked(&kt[g * hs * s_pad..][..hs * s_pad], s_pad),
+        );
         for (r, o) in out.chunks_exact(hs).enumerate() {
             // SAFETY: each (head, query) output slice belongs to exactly one task, and the
             // assert above keeps every slice inside `y`, which outlives the parallel loop.
@@ -95,6 +88,152 @@ pub(super) fn attend(
             dst.copy_from_slice(o);
         }
     });
+}
+
+/// Keys per task when a few queries are decoded.
+const KEYS_PER_TASK: usize = 128;
+
+/// [`attend`] for fewer than [`MIN_BLOCKED`] queries (decoding): one task per K/V head and run
+/// of [`KEYS_PER_TASK`] keys reads those keys and values once for every query head of its group
+/// and leaves, per (head, query), the run's largest score, its sum of `exp(score − max)` and
+/// `Σ exp(score − max)·v`; the runs are then combined in order (the usual split-softmax
+/// rescaling). Long caches spread over every thread, and a group's heads share one read of
+/// the cache. The runs are fixed, so the result does not depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+fn attend_few(
+    q: &[f32],
+    keys: &Strided<'_>,
+    values: &Strided<'_>,
+    heads: Heads,
+    t: usize,
+    pos: usize,
+    y: &mut [f32],
+    row_stride: usize,
+    head_stride: usize,
+) {
+    use rayon::prelude::*;
+    let (nh, nkv, hs) = (heads.n_head, heads.n_kv, heads.head_size);
+    let group = nh / nkv;
+    let runs = (pos + t).div_ceil(KEYS_PER_TASK);
+    // Per task: for each (head of the group, query) `[max, sum, o[0..hs]]`.
+    let width = hs + 2;
+    let partial = |task: usize| {
+        let (g, run) = (task / runs, task % runs);
+        let (k0, k1) = (
+            run * KEYS_PER_TASK,
+            ((run + 1) * KEYS_PER_TASK).min(pos + t),
+        );
+        let mut out = vec![0f32; group * t * width];
+        vectorised(
+            #[inline(always)]
+            || {
+                let mut sc = vec![0f32; group * (k1 - k0)];
+                // A (head, query) that sees no key of this run keeps max = -∞ (skipped below).
+                for o in out.chunks_exact_mut(width) {
+                    o[0] = f32::NEG_INFINITY;
+                }
+                for r in 0..t {
+                    let abs = pos + r;
+                    let lo = heads.window.map_or(0, |w| (abs + 1).saturating_sub(w));
+                    let (a, b) = (lo.max(k0), (abs + 1).min(k1));
+                    if a >= b {
+                        continue;
+                    }
+                    let n = b - a;
+                    // Scores: each key row read once for the group's heads.
+                    for j in a..b {
+                        let kr = keys.row(0, g, j, hs);
+                        for hl in 0..group {
+                            let h = g * group + hl;
+                            sc[hl * n + j - a] = dot(&q[(h * t + r) * hs..][..hs], kr);
+                        }
+                    }
+                    for hl in 0..group {
+                        let s = &mut sc[hl * n..(hl + 1) * n];
+                        let m = scores_to_weights(s, heads);
+                        let o = &mut out[(hl * t + r) * width..][..width];
+                        o[0] = m;
+                        o[1] = lanes_sum(s);
+                    }
+                    // `Σ p·v`, each value row read once for the group's heads.
+                    let (vd, vstride) = values.head(g);
+                    for j in a..b {
+                        let vr = &vd[j * vstride..][..hs];
+                        for hl in 0..group {
+                            let p = sc[hl * n + j - a];
+                            let o = &mut out[(hl * t + r) * width + 2..][..hs];
+                            for (od, &x) in o.iter_mut().zip(vr) {
+                                *od = p.mul_add(x, *od);
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        out
+    };
+    let parts: Vec<Vec<f32>> = if super::weight::threads() > 1 && nkv * runs > 1 {
+        (0..nkv * runs).into_par_iter().map(partial).collect()
+    } else {
+        (0..nkv * runs).map(partial).collect()
+    };
+    vectorised(
+        #[inline(always)]
+        || {
+            let mut acc = vec![0f32; hs];
+            for h in 0..nh {
+                let (g, hl) = (h / group, h % group);
+                for r in 0..t {
+                    let at = |run: usize| &parts[g * runs + run][(hl * t + r) * width..][..width];
+                    let m = (0..runs).fold(f32::NEG_INFINITY, |m, run| {
+                        let x = at(run)[0];
+                        if x > m || x.is_nan() {
+                            x
+                        } else {
+                            m
+                        }
+                    });
+                    acc.fill(0.0);
+                    let mut sum = 0f32;
+                    for run in 0..runs {
+                        let p = at(run);
+                        if p[0] == f32::NEG_INFINITY {
+                            continue; // no key of this run is visible to this query
+                        }
+                        let f = exp(p[0] - m);
+                        sum = p[1].mul_add(f, sum);
+                        for (a, &o) in acc.iter_mut().zip(&p[2..]) {
+                            *a = o.mul_add(f, *a);
+                        }
+                    }
+                    let dst = &mut y[r * row_stride + h * head_stride..][..hs];
+                    for (d, &a) in dst.iter_mut().zip(&acc) {
+                        *d = a / sum;
+                    }
+                }
+            }
+        },
+    );
+}
+
+/// Scaled, capped scores → `exp(score − max)` in place; returns the max.
+#[inline(always)]
+fn scores_to_weights(sc: &mut [f32], heads: Heads) -> f32 {
+    let scale = heads.scale as f32;
+    for x in sc.iter_mut() {
+        *x *= scale;
+    }
+    if let Some(c) = heads.softcap {
+        let c = c as f32;
+        for x in sc.iter_mut() {
+            *x = (*x / c).tanh() * c;
+        }
+    }
+    let m = lanes_max(sc);
+    for x in sc.iter_mut() {
+        *x = exp(*x - m);
+    }
+    m
 }
 
 /// One task: a query head reading K/V head `g`, queries `first..first + q.len() / hs`.
@@ -122,48 +261,11 @@ impl Task<'_> {
     /// Scaled, capped scores → probabilities, in place.
     #[inline(always)]
     fn softmax(&self, sc: &mut [f32]) {
-        let scale = self.heads.scale as f32;
-        for x in sc.iter_mut() {
-            *x *= scale;
-        }
-        if let Some(c) = self.heads.softcap {
-            let c = c as f32;
-            for x in sc.iter_mut() {
-                *x = (*x / c).tanh() * c;
-            }
-        }
-        let m = lanes_max(sc);
-        for x in sc.iter_mut() {
-            *x = exp(*x - m);
-        }
+        scores_to_weights(sc, self.heads);
         let sum = lanes_sum(sc);
         for x in sc.iter_mut() {
             *x /= sum;
         }
-    }
-
-    /// Few queries: each score a dot product with a key row. Outputs `[n, hs]`.
-    #[inline(always)]
-    fn one_by_one(&self, keys: &Strided<'_>) -> Vec<f32> {
-        let hs = self.heads.head_size;
-        let mut out = vec![0f32; self.n() * hs];
-        let mut scores = vec![0f32; self.pos + self.first + self.n()];
-        for (r, o) in out.chunks_exact_mut(hs).enumerate() {
-            let qr = &self.q[r * hs..][..hs];
-            let (lo, abs) = self.span(r);
-            let sc = &mut scores[lo..=abs];
-            for (j, x) in (lo..=abs).zip(sc.iter_mut()) {
-                *x = dot(qr, keys.row(0, self.g, j, hs));
-            }
-            self.softmax(sc);
-            let (vd, vstride) = self.values.head(self.g);
-            for (j, &p) in (lo..=abs).zip(sc.iter()) {
-                for (od, &x) in o.iter_mut().zip(&vd[j * vstride..][..hs]) {
-                    *od = p.mul_add(x, *od);
-                }
-            }
-        }
-        out
     }
 
     /// Many queries: scores for eight queries × sixteen keys at a time from the transposed keys

@@ -225,7 +225,7 @@ mod tests {
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        // Fewer than eight queries take the one-by-one path, more the blocked one (several
+        // Fewer than eight queries take the few-queries path, more the blocked one (several
         // blocks of sixteen, head sizes with and without a tail past sixteen).
         for (nh, nkv, hs, t, pos, window, softcap) in [
             (4, 2, 8, 5, 0, None, None),
@@ -236,8 +236,13 @@ mod tests {
             (3, 1, 24, 37, 5, None, Some(5.0)),
             (2, 2, 32, 33, 3, Some(10), None),
             (2, 1, 16, 8, 40, Some(9), None),
+            // Decoding over several runs of keys (one task each), a window across their edge.
+            (6, 2, 16, 1, 300, None, None),
+            (4, 1, 8, 3, 260, Some(200), Some(5.0)),
+            (3, 3, 24, 2, 255, Some(130), None),
+            (4, 2, 8, 7, 127, None, None),
         ] {
-            let (cap, sl) = (96, pos + t);
+            let (cap, sl) = ((pos + t).max(96), pos + t);
             let q: Vec<f32> = (0..nh * t * hs).map(|_| rnd() * 4.0).collect();
             let kc: Vec<f32> = (0..nkv * cap * hs).map(|_| rnd() * 4.0).collect();
             let vc: Vec<f32> = (0..nkv * cap * hs).map(|_| rnd()).collect();
@@ -333,5 +338,38 @@ mod speed {
             s * 1e3,
             s * 30e3
         );
+        // Decoding one token after `ctx - 1` others: 30 layers' caches (f32), read from memory
+        // as in a real decode step.
+        for ctx in [256, 1024, 2048] {
+            let caches: Vec<Tensor<F, 4>> = (0..30)
+                .map(|l| {
+                    Tensor::from_data(
+                        TensorData::new(
+                            (0..nkv * ctx * hs)
+                                .map(|i| ((i + l) % 11) as f32 * 0.01)
+                                .collect::<Vec<_>>(),
+                            [1, nkv, ctx, hs],
+                        ),
+                        &dev,
+                    )
+                })
+                .collect();
+            let flexes: Vec<_> = caches
+                .iter()
+                .map(|c| super::super::weight::flex(c).unwrap())
+                .collect();
+            let views: Vec<_> = flexes.iter().map(|f| strided(f).unwrap()).collect();
+            let q1 = &q[..nh * hs];
+            let mut y = vec![0f32; nh * hs];
+            let reps = 20;
+            let t0 = std::time::Instant::now();
+            for _ in 0..reps {
+                for v in &views {
+                    attend(q1, v, v, heads, 1, ctx - 1, &mut y, nh * hs, hs);
+                }
+            }
+            let s = t0.elapsed().as_secs_f64() / reps as f64;
+            println!("decode at context {ctx}: {:.2} ms per 30 layers", s * 1e3);
+        }
     }
 }
