@@ -11,7 +11,8 @@
 //! `benches/compare.sh` reads to put graftlm next to PyTorch + PEFT on the same files.
 //! `GRAFTLM_BENCH_PREFILL_ONLY=N` stops after the prefill figure with N more 128-token prefills
 //! (a steady loop to run under a profiler). Base, separate and merged decoding are measured in
-//! turn `GRAFTLM_BENCH_ROUNDS` times (default 3) and reported as medians.
+//! turn `GRAFTLM_BENCH_ROUNDS` times (default 3) and reported as medians; with 16-bit weights the
+//! same checkpoint held in f32 decodes in the same rounds (`decode_f32_same_run_tok_s`).
 
 mod common;
 
@@ -122,8 +123,18 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
         model.attach(&ad, 1.0, Mode::Separate).unwrap();
         attach_ms = Some(t.elapsed().as_secs_f64() * 1e3);
     }
+    // Weights held in 16 bits: the same checkpoint held in f32 too, decoded in the same rounds,
+    // for the 16-bit / f32 ratio (issue 8: ≥ 1.8) measured side by side.
+    let wide = (model.weight_dtype() != graftlm::model::WeightDtype::F32).then(|| {
+        ck.load_as::<B>(&device, graftlm::model::WeightDtype::F32)
+            .unwrap()
+    });
+    let mut wides = Vec::new();
     let (mut bases, mut seps, mut merges) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
+        if let Some(w) = &wide {
+            wides.push(decode_tps(w, 16, n));
+        }
         if adapter.is_some() {
             model.set_active("a", false).unwrap();
         }
@@ -136,6 +147,7 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
             model.set_merged("a", false).unwrap();
         }
     }
+    drop(wide);
     let base = common::median(&mut bases).unwrap_or(0.0);
     let (sep, merged) = (common::median(&mut seps), common::median(&mut merges));
     // The host memory probe bounds CPU decoding only; a GPU reads its own memory.
@@ -151,6 +163,7 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
         "load_attach_ms": attach_ms,
         "decode_separate_tok_s": sep,
         "decode_merged_tok_s": merged,
+        "decode_f32_same_run_tok_s": common::median(&mut wides),
         "read_gbps": read_gbps,
     });
     println!("{v}");

@@ -56,7 +56,8 @@ for label, key, decode in rows:
     ratio = a / b if b else float("nan")
     ceil = f"{a / ceiling:.2f}" if decode and ceiling else ""
     print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {ratio:.2f} | {ceil} |")
-print("\n(For times and memory, a ratio below 1 means graftlm needs less. Speeds are best of three.)")
+print("\n(For times and memory, a ratio below 1 means graftlm needs less. graftlm's decode speeds are "
+      "medians of alternating rounds, the other speeds best of three.)")
 sep, base, merged = g.get("decode_separate_tok_s"), g["decode_tok_s"], g.get("decode_merged_tok_s")
 if sep and merged:
     print(f"\ngraftlm: separate / merged = {sep / merged:.2f}, merged / base = {merged / base:.2f}; "
@@ -76,6 +77,10 @@ def side_by_side(title: str, left_name: str, left: dict, right_name: str, right:
         print(f"| {label} | {a * scale:.2f} | {b * scale:.2f} | {(a / b if left_over_right else b / a):.2f} |")
 
 
+wide = g.get("decode_f32_same_run_tok_s")
+if wide:
+    print(f"\ngraftlm decode {wdtype} / f32, one process, alternating rounds: "
+          f"{base:.2f} / {wide:.2f} = {base / wide:.2f}")
 if g32:
     side_by_side(f"graftlm {wdtype} / graftlm f32 (same files, same run):",
                  "graftlm f32", g32, f"graftlm {wdtype}", g, "ratio")
