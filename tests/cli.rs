@@ -445,3 +445,93 @@ fn inspect_names_every_family() {
         assert!(feats.contains(want), "{dir}: {feats}");
     }
 }
+
+#[test]
+fn batch_gives_each_request_what_generate_gives_it_alone() {
+    let base = fixtures().join("models/llama/hf");
+    let qv = fixtures().join("adapters/peft-llama-qv");
+    let rs = fixtures().join("adapters/peft-llama-rslora");
+    let flags = ["--raw", "--temperature", "0", "--max-new-tokens", "12"];
+    // (prompt, adapter as the request names it, the adapter `generate` gets alone)
+    let rs_path = rs.display().to_string();
+    let cases: [(&str, Option<&str>, Option<&PathBuf>); 4] = [
+        ("Hello there", Some("peft-llama-qv"), Some(&qv)),
+        ("The quick brown fox", None, None),
+        ("Once upon a time", Some(rs_path.as_str()), Some(&rs)),
+        ("A", Some("peft-llama-rslora"), Some(&rs)),
+    ];
+    let lines: String = cases
+        .iter()
+        .map(|(p, a, _)| serde_json::json!({"prompt": p, "adapter": a}).to_string() + "\n")
+        .collect();
+    let run_batch = |lines: &str| {
+        let mut child = bin()
+            .arg("batch")
+            .arg("--checkpoint")
+            .arg(&base)
+            .arg("--adapter")
+            .arg(&qv)
+            .arg("--adapter")
+            .arg(&rs)
+            .args(flags)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run_batch(&lines);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), cases.len());
+    for (i, ((prompt, _, alone), g)) in cases.iter().zip(&got).enumerate() {
+        let mut cmd = bin();
+        cmd.arg("generate").arg("--checkpoint").arg(&base);
+        if let Some(a) = alone {
+            cmd.arg("--adapter").arg(a);
+        }
+        let want = json(
+            &cmd.args(flags)
+                .args(["--json", "--prompt", prompt])
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(g["index"], i);
+        assert_eq!(
+            g["generated_ids"], want["generated_ids"],
+            "request {i}: {g}"
+        );
+        assert_eq!(g["text"], want["text"], "request {i}");
+        assert_eq!(g["prompt_ids"], want["prompt_ids"], "request {i}");
+        assert_eq!(g["stop_reason"], want["stop_reason"], "request {i}");
+    }
+    // A path given to --adapter stands for that adapter's name.
+    assert_eq!(got[2]["adapter"], "peft-llama-rslora");
+    assert_eq!(got[1]["adapter"], serde_json::Value::Null);
+
+    // Errors exit 1 and say what is wrong: an unknown adapter (listing the known ones), a bad line.
+    let out = run_batch("{\"prompt\": \"x\", \"adapter\": \"nope\"}\n");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(e.contains("`nope`") && e.contains("peft-llama-qv"), "{e}");
+    let out = run_batch("{\"prompt\": \"x\"}\n{\"prompt\": 1}\n");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(e.contains("line 2") && e.contains("`prompt`"), "{e}");
+    assert!(out.stdout.is_empty(), "nothing written on error");
+}

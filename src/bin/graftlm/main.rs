@@ -8,6 +8,7 @@ use std::time::Instant;
 use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand};
 
+mod batch;
 mod chat;
 mod inspect;
 use graftlm::adapters::StepChoice;
@@ -37,6 +38,9 @@ enum Command {
     Chat(ChatArgs),
     /// Fold adapters into the base and write a Hugging Face checkpoint (safetensors + config.json).
     Merge(MergeArgs),
+    /// Generate for many prompts at once, each with its own adapter or none (JSON Lines in and
+    /// out): one read of the base weights per step for all of them.
+    Batch(batch::BatchArgs),
 }
 
 /// Which base and adapters to load (shared by generate, chat and merge).
@@ -166,10 +170,11 @@ struct InspectArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => run_generate(a),
+        Command::Generate(a) => on_backend(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Merge(a) => run_merge(a),
         Command::Chat(a) => run_chat(a),
+        Command::Batch(a) => on_backend(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,8 +185,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_generate(a: GenerateArgs) -> Result<()> {
-    let backend = a.backend.clone().unwrap_or_else(|| {
+/// A command that runs on one backend, chosen by name at run time.
+trait OnBackend {
+    fn backend(&self) -> Option<&str>;
+    fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()>;
+}
+
+/// Runs `job` on its `--backend` (default: the first compiled in).
+fn on_backend(job: impl OnBackend) -> Result<()> {
+    let backend = job.backend().map(str::to_string).unwrap_or_else(|| {
         graftlm::backend::available()
             .first()
             .copied()
@@ -190,11 +202,11 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
     });
     match backend.as_str() {
         #[cfg(feature = "flex")]
-        "flex" => generate_on::<graftlm::backend::Flex>(a, &Default::default(), "flex"),
+        "flex" => job.run::<graftlm::backend::Flex>(&Default::default(), "flex"),
         #[cfg(feature = "ndarray")]
-        "ndarray" => generate_on::<graftlm::backend::NdArray>(a, &Default::default(), "ndarray"),
+        "ndarray" => job.run::<graftlm::backend::NdArray>(&Default::default(), "ndarray"),
         #[cfg(feature = "cuda")]
-        "cuda" => generate_on::<graftlm::backend::Cuda>(a, &Default::default(), "cuda"),
+        "cuda" => job.run::<graftlm::backend::Cuda>(&Default::default(), "cuda"),
         other => Err(Error::invalid(
             "backend",
             format!(
@@ -202,6 +214,15 @@ fn run_generate(a: GenerateArgs) -> Result<()> {
                 graftlm::backend::available().join(", ")
             ),
         )),
+    }
+}
+
+impl OnBackend for GenerateArgs {
+    fn backend(&self) -> Option<&str> {
+        self.backend.as_deref()
+    }
+    fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()> {
+        generate_on::<B>(self, device, backend)
     }
 }
 
