@@ -182,16 +182,35 @@ mod tests {
         assert_eq!(values(ka), values(want));
     }
 
+    /// A cloned cache is a snapshot: rewinding and overwriting the original leaves it as it was
+    /// (the in-place write happens only when nothing else holds the buffer).
+    fn a_clone_keeps_its_positions<B: Backend>() {
+        let (h, hs) = (2, 4);
+        let mut c = KvCache::<B>::new(1, 8);
+        let first = rows::<B>(h, 3, hs, 1.0);
+        let _ = c.append(0, first.clone(), first.clone());
+        c.advance(3);
+        let mut snap = c.clone();
+        c.truncate(1);
+        let (k, _) = c.append(0, rows::<B>(h, 2, hs, 50.0), rows::<B>(h, 2, hs, 50.0));
+        assert_eq!(values(k.narrow(2, 1, 2)), values(rows::<B>(h, 2, hs, 50.0)));
+        let (k, v) = snap.append(0, rows::<B>(h, 1, hs, 9.0), rows::<B>(h, 1, hs, 9.0));
+        assert_eq!(values(k.narrow(2, 0, 3)), values(first.clone()));
+        assert_eq!(values(v.narrow(2, 0, 3)), values(first));
+    }
+
     #[cfg(feature = "flex")]
     #[test]
     fn appends_return_everything_written_on_flex() {
         appends_return_everything_written::<crate::backend::Flex>();
+        a_clone_keeps_its_positions::<crate::backend::Flex>();
     }
 
     #[cfg(feature = "ndarray")]
     #[test]
     fn appends_return_everything_written_on_ndarray() {
         appends_return_everything_written::<crate::backend::NdArray>();
+        a_clone_keeps_its_positions::<crate::backend::NdArray>();
     }
 
     /// On burn-flex a decoded token writes into the cache's buffer where it is: no copy of the
