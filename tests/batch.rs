@@ -147,8 +147,13 @@ fn generate_batch_equals_each_request_generated_alone() {
     let mut m = model();
     let tok = graftlm::Tokenizer::from_dir(&fixtures().join("qwen2/hf")).unwrap();
     let ids = reference("qwen2").prompt_ids;
-    let prompts = [&ids[..], &ids[1..], &ids[..4], &ids[3..]];
-    let choice = [Some("b"), None, Some("a"), Some("a")];
+    // Twelve requests: more rows than the few-rows kernel takes (8), each adapter's rows
+    // scattered through the batch.
+    let four = [&ids[..], &ids[1..], &ids[..4], &ids[3..]];
+    let prompts: Vec<&[u32]> = (0..12).map(|i| four[i % 4]).collect();
+    let choice: Vec<Option<&str>> = (0..12)
+        .map(|i| [Some("b"), None, Some("a"), Some("a"), Some("a"), None][i % 6])
+        .collect();
     for (sampling, stop_strings, max_new_tokens) in [
         (
             graftlm::SamplingParams {
@@ -187,7 +192,7 @@ fn generate_batch_equals_each_request_generated_alone() {
         };
         let requests: Vec<graftlm::BatchRequest<'_>> = prompts
             .iter()
-            .zip(choice)
+            .zip(choice.iter().copied())
             .map(|(p, a)| graftlm::BatchRequest {
                 prompt_ids: p,
                 adapter: a,

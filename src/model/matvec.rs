@@ -17,6 +17,9 @@ use super::weight::{f32s, flex, held, Held};
 const TILE: usize = 4096;
 /// Tasks are whole vectors wide (16 f32 lanes) so every task runs the vector loop to the end.
 const LANES: usize = 16;
+/// Up to this many rows, low-rank terms run row by row (`x·A` per row, then one pass over the
+/// column tiles for every row's `(x·A)·B`); past it, as matrix products (prompts).
+const MAX_JOB_ROWS: usize = 64;
 
 /// One low-rank term of [`try_linear`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`, added to
 /// every row of the output or only to `rows` (sorted, distinct, in range).
@@ -132,10 +135,11 @@ pub fn try_linear<B: Backend>(
                 row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
             }
         }
-        if m <= super::few_rows::MAX_ROWS {
+        if m <= MAX_JOB_ROWS {
             // A few rows (a batch of sequences, each maybe with its own adapter): every row's
             // `x·A` first, then one parallel pass over column tiles adds each `(x·A)·B` — the
-            // same arithmetic, term by term, as a one-row linear.
+            // same arithmetic, term by term, as a one-row linear. (Gathering each adapter's
+            // rows for two small products apiece cost more: 16 sequences ran slower than 8.)
             // (row, A, rank, B, scale)
             type Job<'t> = (usize, &'t Held<'t>, usize, &'t Held<'t>, f32);
             let mut jobs: Vec<Job<'_>> = Vec::new();
