@@ -9,6 +9,18 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_graftlm"))
 }
 
+/// Runs `cmd` with `input` on its standard input; its output, captured.
+fn fed(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 fn demo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo/model")
 }
@@ -57,29 +69,18 @@ fn generate_json_has_the_contract_fields() {
 
 #[test]
 fn prompt_from_stdin_and_raw_mode() {
-    let mut child = bin()
-        .args(["generate", "--checkpoint"])
-        .arg(demo())
-        .args([
+    let out = fed(
+        bin().args(["generate", "--checkpoint"]).arg(demo()).args([
             "--temperature",
             "0",
             "--max-new-tokens",
             "5",
             "--raw",
             "--json",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"The Python interpreter")
-        .unwrap();
-    let v = json(&child.wait_with_output().unwrap());
+        ]),
+        b"The Python interpreter",
+    );
+    let v = json(&out);
     assert_eq!(v["prompt"], "The Python interpreter");
     assert!(v["prompt_style"].is_null());
     assert_eq!(v["generated_ids"].as_array().unwrap().len(), 5);
@@ -298,24 +299,13 @@ fn merge_command_writes_a_loadable_checkpoint() {
 
 #[test]
 fn chat_switches_steps_and_merges_without_reloading() {
-    let mut child = bin()
-        .args(["chat", "--adapter"])
-        .arg(fixtures().join("adapters/litgpt-lora-llama/step-000004"))
-        .args(["--temperature", "0", "--max-new-tokens", "4"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"Say hi\n/step 2\n/adapters\n/merge\n/unmerge\n/use none\n/scale nope 2\n/quit\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = fed(
+        bin()
+            .args(["chat", "--adapter"])
+            .arg(fixtures().join("adapters/litgpt-lora-llama/step-000004"))
+            .args(["--temperature", "0", "--max-new-tokens", "4"]),
+        b"Say hi\n/step 2\n/adapters\n/merge\n/unmerge\n/use none\n/scale nope 2\n/quit\n",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -465,27 +455,18 @@ fn batch_gives_each_request_what_generate_gives_it_alone() {
         .map(|(p, a, _)| serde_json::json!({"prompt": p, "adapter": a}).to_string() + "\n")
         .collect();
     let run_batch = |lines: &str| {
-        let mut child = bin()
-            .arg("batch")
-            .arg("--checkpoint")
-            .arg(&base)
-            .arg("--adapter")
-            .arg(&qv)
-            .arg("--adapter")
-            .arg(&rs)
-            .args(flags)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(lines.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        fed(
+            bin()
+                .arg("batch")
+                .arg("--checkpoint")
+                .arg(&base)
+                .arg("--adapter")
+                .arg(&qv)
+                .arg("--adapter")
+                .arg(&rs)
+                .args(flags),
+            lines.as_bytes(),
+        )
     };
     let out = run_batch(&lines);
     assert!(

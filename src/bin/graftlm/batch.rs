@@ -8,16 +8,15 @@
 //! as given to `--adapter`. Results go to standard output as JSON Lines, one per request in
 //! input order; a summary goes to standard error.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::prelude::Backend;
 use clap::Args;
-use graftlm::model::WeightDtype;
-use graftlm::{AdapterSpec, BatchRequest, Error, GenerateOptions, Result, Tokenizer};
+use graftlm::{AdapterSpec, BatchRequest, Error, Result};
 
-use super::{ModelArgs, SamplingArgs};
+use super::{GenArgs, ModelArgs};
 
 #[derive(Args)]
 pub struct BatchArgs {
@@ -26,26 +25,8 @@ pub struct BatchArgs {
     /// JSON Lines file of requests; standard input when absent or `-`.
     #[arg(long)]
     requests: Option<PathBuf>,
-    /// System prompt for requests that give none (prompt styles that have one).
-    #[arg(long)]
-    sys_prompt: Option<String>,
-    /// Maximum number of new tokens per request.
-    #[arg(long, default_value_t = 50)]
-    max_new_tokens: usize,
     #[command(flatten)]
-    sampling: SamplingArgs,
-    /// Stop a request when this text appears (repeatable); it is not output.
-    #[arg(long)]
-    stop: Vec<String>,
-    /// Use the prompts as they are, without the checkpoint's prompt style.
-    #[arg(long)]
-    raw: bool,
-    /// Backend: one of the compiled-in backends (default: the first).
-    #[arg(long)]
-    backend: Option<String>,
-    /// How to hold the weight matrices (as for `generate`).
-    #[arg(long, default_value = "auto")]
-    weight_dtype: WeightDtype,
+    gen: GenArgs,
 }
 
 /// One parsed request line.
@@ -101,7 +82,7 @@ fn parse_requests(text: &str) -> Result<Vec<Request>> {
 
 impl super::OnBackend for BatchArgs {
     fn backend(&self) -> Option<&str> {
-        self.backend.as_deref()
+        self.gen.backend.as_deref()
     }
     fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()> {
         run_on::<B>(self, device, backend)
@@ -113,36 +94,21 @@ fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result
         Some(p) if p.as_os_str() != "-" => {
             std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e))?
         }
-        _ => {
-            let mut s = String::new();
-            for line in std::io::stdin().lock().lines() {
-                s.push_str(&line.map_err(|e| Error::io("<stdin>", e))?);
-                s.push('\n');
-            }
-            s
-        }
+        _ => super::read_stdin()?,
     };
     let requests = parse_requests(&text)?;
     let t0 = Instant::now();
-    let mut plan = super::plan(&a.model, false)?;
-    plan.weight_dtype = a.weight_dtype;
-    let ckpt = plan.checkpoint.clone();
-    let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
-    let style = if a.raw {
-        None
-    } else {
-        Some(plan.prompt_style()?)
-    };
+    let setup = a.gen.setup(&a.model, false)?;
     let styled: Vec<String> = requests
         .iter()
-        .map(|r| match &style {
-            Some(s) => s.apply(
+        .map(|r| {
+            setup.styled(
                 &r.prompt,
-                r.sys_prompt.as_deref().or(a.sys_prompt.as_deref()),
-            ),
-            None => r.prompt.clone(),
+                r.sys_prompt.as_deref().or(a.gen.sys_prompt.as_deref()),
+            )
         })
         .collect();
+    let (plan, tokenizer) = (setup.plan, setup.tokenizer);
     let ids = styled
         .iter()
         .enumerate()
@@ -183,12 +149,7 @@ fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result
             adapter: c.as_deref(),
         })
         .collect();
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling: a.sampling.params()?,
-        stop_strings: a.stop.clone(),
-        ..Default::default()
-    };
+    let opts = a.gen.options()?;
     let load_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let outs = graftlm::generate_batch(&model, &tokenizer, &batch, &opts, &mut |_, _| true)?;

@@ -131,10 +131,20 @@ struct GenerateArgs {
     /// The prompt; read from standard input when absent.
     #[arg(long)]
     prompt: Option<String>,
-    /// System prompt for prompt styles that have one.
+    #[command(flatten)]
+    gen: GenArgs,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How to generate (shared by generate and batch).
+#[derive(Args)]
+struct GenArgs {
+    /// System prompt for prompt styles that have one (batch: for requests that give none).
     #[arg(long)]
     sys_prompt: Option<String>,
-    /// Maximum number of new tokens.
+    /// Maximum number of new tokens (batch: per request).
     #[arg(long, default_value_t = 50)]
     max_new_tokens: usize,
     #[command(flatten)]
@@ -145,9 +155,6 @@ struct GenerateArgs {
     /// Use the prompt as is, without the checkpoint's prompt style.
     #[arg(long)]
     raw: bool,
-    /// Print one JSON object instead of streaming text.
-    #[arg(long)]
-    json: bool,
     /// Backend: one of the compiled-in backends (default: the first).
     #[arg(long)]
     backend: Option<String>,
@@ -156,6 +163,60 @@ struct GenerateArgs {
     /// a CPU, and round the weights of an f32 checkpoint.
     #[arg(long, default_value = "auto")]
     weight_dtype: WeightDtype,
+}
+
+/// What generating needs before the model is built: the plan, the tokenizer and the prompt
+/// style (`None` with `--raw`).
+struct Setup {
+    plan: graftlm::Plan,
+    tokenizer: Tokenizer,
+    style: Option<graftlm::PromptStyle>,
+}
+
+impl GenArgs {
+    fn setup(&self, model: &ModelArgs, merge: bool) -> Result<Setup> {
+        let mut plan = plan(model, merge)?;
+        plan.weight_dtype = self.weight_dtype;
+        let tokenizer = Tokenizer::from_dir(&plan.checkpoint.dir)?;
+        let style = if self.raw {
+            None
+        } else {
+            Some(plan.prompt_style()?)
+        };
+        Ok(Setup {
+            plan,
+            tokenizer,
+            style,
+        })
+    }
+
+    fn options(&self) -> Result<GenerateOptions> {
+        Ok(GenerateOptions {
+            max_new_tokens: self.max_new_tokens,
+            sampling: self.sampling.params()?,
+            stop_strings: self.stop.clone(),
+            ..Default::default()
+        })
+    }
+}
+
+impl Setup {
+    /// `prompt` in the prompt style (as is with `--raw`).
+    fn styled(&self, prompt: &str, sys_prompt: Option<&str>) -> String {
+        match &self.style {
+            Some(s) => s.apply(prompt, sys_prompt),
+            None => prompt.to_string(),
+        }
+    }
+}
+
+/// All of standard input.
+fn read_stdin() -> Result<String> {
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| Error::io("<stdin>", e))?;
+    Ok(s)
 }
 
 #[derive(Args)]
@@ -219,7 +280,7 @@ fn on_backend(job: impl OnBackend) -> Result<()> {
 
 impl OnBackend for GenerateArgs {
     fn backend(&self) -> Option<&str> {
-        self.backend.as_deref()
+        self.gen.backend.as_deref()
     }
     fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()> {
         generate_on::<B>(self, device, backend)
@@ -229,38 +290,22 @@ impl OnBackend for GenerateArgs {
 fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
     let prompt = match a.prompt {
         Some(p) => p,
-        None => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Error::io("<stdin>", e))?;
-            s
-        }
+        None => read_stdin()?,
     };
     let t0 = Instant::now();
-    let mut plan = plan(&a.model, a.merge)?;
-    plan.weight_dtype = a.weight_dtype;
+    let setup = a.gen.setup(&a.model, a.merge)?;
+    let styled = setup.styled(&prompt, a.gen.sys_prompt.as_deref());
+    let Setup {
+        plan,
+        tokenizer,
+        style,
+    } = setup;
     let ckpt = plan.checkpoint.clone();
-    let tokenizer = Tokenizer::from_dir(&ckpt.dir)?;
-    let style = if a.raw {
-        None
-    } else {
-        Some(plan.prompt_style()?)
-    };
-    let styled = match &style {
-        Some(s) => s.apply(&prompt, a.sys_prompt.as_deref()),
-        None => prompt.clone(),
-    };
     let ids = tokenizer.encode(&styled)?;
     if ids.is_empty() {
         return Err(Error::EmptyPrompt);
     }
-    let opts = GenerateOptions {
-        max_new_tokens: a.max_new_tokens,
-        sampling: a.sampling.params()?,
-        stop_strings: a.stop.clone(),
-        ..Default::default()
-    };
+    let opts = a.gen.options()?;
     let total = ids.len() + opts.max_new_tokens;
     if total > ckpt.config.block_size {
         return Err(Error::ContextOverflow {
