@@ -109,7 +109,8 @@ pub fn try_linear<B: Backend>(
             // per term). Each tile task computes the small `x·A` products itself after its
             // share of the weight: `A` comes cold from memory, and one thread reading it while
             // the others waited cost more (issue 8: separate 0.85 → 0.9 of merged, bf16) than
-            // every thread reading it at once.
+            // every thread reading it at once. (Tasks after the first on a thread find `A` in
+            // cache: a head wider than one tile repeats a product of `k × r` multiply-adds.)
             let mut y = vec![0f32; n];
             split_columns(&mut y, |j0, out| {
                 tile(xd, &wd, n, j0, out);
