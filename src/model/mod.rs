@@ -7,6 +7,7 @@ mod attention;
 #[cfg(feature = "flex")]
 mod attention_kernel;
 mod block;
+mod buffer;
 // The host kernels (here and below) run on flex only; without it they are compiled, unused.
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod few_rows;

@@ -114,7 +114,7 @@ pub(crate) fn held_tensor<B: Backend>(
             Tensor::from_data(TensorData::new(to_bf16(&data), shape), opts(DType::BF16))
         }
         WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let mut h = vec![half::f16::ZERO; data.len()];
+            let mut h = super::buffer::zeroed::<half::f16>(data.len());
             f16_slice(&data, &mut h);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
@@ -268,7 +268,7 @@ pub(crate) fn equals_transposed<B: Backend>(
 
 /// [`bf16_slice`] over a whole vector, in parallel for large inputs.
 fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
-    let mut out = vec![half::bf16::ZERO; v.len()];
+    let mut out = super::buffer::zeroed::<half::bf16>(v.len());
     #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     const CHUNK: usize = 1 << 16;
     #[cfg(feature = "flex")]

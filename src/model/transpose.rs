@@ -6,7 +6,7 @@ use super::weight::Weight;
 /// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
 /// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; rows * cols];
+    let mut t = super::buffer::zeroed::<f32>(rows * cols);
     for_bands(&mut t, rows, |bi, out| band(data, rows, cols, bi, out));
     t
 }
@@ -16,7 +16,7 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// `map`ped into the output (no full-size f32 copy, and no band-sized scratch: a 49152-row head
 /// would need 6 MB per band, which the allocator then keeps in each worker thread's arena).
 /// 16-bit values are widened (exactly) a block at a time on the way.
-pub(crate) fn transpose_map<S: Weight, T: Copy + Default + Send>(
+pub(crate) fn transpose_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     data: &[S],
     rows: usize,
     cols: usize,
@@ -24,7 +24,7 @@ pub(crate) fn transpose_map<S: Weight, T: Copy + Default + Send>(
 ) -> Vec<T> {
     const SEGMENT: usize = 2048;
     let wide = as_f32(data);
-    let mut t = vec![T::default(); rows * cols];
+    let mut t = super::buffer::zeroed::<T>(rows * cols);
     for_bands(&mut t, rows, |bi, out| {
         let width = out.len() / rows;
         let c0 = bi * BLOCK;
