@@ -12,8 +12,15 @@
 //! positions get probability zero, sums over keys run in key order, so the output does not
 //! depend on the thread count or the vector width.
 
+use super::attention_simd;
 use super::host_attention::{Heads, Strided};
 use super::host_math::{exp, vectorised};
+
+/// Tests and probes: the plain loops even where the register kernels could run (to compare
+/// bits and speed; both give the same bits, so flipping it never changes a result).
+#[cfg(test)]
+pub(super) static FORCE_PLAIN: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// Queries per task.
 const BLOCK: usize = 16;
@@ -117,6 +124,9 @@ fn attend_few(
     let runs = (pos + t).div_ceil(KEYS_PER_TASK);
     // Per task: for each (head of the group, query) `[max, sum, o[0..hs]]`.
     let width = hs + 2;
+    let simd = hs.is_multiple_of(16) && attention_simd::available();
+    #[cfg(test)]
+    let simd = simd && !FORCE_PLAIN.load(std::sync::atomic::Ordering::Relaxed);
     let partial = |task: usize| {
         let (g, run) = (task / runs, task % runs);
         let (k0, k1) = (
@@ -140,8 +150,19 @@ fn attend_few(
                         continue;
                     }
                     let n = b - a;
-                    // Scores: each key row read once for the group's heads.
-                    for j in a..b {
+                    // Scores: each key row read once for the group's heads (sixteen keys at a
+                    // time in registers where the CPU allows; the same bits).
+                    let mut from = a;
+                    if simd {
+                        let (kd, kstride) = keys.head(g);
+                        for hl in 0..group {
+                            let h = g * group + hl;
+                            let qh = &q[(h * t + r) * hs..][..hs];
+                            let s = &mut sc[hl * n..(hl + 1) * n];
+                            from = a + attention_simd::scores(qh, kd, kstride, a, b, s);
+                        }
+                    }
+                    for j in from..b {
                         let kr = keys.row(0, g, j, hs);
                         for hl in 0..group {
                             let h = g * group + hl;
@@ -157,6 +178,21 @@ fn attend_few(
                     }
                     // `Σ p·v`, each value row read once for the group's heads.
                     let (vd, vstride) = values.head(g);
+                    if simd {
+                        let o = &mut out[r * width + 2..];
+                        let v = &vd[a * vstride..];
+                        attention_simd::weighted_values(
+                            &sc,
+                            n,
+                            group,
+                            v,
+                            vstride,
+                            hs,
+                            o,
+                            t * width,
+                        );
+                        continue;
+                    }
                     for j in a..b {
                         let vr = &vd[j * vstride..][..hs];
                         for hl in 0..group {

@@ -6,6 +6,8 @@
 mod attention;
 #[cfg(feature = "flex")]
 mod attention_kernel;
+#[cfg(feature = "flex")]
+mod attention_simd;
 mod block;
 mod buffer;
 // The host kernels (here and below) run on flex only; without it they are compiled, unused.
