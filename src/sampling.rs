@@ -137,12 +137,22 @@ impl Sampler {
     /// Picks the next token from `logits` (one row, any length ≥ 1).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         let p = self.params;
+        if p.is_greedy() && !logits.iter().any(|v| v.is_nan()) {
+            // The top-k filter keeps the first largest value (ties go to the lower index) and
+            // lowers only others: the argmax is the same with or without it.
+            return argmax(logits) as u32;
+        }
         let mut l = logits.to_vec();
         if let Some(k) = p.top_k {
             if k < l.len() {
-                // Keep the k largest values (ties broken by lower index), -inf the rest.
+                // Keep the k largest values (ties broken by lower index), -inf the rest. A
+                // strict total order: selecting the first k gives the same set as sorting.
                 let mut idx: Vec<usize> = (0..l.len()).collect();
-                idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+                if k > 0 {
+                    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                        l[b].total_cmp(&l[a]).then(a.cmp(&b))
+                    });
+                }
                 let mut keep = vec![false; l.len()];
                 for &i in &idx[..k] {
                     keep[i] = true;
@@ -190,7 +200,17 @@ pub fn softmax(l: &[f32]) -> Vec<f32> {
         }
         return out;
     }
-    let e: Vec<f64> = l.iter().map(|&x| ((x - m) as f64).exp()).collect();
+    // exp(-inf) is 0: entries dropped by top-k (most of a vocabulary) skip the call.
+    let e: Vec<f64> = l
+        .iter()
+        .map(|&x| {
+            if x == f32::NEG_INFINITY {
+                0.0
+            } else {
+                ((x - m) as f64).exp()
+            }
+        })
+        .collect();
     let s: f64 = e.iter().sum();
     e.iter().map(|&x| (x / s) as f32).collect()
 }
@@ -198,7 +218,12 @@ pub fn softmax(l: &[f32]) -> Vec<f32> {
 /// LitGPT `sample_top_p`: sort ascending, drop the tokens whose cumulative probability is
 /// `<= 1 - top_p`, always keeping the most likely one.
 fn top_p_filter(l: &mut [f32], top_p: f32) {
-    let mut idx: Vec<usize> = (0..l.len()).collect();
+    // Entries already at -inf (dropped by top-k) would sort first with probability 0: they add
+    // nothing to the cumulative sum and stay -inf, so only the others are sorted.
+    let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i] != f32::NEG_INFINITY).collect();
+    if idx.is_empty() {
+        return;
+    }
     idx.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
     let sorted: Vec<f32> = idx.iter().map(|&i| l[i]).collect();
     let probs = softmax(&sorted);
@@ -222,6 +247,89 @@ mod tests {
             top_k,
             top_p,
             seed: 7,
+        }
+    }
+
+    /// The sampler as first written (sorting everything): selection for top-k, the greedy
+    /// shortcut and sorting only the entries top-k kept must pick the same tokens.
+    fn sample_by_sorting(p: SamplingParams, rng: &mut Rng, logits: &[f32]) -> u32 {
+        let mut l = logits.to_vec();
+        if let Some(k) = p.top_k.filter(|&k| k < l.len()) {
+            let mut idx: Vec<usize> = (0..l.len()).collect();
+            idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]).then(a.cmp(&b)));
+            for &i in &idx[k..] {
+                l[i] = f32::NEG_INFINITY;
+            }
+        }
+        if p.is_greedy() {
+            return argmax(&l) as u32;
+        }
+        for v in l.iter_mut() {
+            *v /= p.temperature;
+        }
+        if p.top_p < 1.0 {
+            let mut idx: Vec<usize> = (0..l.len()).collect();
+            idx.sort_by(|&a, &b| l[a].total_cmp(&l[b]).then(a.cmp(&b)));
+            let sorted: Vec<f32> = idx.iter().map(|&i| l[i]).collect();
+            let probs = softmax(&sorted);
+            let mut cum = 0.0f32;
+            for (rank, &i) in idx.iter().enumerate() {
+                cum += probs[rank];
+                if cum <= 1.0 - p.top_p && rank != idx.len() - 1 {
+                    l[i] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let probs = softmax(&l);
+        let u = rng.next_f64();
+        let mut acc = 0.0f64;
+        let mut last = argmax(&probs);
+        for (i, &q) in probs.iter().enumerate() {
+            if q > 0.0 {
+                acc += q as f64;
+                last = i;
+                if u < acc {
+                    return i as u32;
+                }
+            }
+        }
+        last as u32
+    }
+
+    #[test]
+    fn picks_what_sorting_everything_picks() {
+        let mut seed = 99u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed >> 8
+        };
+        for (temperature, top_k, top_p) in [
+            (0.0, Some(5), 1.0),
+            (0.0, None, 1.0),
+            (0.8, Some(50), 1.0),
+            (1.0, Some(3), 0.9),
+            (0.7, None, 0.5),
+            (1.3, Some(1), 1.0),
+            (0.9, Some(400), 0.95),
+        ] {
+            let p = params(temperature, top_k, top_p);
+            let mut sampler = Sampler::new(p).unwrap();
+            let mut rng = Rng::new(p.seed);
+            for round in 0..60 {
+                // Few distinct values (many ties), some -inf, now and then a NaN.
+                let logits: Vec<f32> = (0..300)
+                    .map(|i| match rnd() % 97 {
+                        0 => f32::NEG_INFINITY,
+                        1 if round % 7 == 3 && i % 50 == 7 => f32::NAN,
+                        r => (r % 13) as f32 * 0.37 - 2.0,
+                    })
+                    .collect();
+                assert_eq!(
+                    sampler.sample(&logits),
+                    sample_by_sorting(p, &mut rng, &logits),
+                    "{p:?}, round {round}"
+                );
+            }
         }
     }
 
