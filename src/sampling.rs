@@ -220,7 +220,9 @@ pub fn softmax(l: &[f32]) -> Vec<f32> {
 fn top_p_filter(l: &mut [f32], top_p: f32) {
     // Entries already at -inf (dropped by top-k) would sort first with probability 0: they add
     // nothing to the cumulative sum and stay -inf, so only the others are sorted.
-    let mut idx: Vec<usize> = (0..l.len()).filter(|&i| l[i] != f32::NEG_INFINITY).collect();
+    let mut idx: Vec<usize> = (0..l.len())
+        .filter(|&i| l[i] != f32::NEG_INFINITY)
+        .collect();
     if idx.is_empty() {
         return;
     }
