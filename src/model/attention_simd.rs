@@ -3,8 +3,8 @@
 //! costs. The plain score loop sums each key's sixteen lanes one by one (fifteen dependent
 //! scalar adds and as many shuffles per key and head); here sixteen keys' lane vectors are
 //! transposed and added as vectors, in the same lane order. The plain `p·v` loop loads and
-//! stores the output row for every key; here up to four heads × sixteen… sixty-four dimensions
-//! stay in registers across the keys, added in the same key order.
+//! stores the output row for every key; here up to four heads × sixty-four dimensions stay in
+//! registers across the keys (sixteen vectors), added in the same key order.
 //!
 //! Callers check [`available`] and that the head size is a multiple of sixteen.
 
