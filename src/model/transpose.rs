@@ -85,23 +85,46 @@ fn for_bands<T: Send>(t: &mut [T], rows: usize, f: impl Fn(usize, &mut [T]) + Sy
         .for_each(|(bi, out)| f(bi, out));
 }
 
-/// Output rows `bi·32 ..` (input columns `c0..c1`) of the transpose of `data` into `out`.
+/// Output rows `bi·32 ..` (input columns `c0..c1`) of the transpose of `data` into `out`:
+/// 8×8 register transposes over the largest part of each 32×32 block whose sides are multiples
+/// of eight (all of it for large matrices; most of the rank-16 matrices of an adapter), plain
+/// copies for the rest.
 fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
     let c0 = bi * BLOCK;
     let c1 = (c0 + BLOCK).min(cols);
+    #[cfg(target_arch = "x86_64")]
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx = false;
     for r0 in (0..rows).step_by(BLOCK) {
         let r1 = (r0 + BLOCK).min(rows);
+        // The part done in registers: rows r0..r8, columns c0..c8.
+        let (r8, c8) = if avx {
+            (r0 + (r1 - r0) / 8 * 8, c0 + (c1 - c0) / 8 * 8)
+        } else {
+            (r0, c0)
+        };
         #[cfg(target_arch = "x86_64")]
-        if c1 - c0 == BLOCK && r1 - r0 == BLOCK && std::arch::is_x86_feature_detected!("avx") {
-            // SAFETY: AVX is present; the 32×32 block lies inside `data` (rows r0..r1,
-            // columns c0..c1) and inside `out` (its rows 0..32, columns r0..r1).
-            unsafe { x86::block32(data, cols, out, rows, r0, c0) };
-            continue;
+        for r in (r0..r8).step_by(8) {
+            for c in (c0..c8).step_by(8) {
+                assert!((r + 7) * cols + c + 8 <= data.len());
+                assert!((c - c0 + 7) * rows + r + 8 <= out.len());
+                // SAFETY: AVX is present (`avx`, else the ranges are empty); the asserts keep
+                // the 8×8 block inside `data` and its transpose inside `out`.
+                unsafe {
+                    x86::tile8(
+                        data.as_ptr().add(r * cols + c),
+                        cols,
+                        out.as_mut_ptr().add((c - c0) * rows + r),
+                        rows,
+                    )
+                };
+            }
         }
         for r in r0..r1 {
-            let src = &data[r * cols + c0..r * cols + c1];
-            for (c, &v) in src.iter().enumerate() {
-                out[c * rows + r] = v;
+            let from = if r < r8 { c8 } else { c0 };
+            for (c, &v) in data[r * cols + from..r * cols + c1].iter().enumerate() {
+                out[(from - c0 + c) * rows + r] = v;
             }
         }
     }
@@ -111,57 +134,42 @@ fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// Transposes the 32×32 block at rows `r0..`, columns `c0..` of `data` (`cols` wide) into
-    /// rows `0..32`, columns `r0..` of `out` (`rows` wide), as 16 in-register 8×8 transposes.
+    /// Transposes the 8×8 block at `src` (rows `stride` apart) into `dst` (rows `dst_stride`
+    /// apart).
+    ///
+    /// # Safety
+    /// AVX must be present; the eight rows of eight floats at `src` and at `dst` must be valid.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn block32(
-        data: &[f32],
-        cols: usize,
-        out: &mut [f32],
-        rows: usize,
-        r0: usize,
-        c0: usize,
-    ) {
-        debug_assert!(
-            (r0 + 32 - 1) * cols + c0 + 32 <= data.len() && 31 * rows + r0 + 32 <= out.len()
-        );
-        let src = data.as_ptr();
-        let dst = out.as_mut_ptr();
-        for bi in (0..32).step_by(8) {
-            for bj in (0..32).step_by(8) {
-                let p = src.add((r0 + bi) * cols + c0 + bj);
-                let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(i * cols)));
-                let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-                let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-                let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-                let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-                let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-                let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-                let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-                let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                let o = [
-                    _mm256_permute2f128_ps::<0x20>(u0, u4),
-                    _mm256_permute2f128_ps::<0x20>(u1, u5),
-                    _mm256_permute2f128_ps::<0x20>(u2, u6),
-                    _mm256_permute2f128_ps::<0x20>(u3, u7),
-                    _mm256_permute2f128_ps::<0x31>(u0, u4),
-                    _mm256_permute2f128_ps::<0x31>(u1, u5),
-                    _mm256_permute2f128_ps::<0x31>(u2, u6),
-                    _mm256_permute2f128_ps::<0x31>(u3, u7),
-                ];
-                let q = dst.add(bj * rows + r0 + bi);
-                for (i, v) in o.iter().enumerate() {
-                    _mm256_storeu_ps(q.add(i * rows), *v);
-                }
-            }
+    pub(super) unsafe fn tile8(src: *const f32, stride: usize, dst: *mut f32, dst_stride: usize) {
+        let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * stride)));
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let o = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (i, v) in o.iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i * dst_stride), *v);
         }
     }
 }
@@ -179,6 +187,12 @@ mod tests {
             (100, 37),
             (96, 130),
             (300, 576),
+            // Adapter shapes: rank 16 (and odd ranks) either way round.
+            (16, 576),
+            (576, 16),
+            (48, 960),
+            (12, 100),
+            (1000, 7),
             // Several segments of transpose_map, the last one partial.
             (4100, 40),
             (2081, 70),
