@@ -23,7 +23,10 @@ impl LowRankUpdate {
     }
 
     /// Stacks several updates of the same linear along the rank (`ΔW = Σ Bᵢ·Aᵢ`).
-    pub fn concat(parts: Vec<LowRankUpdate>) -> Option<LowRankUpdate> {
+    pub fn concat(mut parts: Vec<LowRankUpdate>) -> Option<LowRankUpdate> {
+        if parts.len() == 1 {
+            return parts.pop(); // already laid out as the stack of one
+        }
         let first = parts.first()?;
         let (inp, out) = (first.a.shape[1], first.b.shape[0]);
         let r: usize = parts.iter().map(|p| p.rank()).sum();
@@ -72,12 +75,15 @@ impl LowRankUpdate {
 
 /// Places `b` (`[rows, r]`, times `scale`) at output rows `row_offset..` of a zero `[out, r]` matrix.
 pub fn place_rows(b: &HostTensor, out: usize, row_offset: usize, scale: f32) -> HostTensor {
-    let (rows, r) = (b.shape[0], b.shape[1]);
+    place_rows_of(&b.data, b.shape[1], out, row_offset, scale)
+}
+
+/// [`place_rows`] of the rows `b` holds (`[b.len() / r, r]`), borrowed.
+pub fn place_rows_of(b: &[f32], r: usize, out: usize, row_offset: usize, scale: f32) -> HostTensor {
     let mut full = vec![0f32; out * r];
-    for i in 0..rows {
-        for k in 0..r {
-            full[(row_offset + i) * r + k] = b.data[i * r + k] * scale;
-        }
+    let dst = &mut full[row_offset * r..row_offset * r + b.len()];
+    for (d, &x) in dst.iter_mut().zip(b) {
+        *d = x * scale;
     }
     HostTensor {
         shape: vec![out, r],
@@ -188,6 +194,9 @@ mod tests {
             .collect();
         assert_eq!(both.dense(), sum);
         assert_eq!(both.dense(), vec![1.0, 2.0, 6.0, 8.0]);
+        let one = LowRankUpdate::concat(vec![u2.clone()]).unwrap();
+        assert_eq!((one.a.data, one.b.data), (u2.a.data, u2.b.data));
+        assert!(LowRankUpdate::concat(Vec::new()).is_none());
     }
 
     #[test]

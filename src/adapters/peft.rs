@@ -9,7 +9,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::discover::AdapterLocation;
-use super::lora::{expect_shape, place_rows, Adapter, LowRankUpdate};
+use super::lora::{expect_shape, place_rows_of, Adapter, LowRankUpdate};
 use crate::checkpoint::{names, HostTensor, WeightFiles};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -336,7 +336,7 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
         } else {
             alpha / r as f64
         } as f32;
-        let a = files.read_f32(&an)?;
+        let mut a = files.read_f32(&an)?;
         let mut b = files.read_f32(&bn)?;
         if first.neox_qkv {
             b = HostTensor {
@@ -350,17 +350,20 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
                 ),
             };
         }
-        for t in &targets {
-            let block = HostTensor {
-                shape: vec![t.rows, r],
-                data: b.data[t.src_row_offset * r..(t.src_row_offset + t.rows) * r].to_vec(),
+        for (i, t) in targets.iter().enumerate() {
+            let block = &b.data[t.src_row_offset * r..(t.src_row_offset + t.rows) * r];
+            // The last target takes `A` itself (most modules have one target).
+            let a_t = if i + 1 == targets.len() {
+                std::mem::take(&mut a)
+            } else {
+                a.clone()
             };
             parts
                 .entry(t.linear.clone())
                 .or_default()
                 .push(LowRankUpdate {
-                    a: a.clone(),
-                    b: place_rows(&block, linears[&t.linear][0], t.row_offset, scale),
+                    a: a_t,
+                    b: place_rows_of(block, r, linears[&t.linear][0], t.row_offset, scale),
                 });
         }
     }

@@ -43,7 +43,7 @@ impl Values<'_> {
 }
 
 /// A tensor read into memory as `f32`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct HostTensor {
     pub shape: Vec<usize>,
     pub data: Vec<f32>,
