@@ -448,7 +448,6 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
     Ok(())
 }
 
-/// Reads one parameter (already checked by [`load`] or [`check_all`]) in the model's layout.
 /// Whether the output head is read from the embedding's own stored tensor (tied, no separate
 /// head stored): the model can then use one for the other without reading or comparing twice.
 pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
@@ -475,6 +474,7 @@ pub fn with_entry_in_place(
     files.with_in_place(stored, |d, shape| f(d, shape))
 }
 
+/// Reads one parameter (already checked by [`load`] or [`load_check`]) in the model's layout.
 pub fn read_entry(cfg: &ModelConfig, files: &WeightFiles, entry: &Entry) -> Result<HostTensor> {
     let stored = files.tensors();
     let hs = cfg.head_size;
