@@ -153,14 +153,8 @@ impl Sampler {
                         l[b].total_cmp(&l[a]).then(a.cmp(&b))
                     });
                 }
-                let mut keep = vec![false; l.len()];
-                for &i in &idx[..k] {
-                    keep[i] = true;
-                }
-                for (v, k) in l.iter_mut().zip(keep) {
-                    if !k {
-                        *v = f32::NEG_INFINITY;
-                    }
+                for &i in &idx[k..] {
+                    l[i] = f32::NEG_INFINITY;
                 }
             }
         }

@@ -510,6 +510,15 @@ mod speed {
     use crate::model::precision::held_tensor;
     use crate::model::WeightDtype;
 
+    /// `(in, out)` of one SmolLM2-135M layer's linears: fused q/k/v, proj, fc_1, fc_2, mlp proj.
+    const LAYER: [(usize, usize); 5] = [
+        (576, 960),
+        (576, 576),
+        (576, 1536),
+        (576, 1536),
+        (1536, 576),
+    ];
+
     /// `cargo test --lib dtype_speed -- --ignored --nocapture`: the linears of 30 SmolLM2-135M
     /// layers (no head) held in f32 and in bf16, one token each in alternating rounds: the
     /// bytes per second each streams and the bf16 / f32 speed ratio of the kernel alone.
@@ -517,13 +526,7 @@ mod speed {
     #[ignore]
     fn dtype_speed() {
         let dev = Default::default();
-        let shapes = [
-            (576, 960),
-            (576, 576),
-            (576, 1536),
-            (576, 1536),
-            (1536, 576),
-        ];
+        let shapes = LAYER;
         let model = |p: WeightDtype| -> Vec<(Tensor<Flex, 2>, usize)> {
             (0..30)
                 .flat_map(|_| shapes)
@@ -592,13 +595,8 @@ mod speed {
         type T = Tensor<Flex, 2>;
         let mut layers: Vec<(T, T, T, usize)> = Vec::new();
         for _ in 0..30 {
-            for (k, n, r) in [
-                (576, 960, 48),
-                (576, 576, 16),
-                (576, 1536, 16),
-                (576, 1536, 16),
-                (1536, 576, 16),
-            ] {
+            for (i, (k, n)) in LAYER.into_iter().enumerate() {
+                let r = if i == 0 { 48 } else { 16 }; // q, k and v: rank 16 each
                 let w = held_tensor::<Flex>(rnd(k * n), [k, n], p, &dev);
                 let a = held_tensor::<Flex>(rnd(k * r), [k, r], p, &dev);
                 let b = held_tensor::<Flex>(rnd(r * n), [r, n], p, &dev);
