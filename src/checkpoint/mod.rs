@@ -114,7 +114,7 @@ impl Checkpoint {
                 })?;
                 names::read_entry(&self.config, &files, entry)
             },
-            &mut |name: &str, f: &mut dyn FnMut(Values<'_>, &[usize])| match table.get(name) {
+            &mut |name: &str, f: &mut dyn FnMut(&[Values<'_>], &[usize])| match table.get(name) {
                 Some(entry) => names::with_entry_in_place(&files, entry, f),
                 None => Ok(false),
             },

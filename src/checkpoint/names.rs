@@ -457,21 +457,27 @@ pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
     })
 }
 
-/// Calls `f(values, shape)` with a parameter read in place from the file when it is one stored
-/// tensor (see [`WeightFiles::with_in_place`]); `Ok(false)` when it has to be assembled or
-/// converted (then use [`read_entry`]).
+/// Calls `f(parts, shape)` with a parameter read in place from the file when it is one stored
+/// tensor or separate q, k, v projections stacked by rows (see
+/// [`WeightFiles::with_in_place_stacked`]); `Ok(false)` when it has to be assembled or converted
+/// (then use [`read_entry`]).
 pub fn with_entry_in_place(
     files: &WeightFiles,
     entry: &Entry,
-    f: &mut dyn FnMut(Values<'_>, &[usize]),
+    f: &mut dyn FnMut(&[Values<'_>], &[usize]),
 ) -> Result<bool> {
     let stored = match &entry.source {
         Source::One(n) => n,
         Source::Tied(head, wte) if files.tensors().contains_key(head) => head,
         Source::Tied(_, wte) => wte,
+        // The three projections lent as they are: no stacked (and, for 16-bit files, widened)
+        // copy before the transpose.
+        Source::QkvConcat([q, k, v]) => {
+            return files.with_in_place_stacked(&[q, k, v], |parts, shape| f(parts, shape))
+        }
         _ => return Ok(false),
     };
-    files.with_in_place(stored, |d, shape| f(d, shape))
+    files.with_in_place(stored, |d, shape| f(&[d], shape))
 }
 
 /// Reads one parameter (already checked by [`load`] or [`load_check`]) in the model's layout.

@@ -313,40 +313,77 @@ impl WeightFiles {
     /// without calling `f` otherwise (then [`WeightFiles::read_f32`] copies it). Non-finite
     /// values are refused as by `read_f32`.
     pub fn with_in_place(&self, name: &str, f: impl FnOnce(Values<'_>, &[usize])) -> Result<bool> {
+        self.with_in_place_stacked(&[name], |parts, shape| f(parts[0], shape))
+    }
+
+    /// [`WeightFiles::with_in_place`] for tensors stacked by rows (the separate q, k and v
+    /// projections of a fused weight): `f(parts, stacked shape)` when every one can be lent
+    /// (same dtype and row length), else `Ok(false)` without calling `f`.
+    pub fn with_in_place_stacked(
+        &self,
+        names: &[&str],
+        f: impl FnOnce(&[Values<'_>], &[usize]),
+    ) -> Result<bool> {
         let Backing::Safetensors { shards, index } = &self.backing else {
             return Ok(false);
         };
-        let Some((si, dtype, shape, (start, end))) = index.get(name) else {
-            return Ok(false);
-        };
-        if cfg!(target_endian = "big") {
+        if cfg!(target_endian = "big") || names.is_empty() {
             return Ok(false);
         }
-        let shard = &shards[*si];
-        let (a, b) = (shard.data_start + start, shard.data_start + end);
-        let Some(bytes) = shard.mmap.get(a..b) else {
-            return Ok(false);
-        };
-        let values = match dtype {
-            Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Values::F32),
-            Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Values::Bf16),
-            Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Values::F16),
-            _ => None,
-        };
-        let Some(values) = values.filter(|v| v.len() == shape.iter().product::<usize>()) else {
-            return Ok(false);
-        };
-        self.check_finite(name, values)?;
-        f(values, shape);
+        // (values, shard, byte range) of each name.
+        let mut lent: Vec<(Values<'_>, &Shard, std::ops::Range<usize>)> =
+            Vec::with_capacity(names.len());
+        let mut shape: Vec<usize> = Vec::new();
+        for name in names {
+            let Some((si, dtype, stored, (start, end))) = index.get(*name) else {
+                return Ok(false);
+            };
+            let shard = &shards[*si];
+            let (a, b) = (shard.data_start + start, shard.data_start + end);
+            let Some(bytes) = shard.mmap.get(a..b) else {
+                return Ok(false);
+            };
+            let values = match dtype {
+                Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Values::F32),
+                Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Values::Bf16),
+                Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Values::F16),
+                _ => None,
+            };
+            let Some(values) = values.filter(|v| v.len() == stored.iter().product::<usize>())
+            else {
+                return Ok(false);
+            };
+            if shape.is_empty() {
+                shape = stored.clone();
+            } else if stored.len() != shape.len()
+                || stored.is_empty()
+                || stored[1..] != shape[1..]
+                || std::mem::discriminant(&values) != std::mem::discriminant(&lent[0].0)
+            {
+                return Ok(false);
+            } else {
+                shape[0] += stored[0];
+            }
+            lent.push((values, shard, a..b));
+        }
+        for ((values, ..), name) in lent.iter().zip(names) {
+            self.check_finite(name, *values)?;
+        }
+        let parts: Vec<Values<'_>> = lent.iter().map(|l| l.0).collect();
+        f(&parts, &shape);
         // Done with these pages: drop them from this process (page-cache pages count as RSS).
         #[cfg(unix)]
-        // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
-        // pages; a later read of the range faults them back in from the file.
-        let _ = unsafe {
-            shard
-                .mmap
-                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a)
-        };
+        for (_, shard, range) in &lent {
+            // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
+            // pages; a later read of the range faults them back in from the file.
+            let _ = unsafe {
+                shard.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    range.start,
+                    range.len(),
+                )
+            };
+        }
         Ok(true)
     }
 
@@ -524,6 +561,51 @@ mod in_place_tests {
             assert_eq!(seen, Some((want.data, want.shape)), "{model}");
             assert!(!files
                 .with_in_place("no.such.tensor", |_, _| panic!())
+                .unwrap());
+        }
+    }
+
+    /// Separate q, k, v projections are lent stacked by rows, with the values and shape their
+    /// concatenation read by `read_f32` has; anything that cannot be stacked is not lent.
+    #[test]
+    fn projections_are_lent_stacked() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+        let p = "model.layers.1.self_attn";
+        let names = [
+            format!("{p}.q_proj.weight"),
+            format!("{p}.k_proj.weight"),
+            format!("{p}.v_proj.weight"),
+        ];
+        let names: Vec<&str> = names.iter().map(|n| &n[..]).collect();
+        for model in ["llama", "llama-bf16"] {
+            let files = WeightFiles::open_dir(&root.join(model).join("hf")).unwrap();
+            let mut want = Vec::new();
+            let mut rows = 0;
+            for n in &names {
+                let t = files.read_f32(n).unwrap();
+                rows += t.shape[0];
+                want.extend(t.data);
+            }
+            let cols = files.read_f32(names[0]).unwrap().shape[1];
+            let mut seen = None;
+            let lent = files
+                .with_in_place_stacked(&names, |parts, shape| {
+                    assert_eq!(parts.len(), 3);
+                    let all: Vec<f32> = parts.iter().flat_map(|&v| widened(v)).collect();
+                    seen = Some((all, shape.to_vec()));
+                })
+                .unwrap();
+            assert!(lent, "{model}");
+            assert_eq!(seen, Some((want, vec![rows, cols])), "{model}");
+            // A missing part, or rows of another length (the MLP's down projection), is not lent.
+            let missing = [names[0], "no.such.tensor"];
+            assert!(!files
+                .with_in_place_stacked(&missing, |_, _| panic!())
+                .unwrap());
+            let down = "model.layers.1.mlp.down_proj.weight";
+            assert_ne!(files.read_f32(down).unwrap().shape[1], cols, "{model}");
+            assert!(!files
+                .with_in_place_stacked(&[names[0], down], |_, _| panic!())
                 .unwrap());
         }
     }

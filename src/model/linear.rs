@@ -72,7 +72,7 @@ impl<B: Backend> Linear<B> {
         device: &B::Device,
     ) -> Self {
         Self::from_values(
-            crate::checkpoint::Values::F32(&weight.data),
+            &[crate::checkpoint::Values::F32(&weight.data)],
             &weight.shape,
             bias,
             precision,
@@ -80,10 +80,11 @@ impl<B: Backend> Linear<B> {
         )
     }
 
-    /// [`Linear::from_host`] from borrowed values as stored (`[out, in]` row-major, `shape`
-    /// `[out, in]`).
+    /// [`Linear::from_host`] from borrowed values as stored: `parts` stacked by rows make the
+    /// `[out, in]` row-major weight of `shape` `[out, in]` (one part, or a fused q/k/v weight's
+    /// three as stored).
     pub(crate) fn from_values(
-        weight: crate::checkpoint::Values<'_>,
+        weight: &[crate::checkpoint::Values<'_>],
         shape: &[usize],
         bias: Option<&HostTensor>,
         precision: WeightDtype,
@@ -94,7 +95,8 @@ impl<B: Backend> Linear<B> {
             WeightDtype::Auto => WeightDtype::F32,
             p => p,
         };
-        let weight = held_transposed::<B>(weight, out, inp, precision, device);
+        assert_eq!(weight.iter().map(|p| p.len()).sum::<usize>(), out * inp);
+        let weight = held_transposed::<B>(weight, inp, precision, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,

@@ -85,10 +85,11 @@ pub struct Model<B: Backend> {
     precision: WeightDtype,
 }
 
-/// A loader's way to lend a matrix in place: `in_place(name, f)` calls `f(values, shape)` and
-/// returns `true`, or returns `false` when the matrix has to be read into memory.
-pub(crate) type InPlace<'a> =
-    dyn FnMut(&str, &mut dyn FnMut(crate::checkpoint::Values<'_>, &[usize])) -> Result<bool> + 'a;
+/// A loader's way to lend a matrix in place: `in_place(name, f)` calls `f(parts, shape)` (the
+/// parts, stacked by rows, make the `[out, in]` matrix of `shape`) and returns `true`, or returns
+/// `false` when the matrix has to be read into memory.
+pub(crate) type InPlace<'a> = dyn FnMut(&str, &mut dyn FnMut(&[crate::checkpoint::Values<'_>], &[usize])) -> Result<bool>
+    + 'a;
 
 impl<B: Backend> Model<B> {
     /// Builds the model from host tensors named as in LitGPT (see `checkpoint::names::table`).

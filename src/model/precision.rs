@@ -125,46 +125,78 @@ pub(crate) fn held_tensor<B: Backend>(
     }
 }
 
-/// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight, held at `precision` as
-/// [`held_tensor`] holds it, converted band by band (no transposed f32 copy for 16-bit).
+/// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight given as `parts` stacked by
+/// rows (one part, or a fused q/k/v weight's three), held at `precision` as [`held_tensor`] holds
+/// it, converted band by band (no transposed f32 copy for 16-bit, no stacked copy of the parts).
 pub(crate) fn held_transposed<B: Backend>(
-    data: crate::checkpoint::Values<'_>,
-    rows: usize,
+    parts: &[crate::checkpoint::Values<'_>],
     cols: usize,
     precision: WeightDtype,
     device: &B::Device,
 ) -> Tensor<B, 2> {
     use crate::checkpoint::Values;
-    match data {
-        Values::F32(d) => held_transposed_as(d, rows, cols, precision, device),
-        Values::Bf16(d) => held_transposed_as(d, rows, cols, precision, device),
-        Values::F16(d) => held_transposed_as(d, rows, cols, precision, device),
+    fn all<'a, S>(
+        parts: &[Values<'a>],
+        f: impl Fn(Values<'a>) -> Option<&'a [S]>,
+    ) -> Option<Vec<&'a [S]>> {
+        parts.iter().map(|&v| f(v)).collect()
     }
+    if let Some(p) = all(parts, |v| match v {
+        Values::F32(d) => Some(d),
+        _ => None,
+    }) {
+        return held_transposed_as(&p, cols, precision, device);
+    }
+    if let Some(p) = all(parts, |v| match v {
+        Values::Bf16(d) => Some(d),
+        _ => None,
+    }) {
+        return held_transposed_as(&p, cols, precision, device);
+    }
+    if let Some(p) = all(parts, |v| match v {
+        Values::F16(d) => Some(d),
+        _ => None,
+    }) {
+        return held_transposed_as(&p, cols, precision, device);
+    }
+    // Parts of different stored types: widened (exactly) to f32 first.
+    let wide: Vec<Vec<f32>> = parts
+        .iter()
+        .map(|v| match *v {
+            Values::F32(d) => d.to_vec(),
+            Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
+            Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
+        })
+        .collect();
+    let p: Vec<&[f32]> = wide.iter().map(|w| &w[..]).collect();
+    held_transposed_as(&p, cols, precision, device)
 }
 
 fn held_transposed_as<B: Backend, S: super::weight::Weight>(
-    data: &[S],
-    rows: usize,
+    parts: &[&[S]],
     cols: usize,
     precision: WeightDtype,
     device: &B::Device,
 ) -> Tensor<B, 2> {
-    use super::transpose::transpose_map;
+    use super::transpose::transpose_parts_map;
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
+    let rows = parts.iter().map(|p| p.len()).sum::<usize>() / cols.max(1);
     let shape = [cols, rows];
     match precision {
         WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            let h = transpose_map(data, rows, cols, bf16_slice);
+            let h = transpose_parts_map(parts, cols, bf16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
         }
         WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let h = transpose_map(data, rows, cols, f16_slice);
+            let h = transpose_parts_map(parts, cols, f16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
         _ => {
-            let t = match super::transpose::as_f32(data) {
-                Some(d) => super::transpose::transpose(d, rows, cols),
-                None => transpose_map(data, rows, cols, |a, b| b.copy_from_slice(a)),
+            let wide: Option<Vec<&[f32]>> =
+                parts.iter().map(|p| super::transpose::as_f32(p)).collect();
+            let t = match wide {
+                Some(d) => super::transpose::transpose_parts(&d, cols),
+                None => transpose_parts_map(parts, cols, |a, b| b.copy_from_slice(a)),
             };
             held_tensor::<B>(t, shape, precision, device)
         }

@@ -6,9 +6,30 @@ use super::weight::Weight;
 /// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
 /// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    assert_eq!(data.len(), rows * cols);
+    transpose_parts(&[data], cols)
+}
+
+/// The transpose of `parts` (each `[rows_p, cols]` row-major) stacked by rows, written straight
+/// from the parts: a fused q/k/v weight stored as three tensors needs no concatenated copy.
+pub(crate) fn transpose_parts(parts: &[&[f32]], cols: usize) -> Vec<f32> {
+    let rows = stacked_rows(parts, cols);
     let mut t = super::buffer::zeroed::<f32>(rows * cols);
-    for_bands(&mut t, rows, |bi, out| band(data, rows, cols, bi, out));
+    for_bands(&mut t, rows, |bi, out| {
+        let mut offset = 0;
+        for part in parts {
+            let n = part.len() / cols;
+            band(part, n, cols, bi, out, rows, offset);
+            offset += n;
+        }
+    });
     t
+}
+
+/// Rows of `parts` stacked, each `cols` wide (0 when `cols` is 0).
+fn stacked_rows<S>(parts: &[&[S]], cols: usize) -> usize {
+    assert!(parts.iter().all(|p| p.len() % cols.max(1) == 0));
+    parts.iter().map(|p| p.len() / cols.max(1)).sum()
 }
 
 /// [`transpose`] of f32, bf16 or f16 values straight into another element type: each band of 32
@@ -16,39 +37,58 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// `map`ped into the output (no full-size f32 copy, and no band-sized scratch: a 49152-row head
 /// would need 6 MB per band, which the allocator then keeps in each worker thread's arena).
 /// 16-bit values are widened (exactly) a block at a time on the way.
+#[cfg(test)]
 pub(crate) fn transpose_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     data: &[S],
     rows: usize,
     cols: usize,
     map: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Vec<T> {
+    assert_eq!(data.len(), rows * cols);
+    transpose_parts_map(&[data], cols, map)
+}
+
+/// [`transpose_map`] of `parts` stacked by rows (as [`transpose_parts`]).
+pub(crate) fn transpose_parts_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
+    parts: &[&[S]],
+    cols: usize,
+    map: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Vec<T> {
     const SEGMENT: usize = 2048;
-    let wide = as_f32(data);
+    let rows = stacked_rows(parts, cols);
     let mut t = super::buffer::zeroed::<T>(rows * cols);
     for_bands(&mut t, rows, |bi, out| {
         let width = out.len() / rows;
         let c0 = bi * BLOCK;
-        let mut part = vec![0f32; width * SEGMENT.min(rows)];
+        let mut scratch = vec![0f32; width * SEGMENT.min(rows)];
         let mut block = Vec::new();
-        for lo in (0..rows).step_by(SEGMENT) {
-            let hi = (lo + SEGMENT).min(rows);
-            let n = hi - lo;
-            let part = &mut part[..width * n];
-            match wide {
-                Some(d) => band(&d[lo * cols..hi * cols], n, cols, bi, part),
-                None => {
-                    // This band's columns of the segment's rows, widened: an `[n, width]` block.
-                    block.clear();
-                    for r in lo..hi {
-                        let row = &data[r * cols + c0..r * cols + c0 + width];
-                        block.extend(row.iter().map(|x| x.to_f32()));
+        let mut offset = 0;
+        for data in parts {
+            let part_rows = data.len() / cols;
+            let wide = as_f32(data);
+            for lo in (0..part_rows).step_by(SEGMENT) {
+                let hi = (lo + SEGMENT).min(part_rows);
+                let n = hi - lo;
+                let seg = &mut scratch[..width * n];
+                match wide {
+                    Some(d) => band(&d[lo * cols..hi * cols], n, cols, bi, seg, n, 0),
+                    None => {
+                        // This band's columns of the segment's rows, widened: an `[n, width]`
+                        // block.
+                        block.clear();
+                        for r in lo..hi {
+                            let row = &data[r * cols + c0..r * cols + c0 + width];
+                            block.extend(row.iter().map(|x| x.to_f32()));
+                        }
+                        band(&block, n, width, 0, seg, n, 0);
                     }
-                    band(&block, n, width, 0, part);
+                }
+                for (c, col) in seg.chunks_exact(n).enumerate() {
+                    let at = c * rows + offset;
+                    map(col, &mut out[at + lo..at + hi]);
                 }
             }
-            for (c, seg) in part.chunks_exact(n).enumerate() {
-                map(seg, &mut out[c * rows + lo..c * rows + hi]);
-            }
+            offset += part_rows;
         }
     });
     t
@@ -85,11 +125,20 @@ fn for_bands<T: Send>(t: &mut [T], rows: usize, f: impl Fn(usize, &mut [T]) + Sy
         .for_each(|(bi, out)| f(bi, out));
 }
 
-/// Output rows `bi·32 ..` (input columns `c0..c1`) of the transpose of `data` into `out`:
-/// 8×8 register transposes over the largest part of each 32×32 block whose sides are multiples
-/// of eight (all of it for large matrices; most of the rank-16 matrices of an adapter), plain
-/// copies for the rest.
-fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
+/// Output rows `bi·32 ..` (input columns `c0..c1`) of the transpose of `data` (`[rows, cols]`)
+/// into `out` (rows `stride` apart; input row `r` lands in column `offset + r`): 8×8 register
+/// transposes over the largest part of each 32×32 block whose sides are multiples of eight (all
+/// of it for large matrices; most of the rank-16 matrices of an adapter), plain copies for the
+/// rest.
+fn band(
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+    bi: usize,
+    out: &mut [f32],
+    stride: usize,
+    offset: usize,
+) {
     let c0 = bi * BLOCK;
     let c1 = (c0 + BLOCK).min(cols);
     #[cfg(target_arch = "x86_64")]
@@ -108,15 +157,15 @@ fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
         for r in (r0..r8).step_by(8) {
             for c in (c0..c8).step_by(8) {
                 assert!((r + 7) * cols + c + 8 <= data.len());
-                assert!((c - c0 + 7) * rows + r + 8 <= out.len());
+                assert!((c - c0 + 7) * stride + offset + r + 8 <= out.len());
                 // SAFETY: AVX is present (`avx`, else the ranges are empty); the asserts keep
                 // the 8×8 block inside `data` and its transpose inside `out`.
                 unsafe {
                     x86::tile8(
                         data.as_ptr().add(r * cols + c),
                         cols,
-                        out.as_mut_ptr().add((c - c0) * rows + r),
-                        rows,
+                        out.as_mut_ptr().add((c - c0) * stride + offset + r),
+                        stride,
                     )
                 };
             }
@@ -124,7 +173,7 @@ fn band(data: &[f32], rows: usize, cols: usize, bi: usize, out: &mut [f32]) {
         for r in r0..r1 {
             let from = if r < r8 { c8 } else { c0 };
             for (c, &v) in data[r * cols + from..r * cols + c1].iter().enumerate() {
-                out[(from - c0 + c) * rows + r] = v;
+                out[(from - c0 + c) * stride + offset + r] = v;
             }
         }
     }
@@ -176,6 +225,49 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    /// Parts stacked by rows transpose as their concatenation would (the fused q/k/v weight of
+    /// a checkpoint that stores the three projections apart), f32 and 16-bit, with parts that
+    /// split the 32×32 blocks and the 8×8 register tiles unevenly.
+    #[test]
+    fn stacked_parts_transpose_as_their_concatenation() {
+        for (split, cols) in [
+            (&[576, 192, 192][..], 576),
+            (&[13, 1, 30][..], 37),
+            (&[8, 24, 9][..], 64),
+            (&[0, 5][..], 3),
+            (&[2100, 7][..], 40),
+        ] {
+            let rows: usize = split.iter().sum();
+            let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut parts = Vec::new();
+            let mut at = 0;
+            for &n in split {
+                parts.push(&data[at * cols..(at + n) * cols]);
+                at += n;
+            }
+            assert_eq!(
+                super::transpose_parts(&parts, cols),
+                super::transpose(&data, rows, cols),
+                "{split:?} x {cols}"
+            );
+            let small: Vec<half::bf16> = (0..rows * cols)
+                .map(|i| half::bf16::from_f32((i % 251) as f32))
+                .collect();
+            let mut small_parts = Vec::new();
+            let mut at = 0;
+            for &n in split {
+                small_parts.push(&small[at * cols..(at + n) * cols]);
+                at += n;
+            }
+            let negate = |a: &[f32], b: &mut [f32]| a.iter().zip(b).for_each(|(x, y)| *y = -x);
+            assert_eq!(
+                super::transpose_parts_map(&small_parts, cols, negate),
+                super::transpose_map(&small, rows, cols, negate),
+                "{split:?} x {cols}, 16-bit"
+            );
+        }
+    }
+
     #[test]
     fn transpose_any_shape() {
         for (rows, cols) in [
