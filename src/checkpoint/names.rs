@@ -448,13 +448,21 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
     Ok(())
 }
 
-/// Whether the output head is read from the embedding's own stored tensor (tied, no separate
-/// head stored): the model can then use one for the other without reading or comparing twice.
+/// Whether the output head is read from the embedding's own stored tensor (tied, and no
+/// separate head stored, or one stored as a view of the embedding's storage, as `torch.save`
+/// writes tied weights): the model can then use one for the other without reading or comparing
+/// twice.
 pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
-    table(cfg).iter().any(|e| {
-        e.name == "lm_head.weight"
-            && matches!(&e.source, Source::Tied(head, _) if !files.tensors().contains_key(head))
-    })
+    let t = table(cfg);
+    let source = |name: &str| t.iter().find(|e| e.name == name).map(|e| &e.source);
+    match (source("lm_head.weight"), source("transformer.wte.weight")) {
+        (Some(Source::Tied(head, wte)), _) => {
+            !files.tensors().contains_key(head) || files.same_values(head, wte)
+        }
+        // Untied in the config (LitGPT's configs have no such flag) but saved as one storage.
+        (Some(Source::One(head)), Some(Source::One(wte))) => files.same_values(head, wte),
+        _ => false,
+    }
 }
 
 /// Calls `f(parts, shape)` with a parameter read in place from the file when it is one stored
@@ -751,25 +759,35 @@ pub fn hf_modules(cfg: &ModelConfig) -> Vec<String> {
 mod tests {
     use super::*;
 
-    /// A tied checkpoint without a stored head reads the embedding once; one with its own head
-    /// (or untied) does not take that shortcut.
+    /// A tied checkpoint without a stored head reads the embedding once, and so does a LitGPT
+    /// file whose head was saved as a view of the embedding's storage (`convert_hf_checkpoint`
+    /// of a tied model); one with a head of its own (or untied) does not take that shortcut.
     #[test]
-    fn the_head_is_the_embedding_only_when_no_head_is_stored() {
-        let dir = |m: &str| {
+    fn the_head_is_the_embedding_only_when_no_head_of_its_own_is_stored() {
+        let dir = |m: &str, layout: &str| {
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("tests/fixtures/models")
                 .join(m)
-                .join("hf")
+                .join(layout)
         };
-        for (model, want) in [
-            ("qwen2", true),
-            ("gemma", true),
-            ("mistral", false),
-            ("phi2", false),
+        for (model, layout, want) in [
+            ("qwen2", "hf", true),
+            ("gemma", "hf", true),
+            ("mistral", "hf", false),
+            ("phi2", "hf", false),
+            ("llama32", "lit", true),
+            ("qwen2", "lit", true),
+            ("llama", "lit", false),
+            ("phi2", "lit", false),
         ] {
-            let cfg = ModelConfig::from_dir(&dir(model)).unwrap();
-            let files = WeightFiles::open_dir(&dir(model)).unwrap();
-            assert_eq!(head_is_the_embedding(&cfg, &files), want, "{model}");
+            let d = dir(model, layout);
+            let cfg = ModelConfig::from_dir(&d).unwrap();
+            let files = WeightFiles::open_dir(&d).unwrap();
+            assert_eq!(
+                head_is_the_embedding(&cfg, &files),
+                want,
+                "{model} {layout}"
+            );
         }
     }
 

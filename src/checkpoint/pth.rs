@@ -115,6 +115,78 @@ impl PthFile {
         })
     }
 
+    /// Tensor `name`'s values as stored, borrowed from the mapped file, with its shape and the
+    /// byte range they occupy — when it is a contiguous little-endian f32, bf16 or f16 tensor
+    /// whose bytes lie inside its record at an aligned address (PyTorch aligns records to 64
+    /// bytes); `None` otherwise (then [`PthFile::read_f32`] copies it).
+    pub(crate) fn lend(
+        &self,
+        name: &str,
+    ) -> Option<(super::Values<'_>, &[usize], std::ops::Range<usize>)> {
+        use super::Values;
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        let t = self.tensors.get(name)?;
+        let (width, _) = storage_dtype(&t.storage_type)?;
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n > 0)?;
+        if t.shape.len() != t.stride.len() || !contiguous(&t.shape, &t.stride) {
+            return None;
+        }
+        let &(s, e) = self
+            .records
+            .get(&format!("{}data/{}", self.prefix, t.key))?;
+        let a = t.offset.checked_mul(width)?.checked_add(s)?;
+        let b = numel.checked_mul(width)?.checked_add(a)?;
+        if b > e {
+            return None;
+        }
+        let bytes = self.mmap.get(a..b)?;
+        let values = match t.storage_type.as_str() {
+            "FloatStorage" => Values::F32(bytemuck::try_cast_slice(bytes).ok()?),
+            "BFloat16Storage" => Values::Bf16(bytemuck::try_cast_slice(bytes).ok()?),
+            "HalfStorage" => Values::F16(bytemuck::try_cast_slice(bytes).ok()?),
+            _ => return None,
+        };
+        Some((values, &t.shape, a..b))
+    }
+
+    /// Whether tensors `a` and `b` are the same view of the same storage (tied weights saved
+    /// once by `torch.save`).
+    pub(crate) fn same_view(&self, a: &str, b: &str) -> bool {
+        match (self.tensors.get(a), self.tensors.get(b)) {
+            (Some(x), Some(y)) => {
+                x.key == y.key
+                    && x.storage_type == y.storage_type
+                    && x.offset == y.offset
+                    && x.shape == y.shape
+                    && x.stride == y.stride
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops the pages of byte range `range` (from [`PthFile::lend`]) from this process: they
+    /// were read and count as its memory; a later read faults them back in from the file.
+    pub(crate) fn done_with(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
+        // pages.
+        let _ = unsafe {
+            self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                range.start,
+                range.len(),
+            )
+        };
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
     /// Reads tensor `name` as `f32`, following its offset and strides.
     pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let bad = |msg: String| Error::BadTensor {
@@ -162,29 +234,17 @@ impl PthFile {
                 "needs element {last} but its storage holds {numel_storage} (truncated file?)"
             )));
         }
-        let get = |i: usize| -> f32 {
-            let b = &bytes[i * width..(i + 1) * width];
-            match t.storage_type.as_str() {
-                "FloatStorage" => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-                "HalfStorage" => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
-                "BFloat16Storage" => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-                _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
-            }
+        let convert: fn(&[u8]) -> f32 = match t.storage_type.as_str() {
+            "FloatStorage" => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            "HalfStorage" => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            "BFloat16Storage" => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            _ => |b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
         };
-        let contiguous = {
-            let mut expect = 1;
-            let mut ok = true;
-            for (&d, &st) in t.shape.iter().zip(&t.stride).rev() {
-                if d != 1 && st != expect {
-                    ok = false;
-                }
-                expect *= d;
-            }
-            ok
-        };
+        let get = |i: usize| -> f32 { convert(&bytes[i * width..(i + 1) * width]) };
         let mut out = Vec::with_capacity(numel);
-        if contiguous {
-            out.extend((t.offset..t.offset + numel).map(get));
+        if contiguous(&t.shape, &t.stride) {
+            let run = &bytes[t.offset * width..(t.offset + numel) * width];
+            out.extend(run.chunks_exact(width).map(convert));
         } else {
             let rank = t.shape.len();
             let mut idx = vec![0usize; rank];
@@ -201,5 +261,60 @@ impl PthFile {
             }
         }
         Ok(out)
+    }
+}
+
+/// Whether `stride` is the row-major stride of `shape` (dimensions of size 1 may have any).
+fn contiguous(shape: &[usize], stride: &[usize]) -> bool {
+    let mut expect = 1usize;
+    for (&d, &st) in shape.iter().zip(stride).rev() {
+        if d != 1 && st != expect {
+            return false;
+        }
+        expect = expect.saturating_mul(d);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tensor of LitGPT's files is lent in place (they are contiguous and aligned), with
+    /// the values the copying reader gives, and stays lendable after its pages are dropped.
+    #[test]
+    fn tensors_are_lent_with_the_values_read_f32_copies() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+        for model in ["llama", "llama32", "phi3"] {
+            let f = PthFile::open(&root.join(model).join("lit/lit_model.pth")).unwrap();
+            let names: Vec<String> = f.metas().map(|(n, ..)| n.clone()).collect();
+            assert!(!names.is_empty());
+            for name in &names {
+                let (values, shape, range) = f.lend(name).expect(name);
+                let wide: Vec<f32> = match values {
+                    super::super::Values::F32(d) => d.to_vec(),
+                    super::super::Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
+                    super::super::Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
+                };
+                assert_eq!(
+                    shape.iter().product::<usize>(),
+                    wide.len(),
+                    "{model} {name}"
+                );
+                assert_eq!(wide, f.read_f32(name).unwrap(), "{model} {name}");
+                f.done_with(range);
+                assert_eq!(wide, f.read_f32(name).unwrap(), "{model} {name} re-read");
+            }
+            assert!(f.lend("no.such.tensor").is_none());
+        }
+    }
+
+    #[test]
+    fn row_major_strides_are_contiguous_and_others_are_not() {
+        assert!(contiguous(&[3, 4], &[4, 1]));
+        assert!(contiguous(&[1, 4], &[99, 1]));
+        assert!(contiguous(&[], &[]));
+        assert!(!contiguous(&[3, 4], &[1, 3])); // a transposed view
+        assert!(!contiguous(&[3, 4], &[8, 1])); // every other row
     }
 }

@@ -70,6 +70,20 @@ enum Backing {
     },
 }
 
+/// A tensor lent in place: its values, shape, and the mapped bytes they come from.
+struct Lent<'a> {
+    values: Values<'a>,
+    shape: &'a [usize],
+    from: Mapped<'a>,
+    range: std::ops::Range<usize>,
+}
+
+/// The mapped file a [`Lent`] tensor lies in.
+enum Mapped<'a> {
+    Shard(&'a Shard),
+    Pth(&'a PthFile),
+}
+
 /// The weight files of one checkpoint.
 pub struct WeightFiles {
     /// The file (or index file) the weights were opened from; used in error messages.
@@ -324,67 +338,104 @@ impl WeightFiles {
         names: &[&str],
         f: impl FnOnce(&[Values<'_>], &[usize]),
     ) -> Result<bool> {
-        let Backing::Safetensors { shards, index } = &self.backing else {
-            return Ok(false);
-        };
-        if cfg!(target_endian = "big") || names.is_empty() {
+        if names.is_empty() {
             return Ok(false);
         }
-        // (values, shard, byte range) of each name.
-        let mut lent: Vec<(Values<'_>, &Shard, std::ops::Range<usize>)> =
-            Vec::with_capacity(names.len());
+        let mut lent: Vec<Lent<'_>> = Vec::with_capacity(names.len());
         let mut shape: Vec<usize> = Vec::new();
         for name in names {
-            let Some((si, dtype, stored, (start, end))) = index.get(*name) else {
-                return Ok(false);
-            };
-            let shard = &shards[*si];
-            let (a, b) = (shard.data_start + start, shard.data_start + end);
-            let Some(bytes) = shard.mmap.get(a..b) else {
-                return Ok(false);
-            };
-            let values = match dtype {
-                Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Values::F32),
-                Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Values::Bf16),
-                Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Values::F16),
-                _ => None,
-            };
-            let Some(values) = values.filter(|v| v.len() == stored.iter().product::<usize>())
-            else {
+            let Some(l) = self.lend(name) else {
                 return Ok(false);
             };
             if shape.is_empty() {
-                shape = stored.clone();
-            } else if stored.len() != shape.len()
-                || stored.is_empty()
-                || stored[1..] != shape[1..]
-                || std::mem::discriminant(&values) != std::mem::discriminant(&lent[0].0)
+                shape = l.shape.to_vec();
+            } else if l.shape.len() != shape.len()
+                || l.shape.is_empty()
+                || l.shape[1..] != shape[1..]
+                || std::mem::discriminant(&l.values) != std::mem::discriminant(&lent[0].values)
             {
                 return Ok(false);
             } else {
-                shape[0] += stored[0];
+                shape[0] += l.shape[0];
             }
-            lent.push((values, shard, a..b));
+            lent.push(l);
         }
-        for ((values, ..), name) in lent.iter().zip(names) {
-            self.check_finite(name, *values)?;
+        for (l, name) in lent.iter().zip(names) {
+            self.check_finite(name, l.values)?;
         }
-        let parts: Vec<Values<'_>> = lent.iter().map(|l| l.0).collect();
+        let parts: Vec<Values<'_>> = lent.iter().map(|l| l.values).collect();
         f(&parts, &shape);
         // Done with these pages: drop them from this process (page-cache pages count as RSS).
-        #[cfg(unix)]
-        for (_, shard, range) in &lent {
-            // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
-            // pages; a later read of the range faults them back in from the file.
-            let _ = unsafe {
-                shard.mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    range.start,
-                    range.len(),
-                )
-            };
+        for l in lent {
+            match l.from {
+                #[cfg(unix)]
+                // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards
+                // clean pages; a later read of the range faults them back in from the file.
+                Mapped::Shard(shard) => {
+                    let _ = unsafe {
+                        shard.mmap.unchecked_advise_range(
+                            memmap2::UncheckedAdvice::DontNeed,
+                            l.range.start,
+                            l.range.len(),
+                        )
+                    };
+                }
+                #[cfg(not(unix))]
+                Mapped::Shard(_) => {}
+                Mapped::Pth(file) => file.done_with(l.range),
+            }
         }
         Ok(true)
+    }
+
+    /// Whether stored tensors `a` and `b` are one and the same values: two views of one
+    /// storage with the same offset, shape and strides (`.pth`; safetensors entries never
+    /// share bytes).
+    pub fn same_values(&self, a: &str, b: &str) -> bool {
+        match &self.backing {
+            Backing::Pth { file, prefix } => {
+                file.same_view(&format!("{prefix}{a}"), &format!("{prefix}{b}"))
+            }
+            Backing::Safetensors { .. } => false,
+        }
+    }
+
+    /// Tensor `name` borrowed as stored from its mapped file, when it can be (see
+    /// [`WeightFiles::with_in_place`]).
+    fn lend(&self, name: &str) -> Option<Lent<'_>> {
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        match &self.backing {
+            Backing::Safetensors { shards, index } => {
+                let (si, dtype, shape, (start, end)) = index.get(name)?;
+                let shard = &shards[*si];
+                let (a, b) = (shard.data_start + start, shard.data_start + end);
+                let bytes = shard.mmap.get(a..b)?;
+                let values = match dtype {
+                    Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Values::F32),
+                    Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Values::Bf16),
+                    Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Values::F16),
+                    _ => None,
+                }
+                .filter(|v| v.len() == shape.iter().product::<usize>())?;
+                Some(Lent {
+                    values,
+                    shape,
+                    from: Mapped::Shard(shard),
+                    range: a..b,
+                })
+            }
+            Backing::Pth { file, prefix } => {
+                let (values, shape, range) = file.lend(&format!("{prefix}{name}"))?;
+                Some(Lent {
+                    values,
+                    shape,
+                    from: Mapped::Pth(file),
+                    range,
+                })
+            }
+        }
     }
 
     fn read_raw(&self, name: &str) -> Result<HostTensor> {

@@ -141,10 +141,11 @@ impl<B: Backend> Model<B> {
     }
 
     /// [`Model::from_source_as`] knowing whether `lm_head.weight` comes from the embedding's own
-    /// stored tensor (a tied checkpoint without a separate head): then the embedding is not read
-    /// again, nor compared with the head.
+    /// stored values (a tied checkpoint without a separate head, or a head saved as a view of
+    /// the embedding's storage): then the embedding is not read again, nor compared with the
+    /// head, and the head's copy serves the lookups.
     ///
-    /// `in_place(name, f)` may instead call `f(values, shape)` with a matrix read in place (from
+    /// `in_place(name, f)` may instead call `f(parts, shape)` with a matrix read in place (from
     /// a mapped file) and return `true`; the linears' weights are asked for that way first.
     pub(crate) fn from_source_tied(
         config: ModelConfig,
@@ -213,7 +214,7 @@ impl<B: Backend> Model<B> {
             let [inp, out] = lm_head.weight().dims();
             vec![out, inp]
         };
-        let wte = if head_is_embedding && cfg.tie_embeddings {
+        let wte = if head_is_embedding {
             None
         } else {
             let wte_h = take("transformer.wte.weight")?;
@@ -555,18 +556,25 @@ mod tests {
         crate::generate::logits_to_vec(m.forward(ids, &mut c, true).unwrap()).unwrap()
     }
 
-    /// A tied model holds one copy of the embedding (the head's); merging an update into the
-    /// head first gives the embedding its own copy, so merged equals separate.
+    /// A tied model holds one copy of the embedding (the head's) — so does a LitGPT file whose
+    /// head was saved as a view of the embedding's storage; merging an update into the head
+    /// first gives the embedding its own copy, so merged equals separate.
     #[test]
     fn tied_head_shares_the_embedding_until_the_head_changes() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/models/qwen2/hf"
+        for (model, tied_in_config) in [("qwen2/hf", true), ("llama32/lit", false)] {
+            tied_head_case(model, tied_in_config);
+        }
+    }
+
+    fn tied_head_case(model: &str, tied_in_config: bool) {
+        let dir = format!(
+            "{}/tests/fixtures/models/{model}",
+            env!("CARGO_MANIFEST_DIR")
         );
-        let ck = crate::Checkpoint::open(dir).unwrap();
-        assert!(ck.config.tie_embeddings);
+        let ck = crate::Checkpoint::open(&dir).unwrap();
+        assert_eq!(ck.config.tie_embeddings, tied_in_config, "{model}");
         let mut m = ck.load::<Flex>(&Default::default()).unwrap();
-        assert!(m.wte.is_none(), "one copy of a tied embedding");
+        assert!(m.wte.is_none(), "one copy of a tied embedding ({model})");
         let ids = [1, 5, 9, 2];
         let base = last_logits(&m, &ids);
         let [e, v] = m.lm_head.weight().dims();
