@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use super::discover::AdapterLocation;
-use super::lora::{expect_shape, place_rows, Adapter, LowRankUpdate};
+use super::lora::{expect_shape, Adapter, LowRankUpdate};
 use crate::checkpoint::{names, WeightFiles};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -141,36 +141,43 @@ pub fn read(loc: &AdapterLocation, cfg: &ModelConfig, name: &str) -> Result<Adap
                 .sum();
             expect_shape(path, &an, &am.shape, &[r * n, *inp])?;
             expect_shape(path, &bn, &bm.shape, &[rows, r])?;
-            let offsets = [0, q, q + kv];
-            let mut parts = Vec::new();
-            let mut b_row = 0;
-            for (j, k) in (0..3).filter(|&k| enabled[k]).enumerate() {
-                let a_j = crate::checkpoint::HostTensor {
-                    shape: vec![r, *inp],
-                    data: a.data[j * r * inp..(j + 1) * r * inp].to_vec(),
-                };
-                let b_j = crate::checkpoint::HostTensor {
-                    shape: vec![sizes[k], r],
-                    data: b.data[b_row * r..(b_row + sizes[k]) * r].to_vec(),
-                };
-                b_row += sizes[k];
-                parts.push(LowRankUpdate {
-                    a: a_j,
-                    b: place_rows(&b_j, *out, offsets[k], scale),
+            if n == 0 {
+                return Err(Error::BadTensor {
+                    path: path.clone(),
+                    name: an.clone(),
+                    msg: "no projection enabled".into(),
                 });
             }
-            LowRankUpdate::concat(parts).ok_or_else(|| Error::BadTensor {
-                path: path.clone(),
-                name: an.clone(),
-                msg: "no projection enabled".into(),
-            })?
+            // LitGPT stacks the enabled projections' `A`s by rows (`[n·r, in]`), which is the
+            // fused update's `A` as it is; its `B` (`[out, n·r]`) holds each projection's rows
+            // (scaled) at that projection's output rows and rank columns.
+            let offsets = [0, q, q + kv];
+            let rn = n * r;
+            let mut placed = vec![0f32; out * rn];
+            let mut b_row = 0;
+            for (j, k) in (0..3).filter(|&k| enabled[k]).enumerate() {
+                let src = &b.data[b_row * r..(b_row + sizes[k]) * r];
+                for (i, row) in src.chunks_exact(r).enumerate() {
+                    let at = (offsets[k] + i) * rn + j * r;
+                    for (d, &x) in placed[at..at + r].iter_mut().zip(row) {
+                        *d = x * scale;
+                    }
+                }
+                b_row += sizes[k];
+            }
+            LowRankUpdate {
+                a,
+                b: crate::checkpoint::HostTensor {
+                    shape: vec![*out, rn],
+                    data: placed,
+                },
+            }
         } else {
             expect_shape(path, &an, &am.shape, &[r, *inp])?;
             expect_shape(path, &bn, &bm.shape, &[*out, r])?;
-            LowRankUpdate {
-                a,
-                b: place_rows(&b, *out, 0, scale),
-            }
+            let mut b = b;
+            b.data.iter_mut().for_each(|x| *x *= scale);
+            LowRankUpdate { a, b }
         };
         updates.insert(lin.clone(), update);
     }

@@ -234,6 +234,17 @@ impl PthFile {
                 "needs element {last} but its storage holds {numel_storage} (truncated file?)"
             )));
         }
+        if contiguous(&t.shape, &t.stride) {
+            // One run of the storage: converted in bulk (a copy for f32, in parallel when large).
+            let run = &bytes[t.offset * width..(t.offset + numel) * width];
+            let dtype = match t.storage_type.as_str() {
+                "FloatStorage" => safetensors::Dtype::F32,
+                "HalfStorage" => safetensors::Dtype::F16,
+                "BFloat16Storage" => safetensors::Dtype::BF16,
+                _ => safetensors::Dtype::F64,
+            };
+            return super::weights::decode(run, dtype).map_err(bad);
+        }
         let convert: fn(&[u8]) -> f32 = match t.storage_type.as_str() {
             "FloatStorage" => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             "HalfStorage" => |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
@@ -241,23 +252,19 @@ impl PthFile {
             _ => |b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
         };
         let get = |i: usize| -> f32 { convert(&bytes[i * width..(i + 1) * width]) };
+        // A strided view: element by element.
         let mut out = Vec::with_capacity(numel);
-        if contiguous(&t.shape, &t.stride) {
-            let run = &bytes[t.offset * width..(t.offset + numel) * width];
-            out.extend(run.chunks_exact(width).map(convert));
-        } else {
-            let rank = t.shape.len();
-            let mut idx = vec![0usize; rank];
-            for _ in 0..numel {
-                let lin = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
-                out.push(get(lin));
-                for d in (0..rank).rev() {
-                    idx[d] += 1;
-                    if idx[d] < t.shape[d] {
-                        break;
-                    }
-                    idx[d] = 0;
+        let rank = t.shape.len();
+        let mut idx = vec![0usize; rank];
+        for _ in 0..numel {
+            let lin = t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            out.push(get(lin));
+            for d in (0..rank).rev() {
+                idx[d] += 1;
+                if idx[d] < t.shape[d] {
+                    break;
                 }
+                idx[d] = 0;
             }
         }
         Ok(out)

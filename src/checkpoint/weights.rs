@@ -517,7 +517,8 @@ where
     })
 }
 
-fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
+/// `bytes` (little-endian values of `dtype`) as f32: f16/bf16 widened exactly, f64 rounded.
+pub(super) fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>, String> {
     let width = match dtype {
         Dtype::F32 => 4,
         Dtype::F16 | Dtype::BF16 => 2,
