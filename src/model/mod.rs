@@ -174,6 +174,19 @@ impl<B: Backend> Model<B> {
                 };
                 Ok(norm(&w, b.as_ref()))
             };
+        let wte_shape = [cfg.padded_vocab_size, cfg.n_embd];
+        let mut lent = None;
+        if !head_is_embedding && !cfg.tie_embeddings {
+            // Untied: the embedding is held as read, lent in place (a 16-bit one is not widened
+            // to f32 on the way: for a large vocabulary that copy is the biggest transient).
+            in_place("transformer.wte.weight", &mut |parts, shape| {
+                if let ([values], true) = (parts, shape == wte_shape) {
+                    lent = Some(precision::held_values::<B>(
+                        *values, wte_shape, precision, device,
+                    ));
+                }
+            })?;
+        }
         let mut linear = |take: &mut dyn FnMut(&str) -> Result<HostTensor>,
                           prefix: &str,
                           bias: bool|
@@ -216,19 +229,15 @@ impl<B: Backend> Model<B> {
         };
         let wte = if head_is_embedding {
             None
+        } else if lent.is_some() {
+            lent
         } else {
             let wte_h = take("transformer.wte.weight")?;
             let same_as_head = cfg.tie_embeddings
                 && wte_h.shape == head_shape
                 && precision::equals_transposed(lm_head.weight(), &wte_h.data, precision);
-            (!same_as_head).then(|| {
-                precision::held_tensor::<B>(
-                    wte_h.data,
-                    [cfg.padded_vocab_size, cfg.n_embd],
-                    precision,
-                    device,
-                )
-            })
+            (!same_as_head)
+                .then(|| precision::held_tensor::<B>(wte_h.data, wte_shape, precision, device))
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {

@@ -125,6 +125,48 @@ pub(crate) fn held_tensor<B: Backend>(
     }
 }
 
+/// [`held_tensor`] of values as stored (borrowed from a mapped file): 16-bit values held in
+/// their own 16 bits are copied as they are, and f32 values are narrowed straight from the file
+/// — no f32 copy of a 16-bit matrix on the way (an embedding is the largest one).
+pub(crate) fn held_values<B: Backend>(
+    values: crate::checkpoint::Values<'_>,
+    shape: [usize; 2],
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    use crate::checkpoint::Values;
+    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
+    let sixteen = holds_16bit::<B>(device);
+    match (precision, values) {
+        (WeightDtype::Bf16, Values::Bf16(d)) if sixteen => {
+            let mut h = super::buffer::zeroed::<half::bf16>(d.len());
+            h.copy_from_slice(d);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
+        }
+        (WeightDtype::F16, Values::F16(d)) if sixteen => {
+            let mut h = super::buffer::zeroed::<half::f16>(d.len());
+            h.copy_from_slice(d);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
+        (WeightDtype::Bf16, Values::F32(d)) if sixteen => {
+            Tensor::from_data(TensorData::new(to_bf16(d), shape), opts(DType::BF16))
+        }
+        (_, Values::F32(d)) => held_tensor::<B>(d.to_vec(), shape, precision, device),
+        (_, Values::Bf16(d)) => held_tensor::<B>(
+            d.iter().map(|x| x.to_f32()).collect(),
+            shape,
+            precision,
+            device,
+        ),
+        (_, Values::F16(d)) => held_tensor::<B>(
+            d.iter().map(|x| x.to_f32()).collect(),
+            shape,
+            precision,
+            device,
+        ),
+    }
+}
+
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight given as `parts` stacked by
 /// rows (one part, or a fused q/k/v weight's three), held at `precision` as [`held_tensor`] holds
 /// it, converted band by band (no transposed f32 copy for 16-bit, no stacked copy of the parts).
@@ -335,6 +377,36 @@ pub fn holds_16bit<B: Backend>(device: &B::Device) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A matrix held from values as stored equals the one held from their f32 widening, for
+    /// every stored type and held precision (f32 values near bf16 ties, so rounding is seen).
+    #[cfg(feature = "flex")]
+    #[test]
+    fn held_values_hold_what_held_tensor_holds() {
+        use crate::backend::Flex;
+        use crate::checkpoint::Values;
+        let dev = Default::default();
+        let f: Vec<f32> = (0..6 * 7)
+            .map(|i| (i as f32 - 20.0) * (1.0 + 1.0 / 256.0 + i as f32 / 65536.0))
+            .collect();
+        let bf: Vec<half::bf16> = f.iter().map(|&v| half::bf16::from_f32(v)).collect();
+        let hf: Vec<half::f16> = f.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let wide = |v: Values<'_>| -> Vec<f32> {
+            match v {
+                Values::F32(d) => d.to_vec(),
+                Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
+                Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
+            }
+        };
+        for values in [Values::F32(&f), Values::Bf16(&bf), Values::F16(&hf)] {
+            for p in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
+                let got = held_values::<Flex>(values, [6, 7], p, &dev);
+                let want = held_tensor::<Flex>(wide(values), [6, 7], p, &dev);
+                assert_eq!(got.dtype(), want.dtype(), "{values:?} at {p:?}");
+                assert_eq!(host_f32(&got), host_f32(&want), "{values:?} at {p:?}");
+            }
+        }
+    }
 
     #[test]
     fn auto_keeps_a_uniform_16_bit_checkpoint_and_never_rounds() {
