@@ -448,10 +448,10 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
     Ok(())
 }
 
-/// Whether the output head is read from the embedding's own stored tensor (tied, and no
-/// separate head stored, or one stored as a view of the embedding's storage, as `torch.save`
-/// writes tied weights): the model can then use one for the other without reading or comparing
-/// twice.
+/// Whether the output head is read from the embedding's own stored values: tied in the config
+/// with no separate head stored, or a head stored as a view of the embedding's storage (as
+/// `torch.save` writes a LitGPT conversion of a tied model, whose config has no tying flag).
+/// The model then holds one matrix for both, without reading or comparing twice.
 pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
     let t = table(cfg);
     let source = |name: &str| t.iter().find(|e| e.name == name).map(|e| &e.source);

@@ -1,6 +1,7 @@
 //! PyTorch `.pth` checkpoints (the zip format of `torch.save` and LitGPT's `incremental_save`):
 //! the zip is memory-mapped, `data.pkl` is parsed by [`super::pickle`], and each tensor is read from
-//! its storage record with its offset and strides checked against the record's size.
+//! its storage record with its offset and strides checked against the record's size. Contiguous
+//! f32/bf16/f16 tensors can also be lent in place from the map ([`PthFile::lend`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;

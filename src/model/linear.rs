@@ -65,6 +65,10 @@ pub struct Linear<B: Backend> {
 impl<B: Backend> Linear<B> {
     /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`,
     /// holding the weight at `precision` (`Auto` counts as f32).
+    ///
+    /// # Panics
+    /// When `weight.data` does not hold `out · in` values (a malformed [`HostTensor`]; the
+    /// checkpoint readers check every shape before building a layer).
     pub fn from_host(
         weight: &HostTensor,
         bias: Option<&HostTensor>,
@@ -95,8 +99,12 @@ impl<B: Backend> Linear<B> {
             WeightDtype::Auto => WeightDtype::F32,
             p => p,
         };
-        assert_eq!(weight.iter().map(|p| p.len()).sum::<usize>(), out * inp);
-        let weight = held_transposed::<B>(weight, inp, precision, device);
+        assert_eq!(
+            weight.iter().map(|p| p.len()).sum::<usize>(),
+            out * inp,
+            "weight values do not match the shape {shape:?}"
+        );
+        let weight = held_transposed::<B>(weight, out, inp, precision, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,

@@ -74,7 +74,8 @@ pub struct GraftInfo {
 pub struct Model<B: Backend> {
     config: ModelConfig,
     grafts: Vec<GraftInfo>,
-    /// `[vocab, n_embd]`; `None` while the embedding is read from the (tied) head's weight.
+    /// `[vocab, n_embd]`; `None` while the embedding is read from the head's weight (tied, or
+    /// stored as one matrix).
     wte: Option<Tensor<B, 2>>,
     blocks: Vec<Block<B>>,
     ln_f: Norm<B>,
@@ -146,7 +147,8 @@ impl<B: Backend> Model<B> {
     /// head, and the head's copy serves the lookups.
     ///
     /// `in_place(name, f)` may instead call `f(parts, shape)` with a matrix read in place (from
-    /// a mapped file) and return `true`; the linears' weights are asked for that way first.
+    /// a mapped file) and return `true`; the linears' weights and an untied embedding are asked
+    /// for that way first.
     pub(crate) fn from_source_tied(
         config: ModelConfig,
         mut take: &mut dyn FnMut(&str) -> Result<HostTensor>,
@@ -218,10 +220,10 @@ impl<B: Backend> Model<B> {
             }
         };
 
-        // The head, then the embedding: with tied embeddings they are normally the same matrix,
-        // and the head's (transposed) copy then serves the lookups too — one copy held, not two.
-        // (Before the blocks, and one f32 copy at a time, so the transient copies stay below
-        // the final size.)
+        // The head, then (unless lent above, untied) the embedding: with tied embeddings they are
+        // normally the same matrix, and the head's (transposed) copy then serves the lookups too
+        // — one copy held, not two. (Before the blocks, and one f32 copy at a time, so the
+        // transient copies stay below the final size.)
         let lm_head = linear(&mut take, "lm_head", cfg.lm_head_bias)?;
         let head_shape = {
             let [inp, out] = lm_head.weight().dims();

@@ -126,8 +126,9 @@ pub(crate) fn held_tensor<B: Backend>(
 }
 
 /// [`held_tensor`] of values as stored (borrowed from a mapped file): 16-bit values held in
-/// their own 16 bits are copied as they are, and f32 values are narrowed straight from the file
-/// — no f32 copy of a 16-bit matrix on the way (an embedding is the largest one).
+/// their own 16 bits are copied as they are and f32 values held in 16 bits are narrowed straight
+/// from the file — no f32 copy of a matrix held in 16 bits on the way (an embedding is the
+/// largest one); the other combinations widen to f32 first, as [`held_tensor`] takes them.
 pub(crate) fn held_values<B: Backend>(
     values: crate::checkpoint::Values<'_>,
     shape: [usize; 2],
@@ -151,6 +152,11 @@ pub(crate) fn held_values<B: Backend>(
         (WeightDtype::Bf16, Values::F32(d)) if sixteen => {
             Tensor::from_data(TensorData::new(to_bf16(d), shape), opts(DType::BF16))
         }
+        (WeightDtype::F16, Values::F32(d)) if sixteen => {
+            let mut h = super::buffer::zeroed::<half::f16>(d.len());
+            f16_slice(d, &mut h);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
         (_, Values::F32(d)) => held_tensor::<B>(d.to_vec(), shape, precision, device),
         (_, Values::Bf16(d)) => held_tensor::<B>(
             d.iter().map(|x| x.to_f32()).collect(),
@@ -172,6 +178,7 @@ pub(crate) fn held_values<B: Backend>(
 /// it, converted band by band (no transposed f32 copy for 16-bit, no stacked copy of the parts).
 pub(crate) fn held_transposed<B: Backend>(
     parts: &[crate::checkpoint::Values<'_>],
+    rows: usize,
     cols: usize,
     precision: WeightDtype,
     device: &B::Device,
@@ -187,19 +194,19 @@ pub(crate) fn held_transposed<B: Backend>(
         Values::F32(d) => Some(d),
         _ => None,
     }) {
-        return held_transposed_as(&p, cols, precision, device);
+        return held_transposed_as(&p, rows, cols, precision, device);
     }
     if let Some(p) = all(parts, |v| match v {
         Values::Bf16(d) => Some(d),
         _ => None,
     }) {
-        return held_transposed_as(&p, cols, precision, device);
+        return held_transposed_as(&p, rows, cols, precision, device);
     }
     if let Some(p) = all(parts, |v| match v {
         Values::F16(d) => Some(d),
         _ => None,
     }) {
-        return held_transposed_as(&p, cols, precision, device);
+        return held_transposed_as(&p, rows, cols, precision, device);
     }
     // Parts of different stored types: widened (exactly) to f32 first.
     let wide: Vec<Vec<f32>> = parts
@@ -211,18 +218,18 @@ pub(crate) fn held_transposed<B: Backend>(
         })
         .collect();
     let p: Vec<&[f32]> = wide.iter().map(|w| &w[..]).collect();
-    held_transposed_as(&p, cols, precision, device)
+    held_transposed_as(&p, rows, cols, precision, device)
 }
 
 fn held_transposed_as<B: Backend, S: super::weight::Weight>(
     parts: &[&[S]],
+    rows: usize,
     cols: usize,
     precision: WeightDtype,
     device: &B::Device,
 ) -> Tensor<B, 2> {
     use super::transpose::transpose_parts_map;
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
-    let rows = parts.iter().map(|p| p.len()).sum::<usize>() / cols.max(1);
     let shape = [cols, rows];
     match precision {
         WeightDtype::Bf16 if holds_16bit::<B>(device) => {

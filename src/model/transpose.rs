@@ -6,8 +6,7 @@ use super::weight::Weight;
 /// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
 /// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(data.len(), rows * cols);
-    transpose_parts(&[data], cols)
+    transpose_parts(&[&data[..rows * cols]], cols)
 }
 
 /// The transpose of `parts` (each `[rows_p, cols]` row-major) stacked by rows, written straight
@@ -32,11 +31,7 @@ fn stacked_rows<S>(parts: &[&[S]], cols: usize) -> usize {
     parts.iter().map(|p| p.len() / cols.max(1)).sum()
 }
 
-/// [`transpose`] of f32, bf16 or f16 values straight into another element type: each band of 32
-/// output rows is transposed `SEGMENT` input rows at a time into a small f32 scratch and then
-/// `map`ped into the output (no full-size f32 copy, and no band-sized scratch: a 49152-row head
-/// would need 6 MB per band, which the allocator then keeps in each worker thread's arena).
-/// 16-bit values are widened (exactly) a block at a time on the way.
+/// [`transpose_parts_map`] of one part (`[rows, cols]`).
 #[cfg(test)]
 pub(crate) fn transpose_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     data: &[S],
@@ -44,11 +39,15 @@ pub(crate) fn transpose_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     cols: usize,
     map: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Vec<T> {
-    assert_eq!(data.len(), rows * cols);
-    transpose_parts_map(&[data], cols, map)
+    transpose_parts_map(&[&data[..rows * cols]], cols, map)
 }
 
-/// [`transpose_map`] of `parts` stacked by rows (as [`transpose_parts`]).
+/// The transpose of `parts` stacked by rows (as [`transpose_parts`]), of f32, bf16 or f16 values
+/// straight into another element type: each band of 32 output rows is transposed `SEGMENT`
+/// input rows at a time into a small f32 scratch and then `map`ped into the output (no full-size
+/// f32 copy, and no band-sized scratch: a 49152-row head would need 6 MB per band, which the
+/// allocator then keeps in each worker thread's arena). 16-bit values are widened (exactly) a
+/// block at a time on the way.
 pub(crate) fn transpose_parts_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     parts: &[&[S]],
     cols: usize,
