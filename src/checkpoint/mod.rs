@@ -115,7 +115,7 @@ impl Checkpoint {
                 names::read_entry(&self.config, &files, entry)
             },
             &mut |name: &str, f: &mut dyn FnMut(&[Values<'_>], &[usize])| match table.get(name) {
-                Some(entry) => names::with_entry_in_place(&files, entry, f),
+                Some(entry) => names::with_entry_in_place(&self.config, &files, entry, f),
                 None => Ok(false),
             },
             precision,

@@ -465,11 +465,12 @@ pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
     }
 }
 
-/// Calls `f(parts, shape)` with a parameter read in place from the file when it is one stored
-/// tensor or separate q, k, v projections stacked by rows (see
-/// [`WeightFiles::with_in_place_stacked`]); `Ok(false)` when it has to be assembled or converted
-/// (then use [`read_entry`]).
+/// Calls `f(parts, shape)` with a parameter read in place from the file — one stored tensor,
+/// separate q, k, v projections, a slice of rows, or regrouped GPT-NeoX rows, as pieces stacked
+/// by rows (see [`WeightFiles::with_in_place_rows`]); `Ok(false)` when it has to be converted
+/// or cannot be lent (then use [`read_entry`]).
 pub fn with_entry_in_place(
+    cfg: &ModelConfig,
     files: &WeightFiles,
     entry: &Entry,
     f: &mut dyn FnMut(&[Values<'_>], &[usize]),
@@ -483,7 +484,27 @@ pub fn with_entry_in_place(
         Source::QkvConcat([q, k, v]) => {
             return files.with_in_place_stacked(&[q, k, v], |parts, shape| f(parts, shape))
         }
-        _ => return Ok(false),
+        // A slice of a stored tensor (Phi-3's `gate_up_proj` halves).
+        Source::Rows(n, offset, _) => {
+            let rows = Some(*offset..offset + entry.shape.first().copied().unwrap_or(0));
+            return files.with_in_place_rows(&[(n, rows)], |parts, shape| f(parts, shape));
+        }
+        // GPT-NeoX / Falcon's per-group `[q.., k, v]` rows, lent in `[Q | K | V]` order (the
+        // pieces `neox_to_grouped` copies).
+        Source::NeoxQkv(n) => {
+            let (hs, groups) = (cfg.head_size, cfg.n_query_groups.max(1));
+            let qn = cfg.n_head / groups * hs;
+            let chunk = qn + 2 * hs;
+            let pieces: Vec<(&str, Option<std::ops::Range<usize>>)> =
+                [(0, qn), (qn, hs), (qn + hs, hs)]
+                    .iter()
+                    .flat_map(|&(at, len)| {
+                        (0..groups)
+                            .map(move |g| (n.as_str(), Some(g * chunk + at..g * chunk + at + len)))
+                    })
+                    .collect();
+            return files.with_in_place_rows(&pieces, |parts, shape| f(parts, shape));
+        }
     };
     files.with_in_place(stored, |d, shape| f(&[d], shape))
 }
@@ -788,6 +809,77 @@ mod tests {
                 want,
                 "{model} {layout}"
             );
+        }
+    }
+
+    /// Every parameter lent in place holds the values and shape the copying reader assembles
+    /// (one tensor, q/k/v stacked, Phi-3's row slices, GPT-NeoX/Falcon regrouped rows), in
+    /// every fixture family and layout; the assembled kinds are lent, not read.
+    #[test]
+    fn lent_parameters_equal_what_read_entry_assembles() {
+        let root =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+        let mut lent_kinds = std::collections::BTreeSet::new();
+        for model in [
+            "llama",
+            "llama-bf16",
+            "gptneox",
+            "phi3",
+            "falcon7b",
+            "falcon40b",
+            "qwen2",
+            "phi2",
+            "gemma",
+            "stablelm",
+        ] {
+            for layout in ["hf", "lit"] {
+                let d = root.join(model).join(layout);
+                if !d.is_dir() {
+                    continue;
+                }
+                let cfg = ModelConfig::from_dir(&d).unwrap();
+                let files = WeightFiles::open_dir(&d).unwrap();
+                for e in table(&cfg) {
+                    let mut seen = None;
+                    let lent = with_entry_in_place(&cfg, &files, &e, &mut |parts, shape| {
+                        let mut all = Vec::new();
+                        for v in parts {
+                            match *v {
+                                Values::F32(d) => all.extend_from_slice(d),
+                                Values::Bf16(d) => all.extend(d.iter().map(|x| x.to_f32())),
+                                Values::F16(d) => all.extend(d.iter().map(|x| x.to_f32())),
+                            }
+                        }
+                        seen = Some((all, shape.to_vec()));
+                    })
+                    .unwrap();
+                    if !lent {
+                        continue;
+                    }
+                    let want = read_entry(&cfg, &files, &e).unwrap();
+                    let (data, shape) = seen.unwrap();
+                    assert_eq!(shape, want.shape, "{model}/{layout} {}", e.name);
+                    assert!(data == want.data, "{model}/{layout} {}", e.name);
+                    let kind = match e.source {
+                        Source::Rows(..) => "rows",
+                        Source::NeoxQkv(_) => "neox",
+                        Source::QkvConcat(_) => "qkv",
+                        _ => "one",
+                    };
+                    lent_kinds.insert(format!("{model}/{layout} {kind}"));
+                }
+            }
+        }
+        for kind in [
+            "gptneox/hf neox",
+            "falcon7b/hf neox",
+            "falcon40b/hf neox",
+            "phi3/hf rows",
+            "llama/hf qkv",
+            "llama-bf16/hf qkv",
+            "llama/lit one",
+        ] {
+            assert!(lent_kinds.contains(kind), "{kind} not lent: {lent_kinds:?}");
         }
     }
 

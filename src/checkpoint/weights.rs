@@ -40,6 +40,15 @@ impl Values<'_> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Elements `range` (`None` when it lies outside).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
+        Some(match self {
+            Values::F32(d) => Values::F32(d.get(range)?),
+            Values::Bf16(d) => Values::Bf16(d.get(range)?),
+            Values::F16(d) => Values::F16(d.get(range)?),
+        })
+    }
 }
 
 /// A tensor read into memory as `f32`.

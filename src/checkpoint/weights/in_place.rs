@@ -37,37 +37,75 @@ impl WeightFiles {
         names: &[&str],
         f: impl FnOnce(&[Values<'_>], &[usize]),
     ) -> Result<bool> {
-        if names.is_empty() {
+        let pieces: Vec<(&str, Option<std::ops::Range<usize>>)> =
+            names.iter().map(|&n| (n, None)).collect();
+        self.with_in_place_rows(&pieces, f)
+    }
+
+    /// [`WeightFiles::with_in_place_stacked`] of row ranges: each piece is rows `range` (all
+    /// rows when `None`) of a stored tensor, and the pieces stack by rows in the order given
+    /// (a fused weight stored in another row order, or a slice of one). `Ok(false)` when a
+    /// tensor cannot be lent, the pieces do not stack, or a range lies outside its tensor.
+    pub fn with_in_place_rows(
+        &self,
+        pieces: &[(&str, Option<std::ops::Range<usize>>)],
+        f: impl FnOnce(&[Values<'_>], &[usize]),
+    ) -> Result<bool> {
+        if pieces.is_empty() {
             return Ok(false);
         }
-        let mut lent: Vec<Lent<'_>> = Vec::with_capacity(names.len());
+        // Each stored tensor once (its finiteness checked and its pages dropped once), then
+        // each piece as a slice of it.
+        let mut lent: Vec<(&str, Lent<'_>)> = Vec::new();
+        let mut parts: Vec<Values<'_>> = Vec::with_capacity(pieces.len());
         let mut shape: Vec<usize> = Vec::new();
-        for name in names {
-            let Some(l) = self.lend(name) else {
+        for (name, rows) in pieces {
+            let at = match lent.iter().position(|(n, _)| n == name) {
+                Some(i) => i,
+                None => {
+                    let Some(l) = self.lend(name) else {
+                        return Ok(false);
+                    };
+                    lent.push((name, l));
+                    lent.len() - 1
+                }
+            };
+            let l = &lent[at].1;
+            let whole = rows.is_none() && pieces.len() == 1;
+            if l.shape.is_empty() && !whole {
+                return Ok(false); // a scalar has no rows to stack or slice
+            }
+            let row: usize = l.shape.iter().skip(1).product();
+            let r = rows
+                .clone()
+                .unwrap_or(0..l.shape.first().copied().unwrap_or(1));
+            if r.start > r.end || r.end > l.shape.first().copied().unwrap_or(1) {
+                return Ok(false);
+            }
+            let Some(values) = l.values.slice(r.start * row..r.end * row) else {
                 return Ok(false);
             };
-            if names.len() > 1 && l.shape.is_empty() {
-                return Ok(false); // a scalar does not stack by rows
-            }
-            if lent.is_empty() {
+            if parts.is_empty() {
                 shape = l.shape.to_vec();
+                if let Some(first) = shape.first_mut() {
+                    *first = r.len();
+                }
             } else if l.shape.len() != shape.len()
                 || l.shape[1..] != shape[1..]
-                || std::mem::discriminant(&l.values) != std::mem::discriminant(&lent[0].values)
+                || std::mem::discriminant(&values) != std::mem::discriminant(&parts[0])
             {
                 return Ok(false);
             } else {
-                shape[0] += l.shape[0];
+                shape[0] += r.len();
             }
-            lent.push(l);
+            parts.push(values);
         }
-        for (l, name) in lent.iter().zip(names) {
+        for (name, l) in &lent {
             self.check_finite(name, l.values)?;
         }
-        let parts: Vec<Values<'_>> = lent.iter().map(|l| l.values).collect();
         f(&parts, &shape);
         // Done with these pages: drop them from this process (page-cache pages count as RSS).
-        for l in lent {
+        for (_, l) in lent {
             match l.from {
                 #[cfg(unix)]
                 // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards
