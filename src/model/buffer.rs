@@ -42,8 +42,41 @@ fn advise_huge<T>(v: &[T]) {
     }
 }
 
+/// Faults in (writable, zeroed) the whole pages inside `v` in one call (Linux 5.14+; a hint that
+/// is harmless to refuse): one system call instead of a page fault per 4 KiB on the first write.
+pub(crate) fn populate<T>(v: &mut [T]) {
+    let bytes = std::mem::size_of_val(v);
+    if bytes < (64 << 10) {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        let start = v.as_mut_ptr() as usize;
+        let (lo, hi) = (start.next_multiple_of(PAGE), (start + bytes) / PAGE * PAGE);
+        if hi > lo {
+            // SAFETY: `lo..hi` lies inside `v`, which is mapped and writable; populating only
+            // faults its pages in (contents unchanged: fresh pages are zero, others kept).
+            unsafe {
+                libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_POPULATE_WRITE);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Populating pages keeps what a buffer holds: zeros in a fresh one, values in a used one.
+    #[test]
+    fn populating_keeps_the_contents() {
+        let mut v = super::zeroed::<f32>((3 << 20) / 4 + 5);
+        super::populate(&mut v);
+        assert!(v.iter().all(|x| x.to_bits() == 0));
+        v.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32);
+        super::populate(&mut v[7..]);
+        assert!(v.iter().enumerate().all(|(i, x)| *x == i as f32));
+    }
+
     #[test]
     fn zeroed_buffers_are_zero_of_every_size() {
         for len in [0usize, 1, 1000, (5 << 20) / 4 + 3] {

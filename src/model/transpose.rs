@@ -115,7 +115,10 @@ fn for_bands<T: Send>(t: &mut [T], rows: usize, f: impl Fn(usize, &mut [T]) + Sy
         if t.len() >= 1 << 16 {
             t.par_chunks_mut(BLOCK * rows)
                 .enumerate()
-                .for_each(|(bi, out)| f(bi, out));
+                .for_each(|(bi, out)| {
+                    super::buffer::populate(out);
+                    f(bi, out)
+                });
             return;
         }
     }
