@@ -44,6 +44,7 @@ fn advise_huge<T>(v: &[T]) {
 
 /// Faults in (writable, zeroed) the whole pages inside `v` in one call (Linux 5.14+; a hint that
 /// is harmless to refuse): one system call instead of a page fault per 4 KiB on the first write.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) fn populate<T>(v: &mut [T]) {
     let bytes = std::mem::size_of_val(v);
     if bytes < (64 << 10) {
