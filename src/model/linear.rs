@@ -274,12 +274,15 @@ impl<B: Backend> Linear<B> {
                 self.rebuild_merged();
                 return true;
             }
-            let d = Self::delta(u, u.scale);
-            self.weight = if merged {
-                self.weight.clone() + d
-            } else {
-                self.weight.clone() - d
-            };
+            let (a, b, scale) = (u.a.clone(), u.b.clone(), u.scale);
+            if !super::merge::add_low_rank(&mut self.weight, &a, &b, scale, !merged) {
+                let d = Self::delta(&self.updates[i], scale);
+                self.weight = if merged {
+                    self.weight.clone() + d
+                } else {
+                    self.weight.clone() - d
+                };
+            }
             self.updates[i].merged = merged;
         }
         true

@@ -224,6 +224,13 @@ pub fn matvec<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
     split_columns(y, |j0, out| tile_kernel(x, w, n, j0, out));
 }
 
+/// [`matvec`] on the calling thread alone (callers that already run in parallel).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(crate) fn matvec_serial<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
+    let n = y.len();
+    tile_kernel(x, w, n, 0, y);
+}
+
 /// Column-tile width for `n` outputs over `threads`: at least one task per thread (even for
 /// small outputs: in a real decode the weights come from memory, not cache, and one core cannot
 /// saturate the memory bus), whole vectors wide, at most [`TILE`].

@@ -1,0 +1,116 @@
+//! Folding a low-rank update into an f32 weight in place: `W ± s·(A·B)` row by row in parallel,
+//! on the weight's own buffer. Through burn each merge allocated (and faulted in) a new
+//! weight-sized buffer for `A·B` and another for the sum.
+
+use burn::prelude::*;
+
+/// `w ← w + s·(a·b)` (or `−` when `subtract`) on a uniquely held, contiguous f32 burn-flex
+/// weight `[k, n]`, with `a` `[k, r]` and `b` `[r, n]` f32; `false` (nothing changed) when any of
+/// that does not hold, so the caller can use burn's ops instead. Each row of `a·b` is computed
+/// with the matrix–vector kernel (one multiply-add chain over the rank), then scaled and added,
+/// as `(a·b)·s` then `w ± …` would be — so a merge followed by an unmerge subtracts what was
+/// added.
+pub(crate) fn add_low_rank<B: Backend>(
+    w: &mut Tensor<B, 2>,
+    a: &Tensor<B, 2>,
+    b: &Tensor<B, 2>,
+    scale: f32,
+    subtract: bool,
+) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        use super::weight::{f32s, flex, with_flex_mut};
+        use rayon::prelude::*;
+        let ([k, n], [ka, r], [rb, nb]) = (w.dims(), a.dims(), b.dims());
+        if ka != k || rb != r || nb != n || r == 0 {
+            return false;
+        }
+        let (Some(at), Some(bt)) = (flex(a), flex(b)) else {
+            return false;
+        };
+        let (Some(ad), Some(bd)) = (f32s(&at), f32s(&bt)) else {
+            return false;
+        };
+        with_flex_mut(w, |t| {
+            if t.dtype() != burn::tensor::DType::F32
+                || t.layout().contiguous_offsets() != Some((0, k * n))
+            {
+                return false;
+            }
+            let Some(wd) = t.try_storage_mut::<f32>() else {
+                return false;
+            };
+            let Some(wd) = wd.get_mut(..k * n) else {
+                return false;
+            };
+            let rows = (k / (4 * super::weight::threads().max(1))).max(1);
+            wd.par_chunks_mut(rows * n)
+                .enumerate()
+                .for_each(|(c, block)| {
+                    let mut d = vec![0f32; n];
+                    for (i, row) in block.chunks_exact_mut(n).enumerate() {
+                        let i = c * rows + i;
+                        super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
+                        for (x, &dj) in row.iter_mut().zip(&d) {
+                            let t = dj * scale;
+                            *x = if subtract { *x - t } else { *x + t };
+                        }
+                    }
+                });
+            true
+        })
+        .unwrap_or(false)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (w, a, b, scale, subtract);
+        false
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::backend::Flex;
+    use crate::model::precision::host_f32;
+
+    fn t(v: Vec<f32>, shape: [usize; 2]) -> Tensor<Flex, 2> {
+        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+    }
+
+    /// The in-place fold equals burn's `w + (a·b)·s` (to rounding), its reverse takes it out
+    /// again, and a shared weight is left alone (the caller then uses burn's ops).
+    #[test]
+    fn folds_in_place_as_burn_would_and_back() {
+        let (k, r, n) = (37, 5, 70);
+        let f = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| (((i * 7 + seed) % 23) as f32 - 11.0) * 0.03)
+                .collect()
+        };
+        let (w0, a, b) = (f(k * n, 1), t(f(k * r, 2), [k, r]), t(f(r * n, 3), [r, n]));
+        let want = host_f32(&(t(w0.clone(), [k, n]) + a.clone().matmul(b.clone()) * 0.5));
+        let mut w = t(w0.clone(), [k, n]);
+        assert!(add_low_rank(&mut w, &a, &b, 0.5, false));
+        let got = host_f32(&w);
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err < 1e-5, "merged differs from burn's by {err}");
+        assert!(add_low_rank(&mut w, &a, &b, 0.5, true));
+        let back = host_f32(&w);
+        let err = back
+            .iter()
+            .zip(&w0)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err < 1e-5, "unmerged differs from the weight by {err}");
+        let shared = w.clone();
+        assert!(!add_low_rank(&mut w, &a, &b, 0.5, false));
+        assert_eq!(host_f32(&w), host_f32(&shared));
+        assert!(
+            !add_low_rank(&mut w, &b, &a, 0.5, false),
+            "shapes that do not fit"
+        );
+    }
+}
