@@ -299,11 +299,7 @@ mod tests {
             assert!(!names.is_empty());
             for name in &names {
                 let (values, shape, range) = f.lend(name).expect(name);
-                let wide: Vec<f32> = match values {
-                    super::super::Values::F32(d) => d.to_vec(),
-                    super::super::Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
-                    super::super::Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
-                };
+                let wide = values.to_f32_vec();
                 assert_eq!(
                     shape.iter().product::<usize>(),
                     wide.len(),

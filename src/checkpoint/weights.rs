@@ -41,6 +41,15 @@ impl Values<'_> {
         self.len() == 0
     }
 
+    /// The values widened (exactly) to f32.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match self {
+            Values::F32(d) => d.to_vec(),
+            Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
+            Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
     /// Elements `range` (`None` when it lies outside).
     pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
         Some(match self {

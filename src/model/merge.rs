@@ -92,18 +92,12 @@ mod tests {
         let want = host_f32(&(t(w0.clone(), [k, n]) + a.clone().matmul(b.clone()) * 0.5));
         let mut w = t(w0.clone(), [k, n]);
         assert!(add_low_rank(&mut w, &a, &b, 0.5, false));
-        let got = host_f32(&w);
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let max_diff =
+            |x: &[f32], y: &[f32]| x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        let err = max_diff(&host_f32(&w), &want);
         assert!(err < 1e-5, "merged differs from burn's by {err}");
         assert!(add_low_rank(&mut w, &a, &b, 0.5, true));
-        let back = host_f32(&w);
-        let err = back
-            .iter()
-            .zip(&w0)
-            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let err = max_diff(&host_f32(&w), &w0);
         assert!(err < 1e-5, "unmerged differs from the weight by {err}");
         let shared = w.clone();
         assert!(!add_low_rank(&mut w, &a, &b, 0.5, false));

@@ -108,20 +108,35 @@ pub(crate) fn held_tensor<B: Backend>(
     precision: WeightDtype,
     device: &B::Device,
 ) -> Tensor<B, 2> {
+    narrowed::<B>(&data, shape, precision, device).unwrap_or_else(|| {
+        precision.round(&mut data);
+        Tensor::from_data(TensorData::new(data, shape), device)
+    })
+}
+
+/// `data` narrowed to the 16-bit elements the backend holds at `precision`; `None` when it is
+/// held as f32.
+fn narrowed<B: Backend>(
+    data: &[f32],
+    shape: [usize; 2],
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Option<Tensor<B, 2>> {
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
     match precision {
-        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            Tensor::from_data(TensorData::new(to_bf16(&data), shape), opts(DType::BF16))
-        }
+        WeightDtype::Bf16 if holds_16bit::<B>(device) => Some(Tensor::from_data(
+            TensorData::new(to_bf16(data), shape),
+            opts(DType::BF16),
+        )),
         WeightDtype::F16 if holds_16bit::<B>(device) => {
             let mut h = super::buffer::zeroed::<half::f16>(data.len());
-            f16_slice(&data, &mut h);
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+            f16_slice(data, &mut h);
+            Some(Tensor::from_data(
+                TensorData::new(h, shape),
+                opts(DType::F16),
+            ))
         }
-        _ => {
-            precision.round(&mut data);
-            Tensor::from_data(TensorData::new(data, shape), device)
-        }
+        _ => None,
     }
 }
 
@@ -149,27 +164,9 @@ pub(crate) fn held_values<B: Backend>(
             h.copy_from_slice(d);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
-        (WeightDtype::Bf16, Values::F32(d)) if sixteen => {
-            Tensor::from_data(TensorData::new(to_bf16(d), shape), opts(DType::BF16))
-        }
-        (WeightDtype::F16, Values::F32(d)) if sixteen => {
-            let mut h = super::buffer::zeroed::<half::f16>(d.len());
-            f16_slice(d, &mut h);
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
-        }
-        (_, Values::F32(d)) => held_tensor::<B>(d.to_vec(), shape, precision, device),
-        (_, Values::Bf16(d)) => held_tensor::<B>(
-            d.iter().map(|x| x.to_f32()).collect(),
-            shape,
-            precision,
-            device,
-        ),
-        (_, Values::F16(d)) => held_tensor::<B>(
-            d.iter().map(|x| x.to_f32()).collect(),
-            shape,
-            precision,
-            device,
-        ),
+        (_, Values::F32(d)) => narrowed::<B>(d, shape, precision, device)
+            .unwrap_or_else(|| held_tensor::<B>(d.to_vec(), shape, precision, device)),
+        (_, v) => held_tensor::<B>(v.to_f32_vec(), shape, precision, device),
     }
 }
 
@@ -209,14 +206,7 @@ pub(crate) fn held_transposed<B: Backend>(
         return held_transposed_as(&p, rows, cols, precision, device);
     }
     // Parts of different stored types: widened (exactly) to f32 first.
-    let wide: Vec<Vec<f32>> = parts
-        .iter()
-        .map(|v| match *v {
-            Values::F32(d) => d.to_vec(),
-            Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
-            Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
-        })
-        .collect();
+    let wide: Vec<Vec<f32>> = parts.iter().map(|v| v.to_f32_vec()).collect();
     let p: Vec<&[f32]> = wide.iter().map(|w| &w[..]).collect();
     held_transposed_as(&p, rows, cols, precision, device)
 }
@@ -398,13 +388,7 @@ mod tests {
             .collect();
         let bf: Vec<half::bf16> = f.iter().map(|&v| half::bf16::from_f32(v)).collect();
         let hf: Vec<half::f16> = f.iter().map(|&v| half::f16::from_f32(v)).collect();
-        let wide = |v: Values<'_>| -> Vec<f32> {
-            match v {
-                Values::F32(d) => d.to_vec(),
-                Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
-                Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
-            }
-        };
+        let wide = |v: Values<'_>| v.to_f32_vec();
         for values in [Values::F32(&f), Values::Bf16(&bf), Values::F16(&hf)] {
             for p in [WeightDtype::F32, WeightDtype::Bf16, WeightDtype::F16] {
                 let got = held_values::<Flex>(values, [6, 7], p, &dev);

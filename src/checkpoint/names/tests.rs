@@ -63,14 +63,7 @@ fn lent_parameters_equal_what_read_entry_assembles() {
             for e in table(&cfg) {
                 let mut seen = None;
                 let lent = with_entry_in_place(&cfg, &files, &e, &mut |parts, shape| {
-                    let mut all = Vec::new();
-                    for v in parts {
-                        match *v {
-                            Values::F32(d) => all.extend_from_slice(d),
-                            Values::Bf16(d) => all.extend(d.iter().map(|x| x.to_f32())),
-                            Values::F16(d) => all.extend(d.iter().map(|x| x.to_f32())),
-                        }
-                    }
+                    let all: Vec<f32> = parts.iter().flat_map(|v| v.to_f32_vec()).collect();
                     seen = Some((all, shape.to_vec()));
                 })
                 .unwrap();

@@ -182,14 +182,6 @@ impl WeightFiles {
 mod tests {
     use super::*;
 
-    fn widened(v: Values<'_>) -> Vec<f32> {
-        match v {
-            Values::F32(d) => d.to_vec(),
-            Values::Bf16(d) => d.iter().map(|x| x.to_f32()).collect(),
-            Values::F16(d) => d.iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-
     /// Tensors are lent in place, as stored, with the values `read_f32` copies.
     #[test]
     fn tensors_are_lent_in_place_with_the_copied_values() {
@@ -202,7 +194,7 @@ mod tests {
             let lent = files
                 .with_in_place(name, |v, shape| {
                     assert_eq!(matches!(v, Values::F32(_)), f32_stored, "{model}");
-                    seen = Some((widened(v), shape.to_vec()));
+                    seen = Some((v.to_f32_vec(), shape.to_vec()));
                 })
                 .unwrap();
             assert!(lent, "{model}");
@@ -239,7 +231,7 @@ mod tests {
             let lent = files
                 .with_in_place_stacked(&names, |parts, shape| {
                     assert_eq!(parts.len(), 3);
-                    let all: Vec<f32> = parts.iter().flat_map(|&v| widened(v)).collect();
+                    let all: Vec<f32> = parts.iter().flat_map(|v| v.to_f32_vec()).collect();
                     seen = Some((all, shape.to_vec()));
                 })
                 .unwrap();
