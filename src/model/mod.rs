@@ -22,6 +22,7 @@ mod host_math;
 mod linear;
 #[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 mod matvec;
+mod matvec_bf16;
 mod merge;
 mod mlp;
 mod norm;
