@@ -125,7 +125,9 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
     }
     // Weights held in 16 bits: the same checkpoint held in f32 too, decoded in the same rounds,
     // for the 16-bit / f32 ratio (issue 8: ≥ 1.8) measured side by side.
-    let wide = (model.weight_dtype() != graftlm::model::WeightDtype::F32).then(|| {
+    // (`GRAFTLM_BENCH_NO_F32=1` leaves it out, for a profiler.)
+    let same_run = std::env::var_os("GRAFTLM_BENCH_NO_F32").is_none();
+    let wide = (same_run && model.weight_dtype() != graftlm::model::WeightDtype::F32).then(|| {
         ck.load_as::<B>(&device, graftlm::model::WeightDtype::F32)
             .unwrap()
     });
