@@ -1,0 +1,347 @@
+//! Panel-major weights for decoding: `W` `[k, n]` stored as `[⌈n / w⌉][k][w]`, where a panel is
+//! `w` columns wide and one row of a panel is one 64-byte cache line (16 f32 or 32 16-bit
+//! values); the last panel is padded with zeros.
+//!
+//! A decode step multiplies one activation row by every weight. Row-major `[k, n]` split into
+//! column tiles across threads makes each thread read a short piece of every row and jump to the
+//! next (576–1536 bytes for a SmolLM2-135M layer), and on the Zen 4 development VM that pattern
+//! streams well below the memory bus; a panel is one contiguous run of `k` lines, and a thread's
+//! share is a run of whole panels. Probe (`panel_speed`, 30 SmolLM2-135M layers' linears, one
+//! token): row-major f32 19.7–22.6 ms, panels 13.0–14.5 ms; bf16 12.8–14.9 → 7.6–7.9 ms
+//! (`benches/RESULTS.md`, session 9).
+//!
+//! Each output is summed over the rows in row order with fused multiply-adds, starting from
+//! zero, exactly as [`super::matvec`] does, so the results are bit for bit the same.
+//!
+//! Groundwork: [`super::linear::Linear`] still holds row-major weights; the plan for holding
+//! panels (load, merge, prefill, export) is in NOTES.md.
+
+use super::weight::Weight;
+
+/// Columns per panel for weights of type `W`: one 64-byte line of a row.
+pub(crate) const fn width<W>() -> usize {
+    64 / std::mem::size_of::<W>()
+}
+
+/// Panels a `[k, n]` weight of type `W` takes.
+pub(crate) const fn count<W>(n: usize) -> usize {
+    n.div_ceil(width::<W>())
+}
+
+/// A row-major `[k, n]` weight in panel-major order (the last panel padded with zeros).
+pub(crate) fn to_panels<W: Copy + Default>(w: &[W], k: usize, n: usize) -> Vec<W> {
+    assert_eq!(w.len(), k * n, "weight is not [k, n]");
+    let wd = width::<W>();
+    let mut p = vec![W::default(); count::<W>(n) * k * wd];
+    if k == 0 {
+        return p;
+    }
+    for (q, panel) in p.chunks_mut(k * wd).enumerate() {
+        let (j0, cols) = (q * wd, wd.min(n - q * wd));
+        for (i, line) in panel.chunks_mut(wd).enumerate() {
+            line[..cols].copy_from_slice(&w[i * n + j0..i * n + j0 + cols]);
+        }
+    }
+    p
+}
+
+/// The row-major `[k, n]` weight of panels made by [`to_panels`].
+pub(crate) fn from_panels<W: Copy + Default>(p: &[W], k: usize, n: usize) -> Vec<W> {
+    let wd = width::<W>();
+    assert_eq!(
+        p.len(),
+        count::<W>(n) * k * wd,
+        "not the panels of a [k, n] weight"
+    );
+    let mut w = vec![W::default(); k * n];
+    if k == 0 {
+        return w;
+    }
+    for (q, panel) in p.chunks(k * wd).enumerate() {
+        let (j0, cols) = (q * wd, wd.min(n - q * wd));
+        for (i, line) in panel.chunks(wd).enumerate() {
+            w[i * n + j0..i * n + j0 + cols].copy_from_slice(&line[..cols]);
+        }
+    }
+    w
+}
+
+/// `y = x·W` for `W` `[x.len(), y.len()]` held as panels ([`to_panels`]); each thread takes a
+/// run of whole panels.
+pub(crate) fn matvec_panels<W: Weight>(x: &[f32], p: &[W], y: &mut [f32]) {
+    let (k, n, wd) = (x.len(), y.len(), width::<W>());
+    let panels = count::<W>(n);
+    assert!(p.len() >= panels * k * wd, "panels too short for [k, n]");
+    if n == 0 {
+        return;
+    }
+    let threads = super::weight::threads();
+    let per = panels.div_ceil(threads);
+    let run = |(t, out): (usize, &mut [f32])| panel_run(x, p, t * per, out);
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if threads > 1 && panels > 1 {
+            y.par_chunks_mut(per * wd).enumerate().for_each(run);
+            return;
+        }
+    }
+    y.chunks_mut(per * wd).enumerate().for_each(run);
+}
+
+/// Outputs of panels `first..` into `out` (whole panels but perhaps the last).
+fn panel_run<W: Weight>(x: &[f32], p: &[W], first: usize, out: &mut [f32]) {
+    let (k, wd) = (x.len(), width::<W>());
+    let end = (first * wd + out.len()).div_ceil(wd);
+    assert!(p.len() >= end * k * wd);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F; the panels read lie in `p` (asserted above).
+            unsafe {
+                match wd / 16 {
+                    1 => x86::run_avx512::<W, 1>(x, p, first, out),
+                    _ => x86::run_avx512::<W, 2>(x, p, first, out),
+                }
+            }
+            return;
+        }
+    }
+    for (q, chunk) in out.chunks_mut(wd).enumerate() {
+        let panel = &p[(first + q) * k * wd..(first + q + 1) * k * wd];
+        chunk.fill(0.0);
+        for (&xi, line) in x.iter().zip(panel.chunks(wd)) {
+            for (o, &v) in chunk.iter_mut().zip(line) {
+                *o = xi.mul_add(v.to_f32(), *o);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::weight::Weight;
+    use std::arch::x86_64::*;
+
+    /// Panels read side by side (`GROUP` streams; up to 8 accumulators for 16-bit weights).
+    const GROUP: usize = 4;
+
+    /// [`super::panel_run`] with `V` vectors of 16 lanes per panel line.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F, `V · 16` is the panel width of `W` and panels
+    /// `first..⌈(first · width + out.len()) / width⌉` of `x.len()` lines each lie in `p`.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) unsafe fn run_avx512<W: Weight, const V: usize>(
+        x: &[f32],
+        p: &[W],
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let (k, wd) = (x.len(), V * 16);
+        let panels = out.len().div_ceil(wd);
+        let mut q = 0;
+        while q < panels {
+            let np = (panels - q).min(GROUP);
+            // Pointers past `np` repeat the last panel (read, never stored).
+            let base: [*const W; GROUP] =
+                std::array::from_fn(|t| p.as_ptr().add((first + q + t.min(np - 1)) * k * wd));
+            let mut acc = [[_mm512_setzero_ps(); V]; GROUP];
+            for i in 0..k {
+                let xi = _mm512_set1_ps(*x.get_unchecked(i));
+                for t in 0..GROUP {
+                    if t < np {
+                        let line = base[t].add(i * wd);
+                        // A kilobyte ahead in the panel's stream, into L2.
+                        _mm_prefetch::<_MM_HINT_T1>((line as *const i8).add(1024));
+                        for v in 0..V {
+                            acc[t][v] = _mm512_fmadd_ps(xi, W::load16(line.add(16 * v)), acc[t][v]);
+                        }
+                    }
+                }
+            }
+            for (t, lanes) in acc.iter().enumerate().take(np) {
+                let j = (q + t) * wd;
+                let cols = wd.min(out.len() - j);
+                if cols == wd {
+                    for (v, a) in lanes.iter().enumerate() {
+                        _mm512_storeu_ps(out.as_mut_ptr().add(j + 16 * v), *a);
+                    }
+                } else {
+                    let mut tmp = [0f32; 32];
+                    for (v, a) in lanes.iter().enumerate() {
+                        _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * v), *a);
+                    }
+                    out[j..j + cols].copy_from_slice(&tmp[..cols]);
+                }
+            }
+            q += np;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(seed: u32) -> impl FnMut() -> f32 {
+        let mut s = seed;
+        move || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
+
+    #[test]
+    fn panels_hold_the_weight_and_give_it_back() {
+        let mut r = rnd(3);
+        for (k, n) in [(0, 5), (1, 1), (3, 17), (5, 32), (7, 33), (2, 100)] {
+            let w: Vec<f32> = (0..k * n).map(|_| r()).collect();
+            let p = to_panels(&w, k, n);
+            assert_eq!(p.len(), n.div_ceil(16) * k * 16, "k={k} n={n}");
+            if k > 0 && n > 0 {
+                // Row i, column j sits in panel j / 16, line i, lane j % 16.
+                let (i, j) = (k - 1, n - 1);
+                assert_eq!(p[(j / 16) * k * 16 + i * 16 + j % 16], w[i * n + j]);
+            }
+            assert_eq!(from_panels(&p, k, n), w, "k={k} n={n}");
+            let h: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let ph = to_panels(&h, k, n);
+            assert_eq!(ph.len(), n.div_ceil(32) * k * 32);
+            assert_eq!(from_panels(&ph, k, n), h);
+        }
+    }
+
+    /// The same bits as the row-major kernel, for every weight type and awkward shapes (partial
+    /// panels, fewer panels than threads, groups of panels cut short).
+    #[test]
+    fn panels_give_the_row_major_kernels_results_bit_for_bit() {
+        let mut r = rnd(11);
+        for (k, n) in [
+            (1, 1),
+            (9, 17),
+            (3, 33),
+            (130, 4099),
+            (576, 960),
+            (8, 65),
+            (2, 31),
+        ] {
+            let x: Vec<f32> = (0..k).map(|_| r()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| r()).collect();
+            let same =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+            let check = |name: &str, want: &dyn Fn(&mut [f32]), got: &dyn Fn(&mut [f32])| {
+                let (mut a, mut b) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                want(&mut a);
+                got(&mut b);
+                assert!(same(&a, &b), "{name} k={k} n={n}");
+            };
+            let p = to_panels(&w, k, n);
+            check("f32", &|y| super::super::matvec::matvec(&x, &w, y), &|y| {
+                matvec_panels(&x, &p, y)
+            });
+            let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let pb = to_panels(&bf, k, n);
+            check(
+                "bf16",
+                &|y| super::super::matvec::matvec(&x, &bf, y),
+                &|y| matvec_panels(&x, &pb, y),
+            );
+            let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let ph = to_panels(&hf, k, n);
+            check("f16", &|y| super::super::matvec::matvec(&x, &hf, y), &|y| {
+                matvec_panels(&x, &ph, y)
+            });
+            // The portable loop too (the kernel's fallback on CPUs without AVX-512).
+            let mut y = vec![f32::NAN; n];
+            for (q, chunk) in y.chunks_mut(16).enumerate() {
+                let panel = &p[q * k * 16..(q + 1) * k * 16];
+                chunk.fill(0.0);
+                for (&xi, line) in x.iter().zip(panel.chunks(16)) {
+                    for (o, &v) in chunk.iter_mut().zip(line) {
+                        *o = xi.mul_add(v, *o);
+                    }
+                }
+            }
+            check("portable", &|a| a.copy_from_slice(&y), &|b| {
+                matvec_panels(&x, &p, b)
+            });
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod speed {
+    use super::*;
+
+    /// `cargo test --lib panel_speed -- --ignored --nocapture`: the linears of 30 SmolLM2-135M
+    /// layers (no head), one token, row-major (today's kernel) against panels, f32 and bf16, in
+    /// alternating rounds on rayon's pool.
+    #[test]
+    #[ignore]
+    fn panel_speed() {
+        const LAYER: [(usize, usize); 5] = [
+            (576, 960),
+            (576, 576),
+            (576, 1536),
+            (576, 1536),
+            (1536, 576),
+        ];
+        let shapes: Vec<(usize, usize)> = (0..30).flat_map(|_| LAYER).collect();
+        let rows: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|&(k, n)| {
+                (0..k * n)
+                    .map(|i| ((i % 251) as f32 - 125.0) * 1e-3)
+                    .collect()
+            })
+            .collect();
+        let narrow = |w: &Vec<f32>| -> Vec<half::bf16> {
+            w.iter().map(|&v| half::bf16::from_f32(v)).collect()
+        };
+        let rows16: Vec<Vec<half::bf16>> = rows.iter().map(narrow).collect();
+        let pan: Vec<Vec<f32>> = rows
+            .iter()
+            .zip(&shapes)
+            .map(|(w, &(k, n))| to_panels(w, k, n))
+            .collect();
+        let pan16: Vec<Vec<half::bf16>> = rows16
+            .iter()
+            .zip(&shapes)
+            .map(|(w, &(k, n))| to_panels(w, k, n))
+            .collect();
+        let x = vec![0.01f32; 1536];
+        let mut y = vec![0f32; 1536];
+        let mut t = [0f64; 4];
+        rayon::scope(|_| {
+            for _ in 0..10 {
+                for (v, tv) in t.iter_mut().enumerate() {
+                    let s = std::time::Instant::now();
+                    for _ in 0..5 {
+                        for (l, &(k, n)) in shapes.iter().enumerate() {
+                            let (x, y) = (&x[..k], &mut y[..n]);
+                            match v {
+                                0 => super::super::matvec::matvec(x, &rows[l], y),
+                                1 => matvec_panels(x, &pan[l], y),
+                                2 => super::super::matvec::matvec(x, &rows16[l], y),
+                                _ => matvec_panels(x, &pan16[l], y),
+                            }
+                        }
+                    }
+                    *tv += s.elapsed().as_secs_f64();
+                }
+            }
+        });
+        let ms = t.map(|v| v / 50.0 * 1e3);
+        println!(
+            "f32: row-major {:.2} ms, panels {:.2} ms; bf16: row-major {:.2} ms, panels {:.2} ms; \
+             bf16 / f32 speed: row-major {:.2}, panels {:.2}",
+            ms[0],
+            ms[1],
+            ms[2],
+            ms[3],
+            ms[0] / ms[2],
+            ms[1] / ms[3]
+        );
+    }
+}
