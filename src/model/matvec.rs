@@ -113,16 +113,31 @@ pub fn try_linear<B: Backend>(
             // cache: a head wider than one tile repeats a product of `k × r` multiply-adds.)
             let mut y = vec![0f32; n];
             split_columns(&mut y, |j0, out| {
+                // The terms' `A` and this tile's part of `B` are small and read once a token,
+                // so they come cold from memory, in short rows the prefetcher does not follow:
+                // asked for now, they arrive during the weight pass.
+                for (a, b, r, _) in &td {
+                    a.prefetch(0, a.len());
+                    for row in 0..*r {
+                        b.prefetch(row * n + j0, out.len());
+                    }
+                }
+                let xas: Vec<Vec<f32>> = td
+                    .iter()
+                    .map(|(a, _, r, _)| {
+                        let mut xa = vec![0f32; *r];
+                        tile(xd, a, *r, 0, &mut xa);
+                        xa
+                    })
+                    .collect();
                 tile(xd, &wd, n, j0, out);
                 if let Some(b) = bd {
                     out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
                 }
                 let mut d = [0f32; TILE];
-                for (a, b, r, scale) in &td {
-                    let mut xa = vec![0f32; *r];
-                    tile(xd, a, *r, 0, &mut xa);
+                for ((_, b, _, scale), xa) in td.iter().zip(&xas) {
                     let d = &mut d[..out.len()];
-                    tile(&xa, b, n, j0, d);
+                    tile(xa, b, n, j0, d);
                     out.iter_mut()
                         .zip(d.iter())
                         .for_each(|(yj, dj)| *yj += dj * scale);

@@ -154,8 +154,8 @@ mod x86 {
                         let line = base[t].add(i * wd);
                         // A kilobyte ahead in the panel's stream, into L2.
                         _mm_prefetch::<_MM_HINT_T1>((line as *const i8).add(1024));
-                        for v in 0..V {
-                            acc[t][v] = _mm512_fmadd_ps(xi, W::load16(line.add(16 * v)), acc[t][v]);
+                        for (v, a) in acc[t].iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(xi, W::load16(line.add(16 * v)), *a);
                         }
                     }
                 }
