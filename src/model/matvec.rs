@@ -106,11 +106,11 @@ pub fn try_linear<B: Backend>(
         if m == 1 {
             // One pass over the output columns does the weight, the bias and every term's
             // `(x·A)·B` while the column tile is in L1 (one parallel split per linear, not three
-            // per term). Each tile task computes the small `x·A` products itself after its
-            // share of the weight: `A` comes cold from memory, and one thread reading it while
-            // the others waited cost more (issue 8: separate 0.85 → 0.9 of merged, bf16) than
-            // every thread reading it at once. (Tasks after the first on a thread find `A` in
-            // cache: a head wider than one tile repeats a product of `k × r` multiply-adds.)
+            // per term). Each tile task computes the small `x·A` products itself: `A` comes
+            // cold from memory, and one thread reading it while the others waited cost more
+            // (issue 8: separate 0.85 → 0.9 of merged, bf16, Intel VM) than every thread
+            // reading it at once. (Tasks after the first on a thread find `A` in cache: a head
+            // wider than one tile repeats a product of `k × r` multiply-adds.)
             let mut y = vec![0f32; n];
             split_columns(&mut y, |j0, out| {
                 // The terms' `A` and this tile's part of `B` are small and read once a token,
@@ -134,10 +134,10 @@ pub fn try_linear<B: Backend>(
                 if let Some(b) = bd {
                     out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
                 }
-                let mut d = [0f32; TILE];
+                // (`tile` zeroes `d` itself: no buffer at all without terms.)
+                let mut d = vec![0f32; if td.is_empty() { 0 } else { out.len() }];
                 for ((_, b, _, scale), xa) in td.iter().zip(&xas) {
-                    let d = &mut d[..out.len()];
-                    tile(xa, b, n, j0, d);
+                    tile(xa, b, n, j0, &mut d);
                     out.iter_mut()
                         .zip(d.iter())
                         .for_each(|(yj, dj)| *yj += dj * scale);
