@@ -30,9 +30,13 @@ pub(crate) const fn count<W>(n: usize) -> usize {
 
 /// A row-major `[k, n]` weight in panel-major order (the last panel padded with zeros).
 pub(crate) fn to_panels<W: Copy + Default>(w: &[W], k: usize, n: usize) -> Vec<W> {
+    to_panels_of(w, k, n, width::<W>())
+}
+
+/// [`to_panels`] with panels `wd` columns wide.
+pub(crate) fn to_panels_of<W: Copy + Default>(w: &[W], k: usize, n: usize, wd: usize) -> Vec<W> {
     assert_eq!(w.len(), k * n, "weight is not [k, n]");
-    let wd = width::<W>();
-    let mut p = vec![W::default(); count::<W>(n) * k * wd];
+    let mut p = vec![W::default(); n.div_ceil(wd) * k * wd];
     if k == 0 {
         return p;
     }
@@ -69,15 +73,20 @@ pub(crate) fn from_panels<W: Copy + Default>(p: &[W], k: usize, n: usize) -> Vec
 /// `y = x·W` for `W` `[x.len(), y.len()]` held as panels ([`to_panels`]); each thread takes a
 /// run of whole panels.
 pub(crate) fn matvec_panels<W: Weight>(x: &[f32], p: &[W], y: &mut [f32]) {
-    let (k, n, wd) = (x.len(), y.len(), width::<W>());
-    let panels = count::<W>(n);
+    matvec_panels_of(x, p, y, width::<W>())
+}
+
+/// [`matvec_panels`] on panels `wd` (16 or 32) columns wide.
+pub(crate) fn matvec_panels_of<W: Weight>(x: &[f32], p: &[W], y: &mut [f32], wd: usize) {
+    let (k, n) = (x.len(), y.len());
+    let panels = n.div_ceil(wd);
     assert!(p.len() >= panels * k * wd, "panels too short for [k, n]");
     if n == 0 {
         return;
     }
     let threads = super::weight::threads();
     let per = panels.div_ceil(threads);
-    let run = |(t, out): (usize, &mut [f32])| panel_run(x, p, t * per, out);
+    let run = |(t, out): (usize, &mut [f32])| panel_run(x, p, t * per, out, wd);
     #[cfg(feature = "flex")]
     {
         use rayon::prelude::*;
@@ -90,8 +99,8 @@ pub(crate) fn matvec_panels<W: Weight>(x: &[f32], p: &[W], y: &mut [f32]) {
 }
 
 /// Outputs of panels `first..` into `out` (whole panels but perhaps the last).
-fn panel_run<W: Weight>(x: &[f32], p: &[W], first: usize, out: &mut [f32]) {
-    let (k, wd) = (x.len(), width::<W>());
+fn panel_run<W: Weight>(x: &[f32], p: &[W], first: usize, out: &mut [f32], wd: usize) {
+    let k = x.len();
     let end = (first * wd + out.len()).div_ceil(wd);
     assert!(p.len() >= end * k * wd);
     #[cfg(target_arch = "x86_64")]
@@ -247,6 +256,12 @@ mod tests {
                 &|y| super::super::matvec::matvec(&x, &bf, y),
                 &|y| matvec_panels(&x, &pb, y),
             );
+            let pb16 = to_panels_of(&bf, k, n, 16);
+            check(
+                "bf16, 16 wide",
+                &|y| super::super::matvec::matvec(&x, &bf, y),
+                &|y| matvec_panels_of(&x, &pb16, y, 16),
+            );
             let hf: Vec<half::f16> = w.iter().map(|&v| half::f16::from_f32(v)).collect();
             let ph = to_panels(&hf, k, n);
             check("f16", &|y| super::super::matvec::matvec(&x, &hf, y), &|y| {
@@ -310,9 +325,14 @@ mod speed {
             .zip(&shapes)
             .map(|(w, &(k, n))| to_panels(w, k, n))
             .collect();
+        let pan16n: Vec<Vec<half::bf16>> = rows16
+            .iter()
+            .zip(&shapes)
+            .map(|(w, &(k, n))| to_panels_of(w, k, n, 16))
+            .collect();
         let x = vec![0.01f32; 1536];
         let mut y = vec![0f32; 1536];
-        let mut t = [0f64; 4];
+        let mut t = [0f64; 5];
         rayon::scope(|_| {
             for _ in 0..10 {
                 for (v, tv) in t.iter_mut().enumerate() {
@@ -324,7 +344,8 @@ mod speed {
                                 0 => super::super::matvec::matvec(x, &rows[l], y),
                                 1 => matvec_panels(x, &pan[l], y),
                                 2 => super::super::matvec::matvec(x, &rows16[l], y),
-                                _ => matvec_panels(x, &pan16[l], y),
+                                3 => matvec_panels(x, &pan16[l], y),
+                                _ => matvec_panels_of(x, &pan16n[l], y, 16),
                             }
                         }
                     }
@@ -343,5 +364,6 @@ mod speed {
             ms[0] / ms[2],
             ms[1] / ms[3]
         );
+        println!("bf16 panels 16 columns wide (as f32's): {:.2} ms", ms[4]);
     }
 }
