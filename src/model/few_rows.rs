@@ -7,6 +7,7 @@
 //! Each output is the same in-order fused multiply-add chain as [`super::matvec`]'s, so a row
 //! computed here is bit-identical to the same row decoded alone.
 
+use super::panels::{Layout, WeightShape};
 use super::weight::Weight;
 
 /// At most this many rows (beyond it the GEMM's register blocking pays).
@@ -16,12 +17,29 @@ const TILE: usize = 1024;
 
 /// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major, `m ≤ MAX_ROWS`.
 /// Returns `false` (leaving `y` alone) without AVX-512, so the caller can fall back.
+#[cfg(test)]
 pub fn matmul<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
-    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == k * n && y.len() == m * n);
+    matmul_in(x, w, WeightShape::rows([k, n]), y, m)
+}
+
+/// [`matmul`] with `w` held as `shape` says (row-major or panels).
+pub(crate) fn matmul_in<W: Weight>(
+    x: &[f32],
+    w: &[W],
+    shape: WeightShape,
+    y: &mut [f32],
+    m: usize,
+) -> bool {
+    let (k, n) = (shape.k, shape.n);
+    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == shape.len() && y.len() == m * n);
     #[cfg(target_arch = "x86_64")]
     {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return false;
+        }
+        if shape.layout == Layout::Panels {
+            super::panels::rows_panels(x, m, w, shape, y);
+            return true;
         }
         let threads = super::weight::threads();
         let tile = n

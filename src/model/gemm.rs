@@ -7,6 +7,7 @@
 //! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row
 //! computed alone during decoding, and nothing depends on the thread count.
 
+use super::panels::WeightShape;
 use super::weight::Weight;
 
 /// Rows per register block.
@@ -23,8 +24,22 @@ const PREFETCH: usize = 32;
 
 /// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major. Returns `false` (and
 /// leaves `y` alone) when this CPU lacks AVX-512, so the caller can fall back to its own GEMM.
+#[cfg(test)]
 pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
-    assert!(x.len() == m * k && w.len() == k * n && y.len() == m * n);
+    gemm_in(x, w, WeightShape::rows([k, n]), y, m)
+}
+
+/// [`gemm`] with `w` held as `shape` says (row-major or panels: a 48-column panel of the kernel
+/// is three stored panels).
+pub(crate) fn gemm_in<W: Weight>(
+    x: &[f32],
+    w: &[W],
+    shape: WeightShape,
+    y: &mut [f32],
+    m: usize,
+) -> bool {
+    let (k, n) = (shape.k, shape.n);
+    assert!(x.len() == m * k && w.len() == shape.len() && y.len() == m * n);
     #[cfg(target_arch = "x86_64")]
     {
         if !std::arch::is_x86_feature_detected!("avx512f") {
@@ -52,7 +67,7 @@ pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n:
             let j1 = ((t + 1) * per_task * NR).min(n);
             // SAFETY: AVX-512F is present; tasks write disjoint column ranges `j0..j1` of `y`
             // (which outlives the parallel loop), and every index stays inside the asserted sizes.
-            unsafe { x86::columns(xp, w, y_addr as *mut f32, m, k, n, j0, j1) };
+            unsafe { x86::columns(xp, w, shape, y_addr as *mut f32, m, j0, j1) };
         };
         #[cfg(feature = "flex")]
         {
@@ -74,7 +89,7 @@ pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n:
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Weight, KC, MR, NR, NV, PREFETCH};
+    use super::{Weight, WeightShape, KC, MR, NR, NV, PREFETCH};
     use std::arch::x86_64::*;
 
     /// Output columns `j0..j1` of every row.
@@ -83,13 +98,13 @@ mod x86 {
     pub(super) unsafe fn columns<W: Weight>(
         x: &[f32],
         w: &[W],
+        shape: WeightShape,
         y: *mut f32,
         m: usize,
-        k: usize,
-        n: usize,
         j0: usize,
         j1: usize,
     ) {
+        let (k, n) = (shape.k, shape.n);
         // One panel's `KC × 48` slice of `W`, widened and contiguous: it stays in L1 while every
         // row block streams past it (in place, its rows lie a weight row apart and alias the same
         // few cache sets).
@@ -102,7 +117,7 @@ mod x86 {
             let mut k0 = 0;
             while k0 < k {
                 let kc = (k - k0).min(KC);
-                pack_panel(w, &mut pack, n, j, k0, kc, &masks, &lefts);
+                pack_panel(w, &mut pack, shape, j, k0, kc, &masks, &lefts);
                 let mut i = 0;
                 while i < m {
                     let xb = &x[i * k..(i + MR) * k];
@@ -123,7 +138,7 @@ mod x86 {
     unsafe fn pack_panel<W: Weight>(
         w: &[W],
         pack: &mut [f32],
-        n: usize,
+        shape: WeightShape,
         j: usize,
         k0: usize,
         kc: usize,
@@ -132,29 +147,38 @@ mod x86 {
     ) {
         debug_assert!(pack.len() >= kc * NR);
         let full = lefts.iter().all(|&l| l == 16);
-        let mut wp = w.as_ptr().add(k0 * n + j);
+        // Each 16-column vector's place in row `k0` (a vector past the panel's width reuses the
+        // first and is never read); rows lie `stride` apart (a whole weight row row-major, 16
+        // values in panels).
+        let stride = shape.row_stride();
+        let mut wp: [*const W; NV] = std::array::from_fn(|v| {
+            let c = if lefts[v] > 0 { j + v * 16 } else { j };
+            w.as_ptr().add(shape.at(k0, c))
+        });
         let dst = pack.as_mut_ptr();
         for kk in 0..kc {
             // The panel's rows lie a whole weight row apart (more than a page for most layers),
             // which the hardware prefetchers do not follow: ask for the rows a few steps ahead.
             if kk + PREFETCH < kc {
-                for v in 0..NV {
-                    _mm_prefetch::<_MM_HINT_T0>(wp.add(PREFETCH * n + v * 16) as *const i8);
+                for p in &wp {
+                    _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH * stride) as *const i8);
                 }
             }
             for v in 0..NV {
                 let wv = if full {
-                    W::load16(wp.add(v * 16))
+                    W::load16(wp[v])
                 } else {
                     match lefts[v] {
                         0 => _mm512_setzero_ps(),
-                        16 => W::load16(wp.add(v * 16)),
-                        l => W::load16_part(wp.add(v * 16), masks[v], l),
+                        16 => W::load16(wp[v]),
+                        l => W::load16_part(wp[v], masks[v], l),
                     }
                 };
                 _mm512_storeu_ps(dst.add(kk * NR + v * 16), wv);
             }
-            wp = wp.add(n);
+            for p in &mut wp {
+                *p = p.wrapping_add(stride);
+            }
         }
     }
 

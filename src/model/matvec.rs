@@ -9,6 +9,7 @@
 
 use burn::prelude::*;
 
+use super::panels::{Layout, WeightShape, PANEL};
 use super::weight::Weight;
 #[cfg(feature = "flex")]
 use super::weight::{f32s, flex, held, Held};
@@ -41,8 +42,21 @@ pub fn try_linear<B: Backend>(
     bias: Option<&Tensor<B, 1>>,
     terms: &[RowTerm<'_, B>],
 ) -> Option<Tensor<B, 2>> {
+    try_linear_in(x, w, WeightShape::rows(w.dims()), bias, terms)
+}
+
+/// [`try_linear`] with `w` held as `shape` says: row-major `[k, n]`, or panels
+/// ([`super::panels`]; only ever held where the CPU has AVX-512F). `None` whenever the weight's
+/// storage does not hold `shape.len()` values.
+pub(crate) fn try_linear_in<B: Backend>(
+    x: &Tensor<B, 2>,
+    w: &Tensor<B, 2>,
+    shape: WeightShape,
+    bias: Option<&Tensor<B, 1>>,
+    terms: &[RowTerm<'_, B>],
+) -> Option<Tensor<B, 2>> {
     let [m, k] = x.dims();
-    let [kw, n] = w.dims();
+    let (kw, n) = (shape.k, shape.n);
     if m == 0 || k != kw {
         return None;
     }
@@ -60,7 +74,7 @@ pub fn try_linear<B: Backend>(
             .iter()
             .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
             .collect::<Option<Vec<_>>>()?;
-        let wd = held(&wt).filter(|d| d.len() == k * n)?;
+        let wd = held(&wt).filter(|d| d.len() == shape.len())?;
         let bd = match &bt {
             Some(b) => Some(f32s(b).filter(|d| d.len() == n)?),
             None => None,
@@ -82,27 +96,31 @@ pub fn try_linear<B: Backend>(
                 &owned[..]
             }
         };
-        // `[m, k] × [k, n]`; `None` when there is no host kernel for several rows on this CPU.
-        fn mul_w<W: Weight>(x: &[f32], w: &[W], m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
-            let mut y = vec![0f32; m * n];
-            if m == 1 {
+        // `[m, k] × [k, n]` (`W` held as `shape` says); `None` when there is no host kernel for
+        // several rows on this CPU.
+        fn mul_w<W: Weight>(x: &[f32], w: &[W], m: usize, shape: WeightShape) -> Option<Vec<f32>> {
+            let mut y = vec![0f32; m * shape.n];
+            if m == 1 && shape.layout == Layout::Rows {
                 matvec(x, w, &mut y);
+            } else if m == 1 {
+                super::panels::matvec_panels_of(x, w, &mut y, PANEL);
             } else if m <= super::few_rows::MAX_ROWS {
-                if !super::few_rows::matmul(x, w, &mut y, m, k, n) {
+                if !super::few_rows::matmul_in(x, w, shape, &mut y, m) {
                     return None;
                 }
-            } else if !super::gemm::gemm(x, w, &mut y, m, k, n) {
+            } else if !super::gemm::gemm_in(x, w, shape, &mut y, m) {
                 return None;
             }
             Some(y)
         }
-        fn mul(x: &[f32], w: &Held<'_>, m: usize, k: usize, n: usize) -> Option<Vec<f32>> {
+        fn mul(x: &[f32], w: &Held<'_>, m: usize, shape: WeightShape) -> Option<Vec<f32>> {
             match *w {
-                Held::F32(w) => mul_w(x, w, m, k, n),
-                Held::Bf16(w) => mul_w(x, w, m, k, n),
-                Held::F16(w) => mul_w(x, w, m, k, n),
+                Held::F32(w) => mul_w(x, w, m, shape),
+                Held::Bf16(w) => mul_w(x, w, m, shape),
+                Held::F16(w) => mul_w(x, w, m, shape),
             }
         }
+        let row_major = |k: usize, n: usize| WeightShape::rows([k, n]);
         if m == 1 {
             // One pass over the output columns does the weight, the bias and every term's
             // `(x·A)·B` while the column tile is in L1 (one parallel split per linear, not three
@@ -130,7 +148,10 @@ pub fn try_linear<B: Backend>(
                         xa
                     })
                     .collect();
-                tile(xd, &wd, n, j0, out);
+                match shape.layout {
+                    Layout::Rows => tile(xd, &wd, n, j0, out),
+                    Layout::Panels => panel_tile(xd, &wd, j0, out),
+                }
                 if let Some(b) = bd {
                     out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
                 }
@@ -145,7 +166,7 @@ pub fn try_linear<B: Backend>(
             });
             return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
         }
-        let mut y = mul(xd, &wd, m, k, n)?;
+        let mut y = mul(xd, &wd, m, shape)?;
         if let Some(b) = bd {
             for row in y.chunks_mut(n) {
                 row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
@@ -203,8 +224,8 @@ pub fn try_linear<B: Backend>(
         for ((a, b, r, scale), term) in td.into_iter().zip(terms) {
             match term.rows {
                 None => {
-                    let xa = mul(xd, &a, m, k, r)?;
-                    let d = mul(&xa, &b, m, r, n)?;
+                    let xa = mul(xd, &a, m, row_major(k, r))?;
+                    let d = mul(&xa, &b, m, row_major(r, n))?;
                     y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
                 }
                 Some(rows) => {
@@ -214,8 +235,8 @@ pub fn try_linear<B: Backend>(
                     for &i in rows {
                         xs.extend_from_slice(xd.get(i * k..(i + 1) * k)?);
                     }
-                    let xa = mul(&xs, &a, mr, k, r)?;
-                    let d = mul(&xa, &b, mr, r, n)?;
+                    let xa = mul(&xs, &a, mr, row_major(k, r))?;
+                    let d = mul(&xa, &b, mr, row_major(r, n))?;
                     for (&i, dr) in rows.iter().zip(d.chunks(n)) {
                         let yr = y.get_mut(i * n..(i + 1) * n)?;
                         yr.iter_mut().zip(dr).for_each(|(yj, dj)| *yj += dj * scale);
@@ -334,6 +355,17 @@ fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
         Held::F32(w) => tile_kernel(x, w, n, j0, out),
         Held::Bf16(w) => tile_kernel(x, w, n, j0, out),
         Held::F16(w) => tile_kernel(x, w, n, j0, out),
+    }
+}
+
+/// Output columns `j0..j0 + out.len()` (`j0` a multiple of 16) of a weight held as panels.
+#[cfg(feature = "flex")]
+fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
+    use super::panels::panel_run_of;
+    match *w {
+        Held::F32(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
+        Held::Bf16(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
+        Held::F16(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
     }
 }
 
