@@ -248,7 +248,7 @@ pub(crate) fn try_linear_in<B: Backend>(
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (n, bias, terms);
+        let _ = (n, w, shape, bias, terms);
         None
     }
 }
