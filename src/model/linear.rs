@@ -9,8 +9,9 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 
-use super::matvec::{try_linear, RowTerm};
-use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
+use super::matvec::{try_linear_in, RowTerm};
+use super::panels::{Layout, WeightShape};
+use super::precision::{as_f32, held_panels, held_tensor, held_transposed, host_f32, WeightDtype};
 use crate::checkpoint::HostTensor;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -46,8 +47,10 @@ pub struct Affine<B: Backend> {
 /// A dense linear layer.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
-    /// `[in, out]`, held at `precision`.
+    /// `[in, out]`, held at `precision`, laid out as `shape` says: row-major, or panels
+    /// ([`super::panels`]; burn-flex on CPUs with AVX-512F) for the decode kernels.
     weight: Tensor<B, 2>,
+    shape: WeightShape,
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
     updates: Vec<LowRank<B>>,
@@ -104,10 +107,21 @@ impl<B: Backend> Linear<B> {
             out * inp,
             "weight values do not match the shape {shape:?}"
         );
-        let weight = held_transposed::<B>(weight, out, inp, precision, device);
+        let (weight, layout) = if super::panels::hold_panels::<B>() {
+            let w = held_panels::<B>(weight, out, inp, precision, device);
+            (w, Layout::Panels)
+        } else {
+            let w = held_transposed::<B>(weight, out, inp, precision, device);
+            (w, Layout::Rows)
+        };
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,
+            shape: WeightShape {
+                k: inp,
+                n: out,
+                layout,
+            },
             bias,
             updates: Vec::new(),
             affine: None,
@@ -127,18 +141,45 @@ impl<B: Backend> Linear<B> {
         self.round_merges = on;
     }
 
-    /// A merged f32 weight `[in, out]`, held as this layer holds merged weights.
+    /// A merged f32 weight `[in, out]`, held as this layer holds merged weights (precision and
+    /// layout).
     fn hold(&self, w: Tensor<B, 2>) -> Tensor<B, 2> {
         if self.precision == WeightDtype::F32 || !self.round_merges {
-            return w;
+            return self.laid_out(w);
         }
         let dims = w.dims();
-        held_tensor::<B>(host_f32(&w), dims, self.precision, &w.device())
+        self.laid_out(held_tensor::<B>(
+            host_f32(&w),
+            dims,
+            self.precision,
+            &w.device(),
+        ))
     }
 
-    /// The weight as f32 `[in, out]` (a cheap clone when held as f32).
+    /// A row-major `[in, out]` weight in this layer's layout.
+    fn laid_out(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self.shape.layout {
+            Layout::Rows => rows,
+            Layout::Panels => super::panels::panel_tensor(&rows),
+        }
+    }
+
+    /// A weight held in this layer's layout (the weight, a saved base) as row-major `[in, out]`.
+    fn rows_of(&self, held: &Tensor<B, 2>) -> Tensor<B, 2> {
+        Self::rows_in(self.shape, held)
+    }
+
+    /// [`Linear::rows_of`] for a weight held as `shape` says.
+    fn rows_in(shape: WeightShape, held: &Tensor<B, 2>) -> Tensor<B, 2> {
+        match shape.layout {
+            Layout::Rows => held.clone(),
+            Layout::Panels => super::panels::rows_tensor(held, shape.k, shape.n),
+        }
+    }
+
+    /// The weight as f32 `[in, out]` (a cheap clone when held as f32, row-major).
     pub fn weight_f32(&self) -> Tensor<B, 2> {
-        as_f32(&self.weight)
+        as_f32(&self.rows_of(&self.weight))
     }
 
     /// Installs an affine correction (kept separate until [`Linear::set_affine_merged`]).
@@ -168,6 +209,7 @@ impl<B: Backend> Linear<B> {
 
     /// Folds the affine correction into weight and bias (exactly restorable) or takes it out.
     pub fn set_affine_merged(&mut self, merged: bool) {
+        let shape = self.shape;
         let Some(af) = self.affine.as_mut() else {
             return;
         };
@@ -175,7 +217,7 @@ impl<B: Backend> Linear<B> {
             (true, false) => {
                 let (w, b) = (self.weight.clone(), self.bias.clone());
                 let s = af.scale.clone();
-                let scaled = as_f32(&w) * s.clone().unsqueeze_dim::<2>(0);
+                let scaled = as_f32(&Self::rows_in(shape, &w)) * s.clone().unsqueeze_dim::<2>(0);
                 let af_bias = af.bias.clone();
                 let b_plus = match &b {
                     Some(b) => b.clone() + af_bias,
@@ -197,18 +239,40 @@ impl<B: Backend> Linear<B> {
 
     /// Input width.
     pub fn in_features(&self) -> usize {
-        self.weight.dims()[0]
+        self.shape.k
     }
 
     /// Output width.
     pub fn out_features(&self) -> usize {
-        self.weight.dims()[1]
+        self.shape.n
     }
 
-    /// The weight, `[in, out]` (including merged updates), as held: f32, or bf16 / f16 on
-    /// backends that keep 16-bit weights (see [`Linear::weight_f32`]).
-    pub fn weight(&self) -> &Tensor<B, 2> {
-        &self.weight
+    /// The weight, `[in, out]` row-major (including merged updates), in the held dtype: f32, or
+    /// bf16 / f16 on backends that keep 16-bit weights (see [`Linear::weight_f32`]). A cheap
+    /// clone when held row-major; a copy when held as panels (burn-flex on AVX-512 CPUs).
+    pub fn weight(&self) -> Tensor<B, 2> {
+        self.rows_of(&self.weight)
+    }
+
+    /// The weight as held (its storage, whatever the layout) and its shape and layout.
+    pub(crate) fn held_weight(&self) -> (&Tensor<B, 2>, WeightShape) {
+        (&self.weight, self.shape)
+    }
+
+    /// Columns `ids` of the weight as f32 rows `[ids.len(), in]` (a head that serves as the
+    /// embedding; `ids` must be below `out_features`).
+    pub(crate) fn columns(&self, ids: &[u32]) -> Tensor<B, 2> {
+        match self.shape.layout {
+            Layout::Panels => super::panels::columns_of(&self.weight, self.shape, ids),
+            Layout::Rows => {
+                let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+                let idx = Tensor::<B, 1, Int>::from_data(
+                    TensorData::new(idx, [ids.len()]),
+                    &self.weight.device(),
+                );
+                as_f32(&self.weight.clone().select(1, idx).transpose())
+            }
+        }
     }
 
     /// The bias, `[out]`.
@@ -275,13 +339,10 @@ impl<B: Backend> Linear<B> {
                 return true;
             }
             let (a, b, scale) = (u.a.clone(), u.b.clone(), u.scale);
-            if !super::merge::add_low_rank(&mut self.weight, &a, &b, scale, !merged) {
+            if !super::merge::add_low_rank(&mut self.weight, self.shape, &a, &b, scale, !merged) {
                 let d = Self::delta(&self.updates[i], scale);
-                self.weight = if merged {
-                    self.weight.clone() + d
-                } else {
-                    self.weight.clone() - d
-                };
+                let w = self.rows_of(&self.weight);
+                self.weight = self.laid_out(if merged { w + d } else { w - d });
             }
             self.updates[i].merged = merged;
         }
@@ -297,7 +358,7 @@ impl<B: Backend> Linear<B> {
             return;
         }
         let base = self.base.get_or_insert_with(|| self.weight.clone()).clone();
-        let mut w = as_f32(&base);
+        let mut w = as_f32(&self.rows_of(&base));
         for u in self.updates.iter().filter(|u| u.merged) {
             w = w + Self::delta(u, u.scale);
         }
@@ -313,7 +374,7 @@ impl<B: Backend> Linear<B> {
         let rescale = u.merged && u.scale != scale;
         if rescale && self.precision == WeightDtype::F32 {
             let d = Self::delta(u, scale - u.scale);
-            self.weight = self.weight.clone() + d;
+            self.weight = self.laid_out(self.rows_of(&self.weight) + d);
         }
         self.updates[i].scale = scale;
         if rescale && self.precision != WeightDtype::F32 {
@@ -364,7 +425,7 @@ impl<B: Backend> Linear<B> {
                 rows: idx.as_deref(),
             })
             .collect();
-        let mut y = match try_linear(&x2, &self.weight, self.bias.as_ref(), &terms) {
+        let mut y = match try_linear_in(&x2, &self.weight, self.shape, self.bias.as_ref(), &terms) {
             Some(y) => y,
             None => {
                 let mut y = x2.clone().matmul(self.weight_f32());

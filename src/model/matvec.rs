@@ -36,6 +36,7 @@ pub struct RowTerm<'a, B: Backend> {
 /// one row with this module's matrix–vector kernel, several with [`super::gemm`] (AVX-512 only);
 /// `None` to fall back to the backend's own ops. Same order of operations as the fallback: the
 /// weight product, then the bias, then each term.
+#[cfg(test)]
 pub fn try_linear<B: Backend>(
     x: &Tensor<B, 2>,
     w: &Tensor<B, 2>,

@@ -4,6 +4,8 @@
 
 use burn::prelude::*;
 
+use super::panels::{Layout, WeightShape};
+
 /// `w ← w + s·(a·b)` (or `−` when `subtract`) on a uniquely held, contiguous f32 burn-flex
 /// weight `[k, n]`, with `a` `[k, r]` and `b` `[r, n]` f32; `false` (nothing changed) when any of
 /// that does not hold, so the caller can use burn's ops instead. Each row of `a·b` is computed
@@ -12,6 +14,7 @@ use burn::prelude::*;
 /// added.
 pub(crate) fn add_low_rank<B: Backend>(
     w: &mut Tensor<B, 2>,
+    shape: WeightShape,
     a: &Tensor<B, 2>,
     b: &Tensor<B, 2>,
     scale: f32,
@@ -21,7 +24,7 @@ pub(crate) fn add_low_rank<B: Backend>(
     {
         use super::weight::{f32s, flex, with_flex_mut};
         use rayon::prelude::*;
-        let ([k, n], [ka, r], [rb, nb]) = (w.dims(), a.dims(), b.dims());
+        let ((k, n), [ka, r], [rb, nb]) = ((shape.k, shape.n), a.dims(), b.dims());
         if ka != k || rb != r || nb != n || r == 0 {
             return false;
         }
@@ -33,30 +36,53 @@ pub(crate) fn add_low_rank<B: Backend>(
         };
         with_flex_mut(w, |t| {
             if t.dtype() != burn::tensor::DType::F32
-                || t.layout().contiguous_offsets() != Some((0, k * n))
+                || t.layout().contiguous_offsets() != Some((0, shape.len()))
             {
                 return false;
             }
             let Some(wd) = t.try_storage_mut::<f32>() else {
                 return false;
             };
-            let Some(wd) = wd.get_mut(..k * n) else {
+            let Some(wd) = wd.get_mut(..shape.len()) else {
                 return false;
             };
+            let fold = |x: &mut f32, dj: f32| {
+                let t = dj * scale;
+                *x = if subtract { *x - t } else { *x + t };
+            };
             let rows = (k / (4 * super::weight::threads().max(1))).max(1);
-            wd.par_chunks_mut(rows * n)
-                .enumerate()
-                .for_each(|(c, block)| {
-                    let mut d = vec![0f32; n];
-                    for (i, row) in block.chunks_exact_mut(n).enumerate() {
-                        let i = c * rows + i;
-                        super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
-                        for (x, &dj) in row.iter_mut().zip(&d) {
-                            let t = dj * scale;
-                            *x = if subtract { *x - t } else { *x + t };
+            match shape.layout {
+                Layout::Rows => wd
+                    .par_chunks_mut(rows * n)
+                    .enumerate()
+                    .for_each(|(c, block)| {
+                        let mut d = vec![0f32; n];
+                        for (i, row) in block.chunks_exact_mut(n).enumerate() {
+                            let i = c * rows + i;
+                            super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
+                            row.iter_mut().zip(&d).for_each(|(x, &dj)| fold(x, dj));
                         }
-                    }
-                });
+                    }),
+                Layout::Panels => {
+                    // Row `i`'s values lie in every panel; blocks of rows are still disjoint.
+                    let w_addr = wd.as_mut_ptr() as usize;
+                    (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
+                        let mut d = vec![0f32; n];
+                        for i in c * rows..((c + 1) * rows).min(k) {
+                            super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
+                            for (j, &dj) in d.iter().enumerate() {
+                                // SAFETY: `shape.at(i, j) < shape.len()` (the slice's length,
+                                // alive for the whole loop) for `i < k`, `j < n`; each task
+                                // writes only its own rows, so no element is written twice.
+                                fold(
+                                    unsafe { &mut *(w_addr as *mut f32).add(shape.at(i, j)) },
+                                    dj,
+                                );
+                            }
+                        }
+                    });
+                }
+            }
             true
         })
         .unwrap_or(false)
@@ -90,20 +116,21 @@ mod tests {
         };
         let (w0, a, b) = (f(k * n, 1), t(f(k * r, 2), [k, r]), t(f(r * n, 3), [r, n]));
         let want = host_f32(&(t(w0.clone(), [k, n]) + a.clone().matmul(b.clone()) * 0.5));
+        let rows = WeightShape::rows([k, n]);
         let mut w = t(w0.clone(), [k, n]);
-        assert!(add_low_rank(&mut w, &a, &b, 0.5, false));
+        assert!(add_low_rank(&mut w, rows, &a, &b, 0.5, false));
         let max_diff =
             |x: &[f32], y: &[f32]| x.iter().zip(y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         let err = max_diff(&host_f32(&w), &want);
         assert!(err < 1e-5, "merged differs from burn's by {err}");
-        assert!(add_low_rank(&mut w, &a, &b, 0.5, true));
+        assert!(add_low_rank(&mut w, rows, &a, &b, 0.5, true));
         let err = max_diff(&host_f32(&w), &w0);
         assert!(err < 1e-5, "unmerged differs from the weight by {err}");
         let shared = w.clone();
-        assert!(!add_low_rank(&mut w, &a, &b, 0.5, false));
+        assert!(!add_low_rank(&mut w, rows, &a, &b, 0.5, false));
         assert_eq!(host_f32(&w), host_f32(&shared));
         assert!(
-            !add_low_rank(&mut w, &b, &a, 0.5, false),
+            !add_low_rank(&mut w, WeightShape::rows([r, k]), &b, &a, 0.5, false),
             "shapes that do not fit"
         );
     }

@@ -26,7 +26,8 @@ mod matvec_bf16;
 mod merge;
 mod mlp;
 mod norm;
-// Groundwork for panel-major weights (NOTES.md "Next" 1): tested, not yet used by `Linear`.
+// Panel-major weights (held by `Linear` on burn-flex with AVX-512F); some helpers serve the
+// probes and tests only.
 #[allow(dead_code)]
 mod panels;
 mod precision;
@@ -231,7 +232,7 @@ impl<B: Backend> Model<B> {
         // transient copies stay below the final size.)
         let lm_head = linear(&mut take, "lm_head", cfg.lm_head_bias)?;
         let head_shape = {
-            let [inp, out] = lm_head.weight().dims();
+            let (inp, out) = (lm_head.in_features(), lm_head.out_features());
             vec![out, inp]
         };
         let wte = if head_is_embedding {
@@ -242,7 +243,7 @@ impl<B: Backend> Model<B> {
             let wte_h = take("transformer.wte.weight")?;
             let same_as_head = cfg.tie_embeddings
                 && wte_h.shape == head_shape
-                && precision::equals_transposed(lm_head.weight(), &wte_h.data, precision);
+                && precision::equals_transposed(&lm_head.weight(), &wte_h.data, precision);
             (!same_as_head)
                 .then(|| precision::held_tensor::<B>(wte_h.data, wte_shape, precision, device))
         };
@@ -360,14 +361,14 @@ impl<B: Backend> Model<B> {
     /// its own copy; not norms, biases or adapters), as actually stored on the device.
     pub fn weight_bytes(&self) -> usize {
         let bytes = |t: &Tensor<B, 2>| t.shape().num_elements() * t.dtype().size();
-        let mut n = self.wte.as_ref().map_or(0, bytes) + bytes(self.lm_head.weight());
+        let mut n = self.wte.as_ref().map_or(0, bytes) + bytes(self.lm_head.held_weight().0);
         for b in &self.blocks {
             let mlp = [Some(&b.mlp.fc_1), b.mlp.fc_2.as_ref(), Some(&b.mlp.proj)];
             for l in [Some(&b.attn.qkv), Some(&b.attn.proj)]
                 .into_iter()
                 .chain(mlp)
             {
-                n += l.map_or(0, |l| bytes(l.weight()));
+                n += l.map_or(0, |l| bytes(l.held_weight().0));
             }
         }
         n
@@ -405,7 +406,7 @@ impl<B: Backend> Model<B> {
             // The head may be about to change (an adapter attached or merged): the embedding it
             // stood in for keeps the base values.
             if self.wte.is_none() {
-                self.wte = Some(self.lm_head.weight().clone().transpose());
+                self.wte = Some(self.lm_head.weight().transpose());
             }
             return Some(&mut self.lm_head);
         }
@@ -530,7 +531,7 @@ impl<B: Backend> Model<B> {
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [t]), &self.device);
         let emb = match &self.wte {
             Some(wte) => wte.clone().select(0, idx),
-            None => self.lm_head.weight().clone().select(1, idx).transpose(),
+            None => self.lm_head.columns(ids),
         };
         let emb = precision::as_f32(&emb);
         // [1, t, e] for one sequence, [n, 1, e] for n sequences.
@@ -593,7 +594,7 @@ mod tests {
         assert!(m.wte.is_none(), "one copy of a tied embedding ({model})");
         let ids = [1, 5, 9, 2];
         let base = last_logits(&m, &ids);
-        let [e, v] = m.lm_head.weight().dims();
+        let (e, v) = (m.lm_head.in_features(), m.lm_head.out_features());
         let dev = Default::default();
         let a: Vec<f32> = (0..e * 2).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect();
         let b: Vec<f32> = (0..2 * v).map(|i| ((i % 5) as f32 - 2.0) * 0.05).collect();

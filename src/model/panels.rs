@@ -16,6 +16,8 @@
 //! Groundwork: [`super::linear::Linear`] still holds row-major weights; the plan for holding
 //! panels (load, merge, prefill, export) is in NOTES.md.
 
+use burn::prelude::*;
+
 use super::weight::Weight;
 
 /// Columns per panel of a held weight (16 for every dtype: one layout for all kernels; 32-wide
@@ -78,6 +80,173 @@ impl WeightShape {
     }
 }
 
+/// Whether this process holds `B`'s linear weights as panels: burn-flex (the host kernels read
+/// them) on a CPU with AVX-512F (the panel kernels' only form; elsewhere rows are faster).
+pub(crate) fn hold_panels<B: burn::prelude::Backend>() -> bool {
+    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
+    {
+        use std::any::TypeId;
+        HOLD_PANELS
+            && TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<burn_flex::FlexTensor>()
+            && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
+    false
+}
+
+/// The switch for [`hold_panels`].
+const HOLD_PANELS: bool = true;
+
+/// The panels of the transpose of `parts` (each `[rows_p, cols]` row-major) stacked by rows:
+/// a checkpoint's `[out, in]` weight (three parts for a fused q/k/v) straight into panels of the
+/// `[in, out]` weight the model multiplies by, each panel (16 stored rows) converted through a
+/// small f32 scratch by `map` into `T`. Panels are built in parallel (each is a contiguous
+/// piece of the result).
+pub(crate) fn panels_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
+    parts: &[&[S]],
+    cols: usize,
+    map: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Vec<T> {
+    let k = cols;
+    if k == 0 {
+        return Vec::new();
+    }
+    assert!(parts.iter().all(|p| p.len() % k == 0));
+    let rows: usize = parts.iter().map(|p| p.len() / k).sum();
+    let panels = rows.div_ceil(PANEL);
+    let mut out = super::buffer::zeroed::<T>(panels * k * PANEL);
+    // Stored row `r` of the stack.
+    let row = |r: usize| -> &[S] {
+        let mut r = r;
+        for p in parts {
+            let n = p.len() / k;
+            if r < n {
+                return &p[r * k..(r + 1) * k];
+            }
+            r -= n;
+        }
+        &[]
+    };
+    let run = |scratch: &mut Vec<f32>, (q, dst): (usize, &mut [T])| {
+        super::buffer::populate(dst);
+        let first = q * PANEL;
+        let here = PANEL.min(rows - first);
+        if here < PANEL {
+            scratch.fill(0.0);
+        }
+        for c in 0..here {
+            for (i, v) in row(first + c).iter().enumerate() {
+                scratch[i * PANEL + c] = v.to_f32();
+            }
+        }
+        map(scratch, dst);
+    };
+    let scratch = || vec![0f32; k * PANEL];
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if out.len() >= 1 << 16 {
+            out.par_chunks_mut(k * PANEL)
+                .enumerate()
+                .for_each_init(scratch, run);
+            return out;
+        }
+    }
+    let mut s = scratch();
+    out.chunks_mut(k * PANEL)
+        .enumerate()
+        .for_each(|item| run(&mut s, item));
+    out
+}
+
+/// A held row-major `[k, n]` tensor (f32, bf16 or f16) as panels `[⌈n/16⌉·k, 16]` of the same
+/// dtype.
+pub(crate) fn panel_tensor<B: Backend>(t: &Tensor<B, 2>) -> Tensor<B, 2> {
+    let [k, n] = t.dims();
+    let shape = [n.div_ceil(PANEL) * k, PANEL];
+    relayout(
+        t,
+        shape,
+        |d| to_panels_of(d, k, n, PANEL),
+        |d| to_panels_of(d, k, n, PANEL),
+        |d| to_panels_of(d, k, n, PANEL),
+    )
+}
+
+/// The row-major `[k, n]` tensor of panels made by [`panel_tensor`].
+pub(crate) fn rows_tensor<B: Backend>(t: &Tensor<B, 2>, k: usize, n: usize) -> Tensor<B, 2> {
+    relayout(
+        t,
+        [k, n],
+        |d| from_panels_of(d, k, n, PANEL),
+        |d| from_panels_of(d, k, n, PANEL),
+        |d| from_panels_of(d, k, n, PANEL),
+    )
+}
+
+/// `t`'s values rearranged by the function for its dtype into a tensor of `shape`, same dtype.
+fn relayout<B: Backend>(
+    t: &Tensor<B, 2>,
+    shape: [usize; 2],
+    f32s: impl Fn(&[f32]) -> Vec<f32>,
+    bf16s: impl Fn(&[half::bf16]) -> Vec<half::bf16>,
+    f16s: impl Fn(&[half::f16]) -> Vec<half::f16>,
+) -> Tensor<B, 2> {
+    use burn::tensor::{DType, TensorCreationOptions};
+    let dev = t.device();
+    let opts = |dt| TensorCreationOptions::<B>::new(dev.clone()).with_dtype(dt);
+    let data = t.to_data();
+    match data.dtype {
+        DType::BF16 => {
+            if let Ok(d) = data.as_slice::<half::bf16>() {
+                return Tensor::from_data(TensorData::new(bf16s(d), shape), opts(DType::BF16));
+            }
+        }
+        DType::F16 => {
+            if let Ok(d) = data.as_slice::<half::f16>() {
+                return Tensor::from_data(TensorData::new(f16s(d), shape), opts(DType::F16));
+            }
+        }
+        _ => {}
+    }
+    let wide = super::precision::host_f32(t);
+    Tensor::from_data(TensorData::new(f32s(&wide), shape), &dev)
+}
+
+/// Columns `ids` of a `[k, n]` weight held in `t` as `shape` says, as f32 rows `[ids.len(), k]`
+/// (the embedding lookup of a model whose head serves as its embedding).
+pub(crate) fn columns_of<B: Backend>(
+    t: &Tensor<B, 2>,
+    shape: WeightShape,
+    ids: &[u32],
+) -> Tensor<B, 2> {
+    fn gather<W: Weight>(w: &[W], shape: WeightShape, ids: &[u32], out: &mut [f32]) {
+        for (&j, row) in ids.iter().zip(out.chunks_mut(shape.k)) {
+            for (i, o) in row.iter_mut().enumerate() {
+                *o = w[shape.at(i, j as usize)].to_f32();
+            }
+        }
+    }
+    let k = shape.k;
+    let mut out = vec![0f32; ids.len() * k];
+    let mut done = false;
+    #[cfg(feature = "flex")]
+    if let Some(ft) = super::weight::flex(t) {
+        if let Some(h) = super::weight::held(&ft).filter(|h| h.len() == shape.len()) {
+            match h {
+                super::weight::Held::F32(w) => gather(w, shape, ids, &mut out),
+                super::weight::Held::Bf16(w) => gather(w, shape, ids, &mut out),
+                super::weight::Held::F16(w) => gather(w, shape, ids, &mut out),
+            }
+            done = true;
+        }
+    }
+    if !done {
+        gather(&super::precision::host_f32(t), shape, ids, &mut out);
+    }
+    Tensor::from_data(TensorData::new(out, [ids.len(), k]), &t.device())
+}
+
 /// Columns per panel for weights of type `W`: one 64-byte line of a row.
 pub(crate) const fn width<W>() -> usize {
     64 / std::mem::size_of::<W>()
@@ -111,10 +280,14 @@ pub(crate) fn to_panels_of<W: Copy + Default>(w: &[W], k: usize, n: usize, wd: u
 
 /// The row-major `[k, n]` weight of panels made by [`to_panels`].
 pub(crate) fn from_panels<W: Copy + Default>(p: &[W], k: usize, n: usize) -> Vec<W> {
-    let wd = width::<W>();
+    from_panels_of(p, k, n, width::<W>())
+}
+
+/// [`from_panels`] of panels `wd` columns wide.
+pub(crate) fn from_panels_of<W: Copy + Default>(p: &[W], k: usize, n: usize, wd: usize) -> Vec<W> {
     assert_eq!(
         p.len(),
-        count::<W>(n) * k * wd,
+        n.div_ceil(wd) * k * wd,
         "not the panels of a [k, n] weight"
     );
     let mut w = vec![W::default(); k * n];

@@ -211,6 +211,81 @@ pub(crate) fn held_transposed<B: Backend>(
     held_transposed_as(&p, rows, cols, precision, device)
 }
 
+/// [`held_transposed`] as panels ([`super::panels`]): the `[cols, rows]` transpose held as a
+/// `[⌈rows/16⌉·cols, 16]` tensor of panels, written straight from the stored rows.
+pub(crate) fn held_panels<B: Backend>(
+    parts: &[crate::checkpoint::Values<'_>],
+    rows: usize,
+    cols: usize,
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    use crate::checkpoint::Values;
+    match parts {
+        [Values::F32(_), ..] if parts.iter().all(|v| matches!(v, Values::F32(_))) => {
+            let p: Vec<&[f32]> = parts
+                .iter()
+                .filter_map(|v| match v {
+                    Values::F32(d) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            held_panels_as(&p, rows, cols, precision, device)
+        }
+        [Values::Bf16(_), ..] if parts.iter().all(|v| matches!(v, Values::Bf16(_))) => {
+            let p: Vec<&[half::bf16]> = parts
+                .iter()
+                .filter_map(|v| match v {
+                    Values::Bf16(d) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            held_panels_as(&p, rows, cols, precision, device)
+        }
+        [Values::F16(_), ..] if parts.iter().all(|v| matches!(v, Values::F16(_))) => {
+            let p: Vec<&[half::f16]> = parts
+                .iter()
+                .filter_map(|v| match v {
+                    Values::F16(d) => Some(*d),
+                    _ => None,
+                })
+                .collect();
+            held_panels_as(&p, rows, cols, precision, device)
+        }
+        _ => {
+            let wide: Vec<Vec<f32>> = parts.iter().map(|v| v.to_f32_vec()).collect();
+            let p: Vec<&[f32]> = wide.iter().map(|w| &w[..]).collect();
+            held_panels_as(&p, rows, cols, precision, device)
+        }
+    }
+}
+
+fn held_panels_as<B: Backend, S: super::weight::Weight>(
+    parts: &[&[S]],
+    rows: usize,
+    cols: usize,
+    precision: WeightDtype,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    use super::panels::{panels_map, PANEL};
+    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
+    let shape = [rows.div_ceil(PANEL) * cols, PANEL];
+    match precision {
+        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
+            let h = panels_map(parts, cols, bf16_slice);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
+        }
+        WeightDtype::F16 if holds_16bit::<B>(device) => {
+            let h = panels_map(parts, cols, f16_slice);
+            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
+        }
+        _ => {
+            let t = panels_map(parts, cols, |a: &[f32], b: &mut [f32]| b.copy_from_slice(a));
+            held_tensor::<B>(t, shape, precision, device)
+        }
+    }
+}
+
 fn held_transposed_as<B: Backend, S: super::weight::Weight>(
     parts: &[&[S]],
     rows: usize,
