@@ -258,14 +258,20 @@ pub(crate) const fn count<W>(n: usize) -> usize {
 }
 
 /// A row-major `[k, n]` weight in panel-major order (the last panel padded with zeros).
-pub(crate) fn to_panels<W: Copy + Default>(w: &[W], k: usize, n: usize) -> Vec<W> {
+pub(crate) fn to_panels<W: Copy + bytemuck::Zeroable>(w: &[W], k: usize, n: usize) -> Vec<W> {
     to_panels_of(w, k, n, width::<W>())
 }
 
 /// [`to_panels`] with panels `wd` columns wide.
-pub(crate) fn to_panels_of<W: Copy + Default>(w: &[W], k: usize, n: usize, wd: usize) -> Vec<W> {
+pub(crate) fn to_panels_of<W: Copy + bytemuck::Zeroable>(
+    w: &[W],
+    k: usize,
+    n: usize,
+    wd: usize,
+) -> Vec<W> {
     assert_eq!(w.len(), k * n, "weight is not [k, n]");
-    let mut p = vec![W::default(); n.div_ceil(wd) * k * wd];
+    // Huge pages where the system gives them on request (as loaded weights have).
+    let mut p = super::buffer::zeroed::<W>(n.div_ceil(wd) * k * wd);
     if k == 0 {
         return p;
     }
@@ -279,18 +285,23 @@ pub(crate) fn to_panels_of<W: Copy + Default>(w: &[W], k: usize, n: usize, wd: u
 }
 
 /// The row-major `[k, n]` weight of panels made by [`to_panels`].
-pub(crate) fn from_panels<W: Copy + Default>(p: &[W], k: usize, n: usize) -> Vec<W> {
+pub(crate) fn from_panels<W: Copy + bytemuck::Zeroable>(p: &[W], k: usize, n: usize) -> Vec<W> {
     from_panels_of(p, k, n, width::<W>())
 }
 
 /// [`from_panels`] of panels `wd` columns wide.
-pub(crate) fn from_panels_of<W: Copy + Default>(p: &[W], k: usize, n: usize, wd: usize) -> Vec<W> {
+pub(crate) fn from_panels_of<W: Copy + bytemuck::Zeroable>(
+    p: &[W],
+    k: usize,
+    n: usize,
+    wd: usize,
+) -> Vec<W> {
     assert_eq!(
         p.len(),
         n.div_ceil(wd) * k * wd,
         "not the panels of a [k, n] weight"
     );
-    let mut w = vec![W::default(); k * n];
+    let mut w = super::buffer::zeroed::<W>(k * n);
     if k == 0 {
         return w;
     }
