@@ -1,7 +1,9 @@
 //! `Linear<B>`: `y = x·Wᵀ + b (+ Σ s·(x·A)·B)`, the one seam where adapters enter the model.
 //!
 //! The weight is kept as `[in, out]` (the transpose of the checkpoint's `[out, in]`) so the
-//! forward pass is a plain matmul on every backend. Low-rank updates are kept beside the weight
+//! forward pass is a plain matmul on every backend; on burn-flex with AVX-512F it is stored as
+//! 16-column panels ([`super::panels`]) that the host kernels stream, and burn's ops get a
+//! row-major copy. Low-rank updates are kept beside the weight
 //! (computed as `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again.
 
 use std::sync::Arc;

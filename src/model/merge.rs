@@ -4,7 +4,9 @@
 
 use burn::prelude::*;
 
-use super::panels::{Layout, WeightShape};
+#[cfg(feature = "flex")]
+use super::panels::Layout;
+use super::panels::WeightShape;
 
 /// `w ← w + s·(a·b)` (or `−` when `subtract`) on a uniquely held, contiguous f32 burn-flex
 /// weight `[k, n]`, with `a` `[k, r]` and `b` `[r, n]` f32; `false` (nothing changed) when any of
@@ -89,7 +91,7 @@ pub(crate) fn add_low_rank<B: Backend>(
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (w, a, b, scale, subtract);
+        let _ = (w, shape, a, b, scale, subtract);
         false
     }
 }

@@ -1,0 +1,116 @@
+//! The panel kernels for AVX-512F.
+
+use super::super::weight::Weight;
+use super::{WeightShape, PANEL};
+use std::arch::x86_64::*;
+
+/// Columns `j0..j1` (`j0` a multiple of 16) of `m ≤ 8` rows, two panels at a time.
+///
+/// # Safety
+/// The CPU has AVX-512F; `xi` is `[k][8]`; `w` holds `shape.len()` values as panels; `y` is
+/// `[m, shape.n]` and no one else writes its columns `j0..j1` meanwhile.
+#[target_feature(enable = "avx512f,fma")]
+pub(super) unsafe fn rows_avx512<W: Weight>(
+    xi: &[f32],
+    m: usize,
+    w: &[W],
+    shape: WeightShape,
+    j0: usize,
+    j1: usize,
+    y: *mut f32,
+) {
+    let (k, n) = (shape.k, shape.n);
+    let mut j = j0;
+    while j < j1 {
+        let two = j + PANEL < j1;
+        let p0 = w.as_ptr().add(shape.at(0, j));
+        let p1 = if two {
+            w.as_ptr().add(shape.at(0, j + PANEL))
+        } else {
+            p0
+        };
+        let mut acc = [[_mm512_setzero_ps(); 8]; 2];
+        for i in 0..k {
+            _mm_prefetch::<_MM_HINT_T1>((p0.add(i * PANEL) as *const i8).add(1024));
+            let w0 = W::load16(p0.add(i * PANEL));
+            let w1 = if two {
+                _mm_prefetch::<_MM_HINT_T1>((p1.add(i * PANEL) as *const i8).add(1024));
+                W::load16(p1.add(i * PANEL))
+            } else {
+                _mm512_setzero_ps()
+            };
+            let xr = xi.as_ptr().add(i * 8);
+            let [acc0, acc1] = &mut acc;
+            for (r, (a0, a1)) in acc0.iter_mut().zip(acc1.iter_mut()).enumerate().take(m) {
+                let xv = _mm512_set1_ps(*xr.add(r));
+                *a0 = _mm512_fmadd_ps(xv, w0, *a0);
+                *a1 = _mm512_fmadd_ps(xv, w1, *a1);
+            }
+        }
+        for (t, rows) in acc.iter().enumerate().take(1 + usize::from(two)) {
+            let c = j + t * PANEL;
+            let left = (j1 - c).min(PANEL);
+            let mask = ((1u32 << left) - 1) as __mmask16;
+            for (r, a) in rows.iter().enumerate().take(m) {
+                _mm512_mask_storeu_ps(y.add(r * n + c), mask, *a);
+            }
+        }
+        j += if two { 2 * PANEL } else { PANEL };
+    }
+}
+
+/// Panels read side by side (`GROUP` streams; up to 8 accumulators for 16-bit weights).
+const GROUP: usize = 4;
+
+/// [`super::panel_run_of`] with `V` vectors of 16 lanes per panel line.
+///
+/// # Safety
+/// The CPU has AVX-512F, `V · 16` is the panel width of `W` and panels
+/// `first..⌈(first · width + out.len()) / width⌉` of `x.len()` lines each lie in `p`.
+#[target_feature(enable = "avx512f,fma")]
+pub(super) unsafe fn run_avx512<W: Weight, const V: usize>(
+    x: &[f32],
+    p: &[W],
+    first: usize,
+    out: &mut [f32],
+) {
+    let (k, wd) = (x.len(), V * 16);
+    let panels = out.len().div_ceil(wd);
+    let mut q = 0;
+    while q < panels {
+        let np = (panels - q).min(GROUP);
+        // Pointers past `np` repeat the last panel (read, never stored).
+        let base: [*const W; GROUP] =
+            std::array::from_fn(|t| p.as_ptr().add((first + q + t.min(np - 1)) * k * wd));
+        let mut acc = [[_mm512_setzero_ps(); V]; GROUP];
+        for i in 0..k {
+            let xi = _mm512_set1_ps(*x.get_unchecked(i));
+            for t in 0..GROUP {
+                if t < np {
+                    let line = base[t].add(i * wd);
+                    // A kilobyte ahead in the panel's stream, into L2.
+                    _mm_prefetch::<_MM_HINT_T1>((line as *const i8).add(1024));
+                    for (v, a) in acc[t].iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(xi, W::load16(line.add(16 * v)), *a);
+                    }
+                }
+            }
+        }
+        for (t, lanes) in acc.iter().enumerate().take(np) {
+            let j = (q + t) * wd;
+            let cols = wd.min(out.len() - j);
+            if cols == wd {
+                for (v, a) in lanes.iter().enumerate() {
+                    _mm512_storeu_ps(out.as_mut_ptr().add(j + 16 * v), *a);
+                }
+            } else {
+                let mut tmp = [0f32; 32];
+                for (v, a) in lanes.iter().enumerate() {
+                    _mm512_storeu_ps(tmp.as_mut_ptr().add(16 * v), *a);
+                }
+                out[j..j + cols].copy_from_slice(&tmp[..cols]);
+            }
+        }
+        q += np;
+    }
+}
