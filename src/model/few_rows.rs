@@ -4,6 +4,9 @@
 //! one-row kernel does (column tiles, eight weight rows per pass) and applies each loaded weight
 //! vector to every row.
 //!
+//! Weights held as panels ([`super::panels`]) take `panels::rows_panels` instead: each panel is
+//! walked once down all of `k` with every row's outputs in registers.
+//!
 //! Each output is the same in-order fused multiply-add chain as [`super::matvec`]'s, so a row
 //! computed here is bit-identical to the same row decoded alone.
 

@@ -1,4 +1,5 @@
-//! `Y = X·W` for several rows (prefill), `W` `[k, n]` row-major read in place — the many-row
+//! `Y = X·W` for several rows (prefill), `W` `[k, n]` read in place (row-major, or 16-column
+//! panels: a 48-column panel of the kernel is then three stored ones) — the many-row
 //! sibling of [`super::matvec`]. burn-flex's general GEMM repacks both operands on every call;
 //! here a register-blocked AVX-512 kernel (8 rows × 48 columns of accumulators) streams 48-column
 //! panels of `W` straight from the weight, with column panels split over rayon's threads.
@@ -157,8 +158,9 @@ mod x86 {
         });
         let dst = pack.as_mut_ptr();
         for kk in 0..kc {
-            // The panel's rows lie a whole weight row apart (more than a page for most layers),
-            // which the hardware prefetchers do not follow: ask for the rows a few steps ahead.
+            // Row-major, the panel's rows lie a whole weight row apart (more than a page for most
+            // layers), which the hardware prefetchers do not follow: ask for the rows a few steps
+            // ahead (stored panels stream on their own; the hint costs little).
             if kk + PREFETCH < kc {
                 for p in &wp {
                     _mm_prefetch::<_MM_HINT_T0>(p.add(PREFETCH * stride) as *const i8);

@@ -264,17 +264,7 @@ impl<B: Backend> Linear<B> {
     /// Columns `ids` of the weight as f32 rows `[ids.len(), in]` (a head that serves as the
     /// embedding; `ids` must be below `out_features`).
     pub(crate) fn columns(&self, ids: &[u32]) -> Tensor<B, 2> {
-        match self.shape.layout {
-            Layout::Panels => super::panels::columns_of(&self.weight, self.shape, ids),
-            Layout::Rows => {
-                let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-                let idx = Tensor::<B, 1, Int>::from_data(
-                    TensorData::new(idx, [ids.len()]),
-                    &self.weight.device(),
-                );
-                as_f32(&self.weight.clone().select(1, idx).transpose())
-            }
-        }
+        columns(&self.weight, self.shape, ids)
     }
 
     /// The bias, `[out]`.
@@ -462,6 +452,25 @@ impl<B: Backend> Linear<B> {
                 * af.scale.clone().unsqueeze_dim::<2>(0);
         }
         y.reshape([b, t, self.out_features()])
+    }
+}
+
+/// Columns `ids` (each below `shape.n`) of a weight held in `held` as `shape` says, as f32 rows
+/// `[ids.len(), shape.k]`: a gather from panels on the host, burn's `select` on rows (any
+/// backend).
+pub(crate) fn columns<B: Backend>(
+    held: &Tensor<B, 2>,
+    shape: WeightShape,
+    ids: &[u32],
+) -> Tensor<B, 2> {
+    match shape.layout {
+        Layout::Panels => super::panels::columns_of(held, shape, ids),
+        Layout::Rows => {
+            let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+            let idx =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), &held.device());
+            as_f32(&held.clone().select(1, idx).transpose())
+        }
     }
 }
 

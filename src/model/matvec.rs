@@ -1,8 +1,8 @@
 //! Decoding multiplies one activation row by every weight matrix: a matrix–vector product whose
 //! speed is set by how fast the weights stream from memory. burn-flex sends `[1, k] × [k, n]` to a
 //! general GEMM, which repacks the whole matrix on every call and runs on one thread; this module
-//! reads the weight in place (`[k, n]`, row-major, as [`super::linear::Linear`] stores it) and
-//! splits the output columns across threads.
+//! reads the weight in place (`[k, n]` as [`super::linear::Linear`] stores it: row-major, or
+//! 16-column panels, [`super::panels`]) and splits the output columns across threads.
 //!
 //! Each output is summed over `k` in the same order whatever the thread count, so results do not
 //! depend on the machine; they differ from the GEMM path only by rounding.

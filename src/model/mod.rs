@@ -26,9 +26,8 @@ mod matvec_bf16;
 mod merge;
 mod mlp;
 mod norm;
-// Panel-major weights (held by `Linear` on burn-flex with AVX-512F); some helpers serve the
-// probes and tests only.
-#[allow(dead_code)]
+// Panel-major weights (held by `Linear` on burn-flex with AVX-512F).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod panels;
 mod precision;
 mod rope;
@@ -75,14 +74,24 @@ pub struct GraftInfo {
     pub prefix_layers: Vec<usize>,
 }
 
+/// Where the token embeddings are looked up when the model holds them apart from its head.
+#[derive(Debug, Clone)]
+enum Embedding<B: Backend> {
+    /// Its own `[vocab, n_embd]` matrix.
+    Own(Tensor<B, 2>),
+    /// The base head's held weight (`[n_embd, vocab]` stored as the shape says), sharing its
+    /// storage: kept when an adapter may change the head that stood in for the embedding.
+    Head(Tensor<B, 2>, panels::WeightShape),
+}
+
 /// A decoder-only language model on backend `B`.
 #[derive(Debug, Clone)]
 pub struct Model<B: Backend> {
     config: ModelConfig,
     grafts: Vec<GraftInfo>,
-    /// `[vocab, n_embd]`; `None` while the embedding is read from the head's weight (tied, or
+    /// The embedding when it is not read from the head's current weight (`None`: tied, or
     /// stored as one matrix).
-    wte: Option<Tensor<B, 2>>,
+    wte: Option<Embedding<B>>,
     blocks: Vec<Block<B>>,
     ln_f: Norm<B>,
     lm_head: Linear<B>,
@@ -229,7 +238,7 @@ impl<B: Backend> Model<B> {
         // The head, then (unless lent above, untied) the embedding: with tied embeddings they are
         // normally the same matrix, and the head's (transposed) copy then serves the lookups too
         // — one copy held, not two. (Before the blocks, and one f32 copy at a time, so the
-        // transient copies stay below the final size.)
+        // transient copies stay below the final size; the comparison reads the head as held.)
         let lm_head = linear(&mut take, "lm_head", cfg.lm_head_bias)?;
         let head_shape = {
             let (inp, out) = (lm_head.in_features(), lm_head.out_features());
@@ -238,14 +247,18 @@ impl<B: Backend> Model<B> {
         let wte = if head_is_embedding {
             None
         } else if lent.is_some() {
-            lent
+            lent.map(Embedding::Own)
         } else {
             let wte_h = take("transformer.wte.weight")?;
-            let same_as_head = cfg.tie_embeddings
-                && wte_h.shape == head_shape
-                && precision::equals_transposed(&lm_head.weight(), &wte_h.data, precision);
-            (!same_as_head)
-                .then(|| precision::held_tensor::<B>(wte_h.data, wte_shape, precision, device))
+            let same_as_head = cfg.tie_embeddings && wte_h.shape == head_shape && {
+                let (held, shape) = lm_head.held_weight();
+                precision::equals_transposed(held, shape, &wte_h.data, precision)
+            };
+            (!same_as_head).then(|| {
+                Embedding::Own(precision::held_tensor::<B>(
+                    wte_h.data, wte_shape, precision, device,
+                ))
+            })
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -361,7 +374,12 @@ impl<B: Backend> Model<B> {
     /// its own copy; not norms, biases or adapters), as actually stored on the device.
     pub fn weight_bytes(&self) -> usize {
         let bytes = |t: &Tensor<B, 2>| t.shape().num_elements() * t.dtype().size();
-        let mut n = self.wte.as_ref().map_or(0, bytes) + bytes(self.lm_head.held_weight().0);
+        let own = |e: &Embedding<B>| match e {
+            Embedding::Own(t) => bytes(t),
+            // Shared with the head until the head changes (then its own storage).
+            Embedding::Head(t, _) => bytes(t),
+        };
+        let mut n = self.wte.as_ref().map_or(0, own) + bytes(self.lm_head.held_weight().0);
         for b in &self.blocks {
             let mlp = [Some(&b.mlp.fc_1), b.mlp.fc_2.as_ref(), Some(&b.mlp.proj)];
             for l in [Some(&b.attn.qkv), Some(&b.attn.proj)]
@@ -406,7 +424,8 @@ impl<B: Backend> Model<B> {
             // The head may be about to change (an adapter attached or merged): the embedding it
             // stood in for keeps the base values.
             if self.wte.is_none() {
-                self.wte = Some(self.lm_head.weight().transpose());
+                let (held, shape) = self.lm_head.held_weight();
+                self.wte = Some(Embedding::Head(held.clone(), shape));
             }
             return Some(&mut self.lm_head);
         }
@@ -530,7 +549,8 @@ impl<B: Backend> Model<B> {
         let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
         let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [t]), &self.device);
         let emb = match &self.wte {
-            Some(wte) => wte.clone().select(0, idx),
+            Some(Embedding::Own(wte)) => wte.clone().select(0, idx),
+            Some(Embedding::Head(held, shape)) => linear::columns(held, *shape, ids),
             None => self.lm_head.columns(ids),
         };
         let emb = precision::as_f32(&emb);

@@ -1,6 +1,7 @@
 //! Panel-major weights for decoding: `W` `[k, n]` stored as `[⌈n / w⌉][k][w]`, where a panel is
-//! `w` columns wide and one row of a panel is one 64-byte cache line (16 f32 or 32 16-bit
-//! values); the last panel is padded with zeros.
+//! `w` columns wide (16 for held weights, whatever the dtype: a 64-byte line of f32 or 32 bytes
+//! of 16-bit values per panel row; the probe also tries 32-wide 16-bit panels); the last panel
+//! is padded with zeros.
 //!
 //! A decode step multiplies one activation row by every weight. Row-major `[k, n]` split into
 //! column tiles across threads makes each thread read a short piece of every row and jump to the
@@ -209,9 +210,15 @@ fn relayout<B: Backend>(
                 return Tensor::from_data(TensorData::new(f16s(d), shape), opts(DType::F16));
             }
         }
+        DType::F32 => {
+            if let Ok(d) = data.as_slice::<f32>() {
+                return Tensor::from_data(TensorData::new(f32s(d), shape), &dev);
+            }
+        }
         _ => {}
     }
     let wide = super::precision::host_f32(t);
+    drop(data);
     Tensor::from_data(TensorData::new(f32s(&wide), shape), &dev)
 }
 
@@ -230,6 +237,12 @@ pub(crate) fn columns_of<B: Backend>(
         }
     }
     let k = shape.k;
+    if k == 0 {
+        return Tensor::from_data(
+            TensorData::new(Vec::<f32>::new(), [ids.len(), 0]),
+            &t.device(),
+        );
+    }
     let mut out = vec![0f32; ids.len() * k];
     #[cfg_attr(not(feature = "flex"), allow(unused_mut))]
     let mut done = false;
@@ -251,16 +264,13 @@ pub(crate) fn columns_of<B: Backend>(
 }
 
 /// Columns per panel for weights of type `W`: one 64-byte line of a row.
+#[cfg(test)]
 pub(crate) const fn width<W>() -> usize {
     64 / std::mem::size_of::<W>()
 }
 
-/// Panels a `[k, n]` weight of type `W` takes.
-pub(crate) const fn count<W>(n: usize) -> usize {
-    n.div_ceil(width::<W>())
-}
-
 /// A row-major `[k, n]` weight in panel-major order (the last panel padded with zeros).
+#[cfg(test)]
 pub(crate) fn to_panels<W: Copy + bytemuck::Zeroable>(w: &[W], k: usize, n: usize) -> Vec<W> {
     to_panels_of(w, k, n, width::<W>())
 }
@@ -288,6 +298,7 @@ pub(crate) fn to_panels_of<W: Copy + bytemuck::Zeroable>(
 }
 
 /// The row-major `[k, n]` weight of panels made by [`to_panels`].
+#[cfg(test)]
 pub(crate) fn from_panels<W: Copy + bytemuck::Zeroable>(p: &[W], k: usize, n: usize) -> Vec<W> {
     from_panels_of(p, k, n, width::<W>())
 }
@@ -319,6 +330,7 @@ pub(crate) fn from_panels_of<W: Copy + bytemuck::Zeroable>(
 
 /// `y = x·W` for `W` `[x.len(), y.len()]` held as panels ([`to_panels`]); each thread takes a
 /// run of whole panels.
+#[cfg(test)]
 pub(crate) fn matvec_panels<W: Weight>(x: &[f32], p: &[W], y: &mut [f32]) {
     matvec_panels_of(x, p, y, width::<W>())
 }
@@ -398,6 +410,13 @@ pub(crate) fn rows_panels<W: Weight>(
             && w.len() == shape.len()
             && y.len() == m * n
     );
+    if n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         assert!(std::arch::is_x86_feature_detected!("avx512f"));

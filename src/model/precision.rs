@@ -366,10 +366,11 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32>
 /// rows can read `held`'s columns. Compared bit for bit in 64-row blocks (parallel on flex).
 pub(crate) fn equals_transposed<B: Backend>(
     held: &Tensor<B, 2>,
+    shape: super::panels::WeightShape,
     data: &[f32],
     precision: WeightDtype,
 ) -> bool {
-    let [cols, rows] = held.dims();
+    let (cols, rows) = (shape.k, shape.n);
     if data.len() != rows * cols {
         return false;
     }
@@ -391,7 +392,7 @@ pub(crate) fn equals_transposed<B: Backend>(
             (0..n).all(f)
         }
     }
-    // `at(j, i)`: element `[j, i]` of `held` as f32 bits.
+    // `at(j, i)`: element `[j, i]` of `held` (stored as `shape` says) as f32 bits.
     let check = |at: &(dyn Fn(usize, usize) -> u32 + Sync)| {
         all_blocks(rows.div_ceil(64), |b| {
             let (r0, r1) = (b * 64, (b * 64 + 64).min(rows));
@@ -401,15 +402,15 @@ pub(crate) fn equals_transposed<B: Backend>(
     #[cfg(feature = "flex")]
     if let Some(t) = super::weight::flex(held) {
         use super::weight::Held;
-        return match super::weight::held(&t) {
-            Some(Held::F32(h)) => check(&|j, i| h[j * rows + i].to_bits()),
-            Some(Held::Bf16(h)) => check(&|j, i| h[j * rows + i].to_f32().to_bits()),
-            Some(Held::F16(h)) => check(&|j, i| h[j * rows + i].to_f32().to_bits()),
+        return match super::weight::held(&t).filter(|h| h.len() == shape.len()) {
+            Some(Held::F32(h)) => check(&|j, i| h[shape.at(j, i)].to_bits()),
+            Some(Held::Bf16(h)) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
+            Some(Held::F16(h)) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
             None => false,
         };
     }
     let h = host_f32(held);
-    h.len() == rows * cols && check(&|j, i| h[j * rows + i].to_bits())
+    h.len() == shape.len() && check(&|j, i| h[shape.at(j, i)].to_bits())
 }
 
 /// [`bf16_slice`] over a whole vector, in parallel for large inputs.

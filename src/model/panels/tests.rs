@@ -255,3 +255,94 @@ mod speed {
         println!("bf16 panels 16 columns wide (as f32's): {:.2} ms", ms[4]);
     }
 }
+
+/// The helpers around held panels: loading from stored `[out, in]` parts, the tensor layout
+/// conversions, the column gather of a tied head and the in-place merge give what the row-major
+/// forms give.
+#[cfg(feature = "flex")]
+mod helpers {
+    use super::*;
+    use crate::backend::Flex;
+    use crate::model::precision::{held_tensor, host_f32};
+    use crate::model::WeightDtype;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| (((i * 7 + seed) % 29) as f32 - 14.0) * 0.01)
+            .collect()
+    }
+
+    #[test]
+    fn loads_conversions_gathers_and_merges_agree_with_rows() {
+        let dev = Default::default();
+        // A fused weight stored as three parts of 20, 7 and 6 rows (`n` = 33: a partial panel),
+        // `k` = 5 inputs.
+        let (k, parts_rows) = (5, [20usize, 7, 6]);
+        let n: usize = parts_rows.iter().sum();
+        let parts: Vec<Vec<f32>> = parts_rows
+            .iter()
+            .enumerate()
+            .map(|(p, &r)| values(r * k, p))
+            .collect();
+        let stacked: Vec<f32> = parts.concat(); // [n, k]
+        let rows: Vec<f32> = (0..k * n).map(|x| stacked[(x % n) * k + x / n]).collect(); // [k, n]
+        let refs: Vec<&[f32]> = parts.iter().map(|p| &p[..]).collect();
+        let got = panels_map(&refs, k, |a: &[f32], b: &mut [f32]| b.copy_from_slice(a));
+        assert_eq!(got, to_panels_of(&rows, k, n, PANEL), "f32 parts");
+        let parts16: Vec<Vec<half::bf16>> = parts
+            .iter()
+            .map(|p| p.iter().map(|&v| half::bf16::from_f32(v)).collect())
+            .collect();
+        let refs16: Vec<&[half::bf16]> = parts16.iter().map(|p| &p[..]).collect();
+        let got16 = panels_map(&refs16, k, |a: &[f32], b: &mut [f32]| b.copy_from_slice(a));
+        let rows16: Vec<f32> = rows
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        assert_eq!(got16, to_panels_of(&rows16, k, n, PANEL), "bf16 parts");
+
+        let shape = WeightShape {
+            k,
+            n,
+            layout: Layout::Panels,
+        };
+        for dtype in [WeightDtype::F32, WeightDtype::Bf16] {
+            let t = held_tensor::<Flex>(rows.clone(), [k, n], dtype, &dev);
+            let p = panel_tensor(&t);
+            assert_eq!(p.dims(), [n.div_ceil(PANEL) * k, PANEL]);
+            assert_eq!(p.dtype(), t.dtype(), "{dtype:?} keeps its dtype");
+            assert_eq!(host_f32(&rows_tensor(&p, k, n)), host_f32(&t), "{dtype:?}");
+            let ids = [0u32, 32, 17, 5];
+            let want: Vec<f32> = ids
+                .iter()
+                .flat_map(|&j| (0..k).map(move |i| (i, j as usize)))
+                .map(|(i, j)| host_f32(&t)[i * n + j])
+                .collect();
+            assert_eq!(host_f32(&columns_of(&p, shape, &ids)), want, "{dtype:?}");
+        }
+
+        let t2 =
+            |v: Vec<f32>, d: [usize; 2]| Tensor::<Flex, 2>::from_data(TensorData::new(v, d), &dev);
+        let (a, b) = (t2(values(k * 3, 1), [k, 3]), t2(values(3 * n, 2), [3, n]));
+        let mut w_rows = t2(rows.clone(), [k, n]);
+        let mut w_pan = t2(
+            to_panels_of(&rows, k, n, PANEL),
+            [n.div_ceil(PANEL) * k, PANEL],
+        );
+        use crate::model::merge::add_low_rank;
+        assert!(add_low_rank(
+            &mut w_rows,
+            WeightShape::rows([k, n]),
+            &a,
+            &b,
+            0.5,
+            false
+        ));
+        assert!(add_low_rank(&mut w_pan, shape, &a, &b, 0.5, false));
+        assert_eq!(
+            host_f32(&w_pan),
+            to_panels_of(&host_f32(&w_rows), k, n, PANEL),
+            "the same fold, bit for bit"
+        );
+    }
+}

@@ -20,6 +20,7 @@ pub(super) unsafe fn rows_avx512<W: Weight>(
     y: *mut f32,
 ) {
     let (k, n) = (shape.k, shape.n);
+    debug_assert!(j0.is_multiple_of(PANEL) && j1 <= n && (1..=8).contains(&m));
     let mut j = j0;
     while j < j1 {
         let two = j + PANEL < j1;
@@ -31,10 +32,10 @@ pub(super) unsafe fn rows_avx512<W: Weight>(
         };
         let mut acc = [[_mm512_setzero_ps(); 8]; 2];
         for i in 0..k {
-            _mm_prefetch::<_MM_HINT_T1>((p0.add(i * PANEL) as *const i8).add(1024));
+            _mm_prefetch::<_MM_HINT_T1>((p0.add(i * PANEL) as *const i8).wrapping_add(1024));
             let w0 = W::load16(p0.add(i * PANEL));
             let w1 = if two {
-                _mm_prefetch::<_MM_HINT_T1>((p1.add(i * PANEL) as *const i8).add(1024));
+                _mm_prefetch::<_MM_HINT_T1>((p1.add(i * PANEL) as *const i8).wrapping_add(1024));
                 W::load16(p1.add(i * PANEL))
             } else {
                 _mm512_setzero_ps()
@@ -89,7 +90,7 @@ pub(super) unsafe fn run_avx512<W: Weight, const V: usize>(
                 if t < np {
                     let line = base[t].add(i * wd);
                     // A kilobyte ahead in the panel's stream, into L2.
-                    _mm_prefetch::<_MM_HINT_T1>((line as *const i8).add(1024));
+                    _mm_prefetch::<_MM_HINT_T1>((line as *const i8).wrapping_add(1024));
                     for (v, a) in acc[t].iter_mut().enumerate() {
                         *a = _mm512_fmadd_ps(xi, W::load16(line.add(16 * v)), *a);
                     }
