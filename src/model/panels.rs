@@ -437,7 +437,19 @@ pub(crate) fn rows_panels<W: Weight>(
             // SAFETY: AVX-512F is present (asserted); tasks write disjoint column ranges
             // `j0..j1` of `y` (`m × n`, alive for the whole loop); reads stay in `w`
             // (`shape.len()` values, asserted) and `xi` (`k × 8`).
-            unsafe { x86::rows_avx512(&xi, m, w, shape, j0, j1, y_addr as *mut f32) };
+            unsafe {
+                let y = y_addr as *mut f32;
+                match m {
+                    1 => x86::rows_avx512::<W, 1>(&xi, w, shape, j0, j1, y),
+                    2 => x86::rows_avx512::<W, 2>(&xi, w, shape, j0, j1, y),
+                    3 => x86::rows_avx512::<W, 3>(&xi, w, shape, j0, j1, y),
+                    4 => x86::rows_avx512::<W, 4>(&xi, w, shape, j0, j1, y),
+                    5 => x86::rows_avx512::<W, 5>(&xi, w, shape, j0, j1, y),
+                    6 => x86::rows_avx512::<W, 6>(&xi, w, shape, j0, j1, y),
+                    7 => x86::rows_avx512::<W, 7>(&xi, w, shape, j0, j1, y),
+                    _ => x86::rows_avx512::<W, 8>(&xi, w, shape, j0, j1, y),
+                }
+            }
         };
         #[cfg(feature = "flex")]
         {

@@ -253,6 +253,43 @@ mod speed {
             ms[1] / ms[3]
         );
         println!("bf16 panels 16 columns wide (as f32's): {:.2} ms", ms[4]);
+        // Eight rows (a batch of sequences): the few-row kernels on rows and on panels.
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let m = 8;
+            let xs = vec![0.01f32; m * 1536];
+            let mut ys = vec![0f32; m * 1536];
+            let pan16w: Vec<Vec<f32>> = rows
+                .iter()
+                .zip(&shapes)
+                .map(|(w, &(k, n))| to_panels_of(w, k, n, PANEL))
+                .collect();
+            let mut t = [0f64; 2];
+            rayon::scope(|_| {
+                for _ in 0..5 {
+                    for (v, tv) in t.iter_mut().enumerate() {
+                        let s = std::time::Instant::now();
+                        for _ in 0..3 {
+                            for (l, &(k, n)) in shapes.iter().enumerate() {
+                                let (x, y) = (&xs[..m * k], &mut ys[..m * n]);
+                                let shape = WeightShape {
+                                    k,
+                                    n,
+                                    layout: if v == 0 { Layout::Rows } else { Layout::Panels },
+                                };
+                                let w = if v == 0 { &rows[l] } else { &pan16w[l] };
+                                crate::model::few_rows::matmul_in(x, w, shape, y, m);
+                            }
+                        }
+                        *tv += s.elapsed().as_secs_f64();
+                    }
+                }
+            });
+            println!(
+                "8 rows f32: row-major {:.2} ms, panels {:.2} ms",
+                t[0] / 15.0 * 1e3,
+                t[1] / 15.0 * 1e3
+            );
+        }
     }
 }
 

@@ -4,15 +4,18 @@ use super::super::weight::Weight;
 use super::{WeightShape, PANEL};
 use std::arch::x86_64::*;
 
+/// Bytes ahead in a panel's stream that [`rows_avx512`] prefetches: several rows of work per
+/// weight line, so the lines must be asked for well ahead.
+const AHEAD: usize = 4096;
+
 /// Columns `j0..j1` (`j0` a multiple of 16) of `m ≤ 8` rows, two panels at a time.
 ///
 /// # Safety
 /// The CPU has AVX-512F; `xi` is `[k][8]`; `w` holds `shape.len()` values as panels; `y` is
 /// `[m, shape.n]` and no one else writes its columns `j0..j1` meanwhile.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn rows_avx512<W: Weight>(
+pub(super) unsafe fn rows_avx512<W: Weight, const M: usize>(
     xi: &[f32],
-    m: usize,
     w: &[W],
     shape: WeightShape,
     j0: usize,
@@ -20,7 +23,7 @@ pub(super) unsafe fn rows_avx512<W: Weight>(
     y: *mut f32,
 ) {
     let (k, n) = (shape.k, shape.n);
-    debug_assert!(j0.is_multiple_of(PANEL) && j1 <= n && (1..=8).contains(&m));
+    debug_assert!(j0.is_multiple_of(PANEL) && j1 <= n && (1..=8).contains(&M));
     let mut j = j0;
     while j < j1 {
         let two = j + PANEL < j1;
@@ -30,19 +33,20 @@ pub(super) unsafe fn rows_avx512<W: Weight>(
         } else {
             p0
         };
-        let mut acc = [[_mm512_setzero_ps(); 8]; 2];
+        // `M` rows known at compile time: the accumulators stay in registers.
+        let mut acc = [[_mm512_setzero_ps(); M]; 2];
         for i in 0..k {
-            _mm_prefetch::<_MM_HINT_T1>((p0.add(i * PANEL) as *const i8).wrapping_add(1024));
+            _mm_prefetch::<_MM_HINT_T1>((p0.add(i * PANEL) as *const i8).wrapping_add(AHEAD));
             let w0 = W::load16(p0.add(i * PANEL));
             let w1 = if two {
-                _mm_prefetch::<_MM_HINT_T1>((p1.add(i * PANEL) as *const i8).wrapping_add(1024));
+                _mm_prefetch::<_MM_HINT_T1>((p1.add(i * PANEL) as *const i8).wrapping_add(AHEAD));
                 W::load16(p1.add(i * PANEL))
             } else {
                 _mm512_setzero_ps()
             };
             let xr = xi.as_ptr().add(i * 8);
             let [acc0, acc1] = &mut acc;
-            for (r, (a0, a1)) in acc0.iter_mut().zip(acc1.iter_mut()).enumerate().take(m) {
+            for (r, (a0, a1)) in acc0.iter_mut().zip(acc1.iter_mut()).enumerate() {
                 let xv = _mm512_set1_ps(*xr.add(r));
                 *a0 = _mm512_fmadd_ps(xv, w0, *a0);
                 *a1 = _mm512_fmadd_ps(xv, w1, *a1);
@@ -52,7 +56,7 @@ pub(super) unsafe fn rows_avx512<W: Weight>(
             let c = j + t * PANEL;
             let left = (j1 - c).min(PANEL);
             let mask = ((1u32 << left) - 1) as __mmask16;
-            for (r, a) in rows.iter().enumerate().take(m) {
+            for (r, a) in rows.iter().enumerate() {
                 _mm512_mask_storeu_ps(y.add(r * n + c), mask, *a);
             }
         }
