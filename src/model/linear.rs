@@ -13,7 +13,7 @@ use burn::tensor::IndexingUpdateOp;
 
 use super::matvec::{try_linear_in, RowTerm};
 use super::panels::{Layout, WeightShape};
-use super::precision::{as_f32, held_panels, held_tensor, held_transposed, host_f32, WeightDtype};
+use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
 use crate::checkpoint::HostTensor;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -109,13 +109,12 @@ impl<B: Backend> Linear<B> {
             out * inp,
             "weight values do not match the shape {shape:?}"
         );
-        let (weight, layout) = if super::panels::hold_panels::<B>() {
-            let w = held_panels::<B>(weight, out, inp, precision, device);
-            (w, Layout::Panels)
+        let layout = if super::panels::hold_panels::<B>() {
+            Layout::Panels
         } else {
-            let w = held_transposed::<B>(weight, out, inp, precision, device);
-            (w, Layout::Rows)
+            Layout::Rows
         };
+        let weight = held_transposed::<B>(weight, out, inp, precision, layout, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,

@@ -4,8 +4,6 @@
 
 use burn::prelude::*;
 
-#[cfg(feature = "flex")]
-use super::panels::Layout;
 use super::panels::WeightShape;
 
 /// `w ← w + s·(a·b)` (or `−` when `subtract`) on a uniquely held, contiguous f32 burn-flex
@@ -53,38 +51,28 @@ pub(crate) fn add_low_rank<B: Backend>(
                 *x = if subtract { *x - t } else { *x + t };
             };
             let rows = (k / (4 * super::weight::threads().max(1))).max(1);
-            match shape.layout {
-                Layout::Rows => wd
-                    .par_chunks_mut(rows * n)
-                    .enumerate()
-                    .for_each(|(c, block)| {
-                        let mut d = vec![0f32; n];
-                        for (i, row) in block.chunks_exact_mut(n).enumerate() {
-                            let i = c * rows + i;
-                            super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
-                            row.iter_mut().zip(&d).for_each(|(x, &dj)| fold(x, dj));
-                        }
-                    }),
-                Layout::Panels => {
-                    // Row `i`'s values lie in every panel; blocks of rows are still disjoint.
-                    let w_addr = wd.as_mut_ptr() as usize;
-                    (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
-                        let mut d = vec![0f32; n];
-                        for i in c * rows..((c + 1) * rows).min(k) {
-                            super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
-                            for (j, &dj) in d.iter().enumerate() {
-                                // SAFETY: `shape.at(i, j) < shape.len()` (the slice's length,
-                                // alive for the whole loop) for `i < k`, `j < n`; each task
-                                // writes only its own rows, so no element is written twice.
-                                fold(
-                                    unsafe { &mut *(w_addr as *mut f32).add(shape.at(i, j)) },
-                                    dj,
-                                );
-                            }
-                        }
-                    });
+            // Blocks of rows in parallel; row `i`'s values lie where `shape.at` says (one run
+            // row-major, 16 in every panel): blocks never share an element.
+            let w_addr = wd.as_mut_ptr() as usize;
+            (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
+                let mut d = vec![0f32; n];
+                for i in c * rows..((c + 1) * rows).min(k) {
+                    super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
+                    // Sixteen columns from a multiple of 16 lie together in either layout.
+                    for (c, dc) in d.chunks(16).enumerate() {
+                        // SAFETY: the run `shape.at(i, 16c) ..+ dc.len()` lies in the slice
+                        // (`shape.len()` values, alive for the whole loop) for `i < k`; each
+                        // task writes only its own rows, so no element is written twice.
+                        let run = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (w_addr as *mut f32).add(shape.at(i, 16 * c)),
+                                dc.len(),
+                            )
+                        };
+                        run.iter_mut().zip(dc).for_each(|(x, &dj)| fold(x, dj));
+                    }
                 }
-            }
+            });
             true
         })
         .unwrap_or(false)

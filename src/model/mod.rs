@@ -374,10 +374,9 @@ impl<B: Backend> Model<B> {
     /// its own copy; not norms, biases or adapters), as actually stored on the device.
     pub fn weight_bytes(&self) -> usize {
         let bytes = |t: &Tensor<B, 2>| t.shape().num_elements() * t.dtype().size();
+        // (A kept head is shared with the head until the head changes.)
         let own = |e: &Embedding<B>| match e {
-            Embedding::Own(t) => bytes(t),
-            // Shared with the head until the head changes (then its own storage).
-            Embedding::Head(t, _) => bytes(t),
+            Embedding::Own(t) | Embedding::Head(t, _) => bytes(t),
         };
         let mut n = self.wte.as_ref().map_or(0, own) + bytes(self.lm_head.held_weight().0);
         for b in &self.blocks {

@@ -12,6 +12,7 @@ use std::fmt;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorCreationOptions};
 
+use super::panels::Layout;
 use crate::error::{Error, Result};
 
 /// Held precision of the weight matrices (norms, biases and adapters always stay f32).
@@ -172,12 +173,15 @@ pub(crate) fn held_values<B: Backend>(
 
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight given as `parts` stacked by
 /// rows (one part, or a fused q/k/v weight's three), held at `precision` as [`held_tensor`] holds
-/// it, converted band by band (no transposed f32 copy for 16-bit, no stacked copy of the parts).
+/// it and laid out as `layout` says: row-major `[cols, rows]`, or panels
+/// `[⌈rows/16⌉·cols, 16]` ([`super::panels`]). Converted band by band or panel by panel (no
+/// transposed f32 copy for 16-bit, no stacked copy of the parts).
 pub(crate) fn held_transposed<B: Backend>(
     parts: &[crate::checkpoint::Values<'_>],
     rows: usize,
     cols: usize,
     precision: WeightDtype,
+    layout: Layout,
     device: &B::Device,
 ) -> Tensor<B, 2> {
     use crate::checkpoint::Values;
@@ -191,98 +195,37 @@ pub(crate) fn held_transposed<B: Backend>(
         Values::F32(d) => Some(d),
         _ => None,
     }) {
-        return held_transposed_as(&p, rows, cols, precision, device);
+        return held_transposed_as::<B, _>(&p, rows, cols, precision, layout, device);
     }
     if let Some(p) = all(parts, |v| match v {
         Values::Bf16(d) => Some(d),
         _ => None,
     }) {
-        return held_transposed_as(&p, rows, cols, precision, device);
+        return held_transposed_as::<B, _>(&p, rows, cols, precision, layout, device);
     }
     if let Some(p) = all(parts, |v| match v {
         Values::F16(d) => Some(d),
         _ => None,
     }) {
-        return held_transposed_as(&p, rows, cols, precision, device);
+        return held_transposed_as::<B, _>(&p, rows, cols, precision, layout, device);
     }
     // Parts of different stored types: widened (exactly) to f32 first.
     let wide: Vec<Vec<f32>> = parts.iter().map(|v| v.to_f32_vec()).collect();
     let p: Vec<&[f32]> = wide.iter().map(|w| &w[..]).collect();
-    held_transposed_as(&p, rows, cols, precision, device)
+    held_transposed_as::<B, _>(&p, rows, cols, precision, layout, device)
 }
 
-/// [`held_transposed`] as panels ([`super::panels`]): the `[cols, rows]` transpose held as a
-/// `[⌈rows/16⌉·cols, 16]` tensor of panels, written straight from the stored rows.
-pub(crate) fn held_panels<B: Backend>(
-    parts: &[crate::checkpoint::Values<'_>],
-    rows: usize,
-    cols: usize,
-    precision: WeightDtype,
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    use crate::checkpoint::Values;
-    match parts {
-        [Values::F32(_), ..] if parts.iter().all(|v| matches!(v, Values::F32(_))) => {
-            let p: Vec<&[f32]> = parts
-                .iter()
-                .filter_map(|v| match v {
-                    Values::F32(d) => Some(*d),
-                    _ => None,
-                })
-                .collect();
-            held_panels_as(&p, rows, cols, precision, device)
-        }
-        [Values::Bf16(_), ..] if parts.iter().all(|v| matches!(v, Values::Bf16(_))) => {
-            let p: Vec<&[half::bf16]> = parts
-                .iter()
-                .filter_map(|v| match v {
-                    Values::Bf16(d) => Some(*d),
-                    _ => None,
-                })
-                .collect();
-            held_panels_as(&p, rows, cols, precision, device)
-        }
-        [Values::F16(_), ..] if parts.iter().all(|v| matches!(v, Values::F16(_))) => {
-            let p: Vec<&[half::f16]> = parts
-                .iter()
-                .filter_map(|v| match v {
-                    Values::F16(d) => Some(*d),
-                    _ => None,
-                })
-                .collect();
-            held_panels_as(&p, rows, cols, precision, device)
-        }
-        _ => {
-            let wide: Vec<Vec<f32>> = parts.iter().map(|v| v.to_f32_vec()).collect();
-            let p: Vec<&[f32]> = wide.iter().map(|w| &w[..]).collect();
-            held_panels_as(&p, rows, cols, precision, device)
-        }
-    }
-}
-
-fn held_panels_as<B: Backend, S: super::weight::Weight>(
+/// The transpose of `parts` stacked by rows in `layout`, each value through `map` (see
+/// [`super::transpose::transpose_parts_map`], [`super::panels::panels_map`]).
+fn arranged<S: super::weight::Weight, T: Copy + bytemuck::Zeroable + Send>(
     parts: &[&[S]],
-    rows: usize,
     cols: usize,
-    precision: WeightDtype,
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    use super::panels::{panels_map, PANEL};
-    let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
-    let shape = [rows.div_ceil(PANEL) * cols, PANEL];
-    match precision {
-        WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            let h = panels_map(parts, cols, bf16_slice);
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
-        }
-        WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let h = panels_map(parts, cols, f16_slice);
-            Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
-        }
-        _ => {
-            let t = panels_map(parts, cols, |a: &[f32], b: &mut [f32]| b.copy_from_slice(a));
-            held_tensor::<B>(t, shape, precision, device)
-        }
+    layout: Layout,
+    map: impl Fn(&[f32], &mut [T]) + Sync,
+) -> Vec<T> {
+    match layout {
+        Layout::Rows => super::transpose::transpose_parts_map(parts, cols, map),
+        Layout::Panels => super::panels::panels_map(parts, cols, map),
     }
 }
 
@@ -291,26 +234,33 @@ fn held_transposed_as<B: Backend, S: super::weight::Weight>(
     rows: usize,
     cols: usize,
     precision: WeightDtype,
+    layout: Layout,
     device: &B::Device,
 ) -> Tensor<B, 2> {
-    use super::transpose::transpose_parts_map;
+    use super::panels::PANEL;
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
-    let shape = [cols, rows];
+    let shape = match layout {
+        Layout::Rows => [cols, rows],
+        Layout::Panels => [rows.div_ceil(PANEL) * cols, PANEL],
+    };
     match precision {
         WeightDtype::Bf16 if holds_16bit::<B>(device) => {
-            let h = transpose_parts_map(parts, cols, bf16_slice);
+            let h = arranged(parts, cols, layout, bf16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
         }
         WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let h = transpose_parts_map(parts, cols, f16_slice);
+            let h = arranged(parts, cols, layout, f16_slice);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
         _ => {
             let wide: Option<Vec<&[f32]>> =
                 parts.iter().map(|p| super::transpose::as_f32(p)).collect();
-            let t = match wide {
-                Some(d) => super::transpose::transpose_parts(&d, cols),
-                None => transpose_parts_map(parts, cols, |a, b| b.copy_from_slice(a)),
+            let t = match (wide, layout) {
+                // f32 rows: the 8×8 register transposes.
+                (Some(d), Layout::Rows) => super::transpose::transpose_parts(&d, cols),
+                _ => arranged(parts, cols, layout, |a: &[f32], b: &mut [f32]| {
+                    b.copy_from_slice(a)
+                }),
             };
             held_tensor::<B>(t, shape, precision, device)
         }
