@@ -31,15 +31,16 @@ impl LowRankUpdate {
         let (inp, out) = (first.a.shape[1], first.b.shape[0]);
         let r: usize = parts.iter().map(|p| p.rank()).sum();
         let mut a = Vec::with_capacity(r * inp);
-        let mut b = vec![0f32; out * r];
-        let mut col = 0;
         for p in &parts {
             a.extend_from_slice(&p.a.data);
-            let pr = p.rank();
-            for o in 0..out {
-                b[o * r + col..o * r + col + pr].copy_from_slice(&p.b.data[o * pr..(o + 1) * pr]);
+        }
+        // Row `o` of `B` is the parts' rows `o` side by side (written once, no zero-fill first).
+        let mut b = Vec::with_capacity(out * r);
+        for o in 0..out {
+            for p in &parts {
+                let pr = p.rank();
+                b.extend_from_slice(&p.b.data[o * pr..(o + 1) * pr]);
             }
-            col += pr;
         }
         Some(LowRankUpdate {
             a: HostTensor {

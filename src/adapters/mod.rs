@@ -25,7 +25,7 @@ pub use lora::{combine, Adapter, Combine, LlamaAdapterParts, LowRankUpdate};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::{transpose, GraftInfo, LowRank, Model};
+use crate::model::{GraftInfo, Model};
 
 /// Whether adapters stay beside the weights or are folded into them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,26 +176,25 @@ impl<B: Backend> Model<B> {
             }
         }
         let name: Arc<str> = Arc::from(adapter.name.as_str());
-        let device = self.device().clone();
-        for (lin, u) in &adapter.updates {
-            let (r, inp, out) = (u.rank(), u.a.shape[1], u.b.shape[0]);
-            let a = Tensor::from_data(
-                TensorData::new(transpose(&u.a.data, r, inp), [inp, r]),
-                &device,
-            );
-            let b = Tensor::from_data(
-                TensorData::new(transpose(&u.b.data, out, r), [r, out]),
-                &device,
-            );
-            if let Some(l) = self.linear_mut(lin) {
-                l.push_update(LowRank {
-                    name: name.clone(),
-                    a,
-                    b,
-                    scale,
-                    active: true,
-                    merged: false,
-                });
+        // The factors as the model holds them (transposed, maybe narrowed), made in parallel
+        // over the linears where there are threads, then attached in one go.
+        let updates: Vec<(&String, &LowRankUpdate)> = adapter.updates.iter().collect();
+        let model = &*self;
+        let factors = |(lin, u): &(&String, &LowRankUpdate)| {
+            model
+                .linear(lin)
+                .map(|l| l.factors_of(&u.a.data, &u.b.data, u.rank()))
+        };
+        #[cfg(feature = "flex")]
+        let factors: Vec<_> = {
+            use rayon::prelude::*;
+            updates.par_iter().map(factors).collect()
+        };
+        #[cfg(not(feature = "flex"))]
+        let factors: Vec<_> = updates.iter().map(factors).collect();
+        for ((lin, _), f) in updates.into_iter().zip(factors) {
+            if let (Some(l), Some(f)) = (self.linear_mut(lin), f) {
+                l.push_factors(name.clone(), f, scale);
                 if mode == Mode::Merged {
                     l.set_merged(&name, true);
                 }

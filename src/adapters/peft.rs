@@ -351,9 +351,23 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
             };
         }
         for (i, t) in targets.iter().enumerate() {
-            let block = &b.data[t.src_row_offset * r..(t.src_row_offset + t.rows) * r];
-            // The last target takes `A` itself (most modules have one target).
-            let a_t = if i + 1 == targets.len() {
+            let out = linears[&t.linear][0];
+            // The last target takes `A` itself (most modules have one target), and `B` too when
+            // it is the whole of its linear's output (scaled in place: no second copy).
+            let last = i + 1 == targets.len();
+            let whole = t.src_row_offset == 0 && t.row_offset == 0 && t.rows == out;
+            let b_t = if last && whole && b.data.len() == out * r {
+                let mut data = std::mem::take(&mut b.data);
+                data.iter_mut().for_each(|x| *x *= scale);
+                HostTensor {
+                    shape: vec![out, r],
+                    data,
+                }
+            } else {
+                let block = &b.data[t.src_row_offset * r..(t.src_row_offset + t.rows) * r];
+                place_rows_of(block, r, out, t.row_offset, scale)
+            };
+            let a_t = if last {
                 std::mem::take(&mut a)
             } else {
                 a.clone()
@@ -361,10 +375,7 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
             parts
                 .entry(t.linear.clone())
                 .or_default()
-                .push(LowRankUpdate {
-                    a: a_t,
-                    b: place_rows_of(block, r, linears[&t.linear][0], t.row_offset, scale),
-                });
+                .push(LowRankUpdate { a: a_t, b: b_t });
         }
     }
     let mut updates = BTreeMap::new();

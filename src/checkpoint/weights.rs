@@ -425,7 +425,33 @@ pub(super) fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>
             bytes.len()
         ));
     }
-    let mut out = vec![0f32; bytes.len() / width];
+    let len = bytes.len() / width;
+    if len <= PIECE {
+        // Small tensors (an adapter's factors): collected straight from the bytes, with no
+        // zero-fill pass before the copy.
+        let le2 = |c: &[u8]| [c[0], c[1]];
+        return Ok(match dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes(le2(c)).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes(le2(c)).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+        });
+    }
+    let mut out = vec![0f32; len];
     match dtype {
         Dtype::F32 => fill(&mut out, bytes, 4, |b, o| {
             // A plain copy (the file's bytes need not be 4-byte aligned), then byte order.
@@ -490,5 +516,58 @@ mod scan_tests {
         }
         v[9_999] = f32::MAX;
         assert_eq!(super::first_non_finite(&v), None);
+    }
+
+    /// Small tensors (collected) and large ones (filled in pieces) decode every stored type to
+    /// the same values, each the exact widening (f64: the nearest f32) of the stored one.
+    #[test]
+    fn decode_small_and_large_tensors_alike() {
+        use safetensors::Dtype;
+        let vals: Vec<f64> = (0..super::PIECE + 37)
+            .map(|i| ((i % 1999) as f64 - 999.0) * 0.013_7)
+            .collect();
+        let cases: [(Dtype, Vec<u8>, Vec<f32>); 4] = [
+            (
+                Dtype::F32,
+                vals.iter()
+                    .flat_map(|&v| (v as f32).to_le_bytes())
+                    .collect(),
+                vals.iter().map(|&v| v as f32).collect(),
+            ),
+            (
+                Dtype::F16,
+                vals.iter()
+                    .flat_map(|&v| half::f16::from_f64(v).to_le_bytes())
+                    .collect(),
+                vals.iter()
+                    .map(|&v| half::f16::from_f64(v).to_f32())
+                    .collect(),
+            ),
+            (
+                Dtype::BF16,
+                vals.iter()
+                    .flat_map(|&v| half::bf16::from_f64(v).to_le_bytes())
+                    .collect(),
+                vals.iter()
+                    .map(|&v| half::bf16::from_f64(v).to_f32())
+                    .collect(),
+            ),
+            (
+                Dtype::F64,
+                vals.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+                vals.iter().map(|&v| v as f32).collect(),
+            ),
+        ];
+        for (dtype, bytes, want) in cases {
+            let width = bytes.len() / want.len();
+            for len in [0, 1, 1000, super::PIECE, want.len()] {
+                let got = super::decode(&bytes[..len * width], dtype).unwrap();
+                let same = got
+                    .iter()
+                    .zip(&want[..len])
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(got.len() == len && same, "{dtype:?}, {len} values");
+            }
+        }
     }
 }

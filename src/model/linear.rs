@@ -284,20 +284,69 @@ impl<B: Backend> Linear<B> {
         u.merged = false;
         if self.precision != WeightDtype::F32 {
             let (a, b) = (host_f32(&u.a), host_f32(&u.b));
-            let exact = |v: &[f32]| {
-                v.iter().all(|&x| {
-                    let mut r = [x];
-                    self.precision.round(&mut r);
-                    r[0].to_bits() == x.to_bits()
-                })
-            };
-            if self.round_merges || (exact(&a) && exact(&b)) {
+            let p = self.factor_precision(&a, &b);
+            if p != WeightDtype::F32 {
                 let dev = u.a.device();
-                u.a = held_tensor::<B>(a, u.a.dims(), self.precision, &dev);
-                u.b = held_tensor::<B>(b, u.b.dims(), self.precision, &dev);
+                u.a = held_tensor::<B>(a, u.a.dims(), p, &dev);
+                u.b = held_tensor::<B>(b, u.b.dims(), p, &dev);
             }
         }
         self.updates.push(u);
+    }
+
+    /// Host factors as stored by trainers, `A` `[r, in]` and `B` `[out, r]` (row-major f32), as
+    /// the tensors this layer multiplies: transposed to `[in, r]` and `[r, out]` and held as
+    /// [`Linear::push_update`] says, in one pass each. Takes `&self` only, so the factors of
+    /// many layers can be made in parallel and pushed with [`Linear::push_factors`].
+    pub(crate) fn factors_of(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        r: usize,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let (k, n) = (self.in_features(), self.out_features());
+        let dev = self.weight.device();
+        let precision = self.factor_precision(a, b);
+        let held = |d: &[f32], rows, cols| {
+            let parts = [crate::checkpoint::Values::F32(d)];
+            held_transposed::<B>(&parts, rows, cols, precision, Layout::Rows, &dev)
+        };
+        (held(a, r, k), held(b, n, r))
+    }
+
+    /// Attaches an update made by [`Linear::factors_of`] (kept separate, not merged).
+    pub(crate) fn push_factors(
+        &mut self,
+        name: Arc<str>,
+        (a, b): (Tensor<B, 2>, Tensor<B, 2>),
+        scale: f32,
+    ) {
+        self.updates.push(LowRank {
+            name,
+            a,
+            b,
+            scale,
+            active: true,
+            merged: false,
+        });
+    }
+
+    /// How factors with values `a` and `b` are held (see [`Linear::push_update`]): at this
+    /// layer's 16-bit precision when that changes no value or when 16 bits were asked for, else
+    /// f32.
+    fn factor_precision(&self, a: &[f32], b: &[f32]) -> WeightDtype {
+        let exact = |v: &[f32]| {
+            v.iter().all(|&x| {
+                let mut r = [x];
+                self.precision.round(&mut r);
+                r[0].to_bits() == x.to_bits()
+            })
+        };
+        if self.precision != WeightDtype::F32 && (self.round_merges || (exact(a) && exact(b))) {
+            self.precision
+        } else {
+            WeightDtype::F32
+        }
     }
 
     /// Detaches the update called `name`, taking it out of the weight first if merged.

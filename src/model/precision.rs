@@ -365,19 +365,21 @@ pub(crate) fn equals_transposed<B: Backend>(
 
 /// [`bf16_slice`] over a whole vector, in parallel for large inputs.
 fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
-    let mut out = super::buffer::zeroed::<half::bf16>(v.len());
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
     const CHUNK: usize = 1 << 16;
+    if v.len() <= CHUNK {
+        // Small (an adapter's factors): written once, no zero-fill first (a small zeroed
+        // buffer comes from the heap and is cleared by `memset`).
+        return v.iter().map(|&x| bf16_rne(x)).collect();
+    }
+    let mut out = super::buffer::zeroed::<half::bf16>(v.len());
     #[cfg(feature = "flex")]
     {
         use rayon::prelude::*;
-        if v.len() > CHUNK {
-            out.par_chunks_mut(CHUNK)
-                .zip(v.par_chunks(CHUNK))
-                .for_each(|(o, i)| bf16_slice(i, o));
-            return out;
-        }
+        out.par_chunks_mut(CHUNK)
+            .zip(v.par_chunks(CHUNK))
+            .for_each(|(o, i)| bf16_slice(i, o));
     }
+    #[cfg(not(feature = "flex"))]
     bf16_slice(v, &mut out);
     out
 }

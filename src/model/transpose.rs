@@ -3,11 +3,25 @@
 
 use super::weight::Weight;
 
-/// `[rows, cols]` row-major → `[cols, rows]` row-major, in 32×32 blocks (cache-friendly for the
-/// large matrices a load transposes); bands of 32 output rows run in parallel on rayon's threads.
+/// `[rows, cols]` row-major → `[cols, rows]` row-major: large matrices (a load's weights) in 32×32
+/// blocks, bands of 32 output rows in parallel on rayon's threads; small ones gathered directly.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    transpose_parts(&[&data[..rows * cols]], cols)
+    let data = &data[..rows * cols];
+    if data.len() < SMALL {
+        // An adapter's factors: gathered column by column (the matrix sits in L1 / L2), written
+        // once — the banded path's zeroed output is cleared by `memset` at this size, which
+        // cost more than the transposing.
+        let mut t = Vec::with_capacity(data.len());
+        for c in 0..cols {
+            t.extend((0..rows).map(|r| data[r * cols + c]));
+        }
+        return t;
+    }
+    transpose_parts(&[data], cols)
 }
+
+/// Below this many values [`transpose`] gathers columns instead of transposing in bands.
+const SMALL: usize = 1 << 16;
 
 /// The transpose of `parts` (each `[rows_p, cols]` row-major) stacked by rows, written straight
 /// from the parts: a fused q/k/v weight stored as three tensors needs no concatenated copy.
