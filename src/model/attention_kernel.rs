@@ -386,7 +386,7 @@ fn block8(a: &[[f32; 8]], b: &[f32], stride: usize) -> [[f32; 16]; 8] {
     }
     assert!((a.len() - 1) * stride + 16 <= b.len());
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
+    if super::host_math::avx512() {
         // SAFETY: AVX-512F is present; the assert keeps every row `b[i·stride..][..16]` in bounds.
         unsafe { block8_avx512(a, b.as_ptr(), stride, &mut acc) };
         return acc;

@@ -12,7 +12,7 @@
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        super::host_math::avx512()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

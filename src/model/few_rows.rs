@@ -19,7 +19,8 @@ pub const MAX_ROWS: usize = 8;
 const TILE: usize = 1024;
 
 /// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major, `m ≤ MAX_ROWS`.
-/// Returns `false` (leaving `y` alone) without AVX-512, so the caller can fall back.
+/// Returns `false` (leaving `y` alone) without AVX-512F or AVX2 + FMA + F16C, so the caller can
+/// fall back.
 #[cfg(test)]
 pub fn matmul<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
     matmul_in(x, w, WeightShape::rows([k, n]), y, m)
@@ -37,12 +38,13 @@ pub(crate) fn matmul_in<W: Weight>(
     assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == shape.len() && y.len() == m * n);
     #[cfg(target_arch = "x86_64")]
     {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
-            return false;
-        }
         if shape.layout == Layout::Panels {
             super::panels::rows_panels(x, m, w, shape, y);
             return true;
+        }
+        if !super::host_math::avx512() {
+            // AVX2 on row-major weights (tests; the model holds panels there): the GEMM.
+            return super::gemm::gemm_in(x, w, shape, y, m);
         }
         let threads = super::weight::threads();
         let tile = n

@@ -2,7 +2,8 @@
 //! panels: a 48-column panel of the kernel is then three stored ones) — the many-row
 //! sibling of [`super::matvec`]. burn-flex's general GEMM repacks both operands on every call;
 //! here a register-blocked AVX-512 kernel (8 rows × 48 columns of accumulators) streams 48-column
-//! panels of `W` straight from the weight, with column panels split over rayon's threads.
+//! panels of `W` straight from the weight, with column panels split over rayon's threads. CPUs
+//! with AVX2 but not AVX-512 take [`avx2`]'s 6 × 16 kernel the same way.
 //!
 //! Every output is one fused multiply-add chain over `k` in order, starting from zero — the same
 //! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row
@@ -24,7 +25,8 @@ const KC: usize = 128;
 const PREFETCH: usize = 32;
 
 /// `y = x·w` with `x` `[m, k]`, `w` `[k, n]`, `y` `[m, n]`, all row-major. Returns `false` (and
-/// leaves `y` alone) when this CPU lacks AVX-512, so the caller can fall back to its own GEMM.
+/// leaves `y` alone) when this CPU has neither AVX-512F nor AVX2 + FMA + F16C, so the caller can
+/// fall back to its own GEMM.
 #[cfg(test)]
 pub fn gemm<W: Weight>(x: &[f32], w: &[W], y: &mut [f32], m: usize, k: usize, n: usize) -> bool {
     gemm_in(x, w, WeightShape::rows([k, n]), y, m)
@@ -43,13 +45,14 @@ pub(crate) fn gemm_in<W: Weight>(
     assert!(x.len() == m * k && w.len() == shape.len() && y.len() == m * n);
     #[cfg(target_arch = "x86_64")]
     {
-        if !std::arch::is_x86_feature_detected!("avx512f") {
+        if !super::host_math::avx512() {
+            if super::host_math::avx2() {
+                // SAFETY: the CPU has AVX2, FMA and F16C; sizes are as asserted above.
+                unsafe { avx2::gemm(x, w, shape, y, m) };
+                return true;
+            }
             return false;
         }
-        let panels = n.div_ceil(NR);
-        let threads = super::weight::threads();
-        let per_task = panels.div_ceil(threads * 4).max(1);
-        let tasks = panels.div_ceil(per_task);
         // The input in blocks of eight rows, interleaved (`[k][8]` per block, zero rows past
         // `m`): the kernel's eight broadcasts per step then read one contiguous 32-byte run.
         let blocks = m.div_ceil(MR);
@@ -63,22 +66,11 @@ pub(crate) fn gemm_in<W: Weight>(
         }
         let xp = &xp[..];
         let y_addr = y.as_mut_ptr() as usize;
-        let run = |t: usize| {
-            let j0 = t * per_task * NR;
-            let j1 = ((t + 1) * per_task * NR).min(n);
+        column_tasks(n, NR, |j0, j1| {
             // SAFETY: AVX-512F is present; tasks write disjoint column ranges `j0..j1` of `y`
             // (which outlives the parallel loop), and every index stays inside the asserted sizes.
             unsafe { x86::columns(xp, w, shape, y_addr as *mut f32, m, j0, j1) };
-        };
-        #[cfg(feature = "flex")]
-        {
-            use rayon::prelude::*;
-            if tasks > 1 && threads > 1 {
-                (0..tasks).into_par_iter().for_each(run);
-                return true;
-            }
-        }
-        (0..tasks).for_each(run);
+        });
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -87,6 +79,29 @@ pub(crate) fn gemm_in<W: Weight>(
         false
     }
 }
+
+/// Runs `f(j0, j1)` over column ranges of `n` columns, whole `nr`-column blocks each (about four
+/// per thread, so that a slow thread does not hold up the rest), in parallel on rayon's threads.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn column_tasks(n: usize, nr: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let panels = n.div_ceil(nr);
+    let threads = super::weight::threads();
+    let per_task = panels.div_ceil(threads * 4).max(1);
+    let tasks = panels.div_ceil(per_task);
+    let run = |t: usize| f(t * per_task * nr, ((t + 1) * per_task * nr).min(n));
+    #[cfg(feature = "flex")]
+    {
+        use rayon::prelude::*;
+        if tasks > 1 && threads > 1 {
+            (0..tasks).into_par_iter().for_each(run);
+            return;
+        }
+    }
+    (0..tasks).for_each(run);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {

@@ -53,7 +53,7 @@ pub fn vectorised<R>(body: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(body: impl FnOnce() -> R) -> R {
             body()
         }
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if self::avx512() {
             // SAFETY: the CPU has AVX-512F.
             return unsafe { avx512(body) };
         }
@@ -64,6 +64,26 @@ pub fn vectorised<R>(body: impl FnOnce() -> R) -> R {
         }
     }
     body()
+}
+
+/// Whether graftlm's AVX-512 kernels may run: the CPU has AVX-512F and the environment
+/// variable `GRAFTLM_NO_AVX512` is unset (read once). Set, this machine takes the AVX2 and
+/// portable paths a CPU without AVX-512 takes — for measuring and testing them here.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::env::var_os("GRAFTLM_NO_AVX512").is_none()
+    })
+}
+
+/// Whether graftlm's AVX2 kernels may run: the CPU has AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
 }
 
 /// `a ← silu(a)·b = a / (1 + e⁻ᵃ) · b`, element by element.

@@ -320,7 +320,7 @@ fn tile_kernel<W: Weight>(x: &[f32], w: &[W], n: usize, j0: usize, out: &mut [f3
     out.fill(0.0);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if super::host_math::avx512() {
             let mut from = 0;
             if std::any::TypeId::of::<W>() == std::any::TypeId::of::<half::bf16>() {
                 // SAFETY: `W` is bf16, so this is the same slice; the CPU has AVX-512F; indices

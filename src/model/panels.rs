@@ -15,7 +15,9 @@
 //! zero, exactly as [`super::matvec`] does, so the results are bit for bit the same.
 //!
 //! [`super::linear::Linear`] holds its weight as 16-column panels on burn-flex when the CPU has
-//! AVX-512F ([`hold_panels`]); every kernel that reads a held weight takes its [`WeightShape`].
+//! AVX-512F or AVX2 + FMA + F16C ([`hold_panels`]); every kernel that reads a held weight takes
+//! its [`WeightShape`]. The AVX2 kernels (`x86::run_avx2`, `x86::rows_avx2`) give the same bits
+//! as the AVX-512 ones; `GRAFTLM_NO_AVX512=1` makes an AVX-512 machine use them (CI tests both).
 //! The width-generic helpers (`to_panels`, `matvec_panels`, 32-wide 16-bit panels) serve the
 //! probe and tests.
 
@@ -84,14 +86,15 @@ impl WeightShape {
 }
 
 /// Whether this process holds `B`'s linear weights as panels: burn-flex (the host kernels read
-/// them) on a CPU with AVX-512F (the panel kernels' only form; elsewhere rows are faster).
+/// them) on a CPU with AVX-512F or AVX2 + FMA + F16C (the panel kernels' forms; elsewhere the
+/// portable row-major loops are faster).
 pub(crate) fn hold_panels<B: burn::prelude::Backend>() -> bool {
     #[cfg(all(feature = "flex", target_arch = "x86_64"))]
     {
         use std::any::TypeId;
         HOLD_PANELS
             && TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<burn_flex::FlexTensor>()
-            && std::arch::is_x86_feature_detected!("avx512f")
+            && (super::host_math::avx512() || super::host_math::avx2())
     }
     #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
     false
@@ -370,7 +373,7 @@ pub(crate) fn panel_run_of<W: Weight>(
     assert!(p.len() >= end * k * wd);
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if super::host_math::avx512() {
             // SAFETY: the CPU has AVX-512F; the panels read lie in `p` (asserted above).
             unsafe {
                 match wd / 16 {
@@ -378,6 +381,11 @@ pub(crate) fn panel_run_of<W: Weight>(
                     _ => x86::run_avx512::<W, 2>(x, p, first, out),
                 }
             }
+            return;
+        }
+        if wd == PANEL && super::host_math::avx2() {
+            // SAFETY: the CPU has AVX2, FMA and F16C; the panels read lie in `p` (asserted).
+            unsafe { x86::run_avx2(x, p, first, out) };
             return;
         }
     }
@@ -394,7 +402,8 @@ pub(crate) fn panel_run_of<W: Weight>(
 
 /// `y = x·W` for `m ≤ 8` rows (`x` `[m, k]`, `y` `[m, n]` row-major) with `W` held as panels
 /// (`shape.layout` is [`Layout::Panels`]): each task takes a run of whole panels and walks each
-/// panel once down all of `k`, every row's outputs in registers. The CPU must have AVX-512F.
+/// panel once down all of `k`, every row's outputs in registers. The CPU must have AVX-512F or
+/// AVX2 + FMA + F16C.
 pub(crate) fn rows_panels<W: Weight>(
     x: &[f32],
     m: usize,
@@ -419,7 +428,8 @@ pub(crate) fn rows_panels<W: Weight>(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        assert!(std::arch::is_x86_feature_detected!("avx512f"));
+        let wide = super::host_math::avx512();
+        assert!(wide || super::host_math::avx2());
         // The rows interleaved (`[k][8]`, zero past `m`): one contiguous read per weight row.
         let mut xi = vec![0f32; k * 8];
         for (r, row) in x.chunks_exact(k).enumerate() {
@@ -439,6 +449,29 @@ pub(crate) fn rows_panels<W: Weight>(
             // (`shape.len()` values, asserted) and `xi` (`k × 8`).
             unsafe {
                 let y = y_addr as *mut f32;
+                if !wide {
+                    // AVX2: one panel at a time, at most six rows per pass over it (a second
+                    // pass for rows 7 and 8 finds the panel in L1 / L2).
+                    for j in (j0..j1).step_by(PANEL) {
+                        match m {
+                            1 => x86::rows_avx2::<W, 1>(&xi, w, shape, j, 0, y),
+                            2 => x86::rows_avx2::<W, 2>(&xi, w, shape, j, 0, y),
+                            3 => x86::rows_avx2::<W, 3>(&xi, w, shape, j, 0, y),
+                            4 => x86::rows_avx2::<W, 4>(&xi, w, shape, j, 0, y),
+                            5 => x86::rows_avx2::<W, 5>(&xi, w, shape, j, 0, y),
+                            6 => x86::rows_avx2::<W, 6>(&xi, w, shape, j, 0, y),
+                            7 => {
+                                x86::rows_avx2::<W, 4>(&xi, w, shape, j, 0, y);
+                                x86::rows_avx2::<W, 3>(&xi, w, shape, j, 4, y);
+                            }
+                            _ => {
+                                x86::rows_avx2::<W, 4>(&xi, w, shape, j, 0, y);
+                                x86::rows_avx2::<W, 4>(&xi, w, shape, j, 4, y);
+                            }
+                        }
+                    }
+                    return;
+                }
                 match m {
                     1 => x86::rows_avx512::<W, 1>(&xi, w, shape, j0, j1, y),
                     2 => x86::rows_avx512::<W, 2>(&xi, w, shape, j0, j1, y),

@@ -1,4 +1,4 @@
-//! The panel kernels for AVX-512F.
+//! The panel kernels for AVX-512F, and for AVX2 (+ FMA, F16C).
 
 use super::super::weight::Weight;
 use super::{WeightShape, PANEL};
@@ -121,5 +121,90 @@ pub(super) unsafe fn run_avx512<W: Weight, const V: usize>(
             }
         }
         q += np;
+    }
+}
+
+/// [`super::panel_run_of`] on 16-column panels with AVX2: each line is two vectors of eight,
+/// [`GROUP`] panels side by side (eight accumulators). Same arithmetic as [`run_avx512`]: every
+/// output one fused multiply-add chain over the rows in order.
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C, the panels are 16 wide and panels
+/// `first..⌈(first · 16 + out.len()) / 16⌉` of `x.len()` lines each lie in `p`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn run_avx2<W: Weight>(x: &[f32], p: &[W], first: usize, out: &mut [f32]) {
+    let k = x.len();
+    let panels = out.len().div_ceil(PANEL);
+    let mut q = 0;
+    while q < panels {
+        let np = (panels - q).min(GROUP);
+        // Pointers past `np` repeat the last panel (read, never stored).
+        let base: [*const W; GROUP] =
+            std::array::from_fn(|t| p.as_ptr().add((first + q + t.min(np - 1)) * k * PANEL));
+        let mut acc = [[_mm256_setzero_ps(); 2]; GROUP];
+        for i in 0..k {
+            let xi = _mm256_set1_ps(*x.get_unchecked(i));
+            #[allow(clippy::needless_range_loop)]
+            for t in 0..GROUP {
+                if t < np {
+                    let line = base[t].add(i * PANEL);
+                    _mm_prefetch::<_MM_HINT_T1>((line as *const i8).wrapping_add(1024));
+                    acc[t][0] = _mm256_fmadd_ps(xi, W::load8(line), acc[t][0]);
+                    acc[t][1] = _mm256_fmadd_ps(xi, W::load8(line.add(8)), acc[t][1]);
+                }
+            }
+        }
+        for (t, lanes) in acc.iter().enumerate().take(np) {
+            let j = (q + t) * PANEL;
+            let cols = PANEL.min(out.len() - j);
+            let mut tmp = [0f32; PANEL];
+            _mm256_storeu_ps(tmp.as_mut_ptr(), lanes[0]);
+            _mm256_storeu_ps(tmp.as_mut_ptr().add(8), lanes[1]);
+            out[j..j + cols].copy_from_slice(&tmp[..cols]);
+        }
+        q += np;
+    }
+}
+
+/// One 16-column panel at column `j` (a multiple of 16) for rows `r0..r0 + R` (`R ≤ 6`: two
+/// accumulators a row, twelve of AVX2's sixteen registers), straight from the panel. Same
+/// arithmetic as [`rows_avx512`].
+///
+/// # Safety
+/// The CPU has AVX2, FMA and F16C; `xi` is `[k][8]` with `r0 + R ≤ 8`; `w` holds `shape.len()`
+/// values as panels; `y` is `[m, shape.n]` with `r0 + R ≤ m`, and no one else writes its columns
+/// `j..j + 16` meanwhile.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn rows_avx2<W: Weight, const R: usize>(
+    xi: &[f32],
+    w: &[W],
+    shape: WeightShape,
+    j: usize,
+    r0: usize,
+    y: *mut f32,
+) {
+    let (k, n) = (shape.k, shape.n);
+    debug_assert!(j.is_multiple_of(PANEL) && j < n && r0 + R <= 8);
+    let p = w.as_ptr().add(shape.at(0, j));
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for i in 0..k {
+        _mm_prefetch::<_MM_HINT_T1>((p.add(i * PANEL) as *const i8).wrapping_add(AHEAD));
+        let w0 = W::load8(p.add(i * PANEL));
+        let w1 = W::load8(p.add(i * PANEL + 8));
+        let xr = xi.as_ptr().add(i * 8 + r0);
+        // Indexed by a constant range: the accumulators stay in registers.
+        #[allow(clippy::needless_range_loop)]
+        for r in 0..R {
+            let xv = _mm256_set1_ps(*xr.add(r));
+            acc[r][0] = _mm256_fmadd_ps(xv, w0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(xv, w1, acc[r][1]);
+        }
+    }
+    let cols = (n - j).min(PANEL);
+    let mut tmp = [0f32; PANEL];
+    for (r, a) in acc.iter().enumerate() {
+        _mm256_storeu_ps(tmp.as_mut_ptr(), a[0]);
+        _mm256_storeu_ps(tmp.as_mut_ptr().add(8), a[1]);
+        std::ptr::copy_nonoverlapping(tmp.as_ptr(), y.add((r0 + r) * n + j), cols);
     }
 }
