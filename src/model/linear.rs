@@ -398,6 +398,18 @@ impl<B: Backend> Linear<B> {
             return;
         }
         let base = self.base.get_or_insert_with(|| self.weight.clone()).clone();
+        let terms: Vec<_> = self
+            .updates
+            .iter()
+            .filter(|u| u.merged)
+            .map(|u| (&u.a, &u.b, u.scale))
+            .collect();
+        // On the host, panel by panel, when it can (see `merge::merged_16`); else burn's ops on
+        // an f32 row-major copy.
+        if let Some(w) = super::merge::merged_16(&base, self.shape, &terms, self.round_merges) {
+            self.weight = w;
+            return;
+        }
         let mut w = as_f32(&self.rows_of(&base));
         for u in self.updates.iter().filter(|u| u.merged) {
             w = w + Self::delta(u, u.scale);

@@ -267,14 +267,14 @@ fn held_transposed_as<B: Backend, S: super::weight::Weight>(
     }
 }
 
-fn f16_slice(src: &[f32], dst: &mut [half::f16]) {
+pub(crate) fn f16_slice(src: &[f32], dst: &mut [half::f16]) {
     half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
 }
 
 /// Round-to-nearest-even f32 → bf16 of finite values (weights are checked finite at load; a
 /// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
 /// vectorises.
-fn bf16_slice(src: &[f32], dst: &mut [half::bf16]) {
+pub(crate) fn bf16_slice(src: &[f32], dst: &mut [half::bf16]) {
     dst.iter_mut().zip(src).for_each(|(o, &x)| *o = bf16_rne(x));
 }
 
