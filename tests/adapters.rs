@@ -226,6 +226,35 @@ fn failed_attach_leaves_the_model_unchanged() {
     assert!(model.attach(&a, 1.0, Mode::Merged).is_err());
     assert!(model.grafts().is_empty());
     assert_eq!(last_logits(&model, &r.prompt_ids), before);
+
+    // A hand-built adapter whose factors' data do not match their shapes, or of rank 0, is
+    // refused as well (an error, not a panic).
+    let good = adapters::read(
+        &adapters::locate(&fixtures().join("adapters/peft-llama-qv"), None).unwrap(),
+        &Checkpoint::open(&base).unwrap().config,
+        Some("hand"),
+    )
+    .unwrap();
+    let mut short = good.clone();
+    short.updates.values_mut().next().unwrap().a.data.pop();
+    let mut flat = good.clone();
+    let u = flat.updates.values_mut().next().unwrap();
+    u.b.shape = vec![u.b.data.len()];
+    let mut rank0 = good.clone();
+    let u = rank0.updates.values_mut().next().unwrap();
+    let (inp, out) = (u.a.shape[1], u.b.shape[0]);
+    (u.a.shape, u.a.data, u.b.shape, u.b.data) = (vec![0, inp], vec![], vec![out, 0], vec![]);
+    for bad in [short, flat, rank0] {
+        let err = model.attach(&bad, 1.0, Mode::Separate).unwrap_err();
+        assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+        assert!(model.grafts().is_empty());
+    }
+    model.attach(&good, 1.0, Mode::Separate).unwrap();
+    assert_close(
+        "hand-read adapter",
+        &last_logits(&model, &r.prompt_ids),
+        &r.logits_last,
+    );
 }
 
 #[test]

@@ -165,8 +165,15 @@ impl<B: Backend> Model<B> {
                 examples: format!("an update for `{lin}`, which this model does not have"),
             })?;
             let want = [l.out_features(), l.in_features()];
-            let got = [u.b.shape[0], u.a.shape[1]];
-            if want != got || u.a.shape[0] != u.b.shape[1] {
+            // `A` `[r, in]` and `B` `[out, r]`, each shape matching its data (an `Adapter` can be
+            // built by hand).
+            let two = |t: &crate::checkpoint::HostTensor| match t.shape[..] {
+                [p, q] if p.checked_mul(q) == Some(t.data.len()) => Some([p, q]),
+                _ => None,
+            };
+            let (a, b) = (two(&u.a).unwrap_or_default(), two(&u.b).unwrap_or_default());
+            let got = [b[0], a[1]];
+            if want != got || a[0] != b[1] || a[0] == 0 {
                 return Err(Error::ShapeMismatch {
                     path: adapter.path.clone(),
                     name: lin.clone(),
