@@ -145,7 +145,7 @@ mod kernels {
                     n,
                     layout: Layout::Panels,
                 };
-                for m in [1, 3, 8, 9, 20] {
+                for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 20] {
                     let x = t2(rnd(m * k), [m, k]);
                     let terms = [RowTerm {
                         a: &at,
