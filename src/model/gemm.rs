@@ -43,6 +43,10 @@ pub(crate) fn gemm_in<W: Weight>(
 ) -> bool {
     let (k, n) = (shape.k, shape.n);
     assert!(x.len() == m * k && w.len() == shape.len() && y.len() == m * n);
+    if k == 0 {
+        y.fill(0.0); // an empty sum (the kernels below interleave rows `k` values at a time)
+        return true;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if !super::host_math::avx512() {
@@ -261,6 +265,7 @@ mod tests {
         let mut s = 11u32;
         for (m, k, n) in [
             (1, 1, 1),
+            (3, 0, 5),
             (2, 3, 5),
             (9, 7, 17),
             (13, 300, 49),

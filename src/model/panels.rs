@@ -452,7 +452,8 @@ pub(crate) fn rows_panels<W: Weight>(
         let y_addr = y.as_mut_ptr() as usize;
         let run = |t: usize| {
             let (j0, j1) = (t * per * PANEL, ((t + 1) * per * PANEL).min(n));
-            // SAFETY: AVX-512F is present (asserted); tasks write disjoint column ranges
+            // SAFETY: AVX-512F, or AVX2 + FMA + F16C, is present (asserted; `wide` says which);
+            // tasks write disjoint column ranges
             // `j0..j1` of `y` (`m × n`, alive for the whole loop); reads stay in `w`
             // (`shape.len()` values, asserted) and `xi` (`k × 8`).
             unsafe {
@@ -503,7 +504,7 @@ pub(crate) fn rows_panels<W: Weight>(
         (0..tasks).for_each(run);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    panic!("panel-major weights need AVX-512F");
+    panic!("panel-major weights need AVX-512F or AVX2");
 }
 
 #[cfg(target_arch = "x86_64")]

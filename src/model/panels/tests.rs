@@ -254,7 +254,7 @@ mod speed {
         );
         println!("bf16 panels 16 columns wide (as f32's): {:.2} ms", ms[4]);
         // Eight rows (a batch of sequences): the few-row kernels on rows and on panels.
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::model::host_math::avx512() || crate::model::host_math::avx2() {
             let m = 8;
             let xs = vec![0.01f32; m * 1536];
             let mut ys = vec![0f32; m * 1536];
