@@ -125,8 +125,12 @@ fn attend_few(
     // Per task: for each (head of the group, query) `[max, sum, o[0..hs]]`.
     let width = hs + 2;
     let simd = hs.is_multiple_of(16) && attention_simd::available();
+    let simd_values = hs.is_multiple_of(16) && attention_simd::values_available();
     #[cfg(test)]
-    let simd = simd && !FORCE_PLAIN.load(std::sync::atomic::Ordering::Relaxed);
+    let (simd, simd_values) = {
+        let plain = FORCE_PLAIN.load(std::sync::atomic::Ordering::Relaxed);
+        (simd && !plain, simd_values && !plain)
+    };
     let partial = |task: usize| {
         let (g, run) = (task / runs, task % runs);
         let (k0, k1) = (
@@ -178,7 +182,7 @@ fn attend_few(
                     }
                     // `Σ p·v`, each value row read once for the group's heads.
                     let (vd, vstride) = values.head(g);
-                    if simd {
+                    if simd_values {
                         let o = &mut out[r * width + 2..];
                         let v = &vd[a * vstride..];
                         attention_simd::weighted_values(

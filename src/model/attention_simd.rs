@@ -4,11 +4,25 @@
 //! scalar adds and as many shuffles per key and head); here sixteen keys' lane vectors are
 //! transposed and added as vectors, in the same lane order. The plain `p·v` loop loads and
 //! stores the output row for every key; here up to four heads × sixty-four dimensions stay in
-//! registers across the keys (sixteen vectors), added in the same key order.
+//! registers across the keys (sixteen vectors), added in the same key order; CPUs with AVX2
+//! but not AVX-512 get a `p·v` kernel too (four heads × sixteen dimensions).
 //!
-//! Callers check [`available`] and that the head size is a multiple of sixteen.
+//! Callers check [`available`] (scores) or [`values_available`] (`p·v`) and that the head size
+//! is a multiple of sixteen.
 
-/// Whether the kernels can run here (x86-64 with AVX-512F).
+/// Whether [`weighted_values`] can run here (x86-64 with AVX-512F, or AVX2 + FMA + F16C).
+pub(super) fn values_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::host_math::avx512() || super::host_math::avx2()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`scores`] can run here (x86-64 with AVX-512F).
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -56,7 +70,8 @@ pub(super) fn scores(
 /// `v[j · stride..][..hs]`.
 ///
 /// # Panics
-/// If `hs` is not a multiple of sixteen, AVX-512F is missing, or an index lies out of bounds.
+/// If `hs` is not a multiple of sixteen, [`values_available`] is false, or an index lies out of
+/// bounds.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn weighted_values(
     p: &[f32],
@@ -68,12 +83,34 @@ pub(super) fn weighted_values(
     o: &mut [f32],
     o_stride: usize,
 ) {
-    assert!(hs.is_multiple_of(16) && available());
+    assert!(hs.is_multiple_of(16) && values_available());
     if n == 0 || heads == 0 || hs == 0 {
         return;
     }
     assert!(p.len() >= heads * n && (n - 1) * stride + hs <= v.len());
     assert!((heads - 1) * o_stride + hs <= o.len());
+    #[cfg(target_arch = "x86_64")]
+    if !available() {
+        // AVX2: up to four heads × sixteen dimensions in registers (eight vectors).
+        for h0 in (0..heads).step_by(4) {
+            for c in 0..hs / 16 {
+                let (pp, vp) = (p[h0 * n..].as_ptr(), v[c * 16..].as_ptr());
+                let op = o[h0 * o_stride + c * 16..].as_mut_ptr();
+                // SAFETY: AVX2 + FMA + F16C are present (`values_available`, AVX-512F absent);
+                // heads `h0..h0 + 4` (or fewer), dimensions `16c..16c + 16` and keys `0..n` lie
+                // in bounds (asserted above).
+                unsafe {
+                    match heads - h0 {
+                        1 => x86::weighted_avx2::<1>(pp, n, vp, stride, op, o_stride),
+                        2 => x86::weighted_avx2::<2>(pp, n, vp, stride, op, o_stride),
+                        3 => x86::weighted_avx2::<3>(pp, n, vp, stride, op, o_stride),
+                        _ => x86::weighted_avx2::<4>(pp, n, vp, stride, op, o_stride),
+                    }
+                }
+            }
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     for h0 in (0..heads).step_by(4) {
         for c0 in (0..hs / 16).step_by(4) {
@@ -200,6 +237,41 @@ mod x86 {
         for (h, row) in acc.iter().enumerate() {
             for (c, a) in row.iter().enumerate() {
                 _mm512_storeu_ps(o.add(h * o_stride + c * 16), *a);
+            }
+        }
+    }
+
+    /// [`weighted`] for AVX2: `H ≤ 4` heads × sixteen dimensions (two vectors each) in
+    /// registers, the same fused multiply-add per element and key, keys in order.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_avx2<const H: usize>(
+        p: *const f32,
+        n: usize,
+        v: *const f32,
+        stride: usize,
+        o: *mut f32,
+        o_stride: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; H];
+        for (h, row) in acc.iter_mut().enumerate() {
+            for (c, a) in row.iter_mut().enumerate() {
+                *a = _mm256_loadu_ps(o.add(h * o_stride + c * 8));
+            }
+        }
+        for j in 0..n {
+            let vr = v.add(j * stride);
+            let (v0, v1) = (_mm256_loadu_ps(vr), _mm256_loadu_ps(vr.add(8)));
+            // Indexed by a constant range: the accumulators stay in registers.
+            #[allow(clippy::needless_range_loop)]
+            for h in 0..H {
+                let pj = _mm256_set1_ps(*p.add(h * n + j));
+                acc[h][0] = _mm256_fmadd_ps(pj, v0, acc[h][0]);
+                acc[h][1] = _mm256_fmadd_ps(pj, v1, acc[h][1]);
+            }
+        }
+        for (h, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                _mm256_storeu_ps(o.add(h * o_stride + c * 8), *a);
             }
         }
     }
