@@ -425,78 +425,41 @@ pub(super) fn decode(bytes: &[u8], dtype: Dtype) -> std::result::Result<Vec<f32>
             bytes.len()
         ));
     }
-    let len = bytes.len() / width;
-    if len <= PIECE {
-        // Small tensors (an adapter's factors): collected straight from the bytes, with no
-        // zero-fill pass before the copy.
-        let le2 = |c: &[u8]| [c[0], c[1]];
-        return Ok(match dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes(le2(c)).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes(le2(c)).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-        });
-    }
-    let mut out = vec![0f32; len];
-    match dtype {
-        Dtype::F32 => fill(&mut out, bytes, 4, |b, o| {
-            // A plain copy (the file's bytes need not be 4-byte aligned), then byte order.
-            bytemuck::cast_slice_mut::<f32, u8>(o).copy_from_slice(b);
-            if cfg!(target_endian = "big") {
+    let le2 = |c: &[u8]| [c[0], c[1]];
+    Ok(match dtype {
+        Dtype::F32 => widen::<4>(bytes, |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        Dtype::F16 => widen::<2>(bytes, |c| half::f16::from_le_bytes(le2(c)).to_f32()),
+        Dtype::BF16 => widen::<2>(bytes, |c| half::bf16::from_le_bytes(le2(c)).to_f32()),
+        _ => widen::<8>(bytes, |c| {
+            f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+        }),
+    })
+}
+
+/// `bytes` as values of `W` bytes each, through `conv`. Large tensors go into a zeroed vector
+/// (fresh pages from the OS, nothing written) filled in parallel pieces: the first touch of
+/// fresh memory is a large part of a load. Small ones (an adapter's factors) are collected
+/// straight from the bytes: a small zeroed vector comes from the heap and is cleared first.
+fn widen<const W: usize>(bytes: &[u8], conv: impl Fn(&[u8]) -> f32 + Sync) -> Vec<f32> {
+    #[cfg(feature = "flex")]
+    if bytes.len() / W > PIECE {
+        use rayon::prelude::*;
+        let mut out = vec![0f32; bytes.len() / W];
+        out.par_chunks_mut(PIECE)
+            .zip(bytes.par_chunks(PIECE * W))
+            .for_each(|(o, b)| {
                 o.iter_mut()
-                    .for_each(|x| *x = f32::from_bits(u32::from_le(x.to_bits())));
-            }
-        }),
-        Dtype::F16 => fill(&mut out, bytes, 2, |b, o| {
-            for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
-                *x = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }),
-        Dtype::BF16 => fill(&mut out, bytes, 2, |b, o| {
-            for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
-                *x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }),
-        _ => fill(&mut out, bytes, 8, |b, o| {
-            for (x, c) in o.iter_mut().zip(b.chunks_exact(8)) {
-                *x = f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32;
-            }
-        }),
+                    .zip(b.chunks_exact(W))
+                    .for_each(|(x, c)| *x = conv(c))
+            });
+        return out;
     }
-    Ok(out)
+    bytes.chunks_exact(W).map(conv).collect()
 }
 
 /// Values per piece when decoding or scanning a tensor in parallel.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 const PIECE: usize = 1 << 16;
-
-/// `f(bytes, values)` over matching pieces of `bytes` (`width` bytes per value) and `out`; in
-/// parallel for large tensors (the first touch of fresh memory is a large part of a load).
-fn fill(out: &mut [f32], bytes: &[u8], width: usize, f: impl Fn(&[u8], &mut [f32]) + Sync) {
-    #[cfg(feature = "flex")]
-    if out.len() > PIECE {
-        use rayon::prelude::*;
-        out.par_chunks_mut(PIECE)
-            .zip(bytes.par_chunks(PIECE * width))
-            .for_each(|(o, b)| f(b, o));
-        return;
-    }
-    let _ = (PIECE, width);
-    f(bytes, out);
-}
 
 #[cfg(test)]
 mod scan_tests {

@@ -57,18 +57,8 @@ pub(crate) fn gemm_in<W: Weight>(
             }
             return false;
         }
-        // The input in blocks of eight rows, interleaved (`[k][8]` per block, zero rows past
-        // `m`): the kernel's eight broadcasts per step then read one contiguous 32-byte run.
-        let blocks = m.div_ceil(MR);
-        let mut xp = vec![0f32; blocks * MR * k];
-        for (b, dst) in xp.chunks_exact_mut(MR * k).enumerate() {
-            for (r, row) in x.chunks_exact(k).skip(b * MR).take(MR).enumerate() {
-                for (d, &v) in dst.iter_mut().skip(r).step_by(MR).zip(row) {
-                    *d = v;
-                }
-            }
-        }
-        let xp = &xp[..];
+        // The kernel's eight broadcasts per step then read one contiguous 32-byte run.
+        let xp = &interleaved(x, k, MR)[..];
         let y_addr = y.as_mut_ptr() as usize;
         column_tasks(n, NR, |j0, j1| {
             // SAFETY: AVX-512F is present; tasks write disjoint column ranges `j0..j1` of `y`
@@ -82,6 +72,21 @@ pub(crate) fn gemm_in<W: Weight>(
         let _ = (x, w, y, m, k, n);
         false
     }
+}
+
+/// The rows of `x` (`[m, k]`, `k > 0`) in blocks of `mr`, each block interleaved (`[k][mr]`:
+/// value `i` of the block's rows side by side), zero rows past `m`.
+pub(super) fn interleaved(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
+    let blocks = (x.len() / k).div_ceil(mr);
+    let mut xp = vec![0f32; blocks * mr * k];
+    for (b, dst) in xp.chunks_exact_mut(mr * k).enumerate() {
+        for (r, row) in x.chunks_exact(k).skip(b * mr).take(mr).enumerate() {
+            for (d, &v) in dst.iter_mut().skip(r).step_by(mr).zip(row) {
+                *d = v;
+            }
+        }
+    }
+    xp
 }
 
 /// Runs `f(j0, j1)` over column ranges of `n` columns, whole `nr`-column blocks each (about four

@@ -571,14 +571,14 @@ mod tests {
 }
 
 #[cfg(all(test, feature = "flex"))]
-mod speed {
+pub(super) mod speed {
     use super::*;
     use crate::backend::Flex;
     use crate::model::precision::held_tensor;
     use crate::model::WeightDtype;
 
     /// `(in, out)` of one SmolLM2-135M layer's linears: fused q/k/v, proj, fc_1, fc_2, mlp proj.
-    const LAYER: [(usize, usize); 5] = [
+    pub(in crate::model) const LAYER: [(usize, usize); 5] = [
         (576, 960),
         (576, 576),
         (576, 1536),

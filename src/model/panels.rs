@@ -439,12 +439,7 @@ pub(crate) fn rows_panels<W: Weight>(
         let wide = super::host_math::avx512();
         assert!(wide || super::host_math::avx2());
         // The rows interleaved (`[k][8]`, zero past `m`): one contiguous read per weight row.
-        let mut xi = vec![0f32; k * 8];
-        for (r, row) in x.chunks_exact(k).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                xi[i * 8 + r] = v;
-            }
-        }
+        let xi = super::gemm::interleaved(x, k, 8);
         let panels = n.div_ceil(PANEL);
         let threads = super::weight::threads();
         let per = panels.div_ceil(threads);

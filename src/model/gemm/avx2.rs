@@ -30,17 +30,7 @@ pub(super) unsafe fn gemm<W: Weight>(
     m: usize,
 ) {
     let (k, n) = (shape.k, shape.n);
-    // The input in blocks of six rows, interleaved (`[k][6]` per block, zero rows past `m`).
-    let blocks = m.div_ceil(MR);
-    let mut xp = vec![0f32; blocks * MR * k];
-    for (b, dst) in xp.chunks_exact_mut(MR * k).enumerate() {
-        for (r, row) in x.chunks_exact(k).skip(b * MR).take(MR).enumerate() {
-            for (d, &v) in dst.iter_mut().skip(r).step_by(MR).zip(row) {
-                *d = v;
-            }
-        }
-    }
-    let xp = &xp[..];
+    let xp = &super::interleaved(x, k, MR)[..];
     let y_addr = y.as_mut_ptr() as usize;
     super::column_tasks(n, NR, |j0, j1| {
         // SAFETY: AVX2 + FMA + F16C are present (the caller's contract); tasks write disjoint

@@ -183,13 +183,7 @@ mod speed {
     #[test]
     #[ignore]
     fn panel_speed() {
-        const LAYER: [(usize, usize); 5] = [
-            (576, 960),
-            (576, 576),
-            (576, 1536),
-            (576, 1536),
-            (1536, 576),
-        ];
+        use crate::model::matvec::speed::LAYER;
         let shapes: Vec<(usize, usize)> = (0..30).flat_map(|_| LAYER).collect();
         let rows: Vec<Vec<f32>> = shapes
             .iter()
