@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 
 use super::matvec::{try_linear_in, RowTerm};
+use super::one_row::{one_row, Part};
 use super::panels::{Layout, WeightShape};
 use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
 use crate::checkpoint::HostTensor;
@@ -433,6 +434,46 @@ impl<B: Backend> Linear<B> {
             self.rebuild_merged();
         }
         true
+    }
+
+    /// The outputs of several layers with the same input for one row `x` (`[1, in]`), side by
+    /// side, in one parallel pass ([`super::one_row`]): the same values as [`Linear::forward`]
+    /// on each. `None` where a layer has an active LLaMA-Adapter correction not folded in, or
+    /// the host kernels do not apply (any backend but burn-flex).
+    pub(crate) fn one_row_group(layers: &[&Self], x: &Tensor<B, 2>) -> Option<Vec<f32>> {
+        if layers.iter().any(|l| {
+            l.affine
+                .as_ref()
+                .is_some_and(|a| a.active && a.saved.is_none())
+        }) {
+            return None;
+        }
+        let terms: Vec<Vec<RowTerm<'_, B>>> = layers
+            .iter()
+            .map(|l| {
+                l.updates
+                    .iter()
+                    .filter(|u| !u.merged && u.scale != 0.0 && u.active)
+                    .map(|u| RowTerm {
+                        a: &u.a,
+                        b: &u.b,
+                        scale: u.scale,
+                        rows: None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let parts: Vec<Part<'_, B>> = layers
+            .iter()
+            .zip(&terms)
+            .map(|(l, t)| Part {
+                w: &l.weight,
+                shape: l.shape,
+                bias: l.bias.as_ref(),
+                terms: t,
+            })
+            .collect();
+        one_row(x, &parts)
     }
 
     /// `x`: `[b, t, in]` → `[b, t, out]`, with every active update.

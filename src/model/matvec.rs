@@ -61,6 +61,18 @@ pub(crate) fn try_linear_in<B: Backend>(
     if m == 0 || k != kw {
         return None;
     }
+    if m == 1 {
+        // One pass over the output columns does the weight, the bias and every term
+        // ([`super::one_row`]); a term for a subset of a single row is the caller's to resolve.
+        let part = super::one_row::Part {
+            w,
+            shape,
+            bias,
+            terms,
+        };
+        let y = super::one_row::one_row(x, &[part])?;
+        return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
+    }
     #[cfg(feature = "flex")]
     {
         let wt = flex(w)?;
@@ -68,9 +80,6 @@ pub(crate) fn try_linear_in<B: Backend>(
             Some(b) => Some(flex(b)?),
             None => None,
         };
-        if terms.iter().any(|t| t.rows.is_some()) && m == 1 {
-            return None; // the caller resolves row subsets of a single row
-        }
         let tt = terms
             .iter()
             .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
@@ -122,51 +131,6 @@ pub(crate) fn try_linear_in<B: Backend>(
             }
         }
         let row_major = |k: usize, n: usize| WeightShape::rows([k, n]);
-        if m == 1 {
-            // One pass over the output columns does the weight, the bias and every term's
-            // `(x·A)·B` while the column tile is in L1 (one parallel split per linear, not three
-            // per term). Each tile task computes the small `x·A` products itself: `A` comes
-            // cold from memory, and one thread reading it while the others waited cost more
-            // (issue 8: separate 0.85 → 0.9 of merged, bf16, Intel VM) than every thread
-            // reading it at once. (Tasks after the first on a thread find `A` in cache: a head
-            // wider than one tile repeats a product of `k × r` multiply-adds.)
-            let mut y = vec![0f32; n];
-            split_columns(&mut y, |j0, out| {
-                // The terms' `A` and this tile's part of `B` are small and read once a token,
-                // so they come cold from memory, in short rows the prefetcher does not follow:
-                // asked for now, they arrive during the weight pass.
-                for (a, b, r, _) in &td {
-                    a.prefetch(0, a.len());
-                    for row in 0..*r {
-                        b.prefetch(row * n + j0, out.len());
-                    }
-                }
-                let xas: Vec<Vec<f32>> = td
-                    .iter()
-                    .map(|(a, _, r, _)| {
-                        let mut xa = vec![0f32; *r];
-                        tile(xd, a, *r, 0, &mut xa);
-                        xa
-                    })
-                    .collect();
-                match shape.layout {
-                    Layout::Rows => tile(xd, &wd, n, j0, out),
-                    Layout::Panels => panel_tile(xd, &wd, j0, out),
-                }
-                if let Some(b) = bd {
-                    out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
-                }
-                // (`tile` zeroes `d` itself: no buffer at all without terms.)
-                let mut d = vec![0f32; if td.is_empty() { 0 } else { out.len() }];
-                for ((_, b, _, scale), xa) in td.iter().zip(&xas) {
-                    tile(xa, b, n, j0, &mut d);
-                    out.iter_mut()
-                        .zip(d.iter())
-                        .for_each(|(yj, dj)| *yj += dj * scale);
-                }
-            });
-            return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
-        }
         let mut y = mul(xd, &wd, m, shape)?;
         if let Some(b) = bd {
             for row in y.chunks_mut(n) {
@@ -271,7 +235,7 @@ pub(crate) fn matvec_serial<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
 /// Column-tile width for `n` outputs over `threads`: at least one task per thread (even for
 /// small outputs: in a real decode the weights come from memory, not cache, and one core cannot
 /// saturate the memory bus), whole vectors wide, at most [`TILE`].
-fn column_tile(n: usize, threads: usize) -> usize {
+pub(super) fn column_tile(n: usize, threads: usize) -> usize {
     let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
     per_thread.clamp(LANES, TILE)
 }
@@ -351,7 +315,7 @@ fn tile_kernel<W: Weight>(x: &[f32], w: &[W], n: usize, j0: usize, out: &mut [f3
 
 /// [`tile_kernel`] over a weight of any held element type.
 #[cfg(feature = "flex")]
-fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
+pub(super) fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
     match *w {
         Held::F32(w) => tile_kernel(x, w, n, j0, out),
         Held::Bf16(w) => tile_kernel(x, w, n, j0, out),
@@ -361,7 +325,7 @@ fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
 
 /// Output columns `j0..j0 + out.len()` (`j0` a multiple of 16) of a weight held as panels.
 #[cfg(feature = "flex")]
-fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
+pub(super) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
     use super::panels::panel_run_of;
     match *w {
         Held::F32(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),

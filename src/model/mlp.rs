@@ -29,6 +29,9 @@ impl<B: Backend> Mlp<B> {
 
     /// `x`: `[b, t, n_embd]`; `rows` as in [`Linear::forward_rows`].
     pub fn forward(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
+        if let Some(y) = self.gated_one_row(&x, rows) {
+            return self.proj.forward_rows(y, rows);
+        }
         let fc_1 = |x| self.fc_1.forward_rows(x, rows);
         let h = match (self.kind, &self.fc_2) {
             (MlpKind::GptNeox, _) | (_, None) => self.gelu(fc_1(x)),
@@ -43,5 +46,29 @@ impl<B: Backend> Mlp<B> {
             (MlpKind::Gemma, Some(fc_2)) => self.gelu(fc_1(x.clone())) * fc_2.forward_rows(x, rows),
         };
         self.proj.forward_rows(h, rows)
+    }
+
+    /// A Llama MLP's `silu(x·W₁)·(x·W₂)` for one row (decoding one sequence) with the gate and
+    /// up projections in one parallel pass ([`Linear::one_row_group`]); `None` where that does
+    /// not apply (other kinds, several rows, per-row adapters, not burn-flex).
+    fn gated_one_row(&self, x: &Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Option<Tensor<B, 3>> {
+        let (MlpKind::Llama, Some(fc_2), None) = (self.kind, &self.fc_2, rows) else {
+            return None;
+        };
+        let [1, 1, k] = x.dims() else {
+            return None;
+        };
+        let n = self.fc_1.out_features();
+        if fc_2.out_features() != n {
+            return None;
+        }
+        let mut y = Linear::one_row_group(&[&self.fc_1, fc_2], &x.clone().reshape([1, k]))?;
+        let (a, b) = y.split_at_mut(n);
+        super::host_math::silu_mul(a, b);
+        y.truncate(n);
+        Some(Tensor::from_data(
+            TensorData::new(y, [1, 1, n]),
+            &x.device(),
+        ))
     }
 }

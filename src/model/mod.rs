@@ -26,6 +26,7 @@ mod matvec_bf16;
 mod merge;
 mod mlp;
 mod norm;
+mod one_row;
 // Panel-major weights (held by `Linear` on burn-flex with AVX-512F).
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 mod panels;

@@ -32,42 +32,6 @@ impl Held<'_> {
 }
 
 #[cfg(feature = "flex")]
-impl Held<'_> {
-    /// Asks for elements `from..from + len` to be brought into the caches (into L2), one
-    /// prefetch per cache line; nothing on other CPUs. A hint: the range is clamped to the slice.
-    pub(super) fn prefetch(&self, from: usize, len: usize) {
-        fn lines<T>(d: &[T], from: usize, len: usize) {
-            #[cfg(target_arch = "x86_64")]
-            {
-                let end = from.saturating_add(len).min(d.len());
-                let Some(part) = d.get(from..end) else {
-                    return;
-                };
-                let bytes = std::mem::size_of_val(part);
-                let p = part.as_ptr() as *const i8;
-                let mut off = 0;
-                while off < bytes {
-                    // SAFETY: `p + off` lies within `part` (off < its byte length); a prefetch
-                    // does not fault in any case.
-                    unsafe {
-                        use std::arch::x86_64::*;
-                        _mm_prefetch::<_MM_HINT_T1>(p.add(off));
-                    }
-                    off += 64;
-                }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (d, from, len);
-        }
-        match self {
-            Held::F32(d) => lines(d, from, len),
-            Held::Bf16(d) => lines(d, from, len),
-            Held::F16(d) => lines(d, from, len),
-        }
-    }
-}
-
-#[cfg(feature = "flex")]
 pub(super) fn held(t: &burn_flex::FlexTensor) -> Option<Held<'_>> {
     use burn::tensor::DType;
     let (start, end) = t.layout().contiguous_offsets()?;

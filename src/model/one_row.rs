@@ -1,0 +1,363 @@
+//! One activation row through one linear, or through several that read the same row (a gated
+//! MLP's gate and up projections), in one parallel pass over their output columns: the decode
+//! step's hot path on burn-flex.
+//!
+//! Each task owns a column tile of one linear and does everything for it while the tile is in
+//! L1: the weight product, the bias and every low-rank term's `(x·A)·B`. With several linears,
+//! a task only computes the `x·A` products of its own linear's terms (with two threads and a
+//! gate/up pair, each thread runs one linear: half the `A` reads of two separate calls), and
+//! the pass ends in one join instead of one per linear. Columns are summed in the same order
+//! however the tiles fall, so the results are those of the linears run one by one.
+
+use burn::prelude::*;
+
+use super::matvec::RowTerm;
+use super::panels::WeightShape;
+
+/// One linear of [`one_row`]: its weight held as `shape` says, bias, and low-rank terms (which
+/// must apply to the whole row: `rows: None`).
+pub(crate) struct Part<'t, B: Backend> {
+    pub w: &'t Tensor<B, 2>,
+    pub shape: WeightShape,
+    pub bias: Option<&'t Tensor<B, 1>>,
+    pub terms: &'t [RowTerm<'t, B>],
+}
+
+/// `[x·W₁ + b₁ + Σ s·(x·A)·B | x·W₂ + … | …]` for one row `x` (`[1, k]`, every part's `k`),
+/// the parts' outputs side by side; `None` when any tensor cannot be read in place on the host
+/// (any backend but burn-flex), a shape disagrees or a term covers only some rows.
+pub(crate) fn one_row<B: Backend>(x: &Tensor<B, 2>, parts: &[Part<'_, B>]) -> Option<Vec<f32>> {
+    #[cfg(feature = "flex")]
+    {
+        host::one_row(x, parts)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (x, parts);
+        None
+    }
+}
+
+#[cfg(feature = "flex")]
+mod host {
+    use burn::prelude::*;
+    use burn_flex::FlexTensor;
+
+    use super::Part;
+    use crate::model::matvec::{column_tile, panel_tile, tile};
+    use crate::model::panels::Layout;
+    use crate::model::weight::{f32s, flex, held, threads, Held};
+
+    /// A part's tensors as burn-flex primitives (kept alive while their data are borrowed).
+    struct Owned {
+        w: FlexTensor,
+        bias: Option<FlexTensor>,
+        terms: Vec<(FlexTensor, FlexTensor, usize, f32)>,
+    }
+
+    /// A part's data, borrowed from [`Owned`] and checked against its shape.
+    struct Ready<'a> {
+        w: Held<'a>,
+        layout: Layout,
+        n: usize,
+        bias: Option<&'a [f32]>,
+        /// `(A [k, r], B [r, n], r, scale)`.
+        terms: Vec<(Held<'a>, Held<'a>, usize, f32)>,
+    }
+
+    fn owned<B: Backend>(p: &Part<'_, B>) -> Option<Owned> {
+        if p.terms.iter().any(|t| t.rows.is_some()) {
+            return None;
+        }
+        Some(Owned {
+            w: flex(p.w)?,
+            bias: match p.bias {
+                Some(b) => Some(flex(b)?),
+                None => None,
+            },
+            terms: p
+                .terms
+                .iter()
+                .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
+                .collect::<Option<_>>()?,
+        })
+    }
+
+    fn ready<'a, B: Backend>(p: &Part<'_, B>, o: &'a Owned, k: usize) -> Option<Ready<'a>> {
+        let (shape, n) = (p.shape, p.shape.n);
+        if shape.k != k {
+            return None;
+        }
+        Some(Ready {
+            w: held(&o.w).filter(|d| d.len() == shape.len())?,
+            layout: shape.layout,
+            n,
+            bias: match &o.bias {
+                Some(b) => Some(f32s(b).filter(|d| d.len() == n)?),
+                None => None,
+            },
+            terms: o
+                .terms
+                .iter()
+                .map(|(a, b, r, s)| {
+                    let a = held(a).filter(|d| d.len() == k * r)?;
+                    let b = held(b).filter(|d| d.len() == r * n)?;
+                    Some((a, b, *r, *s))
+                })
+                .collect::<Option<_>>()?,
+        })
+    }
+
+    pub(super) fn one_row<B: Backend>(x: &Tensor<B, 2>, parts: &[Part<'_, B>]) -> Option<Vec<f32>> {
+        let [m, k] = x.dims();
+        if m != 1 || parts.is_empty() {
+            return None;
+        }
+        let owned: Vec<Owned> = parts.iter().map(owned).collect::<Option<_>>()?;
+        let ready: Vec<Ready<'_>> = parts
+            .iter()
+            .zip(&owned)
+            .map(|(p, o)| ready(p, o, k))
+            .collect::<Option<_>>()?;
+        let xt = flex(x)?;
+        let copy;
+        let xd = match f32s(&xt) {
+            Some(d) if d.len() == k => d,
+            _ => {
+                copy = x.clone().into_data().into_vec::<f32>().ok()?;
+                &copy[..]
+            }
+        };
+        // Tiles: each part's columns over its share of the threads (all of them for one part;
+        // one thread per linear for a pair on two).
+        let threads = threads();
+        let mut y = vec![0f32; ready.iter().map(|r| r.n).sum()];
+        let mut per_part: Vec<Vec<(&Ready<'_>, usize, &mut [f32])>> = Vec::new();
+        let mut rest = &mut y[..];
+        for r in &ready {
+            let (mine, after) = rest.split_at_mut(r.n);
+            rest = after;
+            let width = column_tile(r.n, threads);
+            per_part.push(
+                mine.chunks_mut(width)
+                    .enumerate()
+                    .map(|(t, out)| (r, t * width, out))
+                    .collect(),
+            );
+        }
+        // Tile `t` of every part, then tile `t + 1`...: a thread's contiguous share of the
+        // task list holds its tiles of every part.
+        let most = per_part.iter().map(Vec::len).max().unwrap_or(0);
+        let mut its: Vec<_> = per_part.into_iter().map(|v| v.into_iter()).collect();
+        let mut tasks = Vec::new();
+        for _ in 0..most {
+            tasks.extend(its.iter_mut().filter_map(Iterator::next));
+        }
+        let run = |(r, j0, out): (&Ready<'_>, usize, &mut [f32])| run_tile(xd, r, j0, out);
+        if threads > 1 && tasks.len() > 1 {
+            use rayon::prelude::*;
+            tasks.into_par_iter().for_each(run);
+        } else {
+            tasks.into_iter().for_each(run);
+        }
+        Some(y)
+    }
+
+    /// Columns `j0..j0 + out.len()` of one part: the weight, the bias, then every term.
+    fn run_tile(x: &[f32], p: &Ready<'_>, j0: usize, out: &mut [f32]) {
+        let n = p.n;
+        match p.layout {
+            Layout::Rows => tile(x, &p.w, n, j0, out),
+            Layout::Panels => panel_tile(x, &p.w, j0, out),
+        }
+        // Each task computes the small `x·A` products itself, after its weight pass: one thread
+        // computing them while the others waited cost more (issue 8: separate 0.85 → 0.9 of
+        // merged, bf16, Intel VM). `A` and `B` are read without software prefetches: asking for
+        // them all before the weight pass (session 9) cost 1–3% in `variant_speed` on Zen 4.
+        let xas: Vec<Vec<f32>> = p
+            .terms
+            .iter()
+            .map(|(a, _, r, _)| {
+                let mut xa = vec![0f32; *r];
+                tile(x, a, *r, 0, &mut xa);
+                xa
+            })
+            .collect();
+        if let Some(b) = p.bias {
+            out.iter_mut().zip(&b[j0..]).for_each(|(yj, bj)| *yj += bj);
+        }
+        // (`tile` zeroes `d` itself: no buffer at all without terms.)
+        let mut d = vec![0f32; if p.terms.is_empty() { 0 } else { out.len() }];
+        for ((_, b, _, scale), xa) in p.terms.iter().zip(&xas) {
+            tile(xa, b, n, j0, &mut d);
+            out.iter_mut()
+                .zip(d.iter())
+                .for_each(|(yj, dj)| *yj += dj * scale);
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::prelude::*;
+
+    use crate::backend::Flex;
+    use crate::checkpoint::HostTensor;
+    use crate::model::{Linear, LowRank, WeightDtype};
+
+    pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    }
+
+    pub(super) fn layer(
+        out: usize,
+        k: usize,
+        p: WeightDtype,
+        seed: u32,
+        ranks: &[usize],
+    ) -> Linear<Flex> {
+        let dev = Default::default();
+        let w = HostTensor {
+            shape: vec![out, k],
+            data: values(out * k, seed),
+        };
+        let b = HostTensor {
+            shape: vec![out],
+            data: values(out, seed + 1),
+        };
+        let mut l = Linear::<Flex>::from_host(&w, Some(&b), p, &dev);
+        for (i, &r) in ranks.iter().enumerate() {
+            let s = seed + 10 * (i as u32 + 1);
+            l.push_update(LowRank {
+                name: format!("a{i}").into(),
+                a: Tensor::from_data(TensorData::new(values(k * r, s), [k, r]), &dev),
+                b: Tensor::from_data(TensorData::new(values(r * out, s + 1), [r, out]), &dev),
+                scale: 0.5 + i as f32,
+                active: i != 1, // the second update is attached but switched off
+                merged: false,
+            });
+        }
+        l
+    }
+
+    /// Two layers run as a group give, bit for bit, what each gives alone — with biases, active
+    /// and inactive low-rank terms, widths that are not whole tiles or panels, f32 and bf16, on
+    /// one thread and on the pool.
+    #[test]
+    fn a_group_gives_each_layers_own_output() {
+        for p in [WeightDtype::F32, WeightDtype::Bf16] {
+            let (k, n1, n2) = (72, 200, 37);
+            let a = layer(n1, k, p, 1, &[8, 4, 16]);
+            let b = layer(n2, k, p, 2, &[]);
+            let dev = Default::default();
+            let x = Tensor::<Flex, 2>::from_data(TensorData::new(values(k, 3), [1, k]), &dev);
+            let bits = |t: Tensor<Flex, 3>| -> Vec<u32> {
+                let v = t.into_data().into_vec::<f32>().unwrap();
+                v.iter().map(|v| v.to_bits()).collect()
+            };
+            let alone: Vec<u32> = [&a, &b]
+                .iter()
+                .flat_map(|l| bits(l.forward(x.clone().reshape([1, 1, k]))))
+                .collect();
+            let on_pool = crate::model::weight::on_pool::<Flex, _>(|| {
+                Linear::one_row_group(&[&a, &b], &x).unwrap()
+            });
+            let serial = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap()
+                .install(|| Linear::one_row_group(&[&a, &b], &x).unwrap());
+            for got in [on_pool, serial] {
+                let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, alone, "{p:?}");
+            }
+        }
+    }
+
+    /// A group refuses a layer whose LLaMA-Adapter correction is live (it is applied outside
+    /// the kernels), and takes it once the correction is folded into the weight.
+    #[test]
+    fn a_live_affine_correction_is_left_to_the_caller() {
+        let mut a = layer(40, 24, WeightDtype::F32, 5, &[]);
+        let dev = Default::default();
+        let x = Tensor::<Flex, 2>::from_data(TensorData::new(values(24, 6), [1, 24]), &dev);
+        a.set_affine("v2".into(), vec![1.5; 40], vec![0.25; 40]);
+        assert!(Linear::one_row_group(&[&a], &x).is_none());
+        a.set_affine_merged(true);
+        let got = Linear::one_row_group(&[&a], &x).unwrap();
+        let want = a.forward(x.clone().reshape([1, 1, 24]));
+        assert_eq!(got, want.into_data().into_vec::<f32>().unwrap());
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod speed {
+    use burn::prelude::*;
+
+    use super::tests::layer;
+    use crate::backend::Flex;
+    use crate::model::{Linear, WeightDtype};
+
+    /// `cargo test --release --features flex --lib pair_speed -- --ignored --nocapture`: the gate
+    /// and up projections of 30 SmolLM2-135M-shaped layers for one row, each layer alone (two
+    /// parallel passes) against both in one group, alternating; f32 and bf16, without and with
+    /// a rank-16 term on each.
+    #[test]
+    #[ignore]
+    fn pair_speed() {
+        let dev = Default::default();
+        for p in [WeightDtype::F32, WeightDtype::Bf16] {
+            for ranks in [&[][..], &[16][..]] {
+                let pairs: Vec<(Linear<Flex>, Linear<Flex>)> = (0..30)
+                    .map(|i| {
+                        (
+                            layer(1536, 576, p, 7 * i, ranks),
+                            layer(1536, 576, p, 7 * i + 3, ranks),
+                        )
+                    })
+                    .collect();
+                let x = Tensor::<Flex, 2>::from_data(
+                    TensorData::new(super::tests::values(576, 1), [1, 576]),
+                    &dev,
+                );
+                let x3 = x.clone().reshape([1, 1, 576]);
+                let token = |group: bool| {
+                    let t = std::time::Instant::now();
+                    for (a, b) in &pairs {
+                        if group {
+                            std::hint::black_box(Linear::one_row_group(&[a, b], &x).unwrap());
+                        } else {
+                            std::hint::black_box(a.forward(x3.clone()));
+                            std::hint::black_box(b.forward(x3.clone()));
+                        }
+                    }
+                    t.elapsed().as_secs_f64()
+                };
+                let (alone, group) = crate::model::weight::on_pool::<Flex, _>(|| {
+                    let (mut alone, mut group) = (0.0, 0.0);
+                    for _ in 0..20 {
+                        for _ in 0..5 {
+                            alone += token(false);
+                        }
+                        for _ in 0..5 {
+                            group += token(true);
+                        }
+                    }
+                    (alone, group)
+                });
+                println!(
+                    "{p:?} ranks {ranks:?}: alone {:.3} ms, group {:.3} ms per 30 pairs: {:.3}",
+                    alone * 10.0,
+                    group * 10.0,
+                    alone / group
+                );
+            }
+        }
+    }
+}
