@@ -310,6 +310,55 @@ mod speed {
     /// a rank-16 term on each.
     #[test]
     #[ignore]
+    fn overhead_speed() {
+        let dev = Default::default();
+        for p in [WeightDtype::Bf16, WeightDtype::F32] {
+            // 150 linears of 576 x 1536 vs 15 of 576 x 15360: the same bytes.
+            let many: Vec<Linear<Flex>> = (0..150).map(|i| layer(1536, 576, p, i, &[])).collect();
+            let few: Vec<Linear<Flex>> = (0..15).map(|i| layer(15360, 576, p, i, &[])).collect();
+            let x = Tensor::<Flex, 2>::from_data(
+                TensorData::new(super::tests::values(576, 1), [1, 576]),
+                &dev,
+            );
+            let token = |ls: &[Linear<Flex>]| {
+                let t = std::time::Instant::now();
+                for l in ls {
+                    std::hint::black_box(Linear::one_row_group(&[l], &x).unwrap());
+                }
+                t.elapsed().as_secs_f64()
+            };
+            let run = || {
+                let (mut a, mut b) = (0.0, 0.0);
+                for _ in 0..20 {
+                    for _ in 0..3 {
+                        a += token(&many);
+                    }
+                    for _ in 0..3 {
+                        b += token(&few);
+                    }
+                }
+                (a / 60.0, b / 60.0)
+            };
+            let bytes = 150.0 * 576.0 * 1536.0 * if p == WeightDtype::F32 { 4.0 } else { 2.0 };
+            let (a, b) = crate::model::weight::on_pool::<Flex, _>(run);
+            println!(
+                "{p:?}: 150 linears {:.2} ms ({:.1} GB/s), 15 wide {:.2} ms ({:.1} GB/s)",
+                a * 1e3,
+                bytes / a / 1e9,
+                b * 1e3,
+                bytes / b / 1e9
+            );
+            let (a, b) = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .build()
+                .unwrap()
+                .install(run);
+            println!("{p:?} one thread: 150 linears {:.2} ms ({:.1} GB/s), 15 wide {:.2} ms ({:.1} GB/s)", a * 1e3, bytes / a / 1e9, b * 1e3, bytes / b / 1e9);
+        }
+    }
+
+    #[test]
+    #[ignore]
     fn pair_speed() {
         let dev = Default::default();
         for p in [WeightDtype::F32, WeightDtype::Bf16] {
