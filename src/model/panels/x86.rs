@@ -68,9 +68,6 @@ pub(super) unsafe fn rows_avx512<W: Weight, const M: usize>(
     }
 }
 
-/// Panels read side by side by [`run_avx2`] (eight accumulators).
-const AVX2_GROUP: usize = 4;
-
 /// [`super::panel_run_of`] with `V` vectors of 16 lanes per panel line, `GROUP` panels read
 /// side by side (one stream each).
 ///
@@ -126,27 +123,32 @@ pub(super) unsafe fn run_avx512<W: Weight, const V: usize, const GROUP: usize>(
 }
 
 /// [`super::panel_run_of`] on 16-column panels with AVX2: each line is two vectors of eight,
-/// [`AVX2_GROUP`] panels side by side (eight accumulators). Same arithmetic as [`run_avx512`]: every
+/// `GROUP` panels side by side (two accumulators each). Same arithmetic as [`run_avx512`]: every
 /// output one fused multiply-add chain over the rows in order.
 ///
 /// # Safety
 /// The CPU has AVX2, FMA and F16C, the panels are 16 wide and panels
 /// `first..⌈(first · 16 + out.len()) / 16⌉` of `x.len()` lines each lie in `p`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn run_avx2<W: Weight>(x: &[f32], p: &[W], first: usize, out: &mut [f32]) {
+pub(super) unsafe fn run_avx2<W: Weight, const GROUP: usize>(
+    x: &[f32],
+    p: &[W],
+    first: usize,
+    out: &mut [f32],
+) {
     let k = x.len();
     let panels = out.len().div_ceil(PANEL);
     let mut q = 0;
     while q < panels {
-        let np = (panels - q).min(AVX2_GROUP);
+        let np = (panels - q).min(GROUP);
         // Pointers past `np` repeat the last panel (read, never stored).
-        let base: [*const W; AVX2_GROUP] =
+        let base: [*const W; GROUP] =
             std::array::from_fn(|t| p.as_ptr().add((first + q + t.min(np - 1)) * k * PANEL));
-        let mut acc = [[_mm256_setzero_ps(); 2]; AVX2_GROUP];
+        let mut acc = [[_mm256_setzero_ps(); 2]; GROUP];
         for i in 0..k {
             let xi = _mm256_set1_ps(*x.get_unchecked(i));
             #[allow(clippy::needless_range_loop)]
-            for t in 0..AVX2_GROUP {
+            for t in 0..GROUP {
                 if t < np {
                     let line = base[t].add(i * PANEL);
                     _mm_prefetch::<_MM_HINT_T1>((line as *const i8).wrapping_add(1024));
