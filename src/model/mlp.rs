@@ -48,11 +48,12 @@ impl<B: Backend> Mlp<B> {
         self.proj.forward_rows(h, rows)
     }
 
-    /// A Llama MLP's `silu(x·W₁)·(x·W₂)` for one row (decoding one sequence) with the gate and
+    /// A gated MLP's `act(x·W₁)·(x·W₂)` for one row (decoding one sequence) with the gate and
     /// up projections in one parallel pass ([`Linear::one_row_group`]); `None` where that does
-    /// not apply (other kinds, several rows, per-row adapters, not burn-flex).
+    /// not apply (GPT-NeoX, several rows, per-row adapters, not burn-flex).
     fn gated_one_row(&self, x: &Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Option<Tensor<B, 3>> {
-        let (MlpKind::Llama, Some(fc_2), None) = (self.kind, &self.fc_2, rows) else {
+        let (MlpKind::Llama | MlpKind::Gemma, Some(fc_2), None) = (self.kind, &self.fc_2, rows)
+        else {
             return None;
         };
         let [1, 1, k] = x.dims() else {
@@ -63,12 +64,61 @@ impl<B: Backend> Mlp<B> {
             return None;
         }
         let mut y = Linear::one_row_group(&[&self.fc_1, fc_2], &x.clone().reshape([1, k]))?;
+        let dev = x.device();
+        if self.kind == MlpKind::Gemma {
+            // The same tensor ops as the two-call path, on the two halves.
+            let b = y.split_off(n);
+            let a = Tensor::from_data(TensorData::new(y, [1, 1, n]), &dev);
+            let b = Tensor::from_data(TensorData::new(b, [1, 1, n]), &dev);
+            return Some(self.gelu(a) * b);
+        }
         let (a, b) = y.split_at_mut(n);
         super::host_math::silu_mul(a, b);
         y.truncate(n);
-        Some(Tensor::from_data(
-            TensorData::new(y, [1, 1, n]),
-            &x.device(),
-        ))
+        Some(Tensor::from_data(TensorData::new(y, [1, 1, n]), &dev))
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use burn::prelude::*;
+
+    use super::Mlp;
+    use crate::backend::Flex;
+    use crate::config::MlpKind;
+    use crate::model::one_row::tests::{layer, values};
+    use crate::model::WeightDtype;
+
+    /// Decoding one row, the gate and up projections in one pass give the bits of the two
+    /// separate calls (taken here through the per-row path, which calls each linear alone), for
+    /// Llama and Gemma MLPs, f32 and bf16, with a low-rank term on the gate.
+    #[test]
+    fn one_pass_gate_and_up_match_two_calls() {
+        for kind in [MlpKind::Llama, MlpKind::Gemma] {
+            for p in [WeightDtype::F32, WeightDtype::Bf16] {
+                let (k, inter) = (48, 136);
+                let mlp = Mlp::<Flex> {
+                    kind,
+                    gelu_tanh: true,
+                    fc_1: layer(inter, k, p, 1, &[8]),
+                    fc_2: Some(layer(inter, k, p, 2, &[])),
+                    proj: layer(k, inter, p, 3, &[]),
+                };
+                let x = Tensor::<Flex, 3>::from_data(
+                    TensorData::new(values(k, 4), [1, 1, k]),
+                    &Default::default(),
+                );
+                let bits = |t: Tensor<Flex, 3>| -> Vec<u32> {
+                    let v = t.into_data().into_vec::<f32>().unwrap();
+                    v.iter().map(|v| v.to_bits()).collect()
+                };
+                let one = bits(mlp.forward(x.clone(), None));
+                let two = bits(mlp.forward(x.clone(), Some(&[Some("a0")])));
+                assert_eq!(one, two, "{kind:?} {p:?}");
+                // The term is there: without it the output differs.
+                let none = bits(mlp.forward(x, Some(&[None])));
+                assert_ne!(one, none, "{kind:?} {p:?}");
+            }
+        }
     }
 }

@@ -198,14 +198,14 @@ mod host {
 }
 
 #[cfg(all(test, feature = "flex"))]
-mod tests {
+pub(crate) mod tests {
     use burn::prelude::*;
 
     use crate::backend::Flex;
     use crate::checkpoint::HostTensor;
     use crate::model::{Linear, LowRank, WeightDtype};
 
-    pub(super) fn values(len: usize, seed: u32) -> Vec<f32> {
+    pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
         (0..len)
             .map(|_| {
@@ -215,7 +215,7 @@ mod tests {
             .collect()
     }
 
-    pub(super) fn layer(
+    pub(crate) fn layer(
         out: usize,
         k: usize,
         p: WeightDtype,
