@@ -304,10 +304,11 @@ mod speed {
     use crate::backend::Flex;
     use crate::model::{Linear, WeightDtype};
 
-    /// `cargo test --release --features flex --lib pair_speed -- --ignored --nocapture`: the gate
-    /// and up projections of 30 SmolLM2-135M-shaped layers for one row, each layer alone (two
-    /// parallel passes) against both in one group, alternating; f32 and bf16, without and with
-    /// a rank-16 term on each.
+    /// `cargo test --release --features flex --lib overhead_speed -- --ignored --nocapture`: the
+    /// cost of a linear call beyond its bytes — 150 weights of 576 × 1536 against 15 of
+    /// 576 × 15360 (the same bytes; the wide ones are large enough for huge pages), alternating,
+    /// on the pool and on one thread (issue 8, session 11: ~10 µs per narrow linear on two
+    /// threads, ~23 µs on one).
     #[test]
     #[ignore]
     fn overhead_speed() {
@@ -357,6 +358,10 @@ mod speed {
         }
     }
 
+    /// `cargo test --release --features flex --lib pair_speed -- --ignored --nocapture`: the gate
+    /// and up projections of 30 SmolLM2-135M-shaped layers for one row, each layer alone (two
+    /// parallel passes) against both in one group, alternating; f32 and bf16, without and with
+    /// a rank-16 term on each.
     #[test]
     #[ignore]
     fn pair_speed() {
