@@ -47,6 +47,21 @@ pub struct Affine<B: Backend> {
     saved: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
 }
 
+impl<B: Backend> LowRank<B> {
+    /// Whether the update is computed beside the weight: not folded in, not zero, and active —
+    /// or, with per-row adapters (`per_row`), whenever a row names it.
+    fn kept_apart(&self, per_row: bool) -> bool {
+        !self.merged && self.scale != 0.0 && (per_row || self.active)
+    }
+}
+
+impl<B: Backend> Affine<B> {
+    /// Whether the correction applies after the product (active and not folded in).
+    fn live(&self) -> bool {
+        self.active && self.saved.is_none()
+    }
+}
+
 /// A dense linear layer.
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
@@ -441,11 +456,10 @@ impl<B: Backend> Linear<B> {
     /// on each. `None` where a layer has an active LLaMA-Adapter correction not folded in, or
     /// the host kernels do not apply (any backend but burn-flex).
     pub(crate) fn one_row_group(layers: &[&Self], x: &Tensor<B, 2>) -> Option<Vec<f32>> {
-        if layers.iter().any(|l| {
-            l.affine
-                .as_ref()
-                .is_some_and(|a| a.active && a.saved.is_none())
-        }) {
+        if layers
+            .iter()
+            .any(|l| l.affine.as_ref().is_some_and(Affine::live))
+        {
             return None;
         }
         let terms: Vec<Vec<RowTerm<'_, B>>> = layers
@@ -453,7 +467,7 @@ impl<B: Backend> Linear<B> {
             .map(|l| {
                 l.updates
                     .iter()
-                    .filter(|u| !u.merged && u.scale != 0.0 && u.active)
+                    .filter(|u| u.kept_apart(false))
                     .map(|u| RowTerm {
                         a: &u.a,
                         b: &u.b,
@@ -487,12 +501,11 @@ impl<B: Backend> Linear<B> {
     pub fn forward_rows(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
         let [b, t, i] = x.dims();
         let x2 = x.reshape([b * t, i]);
-        let applies = |u: &LowRank<B>| !u.merged && u.scale != 0.0 && (rows.is_some() || u.active);
         // Row lists per update (`None`: every row).
         let lists: Vec<(&LowRank<B>, Option<Vec<usize>>)> = self
             .updates
             .iter()
-            .filter(|u| applies(u))
+            .filter(|u| u.kept_apart(rows.is_some()))
             .filter_map(|u| match rows {
                 None => Some((u, None)),
                 Some(sel) => {
@@ -544,11 +557,7 @@ impl<B: Backend> Linear<B> {
                 y
             }
         };
-        if let Some(af) = self
-            .affine
-            .as_ref()
-            .filter(|a| a.active && a.saved.is_none() && rows.is_none())
-        {
+        if let Some(af) = self.affine.as_ref().filter(|a| a.live() && rows.is_none()) {
             y = (y + af.bias.clone().unsqueeze_dim::<2>(0))
                 * af.scale.clone().unsqueeze_dim::<2>(0);
         }

@@ -12,7 +12,7 @@ use burn::prelude::*;
 use super::panels::{Layout, WeightShape, PANEL};
 use super::weight::Weight;
 #[cfg(feature = "flex")]
-use super::weight::{f32s, flex, held, Held};
+use super::weight::{f32s, flex, Held};
 
 /// Output columns per task at most: the output tile stays in L1 while the weight rows stream past.
 const TILE: usize = 4096;
@@ -75,28 +75,20 @@ pub(crate) fn try_linear_in<B: Backend>(
     }
     #[cfg(feature = "flex")]
     {
-        let wt = flex(w)?;
-        let bt = match bias {
-            Some(b) => Some(flex(b)?),
-            None => None,
+        use super::one_row::{host, Part};
+        let part = Part {
+            w,
+            shape,
+            bias,
+            terms,
         };
-        let tt = terms
-            .iter()
-            .map(|t| Some((flex(t.a)?, flex(t.b)?, t.a.dims()[1], t.scale)))
-            .collect::<Option<Vec<_>>>()?;
-        let wd = held(&wt).filter(|d| d.len() == shape.len())?;
-        let bd = match &bt {
-            Some(b) => Some(f32s(b).filter(|d| d.len() == n)?),
-            None => None,
-        };
-        let td = tt
-            .iter()
-            .map(|(a, b, r, s)| {
-                let a = held(a).filter(|d| d.len() == k * r)?;
-                let b = held(b).filter(|d| d.len() == r * n)?;
-                Some((a, b, *r, *s))
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let flexed = host::owned(&part)?;
+        let host::Ready {
+            w: wd,
+            bias: bd,
+            terms: td,
+            ..
+        } = host::ready(&part, &flexed, k)?;
         let xt = flex(x)?;
         let owned;
         let xd = match f32s(&xt) {

@@ -4,9 +4,8 @@
 //!
 //! Each task owns a column tile of one linear and does everything for it while the tile is in
 //! L1: the weight product, the bias and every low-rank term's `(x·A)·B`. With several linears,
-//! a task only computes the `x·A` products of its own linear's terms (with two threads and a
-//! gate/up pair, each thread runs one linear: half the `A` reads of two separate calls), and
-//! the pass ends in one join instead of one per linear. Columns are summed in the same order
+//! each thread takes its share of every one (balanced whichever of them carry terms), and the
+//! pass ends in one join instead of one per linear. Columns are summed in the same order
 //! however the tiles fall, so the results are those of the linears run one by one.
 
 use burn::prelude::*;
@@ -15,7 +14,7 @@ use super::matvec::RowTerm;
 use super::panels::WeightShape;
 
 /// One linear of [`one_row`]: its weight held as `shape` says, bias, and low-rank terms (which
-/// must apply to the whole row: `rows: None`).
+/// must apply to the whole row in [`one_row`]: `rows: None`).
 pub(crate) struct Part<'t, B: Backend> {
     pub w: &'t Tensor<B, 2>,
     pub shape: WeightShape,
@@ -39,7 +38,7 @@ pub(crate) fn one_row<B: Backend>(x: &Tensor<B, 2>, parts: &[Part<'_, B>]) -> Op
 }
 
 #[cfg(feature = "flex")]
-mod host {
+pub(super) mod host {
     use burn::prelude::*;
     use burn_flex::FlexTensor;
 
@@ -48,27 +47,26 @@ mod host {
     use crate::model::panels::Layout;
     use crate::model::weight::{f32s, flex, held, threads, Held};
 
-    /// A part's tensors as burn-flex primitives (kept alive while their data are borrowed).
-    struct Owned {
+    /// A linear's tensors as burn-flex primitives (kept alive while their data are borrowed).
+    pub(in crate::model) struct Owned {
         w: FlexTensor,
         bias: Option<FlexTensor>,
         terms: Vec<(FlexTensor, FlexTensor, usize, f32)>,
     }
 
-    /// A part's data, borrowed from [`Owned`] and checked against its shape.
-    struct Ready<'a> {
-        w: Held<'a>,
+    /// A linear's data on the host, borrowed from [`Owned`] and checked against its shape (also
+    /// what the several-row path of [`crate::model::matvec::try_linear_in`] reads).
+    pub(in crate::model) struct Ready<'a> {
+        pub w: Held<'a>,
         layout: Layout,
         n: usize,
-        bias: Option<&'a [f32]>,
-        /// `(A [k, r], B [r, n], r, scale)`.
-        terms: Vec<(Held<'a>, Held<'a>, usize, f32)>,
+        pub bias: Option<&'a [f32]>,
+        /// `(A [k, r], B [r, n], r, scale)`, in the order of the part's terms.
+        pub terms: Vec<(Held<'a>, Held<'a>, usize, f32)>,
     }
 
-    fn owned<B: Backend>(p: &Part<'_, B>) -> Option<Owned> {
-        if p.terms.iter().any(|t| t.rows.is_some()) {
-            return None;
-        }
+    /// The part's tensors as burn-flex primitives; `None` on any other backend.
+    pub(in crate::model) fn owned<B: Backend>(p: &Part<'_, B>) -> Option<Owned> {
         Some(Owned {
             w: flex(p.w)?,
             bias: match p.bias {
@@ -83,7 +81,13 @@ mod host {
         })
     }
 
-    fn ready<'a, B: Backend>(p: &Part<'_, B>, o: &'a Owned, k: usize) -> Option<Ready<'a>> {
+    /// The data of `o` (made from `p`) for inputs of `k` values; `None` when a tensor is not
+    /// contiguous or its length disagrees with the part's shapes.
+    pub(in crate::model) fn ready<'a, B: Backend>(
+        p: &Part<'_, B>,
+        o: &'a Owned,
+        k: usize,
+    ) -> Option<Ready<'a>> {
         let (shape, n) = (p.shape, p.shape.n);
         if shape.k != k {
             return None;
@@ -110,7 +114,12 @@ mod host {
 
     pub(super) fn one_row<B: Backend>(x: &Tensor<B, 2>, parts: &[Part<'_, B>]) -> Option<Vec<f32>> {
         let [m, k] = x.dims();
-        if m != 1 || parts.is_empty() {
+        if m != 1
+            || parts.is_empty()
+            || parts
+                .iter()
+                .any(|p| p.terms.iter().any(|t| t.rows.is_some()))
+        {
             return None;
         }
         let owned: Vec<Owned> = parts.iter().map(owned).collect::<Option<_>>()?;
@@ -128,32 +137,26 @@ mod host {
                 &copy[..]
             }
         };
-        // Tiles: each part's columns over its share of the threads (all of them for one part;
-        // one thread per linear for a pair on two).
+        // Each part's columns in tiles over all the threads, ordered tile 0 of every part,
+        // then tile 1...: a thread's contiguous share of the task list holds its tiles of
+        // every part.
         let threads = threads();
         let mut y = vec![0f32; ready.iter().map(|r| r.n).sum()];
-        let mut per_part: Vec<Vec<(&Ready<'_>, usize, &mut [f32])>> = Vec::new();
+        let mut tasks: Vec<(usize, &Ready<'_>, usize, &mut [f32])> = Vec::new();
         let mut rest = &mut y[..];
         for r in &ready {
             let (mine, after) = rest.split_at_mut(r.n);
             rest = after;
             let width = column_tile(r.n, threads);
-            per_part.push(
+            tasks.extend(
                 mine.chunks_mut(width)
                     .enumerate()
-                    .map(|(t, out)| (r, t * width, out))
-                    .collect(),
+                    .map(|(t, out)| (t, r, t * width, out)),
             );
         }
-        // Tile `t` of every part, then tile `t + 1`...: a thread's contiguous share of the
-        // task list holds its tiles of every part.
-        let most = per_part.iter().map(Vec::len).max().unwrap_or(0);
-        let mut its: Vec<_> = per_part.into_iter().map(|v| v.into_iter()).collect();
-        let mut tasks = Vec::new();
-        for _ in 0..most {
-            tasks.extend(its.iter_mut().filter_map(Iterator::next));
-        }
-        let run = |(r, j0, out): (&Ready<'_>, usize, &mut [f32])| run_tile(xd, r, j0, out);
+        tasks.sort_by_key(|task| task.0); // stable: parts stay in order within a tile index
+        let run =
+            |(_, r, j0, out): (usize, &Ready<'_>, usize, &mut [f32])| run_tile(xd, r, j0, out);
         if threads > 1 && tasks.len() > 1 {
             use rayon::prelude::*;
             tasks.into_par_iter().for_each(run);
