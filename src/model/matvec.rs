@@ -326,6 +326,58 @@ pub(super) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
     }
 }
 
+/// [`panel_tile`] with `x·A` for columns `c..c + xa.len()` of a low-rank term's `A` (`[k, r]`,
+/// held in any dtype) summed in the same pass and handed to `ready` as soon as it is done
+/// ([`super::panels::panel_run_side`]); `false`, nothing written, where the kernels cannot.
+#[cfg(feature = "flex")]
+pub(super) fn panel_tile_side(
+    x: &[f32],
+    w: &Held<'_>,
+    j0: usize,
+    out: &mut [f32],
+    (a, r, c): (&Held<'_>, usize, usize),
+    xa: &mut [f32],
+    ready: &mut dyn FnMut(&[f32]),
+) -> bool {
+    use super::panels::{panel_run_side, Side};
+    type Run<'x, W> = (&'x [f32], &'x [W], usize, &'x mut [f32]);
+    fn go<W: Weight, S: Weight>(
+        (x, w, first, out): Run<'_, W>,
+        a: Option<&[S]>,
+        stride: usize,
+        xa: &mut [f32],
+        ready: &mut dyn FnMut(&[f32]),
+    ) -> bool {
+        let Some(a) = a else { return false };
+        let width = xa.len();
+        let side = Side {
+            a,
+            stride,
+            width,
+            xa,
+        };
+        panel_run_side(x, w, first, out, side, ready)
+    }
+    fn with<W: Weight>(
+        run: Run<'_, W>,
+        (a, r, c): (&Held<'_>, usize, usize),
+        xa: &mut [f32],
+        ready: &mut dyn FnMut(&[f32]),
+    ) -> bool {
+        match *a {
+            Held::F32(a) => go(run, a.get(c..), r, xa, ready),
+            Held::Bf16(a) => go(run, a.get(c..), r, xa, ready),
+            Held::F16(a) => go(run, a.get(c..), r, xa, ready),
+        }
+    }
+    let first = j0 / PANEL;
+    match *w {
+        Held::F32(w) => with((x, w, first, out), (a, r, c), xa, ready),
+        Held::Bf16(w) => with((x, w, first, out), (a, r, c), xa, ready),
+        Held::F16(w) => with((x, w, first, out), (a, r, c), xa, ready),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Weight;
@@ -594,74 +646,6 @@ pub(super) mod speed {
             bf16_s * 1e3,
             bytes as f64 / 2.0 / bf16_s / 1e9,
             f32_s / bf16_s
-        );
-    }
-
-    /// `cargo test --lib lora_speed -- --ignored --nocapture`: one decoded token through the
-    /// linears of 30 SmolLM2-135M-shaped layers held in bf16, without and with a rank-16 LoRA
-    /// term on each (rank 48 on the fused q/k/v), alternating; the ratio is the separate mode's
-    /// cost (issue 8: ≥ 0.9).
-    #[test]
-    #[ignore]
-    fn lora_speed() {
-        let dev = Default::default();
-        let mut s = 9u32;
-        let mut rnd = move |len: usize| -> Vec<f32> {
-            (0..len)
-                .map(|_| {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    ((s >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 0.1
-                })
-                .collect()
-        };
-        let p = WeightDtype::Bf16;
-        type T = Tensor<Flex, 2>;
-        let mut layers: Vec<(T, T, T, usize)> = Vec::new();
-        for _ in 0..30 {
-            for (i, (k, n)) in LAYER.into_iter().enumerate() {
-                let r = if i == 0 { 48 } else { 16 }; // q, k and v: rank 16 each
-                let w = held_tensor::<Flex>(rnd(k * n), [k, n], p, &dev);
-                let a = held_tensor::<Flex>(rnd(k * r), [k, r], p, &dev);
-                let b = held_tensor::<Flex>(rnd(r * n), [r, n], p, &dev);
-                layers.push((w, a, b, k));
-            }
-        }
-        let xs: Vec<Tensor<Flex, 2>> = [576, 1536]
-            .iter()
-            .map(|&k| Tensor::from_data(TensorData::new(rnd(k), [1, k]), &dev))
-            .collect();
-        let token = |with: bool| {
-            let t = std::time::Instant::now();
-            for (w, a, b, k) in &layers {
-                let x = &xs[usize::from(*k != 576)];
-                let terms = [RowTerm {
-                    a,
-                    b,
-                    scale: 1.0,
-                    rows: None,
-                }];
-                let terms: &[RowTerm<'_, Flex>] = if with { &terms } else { &[] };
-                std::hint::black_box(try_linear(x, w, None, terms).unwrap());
-            }
-            t.elapsed().as_secs_f64()
-        };
-        let (plain, lora) = crate::model::weight::on_pool::<Flex, _>(|| {
-            let (mut plain, mut lora) = (0.0, 0.0);
-            for _ in 0..10 {
-                for _ in 0..5 {
-                    plain += token(false);
-                }
-                for _ in 0..5 {
-                    lora += token(true);
-                }
-            }
-            (plain, lora)
-        });
-        println!(
-            "plain {:.1} tok/s, LoRA separate {:.1} tok/s: {:.3}",
-            50.0 / plain,
-            50.0 / lora,
-            plain / lora
         );
     }
 }

@@ -6,7 +6,9 @@
 //! L1: the weight product, the bias and every low-rank term's `(x·A)·B`. With several linears,
 //! each thread takes its share of every one (balanced whichever of them carry terms), and the
 //! pass ends in one join instead of one per linear. Columns are summed in the same order
-//! however the tiles fall, so the results are those of the linears run one by one.
+//! however the tiles fall, so the results are those of the linears run one by one. A linear's
+//! tiles share its first term's `x·A` ([`share`]): each computes a share of it in its weight
+//! pass, so `A` is read once, not once per thread.
 
 use burn::prelude::*;
 
@@ -38,13 +40,23 @@ pub(crate) fn one_row<B: Backend>(x: &Tensor<B, 2>, parts: &[Part<'_, B>]) -> Op
 }
 
 #[cfg(feature = "flex")]
+pub(crate) mod share;
+
+#[cfg(feature = "flex")]
 pub(super) mod host {
     use burn::prelude::*;
     use burn_flex::FlexTensor;
 
+    use super::share::SharedXa;
     use super::Part;
-    use crate::model::matvec::{column_tile, panel_tile, tile};
+    #[cfg(target_arch = "x86_64")]
+    use crate::model::host_math::avx512;
+    use crate::model::matvec::{column_tile, panel_tile, panel_tile_side, tile};
     use crate::model::panels::Layout;
+    #[cfg(not(target_arch = "x86_64"))]
+    fn avx512() -> bool {
+        false
+    }
     use crate::model::weight::{f32s, flex, held, threads, Held};
 
     /// A linear's tensors as burn-flex primitives (kept alive while their data are borrowed).
@@ -139,24 +151,36 @@ pub(super) mod host {
         };
         // Each part's columns in tiles over all the threads, ordered tile 0 of every part,
         // then tile 1...: a thread's contiguous share of the task list holds its tiles of
-        // every part.
+        // every part. A part's tiles share its first term's `x·A` ([`SharedXa`]).
         let threads = threads();
         let mut y = vec![0f32; ready.iter().map(|r| r.n).sum()];
-        let mut tasks: Vec<(usize, &Ready<'_>, usize, &mut [f32])> = Vec::new();
+        let widths: Vec<usize> = ready.iter().map(|r| column_tile(r.n, threads)).collect();
+        let shared: Vec<Option<SharedXa>> = ready
+            .iter()
+            .zip(&widths)
+            .map(|(r, &width)| match r.terms.first() {
+                // (Only the AVX-512 panel kernels compute a share in the weight pass.)
+                Some(&(_, _, rank, _)) if r.layout == Layout::Panels && avx512() => {
+                    Some(SharedXa::new(rank, r.n.div_ceil(width)))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut tasks: Vec<Task<'_, '_>> = Vec::new();
         let mut rest = &mut y[..];
-        for r in &ready {
+        for ((r, &width), share) in ready.iter().zip(&widths).zip(&shared) {
             let (mine, after) = rest.split_at_mut(r.n);
             rest = after;
-            let width = column_tile(r.n, threads);
-            tasks.extend(
-                mine.chunks_mut(width)
-                    .enumerate()
-                    .map(|(t, out)| (t, r, t * width, out)),
-            );
+            tasks.extend(mine.chunks_mut(width).enumerate().map(|(t, out)| Task {
+                t,
+                part: r,
+                j0: t * width,
+                out,
+                share: share.as_ref(),
+            }));
         }
-        tasks.sort_by_key(|task| task.0); // stable: parts stay in order within a tile index
-        let run =
-            |(_, r, j0, out): (usize, &Ready<'_>, usize, &mut [f32])| run_tile(xd, r, j0, out);
+        tasks.sort_by_key(|task| task.t); // stable: parts stay in order within a tile index
+        let run = |task: Task<'_, '_>| run_tile(xd, task);
         if threads > 1 && tasks.len() > 1 {
             use rayon::prelude::*;
             tasks.into_par_iter().for_each(run);
@@ -166,24 +190,57 @@ pub(super) mod host {
         Some(y)
     }
 
-    /// Columns `j0..j0 + out.len()` of one part: the weight, the bias, then every term.
-    fn run_tile(x: &[f32], p: &Ready<'_>, j0: usize, out: &mut [f32]) {
+    /// Tile `t` of a part: its columns `j0..j0 + out.len()`.
+    struct Task<'r, 'y> {
+        t: usize,
+        part: &'r Ready<'r>,
+        j0: usize,
+        out: &'y mut [f32],
+        share: Option<&'r SharedXa>,
+    }
+
+    /// One task: the weight, the bias, then every term.
+    fn run_tile(x: &[f32], task: Task<'_, '_>) {
+        let Task {
+            t,
+            part: p,
+            j0,
+            out,
+            share,
+        } = task;
         let n = p.n;
-        match p.layout {
-            Layout::Rows => tile(x, &p.w, n, j0, out),
-            Layout::Panels => panel_tile(x, &p.w, j0, out),
+        // The first term's `x·A` is shared among the part's tiles: this one computes its share
+        // of `A`'s columns in its weight pass and takes the others' from them (SmolLM2-135M
+        // decode, separate / merged, bf16 0.90–0.91 → 0.92–0.93, f32 +0.5–4%). Every other
+        // term's is computed by each task after the pass (one thread computing them while the
+        // others waited cost more: issue 8, Intel VM). After the pass, `A` and `B` are read
+        // without software prefetches (they cost 1–3% on Zen 4, session 11).
+        let mut fused = false;
+        if let (Some(share), Some((a, _, r, _))) = (share, p.terms.first()) {
+            let cols = share.columns(t);
+            if !cols.is_empty() {
+                let mut xa = vec![0f32; cols.len()];
+                let mut ready = |xa: &[f32]| share.publish(t, xa);
+                fused = panel_tile_side(x, &p.w, j0, out, (a, *r, cols.start), &mut xa, &mut ready);
+            }
         }
-        // Each task computes the small `x·A` products itself, after its weight pass: one thread
-        // computing them while the others waited cost more (issue 8: separate 0.85 → 0.9 of
-        // merged, bf16, Intel VM). `A` and `B` are read without software prefetches: asking for
-        // them all before the weight pass (session 9) cost 1–3% in `variant_speed` on Zen 4.
+        if !fused {
+            match p.layout {
+                Layout::Rows => tile(x, &p.w, n, j0, out),
+                Layout::Panels => panel_tile(x, &p.w, j0, out),
+            }
+        }
         let xas: Vec<Vec<f32>> = p
             .terms
             .iter()
-            .map(|(a, _, r, _)| {
-                let mut xa = vec![0f32; *r];
-                tile(x, a, *r, 0, &mut xa);
-                xa
+            .enumerate()
+            .map(|(i, (a, _, r, _))| match share {
+                Some(share) if i == 0 => share.gather(|cols, xa| tile(x, a, *r, cols.start, xa)),
+                _ => {
+                    let mut xa = vec![0f32; *r];
+                    tile(x, a, *r, 0, &mut xa);
+                    xa
+                }
             })
             .collect();
         if let Some(b) = p.bias {
@@ -283,6 +340,44 @@ pub(crate) mod tests {
         }
     }
 
+    /// One row through linears with low-rank terms (their first term's `x·A` computed in the
+    /// weight pass and shared among the tiles) gives the bits of the several-row path, which
+    /// computes every `x·A` apart: ranks below, at and above one group of 16, above what one
+    /// pass takes (64) and split among threads; f32 and bf16; on the pool and on one thread.
+    #[test]
+    fn shared_x_a_gives_the_several_row_bits() {
+        let dev = Default::default();
+        for p in [WeightDtype::F32, WeightDtype::Bf16] {
+            for (i, ranks) in [&[8, 4, 16][..], &[48], &[70, 16], &[130]]
+                .iter()
+                .enumerate()
+            {
+                let (k, n) = (72, 300);
+                let l = layer(n, k, p, 20 + i as u32, ranks);
+                let row = values(k, 9);
+                let x = Tensor::<Flex, 2>::from_data(TensorData::new(row.clone(), [1, k]), &dev);
+                let two = [row.clone(), row].concat();
+                let x2 = Tensor::<Flex, 3>::from_data(TensorData::new(two, [1, 2, k]), &dev);
+                let want: Vec<u32> = l.forward(x2).into_data().into_vec::<f32>().unwrap()[..n]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                let on_pool = crate::model::weight::on_pool::<Flex, _>(|| {
+                    Linear::one_row_group(&[&l], &x).unwrap()
+                });
+                let serial = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap()
+                    .install(|| Linear::one_row_group(&[&l], &x).unwrap());
+                for got in [on_pool, serial] {
+                    let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want, "{p:?} ranks {ranks:?}");
+                }
+            }
+        }
+    }
+
     /// A group refuses a layer whose LLaMA-Adapter correction is live (it is applied outside
     /// the kernels), and takes it once the correction is folded into the weight.
     #[test]
@@ -300,121 +395,4 @@ pub(crate) mod tests {
 }
 
 #[cfg(all(test, feature = "flex"))]
-mod speed {
-    use burn::prelude::*;
-
-    use super::tests::layer;
-    use crate::backend::Flex;
-    use crate::model::{Linear, WeightDtype};
-
-    /// `cargo test --release --features flex --lib overhead_speed -- --ignored --nocapture`: the
-    /// cost of a linear call beyond its bytes — 150 weights of 576 × 1536 against 15 of
-    /// 576 × 15360 (the same bytes; the wide ones are large enough for huge pages), alternating,
-    /// on the pool and on one thread (issue 8, session 11: ~10 µs per narrow linear on two
-    /// threads, ~23 µs on one).
-    #[test]
-    #[ignore]
-    fn overhead_speed() {
-        let dev = Default::default();
-        for p in [WeightDtype::Bf16, WeightDtype::F32] {
-            // 150 linears of 576 x 1536 vs 15 of 576 x 15360: the same bytes.
-            let many: Vec<Linear<Flex>> = (0..150).map(|i| layer(1536, 576, p, i, &[])).collect();
-            let few: Vec<Linear<Flex>> = (0..15).map(|i| layer(15360, 576, p, i, &[])).collect();
-            let x = Tensor::<Flex, 2>::from_data(
-                TensorData::new(super::tests::values(576, 1), [1, 576]),
-                &dev,
-            );
-            let token = |ls: &[Linear<Flex>]| {
-                let t = std::time::Instant::now();
-                for l in ls {
-                    std::hint::black_box(Linear::one_row_group(&[l], &x).unwrap());
-                }
-                t.elapsed().as_secs_f64()
-            };
-            let run = || {
-                let (mut a, mut b) = (0.0, 0.0);
-                for _ in 0..20 {
-                    for _ in 0..3 {
-                        a += token(&many);
-                    }
-                    for _ in 0..3 {
-                        b += token(&few);
-                    }
-                }
-                (a / 60.0, b / 60.0)
-            };
-            let bytes = 150.0 * 576.0 * 1536.0 * if p == WeightDtype::F32 { 4.0 } else { 2.0 };
-            let (a, b) = crate::model::weight::on_pool::<Flex, _>(run);
-            println!(
-                "{p:?}: 150 linears {:.2} ms ({:.1} GB/s), 15 wide {:.2} ms ({:.1} GB/s)",
-                a * 1e3,
-                bytes / a / 1e9,
-                b * 1e3,
-                bytes / b / 1e9
-            );
-            let (a, b) = rayon::ThreadPoolBuilder::new()
-                .num_threads(1)
-                .build()
-                .unwrap()
-                .install(run);
-            println!("{p:?} one thread: 150 linears {:.2} ms ({:.1} GB/s), 15 wide {:.2} ms ({:.1} GB/s)", a * 1e3, bytes / a / 1e9, b * 1e3, bytes / b / 1e9);
-        }
-    }
-
-    /// `cargo test --release --features flex --lib pair_speed -- --ignored --nocapture`: the gate
-    /// and up projections of 30 SmolLM2-135M-shaped layers for one row, each layer alone (two
-    /// parallel passes) against both in one group, alternating; f32 and bf16, without and with
-    /// a rank-16 term on each.
-    #[test]
-    #[ignore]
-    fn pair_speed() {
-        let dev = Default::default();
-        for p in [WeightDtype::F32, WeightDtype::Bf16] {
-            for ranks in [&[][..], &[16][..]] {
-                let pairs: Vec<(Linear<Flex>, Linear<Flex>)> = (0..30)
-                    .map(|i| {
-                        (
-                            layer(1536, 576, p, 7 * i, ranks),
-                            layer(1536, 576, p, 7 * i + 3, ranks),
-                        )
-                    })
-                    .collect();
-                let x = Tensor::<Flex, 2>::from_data(
-                    TensorData::new(super::tests::values(576, 1), [1, 576]),
-                    &dev,
-                );
-                let x3 = x.clone().reshape([1, 1, 576]);
-                let token = |group: bool| {
-                    let t = std::time::Instant::now();
-                    for (a, b) in &pairs {
-                        if group {
-                            std::hint::black_box(Linear::one_row_group(&[a, b], &x).unwrap());
-                        } else {
-                            std::hint::black_box(a.forward(x3.clone()));
-                            std::hint::black_box(b.forward(x3.clone()));
-                        }
-                    }
-                    t.elapsed().as_secs_f64()
-                };
-                let (alone, group) = crate::model::weight::on_pool::<Flex, _>(|| {
-                    let (mut alone, mut group) = (0.0, 0.0);
-                    for _ in 0..20 {
-                        for _ in 0..5 {
-                            alone += token(false);
-                        }
-                        for _ in 0..5 {
-                            group += token(true);
-                        }
-                    }
-                    (alone, group)
-                });
-                println!(
-                    "{p:?} ranks {ranks:?}: alone {:.3} ms, group {:.3} ms per 30 pairs: {:.3}",
-                    alone * 10.0,
-                    group * 10.0,
-                    alone / group
-                );
-            }
-        }
-    }
-}
+mod speed;

@@ -515,8 +515,11 @@ pub(crate) fn rows_panels<W: Weight>(
     panic!("panel-major weights need AVX-512F or AVX2");
 }
 
+mod side;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+
+pub(crate) use side::{panel_run_side, Side};
 
 #[cfg(test)]
 mod tests;
