@@ -20,24 +20,32 @@ pub(super) struct SharedXa {
     xa: Vec<AtomicU32>,
     /// Per tile: its share is in `xa`.
     done: Vec<AtomicBool>,
+    /// Tile `t` computes share `(t + turn) % tiles`.
+    turn: usize,
 }
 
 impl SharedXa {
-    /// Nothing published yet, for a term of rank `r` split among `tiles` tiles.
-    pub(super) fn new(r: usize, tiles: usize) -> Self {
+    /// Nothing published yet, for a term of rank `r` split among `tiles` tiles; tile `t`
+    /// computes share `(t + turn) % tiles`.
+    pub(super) fn new(r: usize, tiles: usize, turn: usize) -> Self {
         Self {
             xa: (0..r).map(|_| AtomicU32::new(0)).collect(),
             done: (0..tiles.max(1)).map(|_| AtomicBool::new(false)).collect(),
+            turn,
         }
     }
 
-    /// The columns of `A` whose `x·A` tile `t` computes: a run of whole groups of 16 (tiles
-    /// past the groups get none).
+    /// The columns of `A` whose `x·A` tile `t` computes: a run of whole groups of 16 (when
+    /// there are more tiles than groups, some get none).
     pub(super) fn columns(&self, t: usize) -> Range<usize> {
         let (r, tiles) = (self.xa.len(), self.done.len());
         let groups = r.div_ceil(16);
-        let at = |t: usize| (16 * (t.min(tiles) * groups / tiles)).min(r);
-        at(t)..at(t + 1)
+        if t >= tiles {
+            return 0..0;
+        }
+        let s = (t + self.turn) % tiles;
+        let at = |s: usize| (16 * (s * groups / tiles)).min(r);
+        at(s)..at(s + 1)
     }
 
     /// Tile `t`'s share (`xa`, its [`SharedXa::columns`]) for the others to take.
@@ -79,24 +87,33 @@ mod tests {
     fn shares_cover_the_columns_once_in_whole_groups() {
         for r in [1, 8, 16, 17, 48, 100, 128, 256] {
             for tiles in 1..6 {
-                let s = SharedXa::new(r, tiles);
-                let mut next = 0;
-                for t in 0..tiles {
-                    let c = s.columns(t);
-                    assert_eq!(c.start, next, "r={r} tiles={tiles}");
-                    assert!(c.start.is_multiple_of(16) && (c.end == r || c.end.is_multiple_of(16)));
-                    next = c.end;
+                for turn in [0, 1, 4, 7] {
+                    let s = SharedXa::new(r, tiles, turn);
+                    let mut shares: Vec<Range<usize>> = (0..tiles).map(|t| s.columns(t)).collect();
+                    shares.sort_by_key(|c| (c.start, c.end));
+                    let mut next = 0;
+                    for c in shares {
+                        assert_eq!(c.start, next, "r={r} tiles={tiles} turn={turn}");
+                        assert!(
+                            c.start.is_multiple_of(16) && (c.end == r || c.end.is_multiple_of(16))
+                        );
+                        next = c.end;
+                    }
+                    assert_eq!(next, r);
+                    assert!(s.columns(tiles).is_empty());
                 }
-                assert_eq!(next, r);
-                assert!(s.columns(tiles).is_empty());
             }
         }
+        // The turn moves a rank-16 term's one share from tile to tile.
+        let (even, odd) = (SharedXa::new(16, 2, 0), SharedXa::new(16, 2, 1));
+        assert_eq!((even.columns(0), even.columns(1)), (0..0, 0..16));
+        assert_eq!((odd.columns(0), odd.columns(1)), (0..16, 0..0));
     }
 
     /// What was published is taken, what was not is computed, and nothing else.
     #[test]
     fn gather_takes_what_was_published_and_computes_the_rest() {
-        let s = SharedXa::new(40, 3); // shares 0..16 | 16..32 | 32..40
+        let s = SharedXa::new(40, 3, 0); // shares 0..16 | 16..32 | 32..40
         s.publish(1, &[2.5; 16]);
         let mut asked = Vec::new();
         let xa = s.gather(|cols, out| {
