@@ -515,8 +515,6 @@ pub(crate) fn rows_panels<W: Weight>(
     panic!("panel-major weights need AVX-512F or AVX2");
 }
 
-#[cfg(test)]
-mod scratch;
 mod side;
 #[cfg(target_arch = "x86_64")]
 mod x86;
