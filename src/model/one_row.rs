@@ -7,8 +7,9 @@
 //! each thread takes its share of every one (balanced whichever of them carry terms), and the
 //! pass ends in one join instead of one per linear. Columns are summed in the same order
 //! however the tiles fall, so the results are those of the linears run one by one. A linear's
-//! tiles share its first term's `x·A` ([`share`]): each computes a share of it in its weight
-//! pass, so `A` is read once, not once per thread.
+//! tiles share its first term's `x·A` ([`share`]): with AVX-512 panels each computes a share of
+//! it in its weight pass and the others take it, so most of `A` is read by one thread, not by
+//! every one.
 
 use burn::prelude::*;
 
@@ -53,11 +54,12 @@ pub(super) mod host {
     use crate::model::host_math::avx512;
     use crate::model::matvec::{column_tile, panel_tile, panel_tile_side, tile};
     use crate::model::panels::Layout;
+    use crate::model::weight::{f32s, flex, held, threads, Held};
+
     #[cfg(not(target_arch = "x86_64"))]
     fn avx512() -> bool {
         false
     }
-    use crate::model::weight::{f32s, flex, held, threads, Held};
 
     /// A linear's tensors as burn-flex primitives (kept alive while their data are borrowed).
     pub(in crate::model) struct Owned {
@@ -168,9 +170,9 @@ pub(super) mod host {
             .enumerate()
             .map(|(i, (r, &width))| match r.terms.first() {
                 // (Only the AVX-512 panel kernels compute a share in the weight pass.)
-                Some(&(_, _, rank, _)) if r.layout == Layout::Panels && avx512() => {
-                    Some(SharedXa::new(rank, r.n.div_ceil(width), turn + i))
-                }
+                Some(&(_, _, rank, _)) if r.layout == Layout::Panels && avx512() => Some(
+                    SharedXa::new(rank, r.n.div_ceil(width), turn.wrapping_add(i)),
+                ),
                 _ => None,
             })
             .collect();
@@ -228,8 +230,9 @@ pub(super) mod host {
             let cols = share.columns(t);
             if !cols.is_empty() {
                 let mut xa = vec![0f32; cols.len()];
-                let mut ready = |xa: &[f32]| share.publish(t, xa);
-                fused = panel_tile_side(x, &p.w, j0, out, (a, *r, cols.start), &mut xa, &mut ready);
+                let mut publish = |mine: &[f32]| share.publish(t, mine);
+                fused =
+                    panel_tile_side(x, &p.w, j0, out, (a, *r, cols.start), &mut xa, &mut publish);
             }
         }
         if !fused {
@@ -290,6 +293,20 @@ pub(crate) mod tests {
         seed: u32,
         ranks: &[usize],
     ) -> Linear<Flex> {
+        layer_as(out, k, p, seed, ranks, false)
+    }
+
+    /// [`layer`], with its factors held in the weight's dtype when `round` (as a model loaded
+    /// with an explicit weight dtype holds them) rather than in f32 (their random values are
+    /// not exact in 16 bits).
+    pub(crate) fn layer_as(
+        out: usize,
+        k: usize,
+        p: WeightDtype,
+        seed: u32,
+        ranks: &[usize],
+        round: bool,
+    ) -> Linear<Flex> {
         let dev = Default::default();
         let w = HostTensor {
             shape: vec![out, k],
@@ -300,6 +317,7 @@ pub(crate) mod tests {
             data: values(out, seed + 1),
         };
         let mut l = Linear::<Flex>::from_host(&w, Some(&b), p, &dev);
+        l.set_round_merges(round);
         for (i, &r) in ranks.iter().enumerate() {
             let s = seed + 10 * (i as u32 + 1);
             l.push_update(LowRank {
@@ -351,17 +369,25 @@ pub(crate) mod tests {
     /// One row through linears with low-rank terms (their first term's `x·A` computed in the
     /// weight pass and shared among the tiles) gives the bits of the several-row path, which
     /// computes every `x·A` apart: ranks below, at and above one group of 16, above what one
-    /// pass takes (64) and split among threads; f32 and bf16; on the pool and on one thread.
+    /// pass takes (64) and split among threads; f32 and bf16 weights, factors in f32 and in
+    /// the weight's dtype; on the pool and on one thread. With AVX-512 the shares were
+    /// computed in the weight pass (published), not only after it.
     #[test]
     fn shared_x_a_gives_the_several_row_bits() {
+        use std::sync::atomic::Ordering;
         let dev = Default::default();
-        for p in [WeightDtype::F32, WeightDtype::Bf16] {
+        let published = super::share::PUBLISHED.load(Ordering::Relaxed);
+        for (p, round) in [
+            (WeightDtype::F32, false),
+            (WeightDtype::Bf16, false),
+            (WeightDtype::Bf16, true),
+        ] {
             for (i, ranks) in [&[8, 4, 16][..], &[48], &[70, 16], &[130]]
                 .iter()
                 .enumerate()
             {
                 let (k, n) = (72, 300);
-                let l = layer(n, k, p, 20 + i as u32, ranks);
+                let l = layer_as(n, k, p, 20 + i as u32, ranks, round);
                 let row = values(k, 9);
                 let x = Tensor::<Flex, 2>::from_data(TensorData::new(row.clone(), [1, k]), &dev);
                 let two = [row.clone(), row].concat();
@@ -380,9 +406,13 @@ pub(crate) mod tests {
                     .install(|| Linear::one_row_group(&[&l], &x).unwrap());
                 for got in [on_pool, serial] {
                     let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(got, want, "{p:?} ranks {ranks:?}");
+                    assert_eq!(got, want, "{p:?} round {round} ranks {ranks:?}");
                 }
             }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::model::host_math::avx512() {
+            assert!(super::share::PUBLISHED.load(Ordering::Relaxed) > published);
         }
     }
 

@@ -519,7 +519,9 @@ mod side;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub(crate) use side::{panel_run_side, Side};
+#[cfg(feature = "flex")]
+pub(crate) use side::panel_run_side;
+pub(crate) use side::Side;
 
 #[cfg(test)]
 mod tests;

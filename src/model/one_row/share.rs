@@ -2,9 +2,9 @@
 //! tiles.
 //!
 //! Every tile needs all of `x·A`. When each tile's task computed it, every thread read all of
-//! `A` at about the same time, and that cost most of the LoRA terms' time (issue 8, 30
-//! SmolLM2-135M layers' linears, bf16, in-process A/B: plain / LoRA 0.80–0.87 with every task
-//! computing `x·A`, 0.90–0.94 with one task reading `A`, 0.92 with no `A` at all). Now each task
+//! `A` at about the same time (issue 8, session 12: 30 SmolLM2-135M layers' linears, bf16,
+//! row-major weights, in-process A/B: plain / LoRA 0.80–0.87 with every task computing `x·A`,
+//! 0.90–0.94 with one task reading `A`, 0.92 with no `A` at all). Now each task
 //! computes a share of `A`'s columns (whole groups of 16) in the first panels of its weight pass
 //! and publishes it; when it needs the rest it takes what the others published, and computes
 //! any share not yet there itself. Nobody waits, so it is right however the tasks are
@@ -13,6 +13,11 @@
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// Shares published so far (tests check that the weight pass computed some).
+#[cfg(test)]
+pub(super) static PUBLISHED: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 /// `x·A` of one term (`r` values) as the linear's tiles publish it.
 pub(super) struct SharedXa {
@@ -43,7 +48,7 @@ impl SharedXa {
         if t >= tiles {
             return 0..0;
         }
-        let s = (t + self.turn) % tiles;
+        let s = t.wrapping_add(self.turn) % tiles;
         let at = |s: usize| (16 * (s * groups / tiles)).min(r);
         at(s)..at(s + 1)
     }
@@ -56,6 +61,8 @@ impl SharedXa {
             s.store(v.to_bits(), Ordering::Relaxed);
         }
         self.done[t].store(true, Ordering::Release);
+        #[cfg(test)]
+        PUBLISHED.fetch_add(1, Ordering::Relaxed);
     }
 
     /// All of `x·A`: the shares published so far, the others made by `compute(columns, out)`.

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 
-use super::tests::layer;
+use super::tests::{layer, layer_as};
 use crate::backend::Flex;
 use crate::model::{Linear, WeightDtype};
 
@@ -127,7 +127,7 @@ fn pair_speed() {
 /// decoded token through the linears of 30 SmolLM2-135M-shaped layers as the model runs
 /// them (gate and up as one group), held as panels, with a rank-16 LoRA term on each (48 on
 /// the fused q/k/v) switched off and on, alternating; f32 and bf16 (factors in the weight's
-/// dtype). The ratio is the separate mode's cost (issue 8: ≥ 0.9).
+/// dtype, as a model loaded with `--weight-dtype` holds them). The ratio is the separate mode's cost (issue 8: ≥ 0.9).
 #[test]
 #[ignore]
 fn lora_speed() {
@@ -146,7 +146,7 @@ fn lora_speed() {
                 shapes
                     .iter()
                     .enumerate()
-                    .map(|(j, &(n, k, r))| layer(n, k, p, 10 * i + j as u32, &[r]))
+                    .map(|(j, &(n, k, r))| layer_as(n, k, p, 10 * i + j as u32, &[r], true))
                     .collect()
             })
             .collect();

@@ -12,7 +12,7 @@ use super::{panel_run_of, PANEL};
 
 /// At most this many groups of 16 columns of `A` ride along (64 columns: every rank up to 64
 /// in one pass, up to 128 split between two threads).
-pub(crate) const SIDES: usize = 4;
+const SIDES: usize = 4;
 
 /// Columns `c..c + width` of a term's `A` (`[k, stride]`, row-major): `a` starts at column `c`
 /// of row 0 and runs to the end of `A`; their `x·A` (`width` values) goes to `xa`.

@@ -149,6 +149,8 @@ pub(super) unsafe fn side_avx512<W: Weight, S: Weight, const GROUP: usize, const
     let last = width - 16 * (SG - 1);
     let mask = ((1u32 << last) - 1) as __mmask16;
     let whole = side.whole_rows(k);
+    // (Whole groups are read whole in every row: `load16_part` only ever gets fewer than 16.)
+    debug_assert!(side.fits(k) && (last < 16 || whole == k));
     let mut acc = [_mm512_setzero_ps(); GROUP];
     let mut sacc = [_mm512_setzero_ps(); SG];
     // One row of the panels; the side's row follows. Two loops, so that the main one has no
