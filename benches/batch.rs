@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --profile dev --bench batch` (`GRAFTLM_DECODE_TOKENS`, default 32;
 //! `GRAFTLM_BATCH`, default 8; `GRAFTLM_BATCH_ONLY=1` skips the one-after-another run, for
-//! profiling). Prints decode-step throughput both ways and the same including the prompts.
+//! profiling). Prints decode-step throughput both ways and the same including the prompts:
+//! medians of `GRAFTLM_BENCH_ROUNDS` rounds (default 3) that run both ways in turn.
 
 mod common;
 
@@ -36,45 +37,64 @@ fn main() {
     let prompt: Vec<u32> = (1..=16).collect();
     let cap = prompt.len() + n_tok + 1;
 
-    // One after another: each sequence's tokens with only its adapter active.
-    let (mut seq_s, mut seq_prefill_s) = (0.0, 0.0);
-    if std::env::var_os("GRAFTLM_BATCH_ONLY").is_none() {
-        let t = Instant::now();
+    // One after another: each sequence's tokens with only its adapter active. Returns the
+    // whole time and the prompts' share of it.
+    let one_after_another = |model: &mut graftlm::Model<B>| {
+        let (t, mut prefill_s) = (Instant::now(), 0.0);
         for name in &names {
             model.activate_only(name).unwrap();
             let mut c = model.new_cache(cap);
             let tp = Instant::now();
             let l = model.forward(&prompt, &mut c, true).unwrap();
             let mut tok = argmax(&logits_to_vec(l).unwrap()) as u32;
-            seq_prefill_s += tp.elapsed().as_secs_f64();
+            prefill_s += tp.elapsed().as_secs_f64();
             for _ in 0..n_tok {
                 let l = model.forward(&[tok], &mut c, true).unwrap();
                 tok = argmax(&logits_to_vec(l).unwrap()) as u32;
             }
         }
-        seq_s = t.elapsed().as_secs_f64();
-    }
+        (t.elapsed().as_secs_f64(), prefill_s)
+    };
 
     // Together: prompts one by one (each with its adapter), then one forward per step for all.
     let choice: Vec<Option<&str>> = names.iter().map(|n| Some(n.as_str())).collect();
-    let t = Instant::now();
-    let mut caches: Vec<KvCache<B>> = (0..n_seq).map(|_| model.new_cache(cap)).collect();
-    let mut next: Vec<u32> = Vec::new();
-    for (c, a) in caches.iter_mut().zip(&choice) {
-        let l = model.forward_with(&prompt, c, true, *a).unwrap();
-        next.push(argmax(&logits_to_vec(l).unwrap()) as u32);
-    }
-    let prefill_s = t.elapsed().as_secs_f64();
-    for _ in 0..n_tok {
-        let l = model.forward_batch(&next, &mut caches, &choice).unwrap();
-        let v = logits_to_vec(l).unwrap();
-        let width = v.len() / n_seq;
-        next = v.chunks(width).map(|r| argmax(r) as u32).collect();
-    }
-    let batch_s = t.elapsed().as_secs_f64();
+    let together = |model: &graftlm::Model<B>| {
+        let t = Instant::now();
+        let mut caches: Vec<KvCache<B>> = (0..n_seq).map(|_| model.new_cache(cap)).collect();
+        let mut next: Vec<u32> = Vec::new();
+        for (c, a) in caches.iter_mut().zip(&choice) {
+            let l = model.forward_with(&prompt, c, true, *a).unwrap();
+            next.push(argmax(&logits_to_vec(l).unwrap()) as u32);
+        }
+        let prefill_s = t.elapsed().as_secs_f64();
+        for _ in 0..n_tok {
+            let l = model.forward_batch(&next, &mut caches, &choice).unwrap();
+            let v = logits_to_vec(l).unwrap();
+            let width = v.len() / n_seq;
+            next = v.chunks(width).map(|r| argmax(r) as u32).collect();
+        }
+        (t.elapsed().as_secs_f64(), prefill_s)
+    };
 
+    // The VM's speed drifts within a minute: the two ways are measured in turn,
+    // `GRAFTLM_BENCH_ROUNDS` times (default 3), and each figure is the median of its rounds.
+    let rounds = env("GRAFTLM_BENCH_ROUNDS", 3).max(1);
+    let only = std::env::var_os("GRAFTLM_BATCH_ONLY").is_some();
+    let (mut seqs, mut seq_steps, mut batches, mut batch_steps) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..rounds {
+        if !only {
+            let (s, p) = one_after_another(&mut model);
+            seqs.push(s);
+            seq_steps.push(s - p);
+        }
+        let (s, p) = together(&model);
+        batches.push(s);
+        batch_steps.push(s - p);
+    }
+    let med = |v: &mut Vec<f64>| common::median(v).unwrap_or(0.0);
+    let (seq_s, batch_s) = (med(&mut seqs), med(&mut batches));
+    let (seq_decode, batch_decode) = (med(&mut seq_steps), med(&mut batch_steps));
     let total = (n_seq * n_tok) as f64;
-    let (seq_decode, batch_decode) = (seq_s - seq_prefill_s, batch_s - prefill_s);
     let v = serde_json::json!({
         "sequences": n_seq,
         "tokens_each": n_tok,
