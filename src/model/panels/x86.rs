@@ -271,8 +271,16 @@ pub(super) unsafe fn rows_avx2<W: Weight, const R: usize>(
     debug_assert!(j.is_multiple_of(PANEL) && j < n && r0 + R <= 8);
     let p = w.as_ptr().add(shape.at(0, j));
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    // The first pass over a panel also asks for the next panel's line (the caller walks the
+    // panels in order): two streams in flight instead of one. 8 sequences × 8 adapters,
+    // batched decode on AVX2, in-process A/B over 8 rounds: +3–17% (median ~9%). (The AVX-512
+    // kernel, two panels at a time, gained nothing from asking for the next pair.)
+    let next = r0 == 0;
     for i in 0..k {
         _mm_prefetch::<_MM_HINT_T1>((p.add(i * PANEL) as *const i8).wrapping_add(AHEAD));
+        if next {
+            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add((k + i) * PANEL) as *const i8);
+        }
         let w0 = W::load8(p.add(i * PANEL));
         let w1 = W::load8(p.add(i * PANEL + 8));
         let xr = xi.as_ptr().add(i * 8 + r0);
