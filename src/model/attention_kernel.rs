@@ -430,7 +430,7 @@ unsafe fn block8_avx512(a: &[[f32; 8]], b: *const f32, stride: usize, out: &mut 
         for (r, acc_r) in acc.iter_mut().enumerate() {
             *acc_r = _mm512_fmadd_ps(_mm512_set1_ps(ai[r]), row, *acc_r);
         }
-        bp = bp.add(stride);
+        bp = bp.wrapping_add(stride);
     }
     for (o, a) in out.iter_mut().zip(acc) {
         _mm512_storeu_ps(o.as_mut_ptr(), a);
@@ -453,7 +453,7 @@ unsafe fn block8_avx2(a: &[[f32; 8]], b: *const f32, stride: usize, out: &mut [[
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(ai[r]), row, *acc_r);
             }
-            bp = bp.add(stride);
+            bp = bp.wrapping_add(stride);
         }
         for (o, a) in out.iter_mut().zip(acc) {
             _mm256_storeu_ps(o.as_mut_ptr().add(8 * half), a);
