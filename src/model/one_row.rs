@@ -18,6 +18,7 @@ use super::panels::WeightShape;
 
 /// One linear of [`one_row`]: its weight held as `shape` says, bias, and low-rank terms (which
 /// must apply to the whole row in [`one_row`]: `rows: None`).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) struct Part<'t, B: Backend> {
     pub w: &'t Tensor<B, 2>,
     pub shape: WeightShape,
@@ -50,16 +51,9 @@ pub(super) mod host {
 
     use super::share::SharedXa;
     use super::Part;
-    #[cfg(target_arch = "x86_64")]
-    use crate::model::host_math::avx512;
     use crate::model::matvec::{column_tile, panel_tile, panel_tile_side, tile};
-    use crate::model::panels::Layout;
+    use crate::model::panels::{in_pass, Layout};
     use crate::model::weight::{f32s, flex, held, threads, Held};
-
-    #[cfg(not(target_arch = "x86_64"))]
-    fn avx512() -> bool {
-        false
-    }
 
     /// A linear's tensors as burn-flex primitives (kept alive while their data are borrowed).
     pub(in crate::model) struct Owned {
@@ -169,8 +163,8 @@ pub(super) mod host {
             .zip(&widths)
             .enumerate()
             .map(|(i, (r, &width))| match r.terms.first() {
-                // (Only the AVX-512 panel kernels compute a share in the weight pass.)
-                Some(&(_, _, rank, _)) if r.layout == Layout::Panels && avx512() => Some(
+                // (Only where the panel kernels compute a share in the weight pass.)
+                Some(&(_, _, rank, _)) if r.layout == Layout::Panels && in_pass() => Some(
                     SharedXa::new(rank, r.n.div_ceil(width), turn.wrapping_add(i)),
                 ),
                 _ => None,
@@ -410,8 +404,7 @@ pub(crate) mod tests {
                 }
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        if crate::model::host_math::avx512() {
+        if crate::model::panels::in_pass() {
             assert!(super::share::PUBLISHED.load(Ordering::Relaxed) > published);
         }
     }

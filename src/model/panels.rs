@@ -519,9 +519,9 @@ mod side;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-#[cfg(feature = "flex")]
-pub(crate) use side::panel_run_side;
 pub(crate) use side::Side;
+#[cfg(feature = "flex")]
+pub(crate) use side::{in_pass, panel_run_side};
 
 #[cfg(test)]
 mod tests;

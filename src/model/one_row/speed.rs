@@ -4,6 +4,7 @@ use burn::prelude::*;
 
 use super::tests::{layer, layer_as};
 use crate::backend::Flex;
+use crate::model::matvec::speed::LAYER;
 use crate::model::{Linear, WeightDtype};
 
 /// `cargo test --release --features flex --lib overhead_speed -- --ignored --nocapture`: the
@@ -133,20 +134,17 @@ fn pair_speed() {
 fn lora_speed() {
     let dev = Default::default();
     for p in [WeightDtype::Bf16, WeightDtype::F32] {
-        // q/k/v, attention out, gate, up, down; the gate and up run as one group.
-        let shapes = [
-            (960, 576, 48),
-            (576, 576, 16),
-            (1536, 576, 16),
-            (1536, 576, 16),
-            (576, 1536, 16),
-        ];
+        // q/k/v (rank 16 each: 48), attention out, gate, up, down; gate and up run as a group.
         let mut layers: Vec<Vec<Linear<Flex>>> = (0..30)
             .map(|i| {
-                shapes
+                let seed = |j: usize| 10 * i + j as u32;
+                LAYER
                     .iter()
                     .enumerate()
-                    .map(|(j, &(n, k, r))| layer_as(n, k, p, 10 * i + j as u32, &[r], true))
+                    .map(|(j, &(k, n))| {
+                        let r = if j == 0 { 48 } else { 16 };
+                        layer_as(n, k, p, seed(j), &[r], true)
+                    })
                     .collect()
             })
             .collect();

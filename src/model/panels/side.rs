@@ -46,68 +46,71 @@ impl<S> Side<'_, S> {
     }
 }
 
+/// Whether this CPU computes a side in the weight pass (AVX-512F; elsewhere the caller runs the
+/// two apart).
+pub(crate) fn in_pass() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::super::host_math::avx512()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Outputs of 16-column panels `first..` into `out` as [`super::panel_run_of`] gives them, and
 /// `side`'s `x·A` summed in the pass's first panels, handed to `ready` as soon as it is done
 /// (before the rest of the pass). `false`, nothing written and `ready` not called, where the
-/// kernels cannot: no AVX-512F, `out` empty or a side that does not [`Side::fits`].
+/// kernels cannot: not [`in_pass`], `out` empty or a side that does not [`Side::fits`].
 pub(crate) fn panel_run_side<W: Weight, S: Weight>(
     x: &[f32],
     p: &[W],
     first: usize,
     out: &mut [f32],
-    side: Side<'_, S>,
+    mut side: Side<'_, S>,
     ready: &mut dyn FnMut(&[f32]),
 ) -> bool {
     let k = x.len();
-    if out.is_empty() || !side.fits(k) {
+    if out.is_empty() || !side.fits(k) || !in_pass() {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if super::super::host_math::avx512() {
-            // As many panels as `panel_run_of` reads side by side.
-            let group = if std::mem::size_of::<W>() == 2 { 8 } else { 4 };
-            let head = out.len().min(group * PANEL);
-            let end = (first * PANEL + head).div_ceil(PANEL);
-            assert!(p.len() >= end * k * PANEL);
-            let (now, rest) = out.split_at_mut(head);
-            let Side {
-                a,
-                stride,
-                width,
-                xa,
-            } = side;
-            let side = Side {
-                a,
-                stride,
-                width,
-                xa: &mut *xa,
-            };
-            use super::x86::side_avx512;
-            // SAFETY: the CPU has AVX-512F; `now` holds 1 to `16 · group` outputs of panels
-            // that lie in `p` (asserted above); the side fits `k` rows (checked above) and has
-            // the groups named.
-            unsafe {
-                match (group, width.div_ceil(16)) {
-                    (8, 1) => side_avx512::<W, S, 8, 1>(x, p, first, now, side),
-                    (8, 2) => side_avx512::<W, S, 8, 2>(x, p, first, now, side),
-                    (8, 3) => side_avx512::<W, S, 8, 3>(x, p, first, now, side),
-                    (8, _) => side_avx512::<W, S, 8, 4>(x, p, first, now, side),
-                    (_, 1) => side_avx512::<W, S, 4, 1>(x, p, first, now, side),
-                    (_, 2) => side_avx512::<W, S, 4, 2>(x, p, first, now, side),
-                    (_, 3) => side_avx512::<W, S, 4, 3>(x, p, first, now, side),
-                    (_, _) => side_avx512::<W, S, 4, 4>(x, p, first, now, side),
-                }
+        // As many panels as `panel_run_of` reads side by side.
+        let group = if std::mem::size_of::<W>() == 2 { 8 } else { 4 };
+        let head = out.len().min(group * PANEL);
+        let end = (first * PANEL + head).div_ceil(PANEL);
+        assert!(p.len() >= end * k * PANEL);
+        let (now, rest) = out.split_at_mut(head);
+        use super::x86::side_avx512;
+        let s = &mut side;
+        // SAFETY: the CPU has AVX-512F (`in_pass`); `now` holds 1 to `16 · group` outputs of
+        // panels that lie in `p` (asserted above); the side fits `k` rows (checked above) and
+        // has the groups named.
+        unsafe {
+            match (group, s.width.div_ceil(16)) {
+                (8, 1) => side_avx512::<W, S, 8, 1>(x, p, first, now, s),
+                (8, 2) => side_avx512::<W, S, 8, 2>(x, p, first, now, s),
+                (8, 3) => side_avx512::<W, S, 8, 3>(x, p, first, now, s),
+                (8, _) => side_avx512::<W, S, 8, 4>(x, p, first, now, s),
+                (_, 1) => side_avx512::<W, S, 4, 1>(x, p, first, now, s),
+                (_, 2) => side_avx512::<W, S, 4, 2>(x, p, first, now, s),
+                (_, 3) => side_avx512::<W, S, 4, 3>(x, p, first, now, s),
+                (_, _) => side_avx512::<W, S, 4, 4>(x, p, first, now, s),
             }
-            ready(xa);
-            if !rest.is_empty() {
-                panel_run_of(x, p, first + head / PANEL, rest, PANEL);
-            }
-            return true;
         }
+        ready(side.xa);
+        if !rest.is_empty() {
+            panel_run_of(x, p, first + head / PANEL, rest, PANEL);
+        }
+        true
     }
-    let _ = (p, first, ready);
-    false
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (p, first, ready);
+        false
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +143,7 @@ mod tests {
     }
 
     fn case<W: Weight + bytemuck::Zeroable, S: Weight>(from: fn(f32) -> W, side: fn(f32) -> S) {
-        if !crate::model::host_math::avx512() {
+        if !in_pass() {
             return; // nothing to compare: the caller runs the two apart
         }
         for (k, n, first, cols) in [

@@ -138,7 +138,7 @@ pub(super) unsafe fn side_avx512<W: Weight, S: Weight, const GROUP: usize, const
     p: &[W],
     first: usize,
     out: &mut [f32],
-    side: Side<'_, S>,
+    side: &mut Side<'_, S>,
 ) {
     let k = x.len();
     let np = out.len().div_ceil(PANEL);
