@@ -12,7 +12,9 @@
 //! `GRAFTLM_BENCH_PREFILL_ONLY=N` stops after the prefill figure with N more 128-token prefills
 //! (a steady loop to run under a profiler). Base, separate and merged decoding are measured in
 //! turn `GRAFTLM_BENCH_ROUNDS` times (default 3) and reported as medians; with 16-bit weights the
-//! same checkpoint held in f32 decodes in the same rounds (`decode_f32_same_run_tok_s`).
+//! same checkpoint held in f32 decodes in the same rounds (`decode_f32_same_run_tok_s`). With an
+//! adapter, each round also times merging and unmerging it (`merge_ms`, `unmerge_ms`: medians;
+//! `first_merge_ms`: the first, which on a GPU includes compiling its kernels).
 
 mod common;
 
@@ -133,6 +135,7 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
     });
     let mut wides = Vec::new();
     let (mut bases, mut seps, mut merges) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut merge_ms, mut unmerge_ms) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         if let Some(w) = &wide {
             wides.push(decode_tps(w, 16, n));
@@ -144,12 +147,21 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
         if adapter.is_some() {
             model.set_active("a", true).unwrap();
             seps.push(decode_tps(&model, 16, n));
+            // Merge and unmerge timed to the end of the device's work (a GPU queues it).
+            let t = Instant::now();
             model.set_merged("a", true).unwrap();
+            B::sync(&device).unwrap();
+            merge_ms.push(t.elapsed().as_secs_f64() * 1e3);
             merges.push(decode_tps(&model, 16, n));
+            let t = Instant::now();
             model.set_merged("a", false).unwrap();
+            B::sync(&device).unwrap();
+            unmerge_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }
     drop(wide);
+    // The first merge on a GPU includes compiling (and autotuning) its kernels.
+    let first_merge_ms = merge_ms.first().copied();
     let base = common::median(&mut bases).unwrap_or(0.0);
     let (sep, merged) = (common::median(&mut seps), common::median(&mut merges));
     // The host memory probe bounds CPU decoding only; a GPU reads its own memory.
@@ -165,6 +177,9 @@ fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>
         "load_attach_ms": attach_ms,
         "decode_separate_tok_s": sep,
         "decode_merged_tok_s": merged,
+        "merge_ms": common::median(&mut merge_ms),
+        "unmerge_ms": common::median(&mut unmerge_ms),
+        "first_merge_ms": first_merge_ms,
         "decode_f32_same_run_tok_s": common::median(&mut wides),
         "read_gbps": read_gbps,
     });

@@ -44,6 +44,8 @@ rows = [
     ("prefill, 128 tokens (tok/s)", "prefill_tok_s", False),
     ("open → first token (s)", "open_to_first_token_s", False),
     ("load + attach adapter (ms)", "load_attach_ms", False),
+    ("merge adapter (ms)", "merge_ms", False),
+    ("unmerge adapter (ms)", "unmerge_ms", False),
     ("peak RSS after load (MB)", "peak_rss_after_load", False),
 ]
 print("| measure | graftlm | PyTorch + PEFT | graftlm / PyTorch | graftlm / ceiling |")

@@ -94,6 +94,12 @@ def main() -> None:
         sync(dev)
         out["load_attach_ms"] = (time.perf_counter() - t) * 1e3
         out["decode_separate_tok_s"] = decode_tps(pm, args.tokens)
+        for key, step in (("merge_ms", pm.merge_adapter), ("unmerge_ms", pm.unmerge_adapter)):
+            sync(dev)
+            t = time.perf_counter()
+            step()
+            sync(dev)
+            out[key] = (time.perf_counter() - t) * 1e3
         out["decode_merged_tok_s"] = decode_tps(pm.merge_and_unload(), args.tokens)
     print(json.dumps(out))
 

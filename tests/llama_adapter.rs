@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, greedy, logits, rel_err};
+use common::{assert_close_on, greedy, logits, rel_err};
 use graftlm::adapters;
 use graftlm::generate::logits_to_vec;
 use graftlm::{Error, Mode, ModelBuilder, Tokenizer};
@@ -53,7 +53,7 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
     );
     let mut model = plan.build::<B>(&Default::default()).unwrap();
 
-    assert_close(
+    assert_close_on::<B>(
         &format!("{what} separate"),
         &logits(&model, &r.prompt_ids, false),
         &r.logits_last,
@@ -64,7 +64,7 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
         let width = all.len() / r.prompt_ids.len();
         let mut cache = model.new_cache(r.prompt_ids.len());
         for (i, want) in r.seq_logits.iter().enumerate() {
-            assert_close(
+            assert_close_on::<B>(
                 &format!("{what} prefill row {i}"),
                 &all[i * width..i * width + vocab],
                 want,
@@ -75,7 +75,7 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
                     .unwrap(),
             )
             .unwrap();
-            assert_close(&format!("{what} cached step {i}"), &step, want);
+            assert_close_on::<B>(&format!("{what} cached step {i}"), &step, want);
         }
     }
     assert_eq!(
@@ -86,7 +86,7 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
 
     let name = model.grafts()[0].name.clone();
     model.set_merged(&name, true).unwrap();
-    assert_close(
+    assert_close_on::<B>(
         &format!("{what} merged"),
         &logits(&model, &r.prompt_ids, false),
         &r.logits_last,
@@ -104,7 +104,7 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
         "{what}: inactive is the base"
     );
     model.set_active(&name, true).unwrap();
-    assert_close(
+    assert_close_on::<B>(
         &format!("{what} reactivated"),
         &logits(&model, &r.prompt_ids, false),
         &r.logits_last,

@@ -5,7 +5,7 @@
 mod common;
 
 use burn::prelude::Backend;
-use common::{assert_close, fixtures, reference};
+use common::{assert_close_on, fixtures, reference};
 use graftlm::generate::logits_to_vec;
 use graftlm::{Checkpoint, GenerateOptions, SamplingParams, Tokenizer};
 
@@ -32,7 +32,7 @@ fn check<B: Backend>(name: &str, layout: &str) {
     // Last-position logits of the prompt.
     let mut cache = model.new_cache(64);
     let last = logits_to_vec(model.forward(&r.prompt_ids, &mut cache, true).unwrap()).unwrap();
-    assert_close(&format!("{name}/{layout} last logits"), &last, want_last);
+    assert_close_on::<B>(&format!("{name}/{layout} last logits"), &last, want_last);
 
     // Every position without a cache, and token by token through the cache.
     if !r.seq_logits.is_empty() {
@@ -42,7 +42,7 @@ fn check<B: Backend>(name: &str, layout: &str) {
         let width = all.len() / r.prompt_ids.len();
         let mut step_cache = model.new_cache(64);
         for (i, want) in r.seq_logits.iter().enumerate() {
-            assert_close(
+            assert_close_on::<B>(
                 &format!("{name}/{layout} prefill row {i}"),
                 &all[i * width..i * width + vocab],
                 want,
@@ -53,7 +53,7 @@ fn check<B: Backend>(name: &str, layout: &str) {
                     .unwrap(),
             )
             .unwrap();
-            assert_close(&format!("{name}/{layout} cached step {i}"), &got, want);
+            assert_close_on::<B>(&format!("{name}/{layout} cached step {i}"), &got, want);
         }
     }
 

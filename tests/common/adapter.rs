@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{assert_close, greedy, rel_err};
+use super::{assert_close_on, greedy, rel_err};
 use burn::prelude::Backend;
 use graftlm::{Model, ModelBuilder, Tokenizer};
 use serde::Deserialize;
@@ -74,7 +74,7 @@ pub fn check_on<B: Backend>(adapter_dir: &Path) {
         let plain = plan.checkpoint.load::<B>(&Default::default()).unwrap();
         last_logits(&plain, &r.prompt_ids)
     };
-    assert_close(
+    assert_close_on::<B>(
         &format!("{what} separate"),
         &last_logits(&model, &r.prompt_ids),
         &r.logits_last,
@@ -88,7 +88,7 @@ pub fn check_on<B: Backend>(adapter_dir: &Path) {
     let name = model.grafts()[0].name.clone();
     model.set_merged(&name, true).unwrap();
     let merged = last_logits(&model, &r.prompt_ids);
-    assert_close(&format!("{what} merged"), &merged, &r.logits_last_merged);
+    assert_close_on::<B>(&format!("{what} merged"), &merged, &r.logits_last_merged);
     assert_eq!(
         greedy(&model, &tok, &r.prompt_ids, r.max_new_tokens),
         r.greedy_new_ids,

@@ -53,8 +53,34 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_within(what, got, want, 1e-4);
+}
+
+fn assert_within(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
     let e = rel_err(got, want);
-    assert!(e <= 1e-4, "{what}: relative error {e:e} > 1e-4");
+    assert!(
+        e <= tolerance,
+        "{what}: relative error {e:e} > {tolerance:e}"
+    );
+}
+
+/// How close backend `B` comes to the references (computed in f32 on a CPU), relatively: 1e-4,
+/// except on CUDA. There burn's f32 matrix products run on TF32 tensor cores: cubek-matmul
+/// rounds f32 inputs to TF32 (10-bit mantissas) on devices that have it, and burn's autotune
+/// picks those kernels. LitGPT on a GPU does the same (`set_float32_matmul_precision("high")`).
+/// An H200 measured 4e-4 to 4.3e-3 on these fixtures (RESULTS, session 13). Greedy tokens are
+/// still compared exactly.
+pub fn tolerance<B: burn::prelude::Backend>() -> f32 {
+    #[cfg(feature = "cuda")]
+    if std::any::TypeId::of::<B>() == std::any::TypeId::of::<graftlm::backend::Cuda>() {
+        return 1e-2;
+    }
+    1e-4
+}
+
+/// [`assert_close`] within backend `B`'s [`tolerance`].
+pub fn assert_close_on<B: burn::prelude::Backend>(what: &str, got: &[f32], want: &[f32]) {
+    assert_within(what, got, want, tolerance::<B>());
 }
 
 pub type Cpu = graftlm::backend::DefaultCpu;
