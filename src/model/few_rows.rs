@@ -84,6 +84,28 @@ pub(crate) fn matmul_in<W: Weight>(
     }
 }
 
+/// `y = x·w` on the calling thread, `x` `[m, k]` (`m ≤ MAX_ROWS`), `w` row-major `[k, n]`, `y`
+/// `[m, n]` overwritten, `w` read once for all `m` rows; each row bit for bit what
+/// [`super::matvec::matvec_serial`] gives it alone. Returns `false` (nothing written) without
+/// AVX-512F, so the caller can go row by row.
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
+pub(crate) fn rows_serial<W: Weight>(x: &[f32], m: usize, w: &[W], y: &mut [f32]) -> bool {
+    if m == 0 || y.is_empty() {
+        return true;
+    }
+    let n = y.len() / m;
+    let k = w.len() / n;
+    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == k * n && y.len() == m * n);
+    #[cfg(target_arch = "x86_64")]
+    if super::host_math::avx512() {
+        y.fill(0.0);
+        // SAFETY: AVX-512F is present; the sizes are asserted above (`j0 + width = n`).
+        unsafe { x86::tile(x, m, k, w, n, 0, n, y) };
+        return true;
+    }
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::Weight;
@@ -207,6 +229,40 @@ mod tests {
                     &yb[r * n..(r + 1) * n],
                     &want[..],
                     "bf16 m={m} k={k} n={n} row {r}"
+                );
+            }
+        }
+    }
+
+    /// The calling-thread variant (merges: `A·B` eight rows at a time) gives each row what the
+    /// serial matrix–vector kernel gives it, whatever was in `y` before.
+    #[test]
+    fn serial_rows_equal_the_serial_kernel_bit_for_bit() {
+        let mut s = 5u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, k, n) in [
+            (1, 1, 1),
+            (8, 16, 70),
+            (3, 48, 960),
+            (8, 7, 33),
+            (6, 16, 1536),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let mut y = vec![f32::NAN; m * n];
+            if !rows_serial(&x, m, &w, &mut y) {
+                return; // no AVX-512 here: callers go row by row
+            }
+            for r in 0..m {
+                let mut want = vec![f32::NAN; n];
+                super::super::matvec::matvec_serial(&x[r * k..(r + 1) * k], &w, &mut want);
+                assert_eq!(
+                    &y[r * n..(r + 1) * n],
+                    &want[..],
+                    "m={m} k={k} n={n} row {r}"
                 );
             }
         }

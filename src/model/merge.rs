@@ -27,7 +27,7 @@ pub(crate) fn add_low_rank<B: Backend>(
         use super::weight::{f32s, flex, with_flex_mut};
         use rayon::prelude::*;
         let ((k, n), [ka, r], [rb, nb]) = ((shape.k, shape.n), a.dims(), b.dims());
-        if ka != k || rb != r || nb != n || r == 0 {
+        if ka != k || rb != r || nb != n || r == 0 || n == 0 {
             return false;
         }
         let (Some(at), Some(bt)) = (flex(a), flex(b)) else {
@@ -57,21 +57,25 @@ pub(crate) fn add_low_rank<B: Backend>(
             // row-major, 16 in every panel): blocks never share an element.
             let w_addr = wd.as_mut_ptr() as usize;
             (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
-                let mut d = vec![0f32; n];
-                for i in c * rows..((c + 1) * rows).min(k) {
-                    super::matvec::matvec_serial(&ad[i * r..(i + 1) * r], bd, &mut d);
-                    // Sixteen columns from a multiple of 16 lie together in either layout.
-                    for (c, dc) in d.chunks(16).enumerate() {
-                        // SAFETY: the run `shape.at(i, 16c) ..+ dc.len()` lies in the slice
-                        // (`shape.len()` values, alive for the whole loop) for `i < k`; each
-                        // task writes only its own rows, so no element is written twice.
-                        let run = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                (w_addr as *mut f32).add(shape.at(i, 16 * c)),
-                                dc.len(),
-                            )
-                        };
-                        run.iter_mut().zip(dc).for_each(|(x, &dj)| fold(x, dj));
+                let mut dm = vec![0f32; DELTA_ROWS * n];
+                let (lo, hi) = (c * rows, ((c + 1) * rows).min(k));
+                for i0 in (lo..hi).step_by(DELTA_ROWS) {
+                    let m = DELTA_ROWS.min(hi - i0);
+                    delta_rows(ad, r, i0, m, bd, &mut dm[..m * n]);
+                    for (i, d) in (i0..).zip(dm[..m * n].chunks(n)) {
+                        // Sixteen columns from a multiple of 16 lie together in either layout.
+                        for (c, dc) in d.chunks(16).enumerate() {
+                            // SAFETY: the run `shape.at(i, 16c) ..+ dc.len()` lies in the slice
+                            // (`shape.len()` values, alive for the whole loop) for `i < k`; each
+                            // task writes only its own rows, so no element is written twice.
+                            let run = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    (w_addr as *mut f32).add(shape.at(i, 16 * c)),
+                                    dc.len(),
+                                )
+                            };
+                            run.iter_mut().zip(dc).for_each(|(x, &dj)| fold(x, dj));
+                        }
                     }
                 }
             });
@@ -83,6 +87,29 @@ pub(crate) fn add_low_rank<B: Backend>(
     {
         let _ = (w, shape, a, b, scale, subtract);
         false
+    }
+}
+
+/// Rows of `A·B` computed together: `B` is read once for all of them.
+#[cfg(feature = "flex")]
+const DELTA_ROWS: usize = super::few_rows::MAX_ROWS;
+
+/// Rows `i0..i0 + m` of `a·b` (`a` `[·, r]`, `b` `[r, n]`, both row-major) into `d` (`[m, n]`),
+/// each row bit for bit what the matrix–vector kernel gives it alone: `m` rows in one pass
+/// through `b` where the CPU allows ([`super::few_rows::rows_serial`]; one row at a time was
+/// `b` read from L2 once per row of the weight), else row by row.
+#[cfg(feature = "flex")]
+fn delta_rows(a: &[f32], r: usize, i0: usize, m: usize, b: &[f32], d: &mut [f32]) {
+    if r == 0 {
+        d.fill(0.0);
+        return;
+    }
+    let x = &a[i0 * r..(i0 + m) * r];
+    if !super::few_rows::rows_serial(x, m, b, d) {
+        let n = d.len() / m.max(1);
+        for (row, out) in x.chunks(r).zip(d.chunks_mut(n)) {
+            super::matvec::matvec_serial(row, b, out);
+        }
     }
 }
 
@@ -104,6 +131,9 @@ pub(crate) fn merged_16<B: Backend>(
         use burn::tensor::{DType, TensorCreationOptions};
         use rayon::prelude::*;
         let (k, n) = (shape.k, shape.n);
+        if n == 0 {
+            return None;
+        }
         let bt = flex(base)?;
         let hb = held(&bt).filter(|h| h.len() == shape.len())?;
         let mut factors = Vec::with_capacity(terms.len());
@@ -130,30 +160,39 @@ pub(crate) fn merged_16<B: Backend>(
             let addr = out.as_mut_ptr() as usize;
             (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
                 let mut row: Vec<W> = bytemuck::zeroed_vec(n);
-                let (mut acc, mut d) = (vec![0f32; n], vec![0f32; n]);
+                let mut acc = vec![0f32; DELTA_ROWS * n];
+                let mut dm = vec![0f32; DELTA_ROWS * n];
                 let mut narrow: Vec<T> = bytemuck::zeroed_vec(n);
-                for i in c * rows..((c + 1) * rows).min(k) {
-                    for (j, dst) in (0..n).step_by(16).zip(row.chunks_mut(16)) {
-                        let at = shape.at(i, j);
-                        copy_run(&base[at..at + dst.len()], dst);
+                let (lo, hi) = (c * rows, ((c + 1) * rows).min(k));
+                for i0 in (lo..hi).step_by(DELTA_ROWS) {
+                    let m = DELTA_ROWS.min(hi - i0);
+                    for (i, acc) in (i0..).zip(acc[..m * n].chunks_mut(n)) {
+                        for (j, dst) in (0..n).step_by(16).zip(row.chunks_mut(16)) {
+                            let at = shape.at(i, j);
+                            copy_run(&base[at..at + dst.len()], dst);
+                        }
+                        from(&row, acc);
                     }
-                    from(&row, &mut acc);
                     for (a, b, r, s) in factors {
-                        super::matvec::matvec_serial(&a[i * r..(i + 1) * r], b, &mut d);
-                        acc.iter_mut().zip(&d).for_each(|(x, &dj)| *x += dj * s);
+                        delta_rows(a, *r, i0, m, b, &mut dm[..m * n]);
+                        acc.iter_mut()
+                            .zip(&dm[..m * n])
+                            .for_each(|(x, &dj)| *x += dj * s);
                     }
-                    to(&acc, &mut narrow);
-                    for (j0, run) in narrow.chunks(16).enumerate() {
-                        // SAFETY: the run `shape.at(i, 16·j0) ..+ run.len()` lies in `out`
-                        // (`shape.len()` values, alive for the whole loop) for `i < k`; each task
-                        // writes only its own rows, so no element is written twice.
-                        let dst = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                (addr as *mut T).add(shape.at(i, 16 * j0)),
-                                run.len(),
-                            )
-                        };
-                        copy_run(run, dst);
+                    for (i, acc) in (i0..).zip(acc[..m * n].chunks(n)) {
+                        to(acc, &mut narrow);
+                        for (j0, run) in narrow.chunks(16).enumerate() {
+                            // SAFETY: the run `shape.at(i, 16·j0) ..+ run.len()` lies in `out`
+                            // (`shape.len()` values, alive for the whole loop) for `i < k`; each task
+                            // writes only its own rows, so no element is written twice.
+                            let dst = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    (addr as *mut T).add(shape.at(i, 16 * j0)),
+                                    run.len(),
+                                )
+                            };
+                            copy_run(run, dst);
+                        }
                     }
                 }
             });
