@@ -89,6 +89,9 @@ for t in $tests; do
 done
 
 models="${GRAFTLM_BENCH_MODELS:-$(dirname "$CARGO_TARGET_DIR")/bench-models}"
+# One round (base, separate, merged; each the best of three): at batch 1 a GPU decodes a small
+# model at ~30 tokens/s (launch-bound), so three rounds took minutes (RESULTS, session 13).
+export GRAFTLM_BENCH_ROUNDS="${GRAFTLM_BENCH_ROUNDS:-1}"
 for shape in $shapes; do
     echo "== decode bench, $shape"
     python3 benches/make_bench_model.py "$models" --shape "$shape" >&2 || { status=1; continue; }
