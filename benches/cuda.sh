@@ -75,7 +75,10 @@ if [ -z "${CUDA_PATH:-}" ] && command -v nvcc >/dev/null; then
     CUDA_PATH="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
     export CUDA_PATH
 fi
-nvrtc=$(find "${CUDA_PATH:-/usr/local/cuda}" /usr/local/cuda* /usr/lib/x86_64-linux-gnu -name 'libnvrtc.so*' 2>/dev/null | head -1)
+# The toolkit's own NVRTC first (never a `stubs` copy), then the system's.
+nvrtc=$(for d in "${CUDA_PATH:-/usr/local/cuda}"/lib64 "${CUDA_PATH:-/usr/local/cuda}"/targets/*/lib /usr/lib/x86_64-linux-gnu; do
+    find "$d" -maxdepth 1 -name 'libnvrtc.so*' 2>/dev/null | sort | head -1
+done | head -1)
 export LD_LIBRARY_PATH="/usr/local/nvidia/lib64${nvrtc:+:$(dirname "$nvrtc")}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 echo "CUDA_PATH=${CUDA_PATH:-unset} LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 nvidia-smi -L || true

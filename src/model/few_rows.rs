@@ -93,9 +93,10 @@ pub(crate) fn rows_serial<W: Weight>(x: &[f32], m: usize, w: &[W], y: &mut [f32]
     if m == 0 || y.is_empty() {
         return true;
     }
-    let n = y.len() / m;
+    assert!(m <= MAX_ROWS && y.len().is_multiple_of(m));
+    let n = y.len() / m; // ≥ 1: `y` is not empty
     let k = w.len() / n;
-    assert!(m <= MAX_ROWS && x.len() == m * k && w.len() == k * n && y.len() == m * n);
+    assert!(x.len() == m * k && w.len() == k * n);
     #[cfg(target_arch = "x86_64")]
     if super::host_math::avx512() {
         y.fill(0.0);
