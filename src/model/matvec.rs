@@ -147,6 +147,10 @@ pub(crate) fn try_linear_in<B: Backend>(
             if jobs.iter().any(|j| j.0 >= m) {
                 return None;
             }
+            if jobs.is_empty() {
+                // (No term for these rows: no pass over the columns at all.)
+                return Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()));
+            }
             // The `x·A` products read every adapter's `A` once: in parallel (each is small).
             let pairs: Vec<(usize, Vec<f32>, &Held<'_>, f32)> = {
                 use rayon::prelude::*;
