@@ -1,0 +1,171 @@
+//! Attaching, merging, rescaling and removing a [`Linear`]'s low-rank updates.
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+
+use super::super::merge;
+use super::super::panels::Layout;
+use super::super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
+use super::{Linear, LowRank};
+
+impl<B: Backend> Linear<B> {
+    /// Attaches an update (kept separate, not merged). A layer whose weight is held in 16 bits
+    /// holds `A` and `B` the same way when that changes no value (they are 16-bit values) or
+    /// when 16 bits were asked for (rounded once here, as merges are; products still accumulate
+    /// in f32), so a separately kept adapter streams half the bytes per token, as its base does.
+    pub fn push_update(&mut self, mut u: LowRank<B>) {
+        u.merged = false;
+        if self.precision != WeightDtype::F32 {
+            let (a, b) = (host_f32(&u.a), host_f32(&u.b));
+            let p = self.factor_precision(&a, &b);
+            if p != WeightDtype::F32 {
+                let dev = u.a.device();
+                u.a = held_tensor::<B>(a, u.a.dims(), p, &dev);
+                u.b = held_tensor::<B>(b, u.b.dims(), p, &dev);
+            }
+        }
+        self.updates.push(u);
+    }
+
+    /// Host factors as stored by trainers, `A` `[r, in]` and `B` `[out, r]` (row-major f32), as
+    /// the tensors this layer multiplies: transposed to `[in, r]` and `[r, out]` and held as
+    /// [`Linear::push_update`] says, in one pass each. Takes `&self` only, so the factors of
+    /// many layers can be made in parallel and pushed with [`Linear::push_factors`].
+    pub(crate) fn factors_of(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        r: usize,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let (k, n) = (self.in_features(), self.out_features());
+        let dev = self.weight.device();
+        let precision = self.factor_precision(a, b);
+        let held = |d: &[f32], rows, cols| {
+            let parts = [crate::checkpoint::Values::F32(d)];
+            held_transposed::<B>(&parts, rows, cols, precision, Layout::Rows, &dev)
+        };
+        (held(a, r, k), held(b, n, r))
+    }
+
+    /// Attaches an update made by [`Linear::factors_of`] (kept separate, not merged).
+    pub(crate) fn push_factors(
+        &mut self,
+        name: Arc<str>,
+        (a, b): (Tensor<B, 2>, Tensor<B, 2>),
+        scale: f32,
+    ) {
+        self.updates.push(LowRank {
+            name,
+            a,
+            b,
+            scale,
+            active: true,
+            merged: false,
+        });
+    }
+
+    /// How factors with values `a` and `b` are held (see [`Linear::push_update`]): at this
+    /// layer's 16-bit precision when that changes no value or when 16 bits were asked for, else
+    /// f32.
+    fn factor_precision(&self, a: &[f32], b: &[f32]) -> WeightDtype {
+        let exact = |v: &[f32]| {
+            v.iter().all(|&x| {
+                let mut r = [x];
+                self.precision.round(&mut r);
+                r[0].to_bits() == x.to_bits()
+            })
+        };
+        if self.precision != WeightDtype::F32 && (self.round_merges || (exact(a) && exact(b))) {
+            self.precision
+        } else {
+            WeightDtype::F32
+        }
+    }
+
+    /// Detaches the update called `name`, taking it out of the weight first if merged.
+    pub fn remove_update(&mut self, name: &str) -> Option<LowRank<B>> {
+        let i = self.updates.iter().position(|u| &*u.name == name)?;
+        self.set_merged(name, false);
+        Some(self.updates.remove(i))
+    }
+
+    /// Mutable access to the update called `name`.
+    pub fn update_mut(&mut self, name: &str) -> Option<&mut LowRank<B>> {
+        self.updates.iter_mut().find(|u| &*u.name == name)
+    }
+
+    fn delta(u: &LowRank<B>, scale: f32) -> Tensor<B, 2> {
+        as_f32(&u.a).matmul(as_f32(&u.b)) * scale
+    }
+
+    /// Folds the update into the weight (`merged = true`) or takes it out again.
+    /// Returns `false` when there is no such update.
+    pub fn set_merged(&mut self, name: &str, merged: bool) -> bool {
+        let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
+            return false;
+        };
+        let u = &self.updates[i];
+        if u.merged != merged {
+            if self.precision != WeightDtype::F32 {
+                self.updates[i].merged = merged;
+                self.rebuild_merged();
+                return true;
+            }
+            let (a, b, scale) = (u.a.clone(), u.b.clone(), u.scale);
+            if !merge::add_low_rank(&mut self.weight, self.shape, &a, &b, scale, !merged) {
+                let d = Self::delta(&self.updates[i], scale);
+                let w = self.rows_of(&self.weight);
+                self.weight = self.laid_out(if merged { w + d } else { w - d });
+            }
+            self.updates[i].merged = merged;
+        }
+        true
+    }
+
+    /// A 16-bit weight: `round(base + Σ merged s·A·B)`, or the base itself when nothing is merged.
+    fn rebuild_merged(&mut self) {
+        if !self.updates.iter().any(|u| u.merged) {
+            if let Some(b) = self.base.take() {
+                self.weight = b;
+            }
+            return;
+        }
+        let base = self.base.get_or_insert_with(|| self.weight.clone()).clone();
+        let terms: Vec<_> = self
+            .updates
+            .iter()
+            .filter(|u| u.merged)
+            .map(|u| (&u.a, &u.b, u.scale))
+            .collect();
+        // On the host, panel by panel, when it can (see `merge::merged_16`); else burn's ops on
+        // an f32 row-major copy.
+        if let Some(w) = merge::merged_16(&base, self.shape, &terms, self.round_merges) {
+            self.weight = w;
+            return;
+        }
+        let mut w = as_f32(&self.rows_of(&base));
+        for u in self.updates.iter().filter(|u| u.merged) {
+            w = w + Self::delta(u, u.scale);
+        }
+        self.weight = self.hold(w);
+    }
+
+    /// Changes the run-time scale of an update, adjusting the weight if it is merged.
+    pub fn set_scale(&mut self, name: &str, scale: f32) -> bool {
+        let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
+            return false;
+        };
+        let u = &self.updates[i];
+        let rescale = u.merged && u.scale != scale;
+        if rescale && self.precision == WeightDtype::F32 {
+            let d = Self::delta(u, scale - u.scale);
+            self.weight = self.laid_out(self.rows_of(&self.weight) + d);
+        }
+        self.updates[i].scale = scale;
+        if rescale && self.precision != WeightDtype::F32 {
+            self.rebuild_merged();
+        }
+        true
+    }
+}
