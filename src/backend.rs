@@ -2,6 +2,8 @@
 //! results beyond floating-point rounding (the parity tests hold every enabled one to the same
 //! reference).
 
+use crate::error::{Error, Result};
+
 /// Names of the backends compiled into this build, default first.
 #[allow(clippy::vec_init_then_push, unused_mut)]
 pub fn available() -> Vec<&'static str> {
@@ -33,3 +35,67 @@ pub type DefaultCpu = Flex;
 /// The default CPU backend of this build.
 #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
 pub type DefaultCpu = NdArray;
+
+/// Sets how many threads graftlm's CPU kernels run on (`n ≥ 1`): rayon's global pool, which
+/// burn-flex and graftlm's host kernels share. Call it before the first model is loaded: the pool
+/// starts on first use and keeps its size. Without a call the pool takes `RAYON_NUM_THREADS`, or
+/// one thread per logical CPU. A second call with the size the pool already has is accepted.
+///
+/// Errors: `n` is 0 ([`Error::InvalidArgument`]), or the pool already runs with another size
+/// ([`Error::Unsupported`]). Builds without the `flex` feature only check `n` (their backends
+/// bring their own threading).
+pub fn set_threads(n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::invalid("threads", "must be at least 1"));
+    }
+    #[cfg(feature = "flex")]
+    {
+        if rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .is_err()
+        {
+            let running = rayon::current_num_threads();
+            if running != n {
+                return Err(Error::Unsupported(format!(
+                    "the thread pool already runs {running} threads (set the count before the \
+                     first model is loaded)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How many threads graftlm's CPU kernels run on (starting the pool if it has not started);
+/// 1 without the `flex` feature.
+pub fn threads() -> usize {
+    #[cfg(feature = "flex")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 0 is refused; the running size is accepted again; another size, once the pool runs, is
+    /// refused with the size it runs.
+    #[test]
+    fn thread_count_is_checked() {
+        assert!(matches!(set_threads(0), Err(Error::InvalidArgument { .. })));
+        let n = threads();
+        assert!(n >= 1);
+        set_threads(n).unwrap();
+        #[cfg(feature = "flex")]
+        match set_threads(n + 1) {
+            Err(Error::Unsupported(msg)) => assert!(msg.contains(&format!("{n} threads")), "{msg}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

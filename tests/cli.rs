@@ -35,6 +35,29 @@ fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
 }
 
+/// `--threads N` (any subcommand) sizes the CPU thread pool; the tokens do not depend on it.
+#[test]
+fn threads_flag() {
+    let run = |threads: &str| {
+        bin()
+            .args(["--threads", threads, "generate", "--checkpoint"])
+            .arg(demo())
+            .args(["--prompt", "The Python interpreter", "--temperature", "0"])
+            .args(["--max-new-tokens", "8", "--json"])
+            .output()
+            .unwrap()
+    };
+    let (one, three) = (json(&run("1")), json(&run("3")));
+    assert_eq!(one["generated_ids"], three["generated_ids"]);
+    let zero = run("0");
+    assert_eq!(zero.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert!(
+        err.contains("threads") && err.contains("at least 1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn generate_json_has_the_contract_fields() {
     let out = bin()

@@ -100,6 +100,14 @@ int main(int argc, char **argv) {
     CHECK(strcmp(graftlm_status_str(GRAFTLM_ERR_NOT_FOUND), "not found") == 0, "status_str");
     CHECK(strcmp(graftlm_status_str(12345), "unknown status") == 0, "status_str out of range");
 
+    /* Threads: set before the first model loads; the pool then keeps its size. */
+    CHECK(graftlm_set_threads(0) == GRAFTLM_ERR_INVALID_ARGUMENT, "0 threads refused");
+    OK(graftlm_set_threads(2));
+    CHECK(graftlm_threads() == 2, "threads %zu", graftlm_threads());
+    OK(graftlm_set_threads(2));
+    CHECK(graftlm_set_threads(3) == GRAFTLM_ERR_UNSUPPORTED, "resize refused");
+    CHECK(strstr(graftlm_last_error(), "2 threads") != NULL, "error names the running size");
+
     /* Errors: NULLs, missing paths, outputs untouched on failure. */
     graftlm_model *model = (graftlm_model *)0x1;
     CHECK(graftlm_model_load(NULL, &model) == GRAFTLM_ERR_INVALID_ARGUMENT, "NULL path");

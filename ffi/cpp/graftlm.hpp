@@ -30,6 +30,13 @@ inline void check(graftlm_status s) {
     }
 }
 
+/// Sets how many threads the CPU kernels run on (n >= 1), before the first model loads: the
+/// pool then keeps its size (see graftlm_set_threads). Throws graftlm::Error otherwise.
+inline void set_threads(size_t n) { check(graftlm_set_threads(n)); }
+
+/// How many threads the CPU kernels run on.
+inline size_t threads() { return graftlm_threads(); }
+
 struct Params {
     graftlm_gen_params raw = graftlm_gen_params_default();
     Params &max_new_tokens(uint32_t n) { raw.max_new_tokens = n; return *this; }

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Union
 
-__all__ = ["GraftlmError", "Model", "Result", "library_path"]
+__all__ = ["GraftlmError", "Model", "Result", "library_path", "set_threads", "threads"]
 
 
 class GraftlmError(Exception):
@@ -102,6 +102,8 @@ _result_ids = _sig("graftlm_result_ids", POINTER(c_uint32), c_void_p, POINTER(c_
 _result_prompt_ids = _sig("graftlm_result_prompt_ids", POINTER(c_uint32), c_void_p, POINTER(c_size_t))
 _result_stop = _sig("graftlm_result_stop_reason", c_char_p, c_void_p)
 _result_free = _sig("graftlm_result_free", None, c_void_p)
+_set_threads = _sig("graftlm_set_threads", _S, c_size_t)
+_threads = _sig("graftlm_threads", c_size_t)
 
 __version__ = _version().decode()
 
@@ -110,6 +112,20 @@ def _check(status: int) -> None:
     if status != 0:
         msg = _last_error()
         raise GraftlmError(status, msg.decode("utf-8", "replace") if msg else "unknown error")
+
+
+def set_threads(n: int) -> None:
+    """Sets how many threads the CPU kernels run on (n >= 1). Call it before the first model is
+    loaded: the pool starts on first use and keeps its size (default: RAYON_NUM_THREADS, else one
+    per logical CPU). Raises GraftlmError for 0 or when the pool already runs another size."""
+    if n < 0:
+        raise GraftlmError(1, f"threads: must be at least 1, got {n}")
+    _check(_set_threads(n))
+
+
+def threads() -> int:
+    """How many threads the CPU kernels run on."""
+    return int(_threads())
 
 
 def _s(x: Union[str, os.PathLike, None]) -> Optional[bytes]:

@@ -83,6 +83,18 @@ def test_thread_pool_on_one_model(demo):
     assert sampled[0] == sampled[1] == sampled[2]
 
 
+def test_threads():
+    n = graftlm.threads()
+    assert n >= 1
+    graftlm.set_threads(n)  # the size the pool runs: accepted
+    with pytest.raises(graftlm.GraftlmError) as e:
+        graftlm.set_threads(n + 1)
+    assert e.value.status == 4 and f"{n} threads" in e.value.message
+    with pytest.raises(graftlm.GraftlmError) as e:
+        graftlm.set_threads(0)
+    assert e.value.status == 1
+
+
 def test_adapters_attach_switch_merge(tmp_path):
     ref = json.loads((RUN / "step-000004/reference.json").read_text())
     base = json.loads((ROOT / "tests/fixtures/models/llama/reference.json").read_text())

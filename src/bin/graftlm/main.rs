@@ -26,6 +26,9 @@ use graftlm::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// CPU threads for the kernels (default: RAYON_NUM_THREADS, else one per logical CPU).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -230,6 +233,10 @@ struct InspectArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Err(e)) = cli.threads.map(graftlm::backend::set_threads) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         Command::Generate(a) => on_backend(a),
         Command::Inspect(a) => inspect::run(a),
