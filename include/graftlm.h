@@ -104,13 +104,15 @@ const char *graftlm_last_error(void);
 // A short, static description of a status value (e.g. `"not found"`); any int is accepted.
 const char *graftlm_status_str(int32_t status);
 
-// Sets how many threads the CPU kernels run on (`n ≥ 1`). Call it before the first model is
-// loaded: the thread pool starts on first use and keeps its size (without a call it takes
-// `RAYON_NUM_THREADS`, else one thread per logical CPU). `GRAFTLM_ERR_INVALID_ARGUMENT` for 0,
-// `GRAFTLM_ERR_UNSUPPORTED` when the pool already runs with another size.
+// Sets how many threads the CPU kernels run on (1 to 1024). Call it before the first model is
+// loaded and before `graftlm_threads`: the thread pool starts on first use and keeps its size
+// (without a call it takes `RAYON_NUM_THREADS`, else one thread per logical CPU).
+// `GRAFTLM_ERR_INVALID_ARGUMENT` outside 1..1024, `GRAFTLM_ERR_UNSUPPORTED` when the pool
+// already runs with another size.
 enum graftlm_status graftlm_set_threads(size_t n);
 
-// How many threads the CPU kernels run on (starting the pool if it has not started).
+// How many threads the CPU kernels run on. It starts the pool if it has not started, which fixes
+// its size: call `graftlm_set_threads` first.
 size_t graftlm_threads(void);
 
 // Frees a string returned by graftlm (e.g. by `graftlm_detokenize`). NULL is ignored.

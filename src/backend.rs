@@ -36,26 +36,42 @@ pub type DefaultCpu = Flex;
 #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
 pub type DefaultCpu = NdArray;
 
-/// Sets how many threads graftlm's CPU kernels run on (`n ≥ 1`): rayon's global pool, which
-/// burn-flex and graftlm's host kernels share. Call it before the first model is loaded: the pool
-/// starts on first use and keeps its size. Without a call the pool takes `RAYON_NUM_THREADS`, or
-/// one thread per logical CPU. A second call with the size the pool already has is accepted.
+/// The most threads [`set_threads`] accepts.
+pub const MAX_THREADS: usize = 1024;
+
+/// Sets how many threads graftlm's CPU kernels run on (`1..=MAX_THREADS`): rayon's global pool,
+/// which burn-flex and graftlm's host kernels share. Call it before the first model is loaded
+/// and before [`threads`]: the pool starts on first use and keeps its size. Without a call the
+/// pool takes `RAYON_NUM_THREADS`, or one thread per logical CPU. A second call with the size the
+/// pool already has is accepted. (Work started from inside a rayon pool of the caller's own runs
+/// on that pool instead.)
 ///
-/// Errors: `n` is 0 ([`Error::InvalidArgument`]), or the pool already runs with another size
-/// ([`Error::Unsupported`]). Builds without the `flex` feature only check `n` (their backends
-/// bring their own threading).
+/// Errors: `n` is 0 or above [`MAX_THREADS`] ([`Error::InvalidArgument`]); the pool already runs
+/// with another size, or its threads could not be started ([`Error::Unsupported`]). Builds
+/// without the `flex` feature only check `n` (their backends bring their own threading).
 pub fn set_threads(n: usize) -> Result<()> {
-    if n == 0 {
-        return Err(Error::invalid("threads", "must be at least 1"));
+    if !(1..=MAX_THREADS).contains(&n) {
+        return Err(Error::invalid(
+            "threads",
+            format!("must be 1 to {MAX_THREADS}, got {n}"),
+        ));
     }
     #[cfg(feature = "flex")]
     {
-        if rayon::ThreadPoolBuilder::new()
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global()
-            .is_err()
         {
-            let running = rayon::current_num_threads();
+            // The global pool's size, read from a thread outside any pool (inside one, rayon
+            // reports that pool's size).
+            let running = std::thread::spawn(rayon::current_num_threads)
+                .join()
+                .unwrap_or(0);
+            if running == 0 {
+                return Err(Error::Unsupported(format!(
+                    "could not start {n} threads: {e}"
+                )));
+            }
             if running != n {
                 return Err(Error::Unsupported(format!(
                     "the thread pool already runs {running} threads (set the count before the \
@@ -67,8 +83,8 @@ pub fn set_threads(n: usize) -> Result<()> {
     Ok(())
 }
 
-/// How many threads graftlm's CPU kernels run on (starting the pool if it has not started);
-/// 1 without the `flex` feature.
+/// How many threads graftlm's CPU kernels run on, 1 without the `flex` feature. It starts the
+/// pool if it has not started, which fixes its size: call [`set_threads`] first.
 pub fn threads() -> usize {
     #[cfg(feature = "flex")]
     {
@@ -84,11 +100,16 @@ pub fn threads() -> usize {
 mod tests {
     use super::*;
 
-    /// 0 is refused; the running size is accepted again; another size, once the pool runs, is
-    /// refused with the size it runs.
+    /// 0 and sizes past the cap are refused; the running size is accepted again; another size,
+    /// once the pool runs, is refused with the size it runs.
     #[test]
     fn thread_count_is_checked() {
-        assert!(matches!(set_threads(0), Err(Error::InvalidArgument { .. })));
+        for bad in [0, MAX_THREADS + 1, usize::MAX] {
+            assert!(matches!(
+                set_threads(bad),
+                Err(Error::InvalidArgument { .. })
+            ));
+        }
         let n = threads();
         assert!(n >= 1);
         set_threads(n).unwrap();

@@ -53,7 +53,7 @@ fn threads_flag() {
     assert_eq!(zero.status.code(), Some(1));
     let err = String::from_utf8_lossy(&zero.stderr);
     assert!(
-        err.contains("threads") && err.contains("at least 1"),
+        err.contains("threads") && err.contains("1 to 1024"),
         "{err}"
     );
 }

@@ -102,6 +102,7 @@ int main(int argc, char **argv) {
 
     /* Threads: set before the first model loads; the pool then keeps its size. */
     CHECK(graftlm_set_threads(0) == GRAFTLM_ERR_INVALID_ARGUMENT, "0 threads refused");
+    CHECK(graftlm_set_threads((size_t)-1) == GRAFTLM_ERR_INVALID_ARGUMENT, "SIZE_MAX refused");
     OK(graftlm_set_threads(2));
     CHECK(graftlm_threads() == 2, "threads %zu", graftlm_threads());
     OK(graftlm_set_threads(2));

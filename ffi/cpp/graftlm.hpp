@@ -30,11 +30,12 @@ inline void check(graftlm_status s) {
     }
 }
 
-/// Sets how many threads the CPU kernels run on (n >= 1), before the first model loads: the
-/// pool then keeps its size (see graftlm_set_threads). Throws graftlm::Error otherwise.
+/// Sets how many threads the CPU kernels run on (1 to 1024), before the first model loads and
+/// before threads(): the pool then keeps its size (see graftlm_set_threads). Throws
+/// graftlm::Error otherwise.
 inline void set_threads(size_t n) { check(graftlm_set_threads(n)); }
 
-/// How many threads the CPU kernels run on.
+/// How many threads the CPU kernels run on (this starts the pool, fixing its size).
 inline size_t threads() { return graftlm_threads(); }
 
 struct Params {

@@ -180,16 +180,18 @@ pub extern "C" fn graftlm_status_str(status: i32) -> *const c_char {
     s.as_ptr().cast()
 }
 
-/// Sets how many threads the CPU kernels run on (`n ≥ 1`). Call it before the first model is
-/// loaded: the thread pool starts on first use and keeps its size (without a call it takes
-/// `RAYON_NUM_THREADS`, else one thread per logical CPU). `GRAFTLM_ERR_INVALID_ARGUMENT` for 0,
-/// `GRAFTLM_ERR_UNSUPPORTED` when the pool already runs with another size.
+/// Sets how many threads the CPU kernels run on (1 to 1024). Call it before the first model is
+/// loaded and before `graftlm_threads`: the thread pool starts on first use and keeps its size
+/// (without a call it takes `RAYON_NUM_THREADS`, else one thread per logical CPU).
+/// `GRAFTLM_ERR_INVALID_ARGUMENT` outside 1..1024, `GRAFTLM_ERR_UNSUPPORTED` when the pool
+/// already runs with another size.
 #[no_mangle]
 pub extern "C" fn graftlm_set_threads(n: usize) -> graftlm_status {
     guard(|| crate::backend::set_threads(n))
 }
 
-/// How many threads the CPU kernels run on (starting the pool if it has not started).
+/// How many threads the CPU kernels run on. It starts the pool if it has not started, which fixes
+/// its size: call `graftlm_set_threads` first.
 #[no_mangle]
 pub extern "C" fn graftlm_threads() -> usize {
     catch_unwind(crate::backend::threads).unwrap_or(1)

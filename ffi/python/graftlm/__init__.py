@@ -10,6 +10,7 @@ directories of a source checkout (``cargo build`` produces ``libgraftlm.so``).
 from __future__ import annotations
 
 import ctypes
+import operator
 import os
 import queue
 import threading
@@ -115,16 +116,19 @@ def _check(status: int) -> None:
 
 
 def set_threads(n: int) -> None:
-    """Sets how many threads the CPU kernels run on (n >= 1). Call it before the first model is
-    loaded: the pool starts on first use and keeps its size (default: RAYON_NUM_THREADS, else one
-    per logical CPU). Raises GraftlmError for 0 or when the pool already runs another size."""
-    if n < 0:
-        raise GraftlmError(1, f"threads: must be at least 1, got {n}")
+    """Sets how many threads the CPU kernels run on (1 to 1024). Call it before the first model is
+    loaded and before threads(): the pool starts on first use and keeps its size (default:
+    RAYON_NUM_THREADS, else one per logical CPU). Raises GraftlmError outside 1..1024 or when the
+    pool already runs another size."""
+    n = operator.index(n)
+    if not 0 <= n < 2**64:
+        raise GraftlmError(1, f"invalid argument `threads`: must be 1 to 1024, got {n}")
     _check(_set_threads(n))
 
 
 def threads() -> int:
-    """How many threads the CPU kernels run on."""
+    """How many threads the CPU kernels run on. It starts the pool if it has not started, which
+    fixes its size: call set_threads() first."""
     return int(_threads())
 
 

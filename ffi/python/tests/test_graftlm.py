@@ -90,9 +90,12 @@ def test_threads():
     with pytest.raises(graftlm.GraftlmError) as e:
         graftlm.set_threads(n + 1)
     assert e.value.status == 4 and f"{n} threads" in e.value.message
-    with pytest.raises(graftlm.GraftlmError) as e:
-        graftlm.set_threads(0)
-    assert e.value.status == 1
+    for bad in (0, -1, 2**64 + 2, 100000):
+        with pytest.raises(graftlm.GraftlmError) as e:
+            graftlm.set_threads(bad)
+        assert e.value.status == 1
+    with pytest.raises(TypeError):
+        graftlm.set_threads(2.0)
 
 
 def test_adapters_attach_switch_merge(tmp_path):
