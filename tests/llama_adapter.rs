@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_close_on, greedy, logits, rel_err};
+use common::{again, assert_close_on, greedy, logits, rel_err, tolerance};
 use graftlm::adapters;
 use graftlm::generate::logits_to_vec;
 use graftlm::{Error, Mode, ModelBuilder, Tokenizer};
@@ -100,7 +100,7 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
 
     model.set_active(&name, false).unwrap();
     assert!(
-        rel_err(&logits(&model, &r.prompt_ids, false), &base) < 1e-6,
+        rel_err(&logits(&model, &r.prompt_ids, false), &base) < again::<B>(1e-6),
         "{what}: inactive is the base"
     );
     model.set_active(&name, true).unwrap();
@@ -111,11 +111,15 @@ fn check_on<B: burn::prelude::Backend>(dir: &Path) {
     );
     model.set_merged(&name, true).unwrap();
     model.detach(&name).unwrap();
-    assert_eq!(
-        logits(&model, &r.prompt_ids, false),
-        base,
-        "{what}: detach restores the base exactly"
-    );
+    let detached = logits(&model, &r.prompt_ids, false);
+    if tolerance::<B>() <= 1e-4 {
+        assert_eq!(detached, base, "{what}: detach restores the base exactly");
+    } else {
+        assert!(
+            rel_err(&detached, &base) < again::<B>(1e-6),
+            "{what}: detach restores the base"
+        );
+    }
 }
 
 #[test]
