@@ -36,16 +36,48 @@ impl<B: Backend> Mlp<B> {
         let h = match (self.kind, &self.fc_2) {
             (MlpKind::GptNeox, _) | (_, None) => self.gelu(fc_1(x)),
             (MlpKind::Llama, Some(fc_2)) => {
-                let a = fc_1(x.clone());
-                let b = fc_2.forward_rows(x, rows);
+                let (a, b) = self.gate_and_up(fc_2, x, rows);
                 match super::host_math::try_silu_mul(&a, &b) {
                     Some(y) => y,
                     None => silu(a) * b,
                 }
             }
-            (MlpKind::Gemma, Some(fc_2)) => self.gelu(fc_1(x.clone())) * fc_2.forward_rows(x, rows),
+            (MlpKind::Gemma, Some(fc_2)) => {
+                let (a, b) = self.gate_and_up(fc_2, x, rows);
+                self.gelu(a) * b
+            }
         };
         self.proj.forward_rows(h, rows)
+    }
+
+    /// A gated MLP's gate and up projections, `(x·W₁, x·W₂)`. For a few rows on burn-flex (a
+    /// batch of sequences decoding one token each) the two run side by side under one
+    /// `rayon::join`: a thread done with its share of one picks up work of the other instead of
+    /// waiting at its end (batched decode +4–11%, issue 8, session 13). Same values either way.
+    fn gate_and_up(
+        &self,
+        fc_2: &Linear<B>,
+        x: Tensor<B, 3>,
+        rows: Option<RowGrafts<'_>>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        #[cfg(feature = "flex")]
+        {
+            let [b, t, _] = x.dims();
+            if super::weight::is_flex::<B>()
+                && b * t <= super::few_rows::MAX_ROWS
+                && super::weight::threads() > 1
+            {
+                let x1 = x.clone();
+                return rayon::join(
+                    || self.fc_1.forward_rows(x1, rows),
+                    || fc_2.forward_rows(x, rows),
+                );
+            }
+        }
+        (
+            self.fc_1.forward_rows(x.clone(), rows),
+            fc_2.forward_rows(x, rows),
+        )
     }
 
     /// A gated MLP's `act(x·W₁)·(x·W₂)` for one row (decoding one sequence) with the gate and

@@ -43,6 +43,13 @@ pub(super) fn held(t: &burn_flex::FlexTensor) -> Option<Held<'_>> {
     }
 }
 
+/// Whether backend `B` is burn-flex (its tensors live on the host, its work on rayon's pool).
+#[cfg(feature = "flex")]
+pub(crate) fn is_flex<B: Backend>() -> bool {
+    std::any::TypeId::of::<B::FloatTensorPrimitive>()
+        == std::any::TypeId::of::<burn_flex::FlexTensor>()
+}
+
 /// Runs `f` on the burn-flex tensor behind `t` itself (not a clone, so a uniquely held one can be
 /// written in place with `try_storage_mut`); `None` without running it on another backend.
 #[cfg(feature = "flex")]
