@@ -194,13 +194,15 @@ mod x86 {
 mod tests {
     use super::*;
 
+    /// Values in [-0.5, 0.5) from a linear congruential sequence.
+    fn rnd(s: &mut u32) -> f32 {
+        *s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        (*s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    }
+
     #[test]
     fn rows_equal_the_decode_kernel_bit_for_bit() {
         let mut s = 17u32;
-        let mut rnd = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
         for (m, k, n) in [
             (1, 1, 1),
             (2, 3, 5),
@@ -208,8 +210,8 @@ mod tests {
             (8, 300, 49),
             (5, 576, 2100),
         ] {
-            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
-            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let x: Vec<f32> = (0..m * k).map(|_| rnd(&mut s)).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd(&mut s)).collect();
             let bf: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
             let mut y = vec![f32::NAN; m * n];
             if !matmul(&x, &w, &mut y, m, k, n) {
@@ -240,10 +242,6 @@ mod tests {
     #[test]
     fn serial_rows_equal_the_serial_kernel_bit_for_bit() {
         let mut s = 5u32;
-        let mut rnd = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
         for (m, k, n) in [
             (1, 1, 1),
             (8, 16, 70),
@@ -251,8 +249,8 @@ mod tests {
             (8, 7, 33),
             (6, 16, 1536),
         ] {
-            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
-            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let x: Vec<f32> = (0..m * k).map(|_| rnd(&mut s)).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd(&mut s)).collect();
             let mut y = vec![f32::NAN; m * n];
             if !rows_serial(&x, m, &w, &mut y) {
                 return; // no AVX-512 here: callers go row by row

@@ -91,9 +91,8 @@ impl WeightShape {
 pub(crate) fn hold_panels<B: burn::prelude::Backend>() -> bool {
     #[cfg(all(feature = "flex", target_arch = "x86_64"))]
     {
-        use std::any::TypeId;
         HOLD_PANELS
-            && TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<burn_flex::FlexTensor>()
+            && super::weight::is_flex::<B>()
             && (super::host_math::avx512() || super::host_math::avx2())
     }
     #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]

@@ -57,8 +57,8 @@ pub(crate) fn with_flex_mut<B: Backend, const D: usize, R>(
     t: &mut Tensor<B, D>,
     f: impl FnOnce(&mut burn_flex::FlexTensor) -> R,
 ) -> Option<R> {
-    use std::any::{Any, TypeId};
-    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<burn_flex::FlexTensor>() {
+    use std::any::Any;
+    if !is_flex::<B>() {
         return None;
     }
     let dev = t.device();
@@ -90,8 +90,7 @@ pub(crate) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
 pub(crate) fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
     {
-        use std::any::TypeId;
-        if TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<burn_flex::FlexTensor>()
+        if is_flex::<B>()
             && rayon::current_thread_index().is_none()
             && rayon::current_num_threads() > 1
         {
