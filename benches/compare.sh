@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # graftlm next to PyTorch + PEFT on the same files, same machine, one run (issue 8).
 #
-#   bash benches/compare.sh [--tokens N] [--shape smollm2-135m|tinyllama-1.1b] [--weight-dtype bf16|f16]
+#   bash benches/compare.sh [--tokens N] [--rounds N] [--shape smollm2-135m|tinyllama-1.1b]
+#                           [--weight-dtype bf16|f16]
+#
+# --rounds sets how many alternating rounds graftlm's decode bench measures base, separate and
+# merged in (default 5; each figure is the median of its rounds): with three, separate / merged
+# swung 0.86–0.94 between runs minutes apart on the 2-core VM (20 alternating rounds of
+# separate against the adapter switched off gave 0.922 in bf16 and 0.937 in f32).
 #
 # --weight-dtype holds graftlm's weights in 16 bits (rounding the f32 files) and loads PyTorch in
 # that dtype; graftlm in f32 runs too, for the ratio 16-bit / f32 (issue 8: ≥ 1.8).
@@ -18,11 +24,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tokens=64
+rounds=5
 shape=smollm2-135m
 wdtype=f32
 while [ $# -gt 0 ]; do
     case "$1" in
         --tokens) tokens="$2"; shift 2 ;;
+        --rounds) rounds="$2"; shift 2 ;;
         --shape) shape="$2"; shift 2 ;;
         --weight-dtype) wdtype="$2"; shift 2 ;;
         *) echo "unknown argument $1" >&2; exit 2 ;;
@@ -38,7 +46,7 @@ lora="$models/$shape-lora-r16"
 cargo bench -q --profile dev --bench decode --no-run >&2
 graftlm() {
     GRAFTLM_BENCH_CHECKPOINT="$base" GRAFTLM_BENCH_ADAPTER="$lora" GRAFTLM_DECODE_TOKENS="$tokens" \
-        GRAFTLM_BENCH_WEIGHT_DTYPE="$1" cargo bench -q --profile dev --bench decode 2>/dev/null | tail -1
+        GRAFTLM_BENCH_ROUNDS="$rounds" GRAFTLM_BENCH_WEIGHT_DTYPE="$1" cargo bench -q --profile dev --bench decode 2>/dev/null | tail -1
 }
 g=$(graftlm "$wdtype")
 t=$(python3 benches/torch_decode.py "$base" "$lora" --tokens "$tokens" --threads "$threads" \
