@@ -22,6 +22,9 @@
 // Patch version.
 #define GRAFTLM_VERSION_PATCH 0
 
+// `graftlm_model_export_merged_with` flag: replace a non-empty `out_dir` whole.
+#define GRAFTLM_EXPORT_FORCE 1
+
 // Result of every fallible call. The numbers are stable.
 typedef enum graftlm_status {
   GRAFTLM_OK = 0,
@@ -217,8 +220,16 @@ enum graftlm_status graftlm_model_unmerge(const struct graftlm_model *model, con
 // Number of attached adapters.
 enum graftlm_status graftlm_model_adapter_count(const struct graftlm_model *model, size_t *out);
 
-// Writes the base with every active adapter folded in as a Hugging Face checkpoint in `out_dir`.
+// Writes the base with every active adapter folded in as a Hugging Face checkpoint in `out_dir`,
+// which must be absent or empty (`graftlm_model_export_merged_with` can replace one). An
+// `out_dir` that is, holds or lies inside the base or an adapter, a symbolic link or a file is
+// refused before anything is written; the files go into a fresh directory beside `out_dir`,
+// renamed into place at the end, so `out_dir` appears whole or not at all.
 enum graftlm_status graftlm_model_export_merged(const struct graftlm_model *model, const char *out_dir);
+
+// `graftlm_model_export_merged` with `flags`: `GRAFTLM_EXPORT_FORCE` replaces a non-empty
+// `out_dir` whole. Unknown flags are `GRAFTLM_ERR_INVALID_ARGUMENT`.
+enum graftlm_status graftlm_model_export_merged_with(const struct graftlm_model *model, const char *out_dir, uint32_t flags);
 
 #ifdef __cplusplus
 }  // extern "C"

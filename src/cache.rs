@@ -1,9 +1,11 @@
-//! `KvCache<B>`: preallocated keys and values for every layer; its length is the position of
-//! the next token.
+//! `KvCache<B>`: keys and values for every layer; its length is the position of the next token.
+//! Memory is allocated as positions are used (doubling, up to the capacity), so a large capacity
+//! (a model's `block_size` can be a million positions) costs nothing until it is reached.
 
 use burn::prelude::*;
 
-/// Keys and values of the tokens seen so far, `[1, kv_heads, capacity, head_size]` per layer.
+/// Keys and values of the tokens seen so far, `[1, kv_heads, allocated, head_size]` per layer
+/// (`allocated` ≤ capacity).
 #[derive(Debug, Clone)]
 pub struct KvCache<B: Backend> {
     layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
@@ -13,7 +15,7 @@ pub struct KvCache<B: Backend> {
 
 impl<B: Backend> KvCache<B> {
     /// An empty cache for `n_layer` layers that can hold `capacity` positions.
-    /// Memory is allocated on first use.
+    /// Memory is allocated as positions are written.
     pub fn new(n_layer: usize, capacity: usize) -> Self {
         Self {
             layers: vec![None; n_layer],
@@ -37,6 +39,16 @@ impl<B: Backend> KvCache<B> {
         self.capacity
     }
 
+    /// Positions memory is held for now (grows as positions are written, up to the capacity).
+    pub fn allocated(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.dims()[2])
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Forgets every position (keeps the memory).
     pub fn clear(&mut self) {
         self.len = 0;
@@ -58,23 +70,40 @@ impl<B: Backend> KvCache<B> {
         v: Tensor<B, 4>,
     ) -> (Tensor<B, 4>, Tensor<B, 4>) {
         let [b, h, t, hs] = k.dims();
-        let (pos, cap) = (self.len, self.capacity);
-        let slot = self.layers[layer].get_or_insert_with(|| {
-            let dev = k.device();
-            (
-                Tensor::zeros([b, h, cap, hs], &dev),
-                Tensor::zeros([b, h, cap, hs], &dev),
-            )
-        });
+        let pos = self.len;
+        let need = pos + t;
+        let mut slot = match self.layers[layer].take() {
+            Some(held) if held.0.dims()[2] >= need => held,
+            old => {
+                // Room for at least twice what was held (growing costs amortised O(1) per
+                // position), at least `MIN_ROOM`, never more than the capacity.
+                let held = old.as_ref().map_or(0, |o| o.0.dims()[2]);
+                let room = need.max(2 * held).max(MIN_ROOM).min(self.capacity.max(need));
+                let dev = k.device();
+                let (gk, gv) = (
+                    Tensor::zeros([b, h, room, hs], &dev),
+                    Tensor::zeros([b, h, room, hs], &dev),
+                );
+                match old {
+                    Some((ok, ov)) if pos > 0 => (
+                        gk.slice_assign(s![.., .., 0..pos, ..], ok.narrow(2, 0, pos)),
+                        gv.slice_assign(s![.., .., 0..pos, ..], ov.narrow(2, 0, pos)),
+                    ),
+                    _ => (gk, gv),
+                }
+            }
+        };
         for (c, new) in [(&mut slot.0, k), (&mut slot.1, v)] {
             if !write_in_place(c, &new, pos) {
                 c.inplace(|c| c.slice_assign(s![.., .., pos..pos + t, ..], new));
             }
         }
-        (
+        let seen = (
             slot.0.clone().narrow(2, 0, pos + t),
             slot.1.clone().narrow(2, 0, pos + t),
-        )
+        );
+        self.layers[layer] = Some(slot);
+        seen
     }
 
     /// Moves the position forward by `t` after a forward pass.
@@ -83,7 +112,10 @@ impl<B: Backend> KvCache<B> {
     }
 }
 
-/// Writes `new` (`[1, h, t, hs]`) into `cache` (`[1, h, capacity, hs]`) at positions `pos..pos + t`
+/// The fewest positions a layer's keys and values are allocated for.
+const MIN_ROOM: usize = 256;
+
+/// Writes `new` (`[1, h, t, hs]`) into `cache` (`[1, h, allocated, hs]`) at positions `pos..pos + t`
 /// in place when both are contiguous f32 burn-flex tensors and the cache is held only here: burn-
 /// flex's `slice_assign` copies the whole destination first (it clones it to make it contiguous,
 /// so the buffer is always shared when written), which made every decoded token copy every
@@ -199,11 +231,41 @@ mod tests {
         assert_eq!(values(v.narrow(2, 0, 3)), values(first));
     }
 
+    /// A cache with a huge capacity holds memory only for what is written, growing as positions
+    /// come, and keeps every position across a growth.
+    fn memory_follows_use<B: Backend>() {
+        let (h, hs) = (2, 4);
+        let mut c = KvCache::<B>::new(1, 1 << 24);
+        assert_eq!(c.allocated(), 0);
+        let mut want = Vec::new();
+        for step in 0..300 {
+            let t = if step == 0 { 200 } else { 1 };
+            let k = rows::<B>(h, t, hs, step as f32);
+            want.push(k.clone());
+            let (ka, _) = c.append(0, k.clone(), k);
+            c.advance(t);
+            assert!(c.allocated() >= c.len() && c.allocated() <= (2 * c.len()).max(MIN_ROOM));
+            if step % 97 == 0 || step == 299 {
+                assert_eq!(values(ka), values(Tensor::cat(want.clone(), 2)), "{step}");
+            }
+        }
+        assert_eq!(c.allocated(), 2 * MIN_ROOM);
+        // Never past the capacity.
+        let mut small = KvCache::<B>::new(1, 300);
+        let k = rows::<B>(h, 290, hs, 0.0);
+        let _ = small.append(0, k.clone(), k);
+        small.advance(290);
+        let k = rows::<B>(h, 10, hs, 0.0);
+        let _ = small.append(0, k.clone(), k);
+        assert_eq!(small.allocated(), 300);
+    }
+
     #[cfg(feature = "flex")]
     #[test]
     fn appends_return_everything_written_on_flex() {
         appends_return_everything_written::<crate::backend::Flex>();
         a_clone_keeps_its_positions::<crate::backend::Flex>();
+        memory_follows_use::<crate::backend::Flex>();
     }
 
     #[cfg(feature = "ndarray")]
@@ -211,6 +273,7 @@ mod tests {
     fn appends_return_everything_written_on_ndarray() {
         appends_return_everything_written::<crate::backend::NdArray>();
         a_clone_keeps_its_positions::<crate::backend::NdArray>();
+        memory_follows_use::<crate::backend::NdArray>();
     }
 
     /// On burn-flex a decoded token writes into the cache's buffer where it is: no copy of the

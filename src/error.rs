@@ -86,6 +86,14 @@ pub enum Error {
     /// A feature that exists in the format but not (yet) in graftlm.
     #[error("not supported: {0}")]
     Unsupported(String),
+    /// A handle passed through the C ABI is not a live handle of its kind (freed, freed twice,
+    /// of another kind, or never made by graftlm).
+    #[error("invalid handle: {0}")]
+    InvalidHandle(String),
+    /// The call cannot run now: it would wait on itself (a streaming callback calling back into
+    /// the model that is calling it) or the object is in use by another thread (a session).
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// `Result` with graftlm's [`Error`].

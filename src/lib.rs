@@ -33,6 +33,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod export;
+mod file;
 pub mod generate;
 pub mod model;
 pub mod prompt;

@@ -34,7 +34,7 @@ fn read_json(path: &Path) -> Result<Option<serde_json::Value>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::file::read_to_string(path)?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| Error::parse(path, e))
@@ -74,7 +74,7 @@ fn parse_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
         path: path.to_path_buf(),
         msg,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::file::read_to_string(path)?;
     serde_json::from_str::<serde::de::IgnoredAny>(&text)
         .map_err(|e| err(format!("not valid JSON: {e}")))?;
     let parsed = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>());

@@ -106,7 +106,10 @@ class Model {
     void set_scale(const std::string &name, float scale) { check(graftlm_model_set_scale(m_.get(), name.c_str(), scale)); }
     void merge(const char *name = nullptr) { check(graftlm_model_merge(m_.get(), name)); }
     void unmerge(const char *name = nullptr) { check(graftlm_model_unmerge(m_.get(), name)); }
-    void export_merged(const std::string &dir) const { check(graftlm_model_export_merged(m_.get(), dir.c_str())); }
+    /// `dir` must be absent or empty unless `force` (which replaces it whole).
+    void export_merged(const std::string &dir, bool force = false) const {
+        check(graftlm_model_export_merged_with(m_.get(), dir.c_str(), force ? GRAFTLM_EXPORT_FORCE : 0));
+    }
 
     std::vector<uint32_t> tokenize(const std::string &text) const {
         size_t n = 0;

@@ -30,7 +30,7 @@ pub fn hparams(dir: &Path) -> Result<LitLoraHparams> {
     if !path.is_file() {
         return Ok(LitLoraHparams::default());
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::file::read_to_string(&path)?;
     let v: Value = serde_yaml::from_str(&text).map_err(|e| Error::parse(&path, e))?;
     let get_bool = |k: &str| v.get(k).and_then(Value::as_bool);
     let qkv = match (
@@ -41,9 +41,17 @@ pub fn hparams(dir: &Path) -> Result<LitLoraHparams> {
         (None, None, None) => None,
         (q, k, val) => Some([q.unwrap_or(false), k.unwrap_or(false), val.unwrap_or(false)]),
     };
+    let alpha = v.get("lora_alpha").and_then(Value::as_f64);
+    if let Some(a) = alpha.filter(|a| !a.is_finite()) {
+        return Err(Error::UnsupportedConfig {
+            path,
+            field: "lora_alpha".into(),
+            msg: format!("{a} is not a finite number"),
+        });
+    }
     Ok(LitLoraHparams {
         r: v.get("lora_r").and_then(Value::as_u64).map(|x| x as usize),
-        alpha: v.get("lora_alpha").and_then(Value::as_f64),
+        alpha,
         qkv,
         checkpoint_dir: v
             .get("checkpoint_dir")

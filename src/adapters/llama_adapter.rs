@@ -217,7 +217,7 @@ fn check_recorded(
     has_prefix: bool,
 ) -> Result<()> {
     let p = loc.dir.join("model_config.yaml");
-    let Ok(text) = std::fs::read_to_string(&p) else {
+    let Ok(text) = crate::file::read_to_string(&p) else {
         return Ok(());
     };
     let v: Value = serde_yaml::from_str(&text).map_err(|e| Error::parse(&p, e))?;

@@ -6,6 +6,7 @@
 //! validates every target before touching the model, so a failed attach changes nothing.
 
 mod batch;
+pub(crate) mod bounds;
 pub mod discover;
 mod graft_llama;
 mod litgpt;
@@ -181,6 +182,7 @@ impl<B: Backend> Model<B> {
                     found: got.to_vec(),
                 });
             }
+            bounds::check_term(Some(adapter), lin, || l.max_abs_base(), bounds::term_bound(u), scale)?;
         }
         let name: Arc<str> = Arc::from(adapter.name.as_str());
         // The factors as the model holds them (transposed, maybe narrowed), made in parallel
@@ -295,6 +297,13 @@ impl<B: Backend> Model<B> {
             ));
         }
         let linears = self.grafts()[i].linears.clone();
+        for lin in &linears {
+            if let Some(l) = self.linear(lin) {
+                if let Some(bound) = l.update_bound(name) {
+                    bounds::check_term(None, lin, || l.max_abs_base(), bound, scale)?;
+                }
+            }
+        }
         for lin in &linears {
             if let Some(l) = self.linear_mut(lin) {
                 l.set_scale(name, scale);

@@ -50,7 +50,7 @@ fn checked_regex(s: &str, field: &str, refuse: &dyn Fn(&str, String) -> Error) -
 /// Reads and checks `adapter_config.json`.
 pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
     let path = loc.dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let text = crate::file::read_to_string(&path)?;
     let v: Value = serde_json::from_str(&text).map_err(|e| Error::parse(&path, e))?;
     let refuse = |field: &str, msg: String| Error::UnsupportedConfig {
         path: path.clone(),
@@ -110,6 +110,9 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
     }
     let r = v.get("r").and_then(Value::as_u64).unwrap_or(8) as usize;
     let alpha = v.get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
+    if !alpha.is_finite() {
+        return Err(refuse("lora_alpha", format!("{alpha} is not a finite number")));
+    }
     let pattern = |k: &str| -> Vec<(String, Value)> {
         v.get(k)
             .and_then(Value::as_object)
@@ -128,6 +131,7 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
         .into_iter()
         .map(|(k, x)| {
             x.as_f64()
+                .filter(|n| n.is_finite())
                 .map(|n| (k.clone(), n))
                 .ok_or_else(|| refuse("alpha_pattern", format!("{k}: {x}")))
         })

@@ -3,8 +3,8 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::generate::{c_text, graftlm_gen_params, graftlm_result, options};
-use super::handles::{graftlm_model, model_ref};
+use super::generate::{c_text, graftlm_gen_params, graftlm_result, options, ResultData};
+use super::handles::{graftlm_model, model_of, CallbackScope};
 use super::{arg_str, graftlm_status, guard};
 use crate::error::Error;
 use crate::generate::{generate_batch, BatchRequest};
@@ -20,7 +20,8 @@ pub struct graftlm_batch_request {
 
 /// Batch streaming callback: receives each new piece of text of request `index` (whole UTF-8,
 /// NUL-terminated, `len` bytes without the NUL). Return `true` to continue that request, `false`
-/// to stop it (the others go on).
+/// to stop it (the others go on). As `graftlm_stream_cb`: calls into the same model that need
+/// its lock return `GRAFTLM_ERR_BUSY`, and it must not unwind.
 pub type graftlm_batch_cb = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -46,7 +47,7 @@ pub unsafe extern "C" fn graftlm_generate_batch(
     results: *mut *mut graftlm_result,
 ) -> graftlm_status {
     guard(|| {
-        let shared = &model_ref(model)?.shared;
+        let shared = &*model_of(model)?;
         if n == 0 {
             return Err(Error::invalid("n", "must be at least 1"));
         }
@@ -93,6 +94,7 @@ pub unsafe extern "C" fn graftlm_generate_batch(
             None => true,
             Some(f) => {
                 let c = c_text(piece);
+                let _inside = CallbackScope::enter(shared);
                 let go = f(user_data, i, c.as_ptr(), c.as_bytes().len());
                 stopped[i] |= !go;
                 go
@@ -100,7 +102,7 @@ pub unsafe extern "C" fn graftlm_generate_batch(
         })?;
         for (i, g) in gens.into_iter().enumerate() {
             // SAFETY: the caller passes room for `n` result pointers (checked non-NULL).
-            *results.add(i) = graftlm_result::boxed(g, stopped[i]);
+            *results.add(i) = ResultData::handle(g, stopped[i]);
         }
         Ok(())
     })

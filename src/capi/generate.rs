@@ -1,9 +1,10 @@
 //! Tokenization, generation (whole or streamed) and sessions through the C ABI.
 
 use std::ffi::{c_char, c_void, CString};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use super::handles::{graftlm_model, model_ref, Shared};
+use super::handles::{graftlm_model, model_of, CallbackScope, Shared};
+use super::registry::Registry;
 use super::{arg_str, graftlm_status, guard, out_ptr};
 use crate::error::Error;
 use crate::generate::{generate, GenerateOptions, Generation, StopReason};
@@ -42,27 +43,40 @@ pub extern "C" fn graftlm_gen_params_default() -> graftlm_gen_params {
 
 /// The outcome of a generation: text and token ids. Immutable; free with `graftlm_result_free`.
 pub struct graftlm_result {
+    _opaque: [u8; 0],
+}
+
+/// What a `graftlm_result` handle stands for.
+pub(super) struct ResultData {
     text: CString,
     ids: Vec<u32>,
     prompt_ids: Vec<u32>,
     stop_reason: CString,
 }
 
-impl graftlm_result {
-    /// A finished generation, `StopReason::Callback` when the caller's callback stopped it.
-    pub(super) fn boxed(g: Generation, stopped_by_callback: bool) -> *mut graftlm_result {
+static RESULTS: Registry<ResultData> = Registry::new(4, "graftlm_result");
+
+impl ResultData {
+    /// A finished generation registered as a handle, `StopReason::Callback` when the caller's
+    /// callback stopped it.
+    pub(super) fn handle(g: Generation, stopped_by_callback: bool) -> *mut graftlm_result {
         let reason = if stopped_by_callback {
             StopReason::Callback
         } else {
             g.stop_reason
         };
-        Box::into_raw(Box::new(graftlm_result {
+        RESULTS.insert(ResultData {
             text: c_text(&g.text),
             ids: g.generated_ids,
             prompt_ids: g.prompt_ids,
             stop_reason: c_text(reason.as_str()),
-        }))
+        }) as *mut graftlm_result
     }
+}
+
+/// The data behind a result handle, or `None`.
+fn result_of(r: *const graftlm_result) -> Option<Arc<ResultData>> {
+    RESULTS.get(r as usize, "result").ok()
 }
 
 /// `s` as a C string (any NUL removed: the text stays whole up to its end).
@@ -71,15 +85,25 @@ pub(super) fn c_text(s: &str) -> CString {
 }
 
 /// Streaming callback: receives each new piece of text (whole UTF-8, NUL-terminated, `len` bytes
-/// without the NUL). Return `true` to continue, `false` to stop.
+/// without the NUL). Return `true` to continue, `false` to stop. It runs on the calling thread
+/// while the generation holds the model's lock: calls into the same model that need the lock
+/// return `GRAFTLM_ERR_BUSY` there. It must not unwind (a C++ exception or a `longjmp` out of it
+/// is undefined behaviour): catch everything inside and return `false`.
 pub type graftlm_stream_cb =
     Option<unsafe extern "C" fn(user_data: *mut c_void, piece: *const c_char, len: usize) -> bool>;
 
 /// A conversation on a model, used by one thread at a time; holds the model alive.
 pub struct graftlm_session {
+    _opaque: [u8; 0],
+}
+
+/// What a `graftlm_session` handle stands for.
+struct SessionData {
     shared: Arc<Shared>,
     history: Vec<u32>,
 }
+
+static SESSIONS: Registry<Mutex<SessionData>> = Registry::new(3, "graftlm_session");
 
 pub(super) fn options(p: &graftlm_gen_params) -> Result<GenerateOptions, Error> {
     let sampling = SamplingParams {
@@ -137,6 +161,7 @@ unsafe fn run(
         None => true,
         Some(f) => {
             let c = c_text(piece);
+            let _inside = CallbackScope::enter(shared);
             let go = f(user_data, c.as_ptr(), c.as_bytes().len());
             stopped_by_callback |= !go;
             go
@@ -148,7 +173,7 @@ unsafe fn run(
             h.push(e);
         }
     }
-    *out = graftlm_result::boxed(g, stopped_by_callback);
+    *out = ResultData::handle(g, stopped_by_callback);
     Ok(())
 }
 
@@ -162,7 +187,7 @@ pub unsafe extern "C" fn graftlm_generate(
 ) -> graftlm_status {
     guard(|| {
         run(
-            &model_ref(model)?.shared,
+            &model_of(model)?,
             prompt,
             params,
             None,
@@ -188,7 +213,7 @@ pub unsafe extern "C" fn graftlm_generate_stream(
             return Err(Error::invalid("cb", "is NULL"));
         }
         run(
-            &model_ref(model)?.shared,
+            &model_of(model)?,
             prompt,
             params,
             cb,
@@ -199,22 +224,26 @@ pub unsafe extern "C" fn graftlm_generate_stream(
     })
 }
 
-/// The generated text (valid while the result lives).
+// The pointers the accessors return point into data the registry keeps until the handle is
+// freed; they are valid while the result lives.
+
+/// The generated text (valid while the result lives), or NULL for a NULL, freed or unknown
+/// result.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_result_text(result: *const graftlm_result) -> *const c_char {
-    result
-        .as_ref()
+pub extern "C" fn graftlm_result_text(result: *const graftlm_result) -> *const c_char {
+    result_of(result)
         .map(|r| r.text.as_ptr())
         .unwrap_or(std::ptr::null())
 }
 
-/// The generated token ids; `*len` receives their number (valid while the result lives).
+/// The generated token ids; `*len` receives their number (valid while the result lives). NULL
+/// (and `*len` untouched) for a NULL `len` or a NULL, freed or unknown result.
 #[no_mangle]
 pub unsafe extern "C" fn graftlm_result_ids(
     result: *const graftlm_result,
     len: *mut usize,
 ) -> *const u32 {
-    match (result.as_ref(), len.is_null()) {
+    match (result_of(result), len.is_null()) {
         (Some(r), false) => {
             *len = r.ids.len();
             r.ids.as_ptr()
@@ -229,7 +258,7 @@ pub unsafe extern "C" fn graftlm_result_prompt_ids(
     result: *const graftlm_result,
     len: *mut usize,
 ) -> *const u32 {
-    match (result.as_ref(), len.is_null()) {
+    match (result_of(result), len.is_null()) {
         (Some(r), false) => {
             *len = r.prompt_ids.len();
             r.prompt_ids.as_ptr()
@@ -240,21 +269,16 @@ pub unsafe extern "C" fn graftlm_result_prompt_ids(
 
 /// Why generation stopped: `"max_tokens"`, `"eos"`, `"stop_string"` or `"callback"`.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_result_stop_reason(
-    result: *const graftlm_result,
-) -> *const c_char {
-    result
-        .as_ref()
+pub extern "C" fn graftlm_result_stop_reason(result: *const graftlm_result) -> *const c_char {
+    result_of(result)
         .map(|r| r.stop_reason.as_ptr())
         .unwrap_or(std::ptr::null())
 }
 
-/// Releases a result. NULL is ignored.
+/// Releases a result. NULL, a freed or an unknown handle is ignored.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_result_free(result: *mut graftlm_result) {
-    if !result.is_null() {
-        drop(Box::from_raw(result));
-    }
+pub extern "C" fn graftlm_result_free(result: *mut graftlm_result) {
+    let _ = std::panic::catch_unwind(|| RESULTS.remove(result as usize));
 }
 
 /// Encodes `text` with the model's tokenizer (BOS as LitGPT decides, no prompt style). Writes up
@@ -270,10 +294,10 @@ pub unsafe extern "C" fn graftlm_tokenize(
 ) -> graftlm_status {
     let mut needed = None;
     let st = guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let text = arg_str(text, "text")?;
         out_ptr(len, "len")?;
-        let v = m.shared.tokenizer.encode(text)?;
+        let v = m.tokenizer.encode(text)?;
         if v.len() > capacity || (ids.is_null() && !v.is_empty()) {
             needed = Some(v.len());
             return Err(Error::invalid(
@@ -281,7 +305,10 @@ pub unsafe extern "C" fn graftlm_tokenize(
                 format!("{} ids are needed", v.len()),
             ));
         }
-        std::ptr::copy_nonoverlapping(v.as_ptr(), ids, v.len());
+        if !v.is_empty() {
+            // SAFETY: `ids` is non-NULL here and the caller gives room for `capacity` ≥ len.
+            std::ptr::copy_nonoverlapping(v.as_ptr(), ids, v.len());
+        }
         *len = v.len();
         Ok(())
     });
@@ -304,7 +331,7 @@ pub unsafe extern "C" fn graftlm_detokenize(
     out: *mut *mut c_char,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         out_ptr(out, "out")?;
         if ids.is_null() && n > 0 {
             return Err(Error::invalid("ids", "is NULL"));
@@ -314,7 +341,7 @@ pub unsafe extern "C" fn graftlm_detokenize(
         } else {
             std::slice::from_raw_parts(ids, n)
         };
-        let text = m.shared.tokenizer.decode(slice)?;
+        let text = m.tokenizer.decode(slice)?;
         *out = c_text(&text).into_raw();
         Ok(())
     })
@@ -327,14 +354,32 @@ pub unsafe extern "C" fn graftlm_session_new(
     out: *mut *mut graftlm_session,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let shared = model_of(model)?;
         out_ptr(out, "out")?;
-        *out = Box::into_raw(Box::new(graftlm_session {
-            shared: m.shared.clone(),
+        *out = SESSIONS.insert(Mutex::new(SessionData {
+            shared,
             history: Vec::new(),
-        }));
+        })) as *mut graftlm_session;
         Ok(())
     })
+}
+
+/// Runs `f` on the session behind `session`, refusing one that another thread is using.
+fn with_session<T>(
+    session: *mut graftlm_session,
+    f: impl FnOnce(&mut SessionData) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let s = SESSIONS.get(session as usize, "session")?;
+    let mut data = s.try_lock().map_err(|e| match e {
+        std::sync::TryLockError::WouldBlock => Error::Busy(
+            "the session is in use by another call (a session is used by one thread at a time)"
+                .into(),
+        ),
+        std::sync::TryLockError::Poisoned(_) => {
+            Error::Unsupported("the session was left broken by an earlier panic".into())
+        }
+    })?;
+    f(&mut data)
 }
 
 /// One conversation turn: the answer to `prompt` given the earlier turns, in the prompt style,
@@ -349,19 +394,18 @@ pub unsafe extern "C" fn graftlm_session_send(
     out: *mut *mut graftlm_result,
 ) -> graftlm_status {
     guard(|| {
-        let s = session
-            .as_mut()
-            .ok_or_else(|| Error::invalid("session", "is NULL"))?;
-        let shared = s.shared.clone();
-        run(
-            &shared,
-            prompt,
-            params,
-            cb,
-            user_data,
-            Some(&mut s.history),
-            out,
-        )
+        with_session(session, |s| {
+            let shared = s.shared.clone();
+            run(
+                &shared,
+                prompt,
+                params,
+                cb,
+                user_data,
+                Some(&mut s.history),
+                out,
+            )
+        })
     })
 }
 
@@ -369,18 +413,16 @@ pub unsafe extern "C" fn graftlm_session_send(
 #[no_mangle]
 pub unsafe extern "C" fn graftlm_session_reset(session: *mut graftlm_session) -> graftlm_status {
     guard(|| {
-        let s = session
-            .as_mut()
-            .ok_or_else(|| Error::invalid("session", "is NULL"))?;
-        s.history.clear();
-        Ok(())
+        with_session(session, |s| {
+            s.history.clear();
+            Ok(())
+        })
     })
 }
 
-/// Releases a session. NULL is ignored.
+/// Releases a session (a call running on it in another thread finishes first). NULL, a freed or
+/// an unknown handle is ignored.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_session_free(session: *mut graftlm_session) {
-    if !session.is_null() {
-        drop(Box::from_raw(session));
-    }
+pub extern "C" fn graftlm_session_free(session: *mut graftlm_session) {
+    let _ = std::panic::catch_unwind(|| SESSIONS.remove(session as usize));
 }

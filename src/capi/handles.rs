@@ -1,9 +1,11 @@
 //! Model and adapter handles, and the adapter operations.
 
+use std::cell::RefCell;
 use std::ffi::{c_char, CString};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::registry::Registry;
 use super::{arg_str, graftlm_status, guard, opt_str, out_ptr};
 use crate::adapters::{self, Adapter, Mode, StepChoice};
 use crate::backend::DefaultCpu;
@@ -30,30 +32,80 @@ pub(crate) struct Shared {
 
 /// A loaded base model with its tokenizer and any attached adapters. Thread-safe.
 pub struct graftlm_model {
-    pub(crate) shared: Arc<Shared>,
+    _opaque: [u8; 0],
 }
 
 /// An adapter read from disk and checked against the model it was loaded for. Immutable.
 pub struct graftlm_adapter {
+    _opaque: [u8; 0],
+}
+
+/// What a `graftlm_adapter` handle stands for.
+pub(crate) struct AdapterData {
     pub(crate) adapter: Adapter,
     name: CString,
 }
 
+pub(crate) static MODELS: Registry<Shared> = Registry::new(1, "graftlm_model");
+static ADAPTERS: Registry<AdapterData> = Registry::new(2, "graftlm_adapter");
+
+thread_local! {
+    /// The models whose streaming callback this thread is running (their lock is held below).
+    static IN_CALLBACK: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks this thread as inside a streaming callback of `shared` while it lives.
+pub(crate) struct CallbackScope(usize);
+
+impl CallbackScope {
+    pub(crate) fn enter(shared: &Shared) -> Self {
+        let id = shared as *const Shared as usize;
+        IN_CALLBACK.with(|v| v.borrow_mut().push(id));
+        Self(id)
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|v| {
+            let mut v = v.borrow_mut();
+            if let Some(i) = v.iter().rposition(|&x| x == self.0) {
+                v.remove(i);
+            }
+        });
+    }
+}
+
 impl Shared {
+    /// Refuses a call that would wait for the lock this thread already holds below a callback.
+    fn not_reentrant(&self) -> Result<(), Error> {
+        let id = self as *const Shared as usize;
+        if IN_CALLBACK.with(|v| v.borrow().contains(&id)) {
+            return Err(Error::Busy(
+                "called from inside a streaming callback of this same model, which holds its lock; \
+                 make the call after the generation returns"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
     pub(crate) fn read(&self) -> Result<RwLockReadGuard<'_, ModelState>, Error> {
+        self.not_reentrant()?;
         self.state.read().map_err(|_| {
             Error::Unsupported("the model lock is poisoned by an earlier panic".into())
         })
     }
     fn write(&self) -> Result<RwLockWriteGuard<'_, ModelState>, Error> {
+        self.not_reentrant()?;
         self.state.write().map_err(|_| {
             Error::Unsupported("the model lock is poisoned by an earlier panic".into())
         })
     }
 }
 
-pub(crate) unsafe fn model_ref<'a>(m: *const graftlm_model) -> Result<&'a graftlm_model, Error> {
-    m.as_ref().ok_or_else(|| Error::invalid("model", "is NULL"))
+/// The model behind a handle.
+pub(crate) fn model_of(m: *const graftlm_model) -> Result<Arc<Shared>, Error> {
+    MODELS.get(m as usize, "model")
 }
 
 /// Loads the base checkpoint at `path` (LitGPT or Hugging Face layout) on the CPU, holding its
@@ -96,28 +148,24 @@ unsafe fn load(
     let tokenizer = Tokenizer::from_dir(&checkpoint.dir)?;
     let style = PromptStyle::resolve(&checkpoint.dir, &checkpoint.config.name)?;
     let model = checkpoint.load_as::<DefaultCpu>(&Default::default(), precision)?;
-    let h = Box::new(graftlm_model {
-        shared: Arc::new(Shared {
-            state: RwLock::new(ModelState {
-                model,
-                checkpoint,
-                style,
-                adapters: Vec::new(),
-            }),
-            tokenizer,
+    let h = MODELS.insert(Shared {
+        state: RwLock::new(ModelState {
+            model,
+            checkpoint,
+            style,
+            adapters: Vec::new(),
         }),
+        tokenizer,
     });
-    *out = Box::into_raw(h);
+    *out = h as *mut graftlm_model;
     Ok(())
 }
 
-/// Releases a model. Sessions created from it keep it alive until they are freed. NULL is ignored.
+/// Releases a model. Sessions created from it keep it alive until they are freed, and calls
+/// running on it in other threads finish first. NULL, a freed or an unknown handle is ignored.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_model_free(model: *mut graftlm_model) {
-    if !model.is_null() {
-        let _ =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(Box::from_raw(model))));
-    }
+pub extern "C" fn graftlm_model_free(model: *mut graftlm_model) {
+    let _ = std::panic::catch_unwind(|| MODELS.remove(model as usize));
 }
 
 /// Reads an adapter for `model`: a weights file, a step folder, or a run directory (`step` ≥ 0
@@ -131,7 +179,7 @@ pub unsafe extern "C" fn graftlm_adapter_load(
     out: *mut *mut graftlm_adapter,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let path = arg_str(path, "path")?;
         let name = opt_str(name, "name")?;
         out_ptr(out, "out")?;
@@ -145,31 +193,30 @@ pub unsafe extern "C" fn graftlm_adapter_load(
                 ))
             }
         };
-        let cfg = m.shared.read()?.checkpoint.config.clone();
+        let cfg = m.read()?.checkpoint.config.clone();
         let adapter = adapters::read(&adapters::locate(Path::new(path), step)?, &cfg, name)?;
         let name = super::generate::c_text(&adapter.name);
-        *out = Box::into_raw(Box::new(graftlm_adapter { adapter, name }));
+        *out = ADAPTERS.insert(AdapterData { adapter, name }) as *mut graftlm_adapter;
         Ok(())
     })
 }
 
-/// Releases an adapter (attached copies stay attached). NULL is ignored.
+/// Releases an adapter (attached copies stay attached). NULL, a freed or an unknown handle is
+/// ignored.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_adapter_free(adapter: *mut graftlm_adapter) {
-    if !adapter.is_null() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            drop(Box::from_raw(adapter))
-        }));
-    }
+pub extern "C" fn graftlm_adapter_free(adapter: *mut graftlm_adapter) {
+    let _ = std::panic::catch_unwind(|| ADAPTERS.remove(adapter as usize));
 }
 
-/// The adapter's name (valid while the adapter lives), or NULL for a NULL adapter.
+/// The adapter's name (valid while the adapter lives), or NULL for a NULL, freed or unknown
+/// handle.
 #[no_mangle]
-pub unsafe extern "C" fn graftlm_adapter_name(adapter: *const graftlm_adapter) -> *const c_char {
-    adapter
-        .as_ref()
-        .map(|a| a.name.as_ptr())
-        .unwrap_or(std::ptr::null())
+pub extern "C" fn graftlm_adapter_name(adapter: *const graftlm_adapter) -> *const c_char {
+    match ADAPTERS.get(adapter as usize, "adapter") {
+        // The registry keeps the data (and so the string) until the handle is freed.
+        Ok(a) => a.name.as_ptr(),
+        Err(_) => std::ptr::null(),
+    }
 }
 
 /// Attaches `adapter` with `scale`, separate (`merged` false) or folded into the weights.
@@ -182,11 +229,9 @@ pub unsafe extern "C" fn graftlm_model_attach(
     merged: bool,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
-        let a = adapter
-            .as_ref()
-            .ok_or_else(|| Error::invalid("adapter", "is NULL"))?;
-        let mut st = m.shared.write()?;
+        let m = model_of(model)?;
+        let a = ADAPTERS.get(adapter as usize, "adapter")?;
+        let mut st = m.write()?;
         let mode = if merged { Mode::Merged } else { Mode::Separate };
         st.model.attach(&a.adapter, scale, mode)?;
         st.adapters.push((a.adapter.clone(), scale));
@@ -201,9 +246,9 @@ pub unsafe extern "C" fn graftlm_model_detach(
     name: *const c_char,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let name = arg_str(name, "name")?;
-        let mut st = m.shared.write()?;
+        let mut st = m.write()?;
         st.model.detach(name)?;
         st.adapters.retain(|(a, _)| a.name != name);
         Ok(())
@@ -218,9 +263,9 @@ pub unsafe extern "C" fn graftlm_model_activate(
     active: bool,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let name = arg_str(name, "name")?;
-        m.shared.write()?.model.set_active(name, active)
+        m.write()?.model.set_active(name, active)
     })
 }
 
@@ -232,9 +277,9 @@ pub unsafe extern "C" fn graftlm_model_set_scale(
     scale: f32,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let name = arg_str(name, "name")?;
-        let mut st = m.shared.write()?;
+        let mut st = m.write()?;
         st.model.set_scale(name, scale)?;
         if let Some(e) = st.adapters.iter_mut().find(|(a, _)| a.name == name) {
             e.1 = scale;
@@ -250,9 +295,9 @@ pub unsafe extern "C" fn graftlm_model_merge(
     name: *const c_char,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let name = opt_str(name, "name")?;
-        let mut st = m.shared.write()?;
+        let mut st = m.write()?;
         match name {
             Some(n) => st.model.set_merged(n, true),
             None => st.model.merge_all(),
@@ -267,9 +312,9 @@ pub unsafe extern "C" fn graftlm_model_unmerge(
     name: *const c_char,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         let name = opt_str(name, "name")?;
-        let mut st = m.shared.write()?;
+        let mut st = m.write()?;
         match name {
             Some(n) => st.model.set_merged(n, false),
             None => st.model.unmerge_all(),
@@ -284,23 +329,45 @@ pub unsafe extern "C" fn graftlm_model_adapter_count(
     out: *mut usize,
 ) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        let m = model_of(model)?;
         out_ptr(out, "out")?;
-        *out = m.shared.read()?.model.grafts().len();
+        *out = m.read()?.model.grafts().len();
         Ok(())
     })
 }
 
-/// Writes the base with every active adapter folded in as a Hugging Face checkpoint in `out_dir`.
+/// `graftlm_model_export_merged_with` flag: replace a non-empty `out_dir` whole.
+pub const GRAFTLM_EXPORT_FORCE: u32 = 1;
+
+/// Writes the base with every active adapter folded in as a Hugging Face checkpoint in `out_dir`,
+/// which must be absent or empty (`graftlm_model_export_merged_with` can replace one). An
+/// `out_dir` that is, holds or lies inside the base or an adapter, a symbolic link or a file is
+/// refused before anything is written; the files go into a fresh directory beside `out_dir`,
+/// renamed into place at the end, so `out_dir` appears whole or not at all.
 #[no_mangle]
 pub unsafe extern "C" fn graftlm_model_export_merged(
     model: *const graftlm_model,
     out_dir: *const c_char,
 ) -> graftlm_status {
+    graftlm_model_export_merged_with(model, out_dir, 0)
+}
+
+/// `graftlm_model_export_merged` with `flags`: `GRAFTLM_EXPORT_FORCE` replaces a non-empty
+/// `out_dir` whole. Unknown flags are `GRAFTLM_ERR_INVALID_ARGUMENT`.
+#[no_mangle]
+pub unsafe extern "C" fn graftlm_model_export_merged_with(
+    model: *const graftlm_model,
+    out_dir: *const c_char,
+    flags: u32,
+) -> graftlm_status {
     guard(|| {
-        let m = model_ref(model)?;
+        if flags & !GRAFTLM_EXPORT_FORCE != 0 {
+            return Err(Error::invalid("flags", format!("unknown flags {flags:#x}")));
+        }
+        let opts = crate::export::ExportOptions::default().force(flags & GRAFTLM_EXPORT_FORCE != 0);
+        let m = model_of(model)?;
         let dir = arg_str(out_dir, "out_dir")?;
-        let st = m.shared.read()?;
+        let st = m.read()?;
         let active: Vec<(Adapter, f32)> = st
             .adapters
             .iter()
@@ -328,6 +395,6 @@ pub unsafe extern "C" fn graftlm_model_export_merged(
             mode: Mode::Merged,
             weight_dtype: st.model.weight_dtype(),
         };
-        crate::export::export_merged(&plan, Path::new(dir), &mut |_| {}).map(|_| ())
+        crate::export::export_merged_with(&plan, Path::new(dir), &opts, &mut |_| {}).map(|_| ())
     })
 }

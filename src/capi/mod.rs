@@ -6,16 +6,26 @@
 //! NULL pointers, invalid UTF-8 and out-of-range values are errors, never undefined behaviour;
 //! panics are caught at the boundary. Strings are UTF-8.
 //!
+//! Handles are checked on every call ([`registry`]): a freed handle, one freed twice, one of
+//! another kind or a made-up value gives `GRAFTLM_ERR_INVALID_HANDLE`; freeing an unknown handle
+//! does nothing. Freeing a handle while another thread is inside a call on it is safe: the object
+//! lives until that call returns.
+//!
 //! Threads: a `graftlm_model` may be used from many threads at once. Generations take a shared
 //! lock; adapter changes (attach, detach, activate, scale, merge, unmerge) take an exclusive lock
-//! and wait for running generations to finish. A `graftlm_session` belongs to one thread at a time.
-//! `graftlm_adapter` and `graftlm_result` are immutable and may be shared.
+//! and wait for running generations to finish. A streaming callback runs while its generation
+//! holds the model's lock: a call from inside it that needs that model's lock (generate, attach,
+//! ...) returns `GRAFTLM_ERR_BUSY` instead of waiting forever; tokenize, detokenize and the free
+//! functions work there. A `graftlm_session` is used by one thread at a time (a second thread
+//! gets `GRAFTLM_ERR_BUSY`). `graftlm_adapter` and `graftlm_result` are immutable and may be
+//! shared.
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 
 mod batch;
 mod generate;
 mod handles;
+mod registry;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
@@ -59,6 +69,11 @@ pub enum graftlm_status {
     GRAFTLM_ERR_BUFFER_TOO_SMALL = 9,
     /// graftlm panicked (a bug); the process is still usable.
     GRAFTLM_ERR_PANIC = 10,
+    /// A handle that is not live: freed, freed twice, of another kind, or never from graftlm.
+    GRAFTLM_ERR_INVALID_HANDLE = 11,
+    /// The call would wait on itself (a streaming callback calling into the model that runs
+    /// it), or the session is in use by another thread. Nothing was done.
+    GRAFTLM_ERR_BUSY = 12,
 }
 
 use graftlm_status::*;
@@ -88,6 +103,8 @@ fn status_of(e: &Error) -> graftlm_status {
         Error::ContextOverflow { .. } => GRAFTLM_ERR_CONTEXT_OVERFLOW,
         Error::PromptStyle(_) => GRAFTLM_ERR_PARSE,
         Error::EmptyPrompt | Error::InvalidArgument { .. } => GRAFTLM_ERR_INVALID_ARGUMENT,
+        Error::InvalidHandle(_) => GRAFTLM_ERR_INVALID_HANDLE,
+        Error::Busy(_) => GRAFTLM_ERR_BUSY,
     }
 }
 
@@ -175,6 +192,8 @@ pub extern "C" fn graftlm_status_str(status: i32) -> *const c_char {
         8 => "i/o error\0",
         9 => "buffer too small\0",
         10 => "internal error\0",
+        11 => "invalid handle\0",
+        12 => "busy\0",
         _ => "unknown status\0",
     };
     s.as_ptr().cast()

@@ -1,9 +1,43 @@
 //! The subset of Python's pickle format that PyTorch's `torch.save` (and LitGPT's
 //! `incremental_save`) writes for state dicts: dicts, tuples, lists, strings, numbers, globals,
-//! persistent storage ids and tensor rebuild calls. Anything else is a typed error, never a panic;
-//! sizes are bounded by the input length.
+//! persistent storage ids and tensor rebuild calls. Anything else is a typed error, never a panic.
+//!
+//! A small hostile file can neither overflow the stack nor exhaust memory, because three things
+//! are bounded:
+//! - Nesting. Each container records its depth (one more than its deepest element), and building
+//!   or growing one past [`MAX_DEPTH`] is an error ("pickle containers nested more than 256
+//!   deep"), so no value is deeper. Nothing recurses on the input: [`flatten`] walks a work list,
+//!   and the recursive `Drop` of a value is at most [`MAX_DEPTH`] levels deep.
+//! - Copies. Values are reference counted, so storing into the memo (`BINPUT`, `MEMOIZE`) and
+//!   fetching from it (`BINGET`) is O(1) whatever the value's size. The memo keeps a snapshot, as
+//!   this parser always has: growing a container that the memo also holds copies the container
+//!   first (copy-on-write), and the copy is charged as work.
+//! - Work. A parse may spend `max(MIN_WORK, WORK_PER_BYTE * input length)` units. A unit is one
+//!   value stored or copied into a container (a dict item is two), one byte of string or global
+//!   name, one element of a tensor's shape or stride, and, while flattening, one dict item
+//!   visited or one byte of dotted path built; each tensor listed costs [`TENSOR_WORK`] more.
+//!   Sharing lets a few hundred bytes describe a tree exponentially larger than the file (a dict
+//!   holding the same dict twice, 40 levels down); the budget turns that into an error ("pickle
+//!   needs more work than its size allows") instead of unbounded time and memory. Each unit is
+//!   at most a few dozen bytes of memory, so memory is linear in the input length too.
+//!
+//! The pickle stack and the memo grow by at most one entry per opcode, so the input length
+//! bounds them without a charge.
 
 use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Deepest container nesting accepted. Torch state dicts nest fewer than 10 deep (dicts of dicts
+/// of tensors whose rebuild arguments hold tuples); 256 leaves room for unusual writers and keeps
+/// the recursive `Drop` of a value a few hundred frames deep at most.
+const MAX_DEPTH: u32 = 256;
+/// Work units every parse may spend, so that small files are never short of budget.
+const MIN_WORK: u64 = 1 << 20;
+/// Work units per input byte. Real state dicts spend about 1.5 (each value and string is stored
+/// once and each tensor listed once), so 16 leaves a wide margin.
+const WORK_PER_BYTE: u64 = 16;
+/// Work charged per tensor listed, for its path and record (around 200 bytes with allocations).
+const TENSOR_WORK: usize = 8;
 
 /// A tensor as described by the pickle: which storage, at which element offset, shape and strides.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,67 +51,190 @@ pub struct TensorRef {
     pub stride: Vec<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// A container's elements with its depth, kept so that growing it can enforce [`MAX_DEPTH`]
+/// without walking it.
+#[derive(Clone)]
+struct Node<T> {
+    depth: u32,
+    items: Vec<T>,
+}
+
+impl<T> Node<T> {
+    fn empty() -> Rc<Self> {
+        Rc::new(Node {
+            depth: 1,
+            items: Vec::new(),
+        })
+    }
+}
+
+/// A pickle value. Cloning is O(1): strings and containers are shared, never deep-copied, so
+/// memo references cannot multiply the input.
+#[derive(Clone)]
 enum Val {
-    None,
-    Bool(bool),
+    /// A value no tensor needs the contents of (`None`, a bool, a float, bytes), by type name.
+    Atom(&'static str),
     Int(i64),
-    Float(f64),
-    Str(String),
-    Bytes(usize),
-    Tuple(Vec<Val>),
-    List(Vec<Val>),
-    Dict(Vec<(Val, Val)>),
-    Global(String, String),
-    Storage {
-        key: String,
-        storage_type: String,
-    },
-    Tensor(TensorRef),
+    Str(Rc<str>),
+    Tuple(Rc<Node<Val>>),
+    List(Rc<Node<Val>>),
+    Dict(Rc<Node<(Val, Val)>>),
+    /// Module and name.
+    Global(Rc<(Rc<str>, Rc<str>)>),
+    /// Storage key and storage type name.
+    Storage(Rc<(Rc<str>, Rc<str>)>),
+    Tensor(Rc<TensorRef>),
     /// The result of calling something we do not model (kept opaque).
     Object,
     Mark,
 }
 
-/// Parses pickle `data` and returns every tensor with its dotted path (`a.b.weight`).
-pub fn tensors(data: &[u8]) -> Result<Vec<(String, TensorRef)>, String> {
-    let root = run(data)?;
-    let mut out = Vec::new();
-    flatten("", &root, &mut out, 0)?;
-    Ok(out)
+impl Val {
+    fn depth(&self) -> u32 {
+        match self {
+            Val::Tuple(n) | Val::List(n) => n.depth,
+            Val::Dict(n) => n.depth,
+            _ => 0,
+        }
+    }
+
+    /// The type name for error messages; never the contents, which sharing can make huge.
+    fn kind(&self) -> &'static str {
+        match self {
+            Val::Atom(kind) => kind,
+            Val::Int(_) => "int",
+            Val::Str(_) => "str",
+            Val::Tuple(_) => "tuple",
+            Val::List(_) => "list",
+            Val::Dict(_) => "dict",
+            Val::Global(_) => "global",
+            Val::Storage(_) => "storage",
+            Val::Tensor(_) => "tensor",
+            Val::Object => "object",
+            Val::Mark => "mark",
+        }
+    }
 }
 
-fn flatten(
-    prefix: &str,
-    v: &Val,
-    out: &mut Vec<(String, TensorRef)>,
-    depth: usize,
+/// The work budget left (see the module docs).
+struct Work {
+    left: u64,
+    input_len: usize,
+}
+
+impl Work {
+    fn for_input(input_len: usize) -> Self {
+        let left = MIN_WORK.max(WORK_PER_BYTE.saturating_mul(input_len as u64));
+        Self { left, input_len }
+    }
+
+    fn charge(&mut self, units: usize) -> Result<(), String> {
+        self.left = self.left.checked_sub(units as u64).ok_or_else(|| {
+            format!(
+                "pickle needs more work than its size allows ({} bytes; shared values expand \
+                 too far)",
+                self.input_len
+            )
+        })?;
+        Ok(())
+    }
+}
+
+/// Depth of a container holding elements of the given depths, if within [`MAX_DEPTH`].
+fn nest(depths: impl Iterator<Item = u32>) -> Result<u32, String> {
+    let depth = 1 + depths.max().unwrap_or(0);
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "pickle containers nested more than {MAX_DEPTH} deep"
+        ));
+    }
+    Ok(depth)
+}
+
+fn tuple(items: Vec<Val>, work: &mut Work) -> Result<Val, String> {
+    work.charge(items.len())?;
+    let depth = nest(items.iter().map(Val::depth))?;
+    Ok(Val::Tuple(Rc::new(Node { depth, items })))
+}
+
+/// Appends `new` to the container on top of the stack, at `per_item` units each. If the memo
+/// shares the container, `make_mut` first copies it so that the memo keeps its snapshot; the
+/// copied items are charged too.
+fn grow<T: Clone>(
+    node: &mut Rc<Node<T>>,
+    new: Vec<T>,
+    per_item: usize,
+    depth: fn(&T) -> u32,
+    work: &mut Work,
 ) -> Result<(), String> {
-    if depth > 64 {
-        return Err("containers nested more than 64 deep".into());
-    }
-    let join = |k: &str| {
-        if prefix.is_empty() {
-            k.to_string()
-        } else {
-            format!("{prefix}.{k}")
-        }
+    let depth = nest(new.iter().map(depth))?.max(node.depth);
+    let copied = if Rc::strong_count(node) > 1 {
+        node.items.len()
+    } else {
+        0
     };
-    match v {
-        Val::Tensor(t) => out.push((prefix.to_string(), t.clone())),
-        Val::Dict(items) => {
-            for (k, v) in items {
-                let key = match k {
-                    Val::Str(s) => s.clone(),
-                    Val::Int(i) => i.to_string(),
-                    _ => continue,
-                };
-                flatten(&join(&key), v, out, depth + 1)?;
-            }
-        }
-        _ => {}
+    work.charge(per_item * (copied + new.len()))?;
+    let node = Rc::make_mut(node);
+    node.depth = depth;
+    if copied > 0 {
+        // A fresh copy is exactly full; without this, extending it would double its capacity.
+        node.items.reserve_exact(new.len());
     }
+    node.items.extend(new);
     Ok(())
+}
+
+/// Parses pickle `data` and returns every tensor with its dotted path (`a.b.weight`).
+pub fn tensors(data: &[u8]) -> Result<Vec<(String, TensorRef)>, String> {
+    let mut work = Work::for_input(data.len());
+    let root = run(data, &mut work)?;
+    flatten(root, &mut work)
+}
+
+/// The tensors under `root` with their dotted paths, depth first in dict order. Walks a work
+/// list rather than recursing, and charges every dict item visited and every path byte built,
+/// because a dict shared through the memo is listed once per path that reaches it.
+fn flatten(root: Val, work: &mut Work) -> Result<Vec<(String, TensorRef)>, String> {
+    let mut out = Vec::new();
+    let mut todo = vec![(String::new(), root)];
+    while let Some((path, v)) = todo.pop() {
+        match v {
+            Val::Tensor(t) => {
+                let (key, ty) = (t.key.len(), t.storage_type.len());
+                work.charge(TENSOR_WORK + key + ty + 2 * t.shape.len())?;
+                out.push((path, TensorRef::clone(&t)));
+            }
+            Val::Dict(d) => {
+                work.charge(d.items.len())?;
+                let first = todo.len();
+                for (k, v) in &d.items {
+                    if !matches!(v, Val::Tensor(_) | Val::Dict(_)) {
+                        continue;
+                    }
+                    let int;
+                    let key = match k {
+                        Val::Str(s) => &**s,
+                        Val::Int(i) => {
+                            int = i.to_string();
+                            &int
+                        }
+                        _ => continue,
+                    };
+                    work.charge(path.len() + 1 + key.len())?;
+                    let child = if path.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    todo.push((child, v.clone()));
+                }
+                // The work list pops from its end; reversing keeps dict order.
+                todo[first..].reverse();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 struct Reader<'a> {
@@ -88,113 +245,108 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        match end {
-            Some(e) => {
-                let s = &self.data[self.pos..e];
-                self.pos = e;
-                Ok(s)
-            }
-            None => Err(format!("truncated pickle at byte {}", self.pos)),
-        }
+        let Some(end) = end else {
+            return Err(format!("truncated pickle at byte {}", self.pos));
+        };
+        let s = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
     }
     fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<u16, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
     fn u32(&mut self) -> Result<u32, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self, work: &mut Work) -> Result<Rc<str>, String> {
         let rest = &self.data[self.pos..];
         let n = rest
             .iter()
             .position(|&c| c == b'\n')
             .ok_or("unterminated GLOBAL line")?;
-        let s = String::from_utf8(rest[..n].to_vec()).map_err(|_| "GLOBAL name is not UTF-8")?;
         self.pos += n + 1;
-        Ok(s)
+        text(&rest[..n], "GLOBAL name", work)
     }
-    fn string(&mut self, n: usize) -> Result<String, String> {
-        let b = self.take(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| "string is not UTF-8".into())
-    }
+}
+
+fn text(b: &[u8], what: &str, work: &mut Work) -> Result<Rc<str>, String> {
+    work.charge(b.len())?;
+    let s = std::str::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))?;
+    Ok(Rc::from(s))
 }
 
 fn to_usize(v: &Val, what: &str) -> Result<usize, String> {
     match v {
-        Val::Int(i) if *i >= 0 => Ok(*i as usize),
-        other => Err(format!(
-            "{what}: expected a non-negative int, got {other:?}"
-        )),
+        Val::Int(i) => usize::try_from(*i).map_err(|_| format!("{what}: {i} is negative")),
+        other => Err(format!("{what}: expected an int, got a {}", other.kind())),
     }
 }
 
-fn to_dims(v: &Val, what: &str) -> Result<Vec<usize>, String> {
+fn to_dims(v: &Val, what: &str, work: &mut Work) -> Result<Vec<usize>, String> {
     match v {
-        Val::Tuple(xs) | Val::List(xs) => xs.iter().map(|x| to_usize(x, what)).collect(),
-        other => Err(format!("{what}: expected a tuple, got {other:?}")),
+        Val::Tuple(xs) | Val::List(xs) => {
+            work.charge(xs.items.len())?;
+            xs.items.iter().map(|x| to_usize(x, what)).collect()
+        }
+        other => Err(format!("{what}: expected a tuple, got a {}", other.kind())),
     }
 }
 
-fn reduce(callable: Val, args: Val) -> Result<Val, String> {
-    let Val::Global(module, name) = &callable else {
+fn reduce(callable: Val, args: Val, work: &mut Work) -> Result<Val, String> {
+    let (Val::Global(g), Val::Tuple(args)) = (&callable, args) else {
         return Ok(Val::Object);
     };
-    let args = match args {
-        Val::Tuple(a) => a,
-        _ => return Ok(Val::Object),
-    };
-    match (module.as_str(), name.as_str()) {
+    let (module, name) = (&*g.0, &*g.1);
+    let args = &args.items;
+    match (module, name) {
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
             if args.len() < 4 {
                 return Err(format!("{name} needs 4 arguments, got {}", args.len()));
             }
-            let Val::Storage { key, storage_type } = &args[0] else {
-                return Err(format!(
-                    "{name}: first argument is not a storage ({:?})",
-                    args[0]
-                ));
+            let Val::Storage(storage) = &args[0] else {
+                let got = args[0].kind();
+                return Err(format!("{name}: first argument is not a storage (a {got})"));
             };
-            let shape = to_dims(&args[2], "tensor size")?;
-            let stride = to_dims(&args[3], "tensor stride")?;
+            let shape = to_dims(&args[2], "tensor size", work)?;
+            let stride = to_dims(&args[3], "tensor stride", work)?;
             if shape.len() != stride.len() {
-                return Err(format!(
-                    "size {shape:?} and stride {stride:?} differ in rank"
-                ));
+                let (s, t) = (shape.len(), stride.len());
+                return Err(format!("tensor size has {s} dims but its stride has {t}"));
             }
-            Ok(Val::Tensor(TensorRef {
-                key: key.clone(),
-                storage_type: storage_type.clone(),
+            let (key, storage_type) = &**storage;
+            work.charge(key.len() + storage_type.len())?;
+            Ok(Val::Tensor(Rc::new(TensorRef {
+                key: key.to_string(),
+                storage_type: storage_type.to_string(),
                 offset: to_usize(&args[1], "storage offset")?,
                 shape,
                 stride,
-            }))
+            })))
         }
         ("torch._utils", "_rebuild_parameter")
         | ("torch._utils", "_rebuild_parameter_with_state") => {
-            Ok(args.into_iter().next().unwrap_or(Val::None))
+            Ok(args.first().cloned().unwrap_or(Val::Atom("None")))
         }
-        ("collections", "OrderedDict") => Ok(Val::Dict(Vec::new())),
+        ("collections", "OrderedDict") => Ok(Val::Dict(Node::empty())),
         _ => Ok(Val::Object),
     }
 }
 
 fn pop(stack: &mut Vec<Val>) -> Result<Val, String> {
-    stack
-        .pop()
-        .ok_or_else(|| "pickle stack underflow".to_string())
+    match stack.pop() {
+        Some(Val::Mark) => Err("pickle MARK used as a value".into()),
+        Some(v) => Ok(v),
+        None => Err("pickle stack underflow".into()),
+    }
 }
 
+/// The values above the topmost MARK, which is removed. Each value is scanned at most once
+/// before it is consumed, so repeated calls stay linear in the input.
 fn pop_mark(stack: &mut Vec<Val>) -> Result<Vec<Val>, String> {
     let m = stack
         .iter()
@@ -205,29 +357,26 @@ fn pop_mark(stack: &mut Vec<Val>) -> Result<Vec<Val>, String> {
     Ok(items)
 }
 
-fn run(data: &[u8]) -> Result<Val, String> {
+fn run(data: &[u8], work: &mut Work) -> Result<Val, String> {
     let mut r = Reader { data, pos: 0 };
     let mut stack: Vec<Val> = Vec::new();
     let mut memo: HashMap<u32, Val> = HashMap::new();
     loop {
         let op = r.u8()?;
         match op {
-            0x80 => {
-                r.u8()?; // PROTO
-            }
-            0x95 => {
-                r.u64()?; // FRAME
+            0x80 | 0x95 => {
+                // PROTO's version and FRAME's length: nothing to check.
+                r.take(if op == 0x80 { 1 } else { 8 })?;
             }
             b'.' => return pop(&mut stack),
             b'(' => stack.push(Val::Mark),
-            b'}' => stack.push(Val::Dict(Vec::new())),
-            b']' => stack.push(Val::List(Vec::new())),
-            b')' => stack.push(Val::Tuple(Vec::new())),
-            b'N' => stack.push(Val::None),
-            0x88 => stack.push(Val::Bool(true)),
-            0x89 => stack.push(Val::Bool(false)),
+            b'}' => stack.push(Val::Dict(Node::empty())),
+            b']' => stack.push(Val::List(Node::empty())),
+            b')' => stack.push(Val::Tuple(Node::empty())),
+            b'N' => stack.push(Val::Atom("None")),
+            0x88 | 0x89 => stack.push(Val::Atom("bool")),
             b'K' => stack.push(Val::Int(r.u8()? as i64)),
-            b'M' => stack.push(Val::Int(r.u16()? as i64)),
+            b'M' => stack.push(Val::Int(u16::from_le_bytes(r.array()?) as i64)),
             b'J' => stack.push(Val::Int(r.u32()? as i32 as i64)),
             0x8a => {
                 let n = r.u8()? as usize;
@@ -244,123 +393,94 @@ fn run(data: &[u8]) -> Result<Val, String> {
                 }
                 stack.push(Val::Int(v));
             }
-            b'G' => {
-                let b = r.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                stack.push(Val::Float(f64::from_be_bytes(a)));
+            b'X' | 0x8c | 0x8d => {
+                let n = match op {
+                    b'X' => r.u32()? as usize,
+                    0x8c => r.u8()? as usize,
+                    _ => usize::try_from(u64::from_le_bytes(r.array()?))
+                        .map_err(|_| "string too long")?,
+                };
+                let s = text(r.take(n)?, "string", work)?;
+                stack.push(Val::Str(s));
             }
-            b'X' => {
-                let n = r.u32()? as usize;
-                stack.push(Val::Str(r.string(n)?));
-            }
-            0x8c => {
-                let n = r.u8()? as usize;
-                stack.push(Val::Str(r.string(n)?));
-            }
-            0x8d => {
-                let n = usize::try_from(r.u64()?).map_err(|_| "string too long")?;
-                stack.push(Val::Str(r.string(n)?));
-            }
-            b'C' => {
-                let n = r.u8()? as usize;
+            b'G' | b'C' | b'B' => {
+                let n = match op {
+                    b'G' => 8,
+                    b'C' => r.u8()? as usize,
+                    _ => r.u32()? as usize,
+                };
                 r.take(n)?;
-                stack.push(Val::Bytes(n));
-            }
-            b'B' => {
-                let n = r.u32()? as usize;
-                r.take(n)?;
-                stack.push(Val::Bytes(n));
+                stack.push(Val::Atom(if op == b'G' { "float" } else { "bytes" }));
             }
             b'c' => {
-                let module = r.line()?;
-                let name = r.line()?;
-                stack.push(Val::Global(module, name));
+                let module = r.line(work)?;
+                let name = r.line(work)?;
+                stack.push(Val::Global(Rc::new((module, name))));
             }
             0x93 => {
                 let name = pop(&mut stack)?;
                 let module = pop(&mut stack)?;
                 match (module, name) {
-                    (Val::Str(m), Val::Str(n)) => stack.push(Val::Global(m, n)),
+                    (Val::Str(m), Val::Str(n)) => stack.push(Val::Global(Rc::new((m, n)))),
                     _ => return Err("STACK_GLOBAL needs two strings".into()),
                 }
             }
             b't' => {
                 let items = pop_mark(&mut stack)?;
-                stack.push(Val::Tuple(items));
+                stack.push(tuple(items, work)?);
             }
-            0x85 => {
-                let a = pop(&mut stack)?;
-                stack.push(Val::Tuple(vec![a]));
+            0x85..=0x87 => {
+                // TUPLE1, TUPLE2, TUPLE3
+                let n = usize::from(op - 0x84);
+                let at = stack.len().checked_sub(n).ok_or("pickle stack underflow")?;
+                let items = stack.split_off(at);
+                if items.iter().any(|v| matches!(v, Val::Mark)) {
+                    return Err("pickle MARK used as a value".into());
+                }
+                stack.push(tuple(items, work)?);
             }
-            0x86 => {
-                let b = pop(&mut stack)?;
-                let a = pop(&mut stack)?;
-                stack.push(Val::Tuple(vec![a, b]));
+            b'q' | b'r' | 0x94 => {
+                // BINPUT, LONG_BINPUT, MEMOIZE: O(1), the value is shared.
+                let k = match op {
+                    b'q' => r.u8()? as u32,
+                    b'r' => r.u32()?,
+                    _ => memo.len() as u32,
+                };
+                let top = stack.last().ok_or("memo put on an empty stack")?;
+                memo.insert(k, top.clone());
             }
-            0x87 => {
-                let c = pop(&mut stack)?;
-                let b = pop(&mut stack)?;
-                let a = pop(&mut stack)?;
-                stack.push(Val::Tuple(vec![a, b, c]));
-            }
-            b'q' => {
-                let k = r.u8()? as u32;
-                memo.insert(k, stack.last().cloned().ok_or("BINPUT on an empty stack")?);
-            }
-            b'r' => {
-                let k = r.u32()?;
-                memo.insert(
-                    k,
-                    stack
-                        .last()
-                        .cloned()
-                        .ok_or("LONG_BINPUT on an empty stack")?,
-                );
-            }
-            0x94 => {
-                let k = memo.len() as u32;
-                memo.insert(k, stack.last().cloned().ok_or("MEMOIZE on an empty stack")?);
-            }
-            b'h' => {
-                let k = r.u8()? as u32;
-                stack.push(
-                    memo.get(&k)
-                        .cloned()
-                        .ok_or(format!("BINGET of unknown memo {k}"))?,
-                );
-            }
-            b'j' => {
-                let k = r.u32()?;
-                stack.push(
-                    memo.get(&k)
-                        .cloned()
-                        .ok_or(format!("LONG_BINGET of unknown memo {k}"))?,
-                );
+            b'h' | b'j' => {
+                // BINGET, LONG_BINGET: O(1), the value is shared.
+                let k = if op == b'h' { r.u8()? as u32 } else { r.u32()? };
+                let v = memo
+                    .get(&k)
+                    .ok_or_else(|| format!("memo get of unknown key {k}"))?;
+                stack.push(v.clone());
             }
             b'Q' => {
-                let pid = pop(&mut stack)?;
-                let Val::Tuple(p) = pid else {
+                let Val::Tuple(p) = pop(&mut stack)? else {
                     return Err("persistent id is not a tuple".into());
                 };
+                let p = &p.items;
+                let kind = |v: Option<&Val>| v.map_or("nothing", Val::kind);
                 let storage_type = match p.get(1) {
-                    Some(Val::Global(_, n)) => n.clone(),
-                    other => return Err(format!("persistent id: storage type {other:?}")),
+                    Some(Val::Global(g)) => g.1.clone(),
+                    other => return Err(format!("persistent id: storage type is {}", kind(other))),
                 };
                 let key = match p.get(2) {
                     Some(Val::Str(s)) => s.clone(),
-                    Some(Val::Int(i)) => i.to_string(),
-                    other => return Err(format!("persistent id: storage key {other:?}")),
+                    Some(Val::Int(i)) => Rc::from(i.to_string()),
+                    other => return Err(format!("persistent id: storage key is {}", kind(other))),
                 };
-                if !matches!(p.first(), Some(Val::Str(s)) if s == "storage") {
+                if !matches!(p.first(), Some(Val::Str(s)) if &**s == "storage") {
                     return Err("persistent id is not a storage".into());
                 }
-                stack.push(Val::Storage { key, storage_type });
+                stack.push(Val::Storage(Rc::new((key, storage_type))));
             }
             b'R' => {
                 let args = pop(&mut stack)?;
                 let callable = pop(&mut stack)?;
-                stack.push(reduce(callable, args)?);
+                stack.push(reduce(callable, args, work)?);
             }
             0x81 => {
                 let _args = pop(&mut stack)?;
@@ -373,52 +493,46 @@ fn run(data: &[u8]) -> Result<Val, String> {
                     return Err("BUILD on an empty stack".into());
                 }
             }
-            b's' => {
-                let v = pop(&mut stack)?;
-                let k = pop(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Val::Dict(d)) => d.push((k, v)),
-                    Some(Val::Object) => {}
-                    _ => return Err("SETITEM on a non-dict".into()),
-                }
-            }
-            b'u' => {
-                let items = pop_mark(&mut stack)?;
+            b's' | b'u' => {
+                let (name, items) = match op {
+                    b's' => {
+                        let v = pop(&mut stack)?;
+                        ("SETITEM", vec![pop(&mut stack)?, v])
+                    }
+                    _ => ("SETITEMS", pop_mark(&mut stack)?),
+                };
                 if items.len() % 2 != 0 {
-                    return Err("SETITEMS with an odd number of items".into());
+                    return Err(format!("{name} with an odd number of items"));
                 }
                 match stack.last_mut() {
                     Some(Val::Dict(d)) => {
                         let mut it = items.into_iter();
+                        let mut pairs = Vec::with_capacity(it.len() / 2);
                         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                            d.push((k, v));
+                            pairs.push((k, v));
                         }
+                        grow(d, pairs, 2, |(k, v)| k.depth().max(v.depth()), work)?;
                     }
                     Some(Val::Object) => {}
-                    _ => return Err("SETITEMS on a non-dict".into()),
+                    _ => return Err(format!("{name} on a non-dict")),
                 }
             }
-            b'a' => {
-                let v = pop(&mut stack)?;
+            b'a' | b'e' => {
+                let (name, items) = match op {
+                    b'a' => ("APPEND", vec![pop(&mut stack)?]),
+                    _ => ("APPENDS", pop_mark(&mut stack)?),
+                };
                 match stack.last_mut() {
-                    Some(Val::List(l)) => l.push(v),
+                    Some(Val::List(l)) => grow(l, items, 1, Val::depth, work)?,
                     Some(Val::Object) => {}
-                    _ => return Err("APPEND on a non-list".into()),
-                }
-            }
-            b'e' => {
-                let items = pop_mark(&mut stack)?;
-                match stack.last_mut() {
-                    Some(Val::List(l)) => l.extend(items),
-                    Some(Val::Object) => {}
-                    _ => return Err("APPENDS on a non-list".into()),
+                    _ => return Err(format!("{name} on a non-list")),
                 }
             }
             other => {
+                let at = r.pos - 1;
                 return Err(format!(
-                    "unsupported pickle opcode 0x{other:02x} at byte {}",
-                    r.pos - 1
-                ))
+                    "unsupported pickle opcode 0x{other:02x} at byte {at}"
+                ));
             }
         }
         if stack.len() > 1 << 20 {
@@ -428,45 +542,4 @@ fn run(data: &[u8]) -> Result<Val, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rejects_garbage_without_panicking() {
-        for bytes in [
-            &b""[..],
-            b"\x80",
-            b"\x80\x02}q\x00(",
-            b"\xff\xff",
-            b"Q",
-            b"(t.",
-            b"R.",
-        ] {
-            assert!(tensors(bytes).is_err() || tensors(bytes).unwrap().is_empty());
-        }
-    }
-
-    #[test]
-    fn parses_a_tiny_state_dict() {
-        // {"w": _rebuild_tensor_v2(("storage", FloatStorage, "0", "cpu", 6), 0, (2, 3), (3, 1), False, OrderedDict())}
-        let mut p = vec![0x80, 2, b'}', b'X'];
-        p.extend(1u32.to_le_bytes());
-        p.push(b'w');
-        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
-        p.extend(b"(X");
-        p.extend(7u32.to_le_bytes());
-        p.extend(b"storagectorch\nFloatStorage\nX");
-        p.extend(1u32.to_le_bytes());
-        p.extend(b"0X");
-        p.extend(3u32.to_le_bytes());
-        p.extend(
-            b"cpuK\x06tQK\x00K\x02K\x03\x86K\x03K\x01\x86\x89ccollections\nOrderedDict\n)RtRs.",
-        );
-        let t = tensors(&p).unwrap();
-        assert_eq!(t.len(), 1);
-        assert_eq!(t[0].0, "w");
-        assert_eq!(t[0].1.shape, vec![2, 3]);
-        assert_eq!(t[0].1.stride, vec![3, 1]);
-        assert_eq!(t[0].1.storage_type, "FloatStorage");
-    }
-}
+mod tests;

@@ -1,24 +1,24 @@
 //! PyTorch `.pth` checkpoints (the zip format of `torch.save` and LitGPT's `incremental_save`):
-//! the zip is memory-mapped, `data.pkl` is parsed by [`super::pickle`], and each tensor is read from
-//! its storage record with its offset and strides checked against the record's size. Contiguous
-//! f32/bf16/f16 tensors can also be lent in place from the map ([`PthFile::lend`]).
+//! the zip's directory is read from the file, `data.pkl` is parsed by [`super::pickle`], and each
+//! tensor is read from its storage record (positioned reads, [`crate::file::Positioned`]) with its
+//! offset and strides checked against the record's size. Contiguous f32/bf16/f16 tensors are
+//! located as one byte range ([`PthFile::contiguous_range`]) for the in-place path.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Cursor;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
-
 use super::pickle::{self, TensorRef};
+use super::Values;
 use crate::error::{Error, Result};
+use crate::file::Positioned;
 
 /// An opened `.pth` file.
 pub struct PthFile {
     path: PathBuf,
-    mmap: Mmap,
+    pub(crate) file: Positioned,
     /// zip entry name → byte range in the file (entries are stored uncompressed).
-    records: HashMap<String, (usize, usize)>,
+    records: HashMap<String, (u64, u64)>,
     /// Folder prefix of the records inside the zip (`archive/`, `lit_model/`, ...).
     prefix: String,
     tensors: BTreeMap<String, TensorRef>,
@@ -35,26 +35,39 @@ fn storage_dtype(storage_type: &str) -> Option<(usize, &'static str)> {
     })
 }
 
+/// The stored element type of a tensor that can be lent as [`Values`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lendable {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl Lendable {
+    /// `bytes` (aligned for the type, a whole number of values) as values.
+    pub fn view(self, bytes: &[u8]) -> Option<Values<'_>> {
+        Some(match self {
+            Lendable::F32 => Values::F32(bytemuck::try_cast_slice(bytes).ok()?),
+            Lendable::Bf16 => Values::Bf16(bytemuck::try_cast_slice(bytes).ok()?),
+            Lendable::F16 => Values::F16(bytemuck::try_cast_slice(bytes).ok()?),
+        })
+    }
+}
+
 impl PthFile {
     /// Opens and indexes `path`.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |msg: String| Error::parse(path, format!("invalid PyTorch checkpoint: {msg}"));
-        let f = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                path: path.to_path_buf(),
-                what: "PyTorch checkpoint".into(),
-            },
-            _ => Error::io(path, e),
-        })?;
-        // SAFETY: read-only map; ranges are checked against its length before use.
-        let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(path, e))?;
-        if mmap.len() >= 2 && mmap[0] == 0x80 {
+        let file = Positioned::open(path, "PyTorch checkpoint")?;
+        let len = file.len();
+        if len >= 2 && file.read_vec(0, 1)?[0] == 0x80 {
             return Err(bad(
                 "this is a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current PyTorch".into(),
             ));
         }
-        let mut zip = zip::ZipArchive::new(Cursor::new(&mmap[..]))
-            .map_err(|e| bad(format!("not a zip archive: {e}")))?;
+        let reader = BufReader::new(file.try_clone()?);
+        let mut zip =
+            zip::ZipArchive::new(reader).map_err(|e| bad(format!("not a zip archive: {e}")))?;
         let mut records = HashMap::new();
         for i in 0..zip.len() {
             let entry = zip
@@ -68,10 +81,8 @@ impl PthFile {
             }
             let start = entry
                 .data_start()
-                .ok_or_else(|| bad(format!("zip entry {name} has no data offset")))?
-                as usize;
-            let len = entry.size() as usize;
-            let end = start.checked_add(len).filter(|&e| e <= mmap.len());
+                .ok_or_else(|| bad(format!("zip entry {name} has no data offset")))?;
+            let end = start.checked_add(entry.size()).filter(|&e| e <= len);
             let Some(end) = end else {
                 return Err(bad(format!(
                     "zip entry {name} extends past the end of the file"
@@ -87,19 +98,20 @@ impl PthFile {
             .ok_or_else(|| bad("no data.pkl in the archive".into()))?;
         let prefix = pkl.trim_end_matches("data.pkl").to_string();
         if let Some(&(s, e)) = records.get(&format!("{prefix}byteorder")) {
-            if &mmap[s..e] != b"little" {
+            if e - s > 16 || file.read_vec(s, e)? != b"little" {
                 return Err(bad("big-endian checkpoints are not supported".into()));
             }
         }
         let (s, e) = records[&pkl];
-        let list = pickle::tensors(&mmap[s..e]).map_err(|m| bad(format!("data.pkl: {m}")))?;
+        let list = pickle::tensors(&file.read_vec(s, e)?)
+            .map_err(|m| bad(format!("data.pkl: {m}")))?;
         let mut tensors = BTreeMap::new();
         for (name, t) in list {
             tensors.insert(name, t);
         }
         Ok(Self {
             path: path.to_path_buf(),
-            mmap,
+            file,
             records,
             prefix,
             tensors,
@@ -116,15 +128,13 @@ impl PthFile {
         })
     }
 
-    /// Tensor `name`'s values as stored, borrowed from the mapped file, with its shape and the
-    /// byte range they occupy — when it is a contiguous little-endian f32, bf16 or f16 tensor
-    /// whose bytes lie inside its record at an aligned address (PyTorch aligns records to 64
-    /// bytes); `None` otherwise (then [`PthFile::read_f32`] copies it).
-    pub(crate) fn lend(
+    /// Where tensor `name`'s values lie in the file, with their type and its shape — when it is
+    /// a contiguous little-endian f32, bf16 or f16 tensor inside its record; `None` otherwise
+    /// (then [`PthFile::read_f32`] reads it).
+    pub(crate) fn contiguous_range(
         &self,
         name: &str,
-    ) -> Option<(super::Values<'_>, &[usize], std::ops::Range<usize>)> {
-        use super::Values;
+    ) -> Option<(Lendable, &[usize], std::ops::Range<u64>)> {
         if cfg!(target_endian = "big") {
             return None;
         }
@@ -141,19 +151,18 @@ impl PthFile {
         let &(s, e) = self
             .records
             .get(&format!("{}data/{}", self.prefix, t.key))?;
-        let a = t.offset.checked_mul(width)?.checked_add(s)?;
-        let b = numel.checked_mul(width)?.checked_add(a)?;
+        let a = (t.offset.checked_mul(width)? as u64).checked_add(s)?;
+        let b = (numel.checked_mul(width)? as u64).checked_add(a)?;
         if b > e {
             return None;
         }
-        let bytes = self.mmap.get(a..b)?;
-        let values = match t.storage_type.as_str() {
-            "FloatStorage" => Values::F32(bytemuck::try_cast_slice(bytes).ok()?),
-            "BFloat16Storage" => Values::Bf16(bytemuck::try_cast_slice(bytes).ok()?),
-            "HalfStorage" => Values::F16(bytemuck::try_cast_slice(bytes).ok()?),
+        let kind = match t.storage_type.as_str() {
+            "FloatStorage" => Lendable::F32,
+            "BFloat16Storage" => Lendable::Bf16,
+            "HalfStorage" => Lendable::F16,
             _ => return None,
         };
-        Some((values, &t.shape, a..b))
+        Some((kind, &t.shape, a..b))
     }
 
     /// Whether tensors `a` and `b` are the same view of the same storage (tied weights saved
@@ -169,23 +178,6 @@ impl PthFile {
             }
             _ => false,
         }
-    }
-
-    /// Drops the pages of byte range `range` (from [`PthFile::lend`]) from this process: they
-    /// were read and count as its memory; a later read faults them back in from the file.
-    pub(crate) fn done_with(&self, range: std::ops::Range<usize>) {
-        #[cfg(unix)]
-        // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards clean
-        // pages.
-        let _ = unsafe {
-            self.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                range.start,
-                range.len(),
-            )
-        };
-        #[cfg(not(unix))]
-        let _ = range;
     }
 
     /// Reads tensor `name` as `f32`, following its offset and strides.
@@ -212,8 +204,7 @@ impl PthFile {
                 "storage record {record} is missing from the archive"
             ))
         })?;
-        let bytes = &self.mmap[s..e];
-        let numel_storage = bytes.len() / width;
+        let numel_storage = ((e - s) / width as u64) as usize;
         let numel: usize = t
             .shape
             .iter()
@@ -235,16 +226,25 @@ impl PthFile {
                 "needs element {last} but its storage holds {numel_storage} (truncated file?)"
             )));
         }
+        // A view with more elements than its storage repeats values (`expand`): never a
+        // parameter, and it would let a small file ask for any amount of memory.
+        if numel > numel_storage {
+            return Err(bad(format!(
+                "a view of {numel} elements over a storage of {numel_storage}"
+            )));
+        }
+        // Only the span of the storage the view touches is read.
+        let first = s + (t.offset * width) as u64;
+        let bytes = self.file.read_vec(first, s + ((last + 1) * width) as u64)?;
         if contiguous(&t.shape, &t.stride) {
-            // One run of the storage: converted in bulk (a copy for f32, in parallel when large).
-            let run = &bytes[t.offset * width..(t.offset + numel) * width];
+            // One run of the storage: converted in bulk (in parallel when large).
             let dtype = match t.storage_type.as_str() {
                 "FloatStorage" => safetensors::Dtype::F32,
                 "HalfStorage" => safetensors::Dtype::F16,
                 "BFloat16Storage" => safetensors::Dtype::BF16,
                 _ => safetensors::Dtype::F64,
             };
-            return super::weights::decode(run, dtype).map_err(bad);
+            return super::weights::decode(&bytes[..numel * width], dtype).map_err(bad);
         }
         let convert: fn(&[u8]) -> f32 = match t.storage_type.as_str() {
             "FloatStorage" => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
@@ -252,7 +252,7 @@ impl PthFile {
             "BFloat16Storage" => |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
             _ => |b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
         };
-        let get = |i: usize| -> f32 { convert(&bytes[i * width..(i + 1) * width]) };
+        let get = |i: usize| -> f32 { convert(&bytes[(i - t.offset) * width..][..width]) };
         // A strided view: element by element.
         let mut out = Vec::with_capacity(numel);
         let rank = t.shape.len();
@@ -288,8 +288,8 @@ fn contiguous(shape: &[usize], stride: &[usize]) -> bool {
 mod tests {
     use super::*;
 
-    /// Every tensor of LitGPT's files is lent in place (they are contiguous and aligned), with
-    /// the values the copying reader gives, and stays lendable after its pages are dropped.
+    /// Every tensor of LitGPT's files lies in one contiguous range, whose bytes are the values the
+    /// reader gives.
     #[test]
     fn tensors_are_lent_with_the_values_read_f32_copies() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
@@ -298,18 +298,22 @@ mod tests {
             let names: Vec<String> = f.metas().map(|(n, ..)| n.clone()).collect();
             assert!(!names.is_empty());
             for name in &names {
-                let (values, shape, range) = f.lend(name).expect(name);
-                let wide = values.to_f32_vec();
+                let (kind, shape, range) = f.contiguous_range(name).expect(name);
+                let bytes = f.file.read_vec(range.start, range.end).unwrap();
+                let words: Vec<u32> = bytes
+                    .chunks(4)
+                    .map(|c| c.iter().rev().fold(0, |a, &b| (a << 8) | b as u32))
+                    .collect();
+                let aligned = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
+                let wide = kind.view(aligned).unwrap().to_f32_vec();
                 assert_eq!(
                     shape.iter().product::<usize>(),
                     wide.len(),
                     "{model} {name}"
                 );
                 assert_eq!(wide, f.read_f32(name).unwrap(), "{model} {name}");
-                f.done_with(range);
-                assert_eq!(wide, f.read_f32(name).unwrap(), "{model} {name} re-read");
             }
-            assert!(f.lend("no.such.tensor").is_none());
+            assert!(f.contiguous_range("no.such.tensor").is_none());
         }
     }
 

@@ -1,16 +1,19 @@
-//! Readers for weight files: safetensors (single or sharded, memory-mapped) and PyTorch `.pth`
-//! (LitGPT's `lit_model.pth`). Both present the same view: tensor names with dtype and shape, and
-//! each tensor on demand as `f32` values.
+//! Readers for weight files: safetensors (single or sharded) and PyTorch `.pth` (LitGPT's
+//! `lit_model.pth`). Both present the same view: tensor names with dtype and shape, and each
+//! tensor on demand as `f32` values. Bytes are read with positioned reads into graftlm's own
+//! buffers ([`crate::file::Positioned`]), never mapped, so a file changed underneath a load is an
+//! error, not a crash, and the finiteness check sees the bytes that are used.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 
 use super::pth::PthFile;
 use crate::error::{Error, Result};
+use crate::file::Positioned;
 
 /// Name, dtype and shape of one stored tensor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +23,7 @@ pub struct TensorMeta {
     pub shape: Vec<usize>,
 }
 
-/// A tensor's values as stored, borrowed from a mapped file.
+/// A tensor's values as stored, borrowed from a buffer the file was read into.
 #[derive(Debug, Clone, Copy)]
 pub enum Values<'a> {
     F32(&'a [f32]),
@@ -69,8 +72,8 @@ pub struct HostTensor {
 
 struct Shard {
     path: PathBuf,
-    mmap: Mmap,
-    data_start: usize,
+    file: Positioned,
+    data_start: u64,
 }
 
 /// Where one safetensors tensor lives: shard index, dtype, shape, byte range in the data section.
@@ -96,6 +99,9 @@ pub struct WeightFiles {
     pub path: PathBuf,
     backing: Backing,
     meta: BTreeMap<String, TensorMeta>,
+    /// Buffers tensors are read into for the in-place path, reused from one tensor to the next
+    /// (fresh pages for every tensor would be cleared by the kernel each time).
+    scratch: Mutex<Vec<Vec<u32>>>,
 }
 
 impl std::fmt::Debug for WeightFiles {
@@ -153,7 +159,7 @@ impl WeightFiles {
     }
 
     fn open_sharded(index_path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(index_path).map_err(|e| Error::io(index_path, e))?;
+        let text = crate::file::read_to_string(index_path)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::parse(index_path, e))?;
         let map = v
@@ -205,18 +211,8 @@ impl WeightFiles {
         let mut index = HashMap::new();
         let mut meta = BTreeMap::new();
         for (si, file) in files.iter().enumerate() {
-            let f = File::open(file).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotFound {
-                    path: file.clone(),
-                    what: "safetensors file".into(),
-                },
-                _ => Error::io(file, e),
-            })?;
-            // SAFETY: the map is read-only; a file truncated underneath us can still fault, as with
-            // any memory-mapped reader, but the header sizes are checked against the length first.
-            let mmap = unsafe { Mmap::map(&f) }.map_err(|e| Error::io(file, e))?;
-            let (n, md) = SafeTensors::read_metadata(&mmap)
-                .map_err(|e| Error::parse(file, format!("invalid safetensors file: {e}")))?;
+            let f = Positioned::open(file, "safetensors file")?;
+            let (data_start, md) = read_header(&f)?;
             for (name, info) in md.tensors() {
                 if index.contains_key(&name) {
                     return Err(Error::parse(
@@ -238,14 +234,15 @@ impl WeightFiles {
             }
             shards.push(Shard {
                 path: file.clone(),
-                mmap,
-                data_start: 8 + n,
+                file: f,
+                data_start,
             });
         }
         Ok(Self {
             path: path.to_path_buf(),
             backing: Backing::Safetensors { shards, index },
             meta,
+            scratch: Mutex::default(),
         })
     }
 
@@ -282,6 +279,7 @@ impl WeightFiles {
             path: path.to_path_buf(),
             backing: Backing::Pth { file, prefix },
             meta,
+            scratch: Mutex::default(),
         })
     }
 
@@ -338,31 +336,13 @@ impl WeightFiles {
             Backing::Safetensors { shards, index } => {
                 let (si, dtype, shape, (start, end)) = index.get(name).ok_or_else(missing)?;
                 let shard = &shards[*si];
-                let bytes = shard
-                    .mmap
-                    .get(shard.data_start + start..shard.data_start + end)
-                    .ok_or_else(|| Error::BadTensor {
-                        path: shard.path.clone(),
-                        name: name.to_string(),
-                        msg: "data range lies outside the file".into(),
-                    })?;
-                let data = decode(bytes, *dtype).map_err(|msg| Error::BadTensor {
+                let (a, b) = (shard.data_start + *start as u64, shard.data_start + *end as u64);
+                let bytes = shard.file.read_vec(a, b)?;
+                let data = decode(&bytes, *dtype).map_err(|msg| Error::BadTensor {
                     path: shard.path.clone(),
                     name: name.to_string(),
                     msg,
                 })?;
-                // The bytes are copied out: let the kernel drop the mapped pages so that a load
-                // holds one copy of the weights, not two (page-cache pages count as our RSS).
-                #[cfg(unix)]
-                // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards
-                // clean pages; a later read of the range faults them back in from the file.
-                let _ = unsafe {
-                    shard.mmap.unchecked_advise_range(
-                        memmap2::UncheckedAdvice::DontNeed,
-                        shard.data_start + start,
-                        end - start,
-                    )
-                };
                 Ok(HostTensor {
                     shape: shape.clone(),
                     data,
@@ -377,6 +357,34 @@ impl WeightFiles {
             }
         }
     }
+}
+
+/// The header of a safetensors file: where its data section starts and the tensors it describes, checked as
+/// `SafeTensors::read_metadata` checks them (offsets contiguous and matching the shapes, the data
+/// section ending exactly at the end of the file) without reading the data.
+fn read_header(f: &Positioned) -> Result<(u64, Metadata)> {
+    let bad = |msg: String| Error::parse(f.path(), format!("invalid safetensors file: {msg}"));
+    if f.len() < 8 {
+        return Err(bad("header too small".into()));
+    }
+    let mut n = [0u8; 8];
+    f.read_exact_at(&mut n, 0)?;
+    let n = u64::from_le_bytes(n);
+    // The limit the safetensors crate sets on headers.
+    if n > 100_000_000 || 8 + n > f.len() {
+        return Err(bad(format!("header of {n} bytes is too large")));
+    }
+    let header = f.read_vec(8, 8 + n)?;
+    let md: Metadata =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    if 8 + n + md.data_len() as u64 != f.len() {
+        return Err(bad(format!(
+            "the header describes {} bytes of data but the file holds {}",
+            md.data_len(),
+            f.len() - 8 - n
+        )));
+    }
+    Ok((8 + n, md))
 }
 
 /// Index of the first NaN or infinity.

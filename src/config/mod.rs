@@ -437,5 +437,5 @@ impl ModelConfig {
 }
 
 fn read_to_string(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    crate::file::read_to_string(path)
 }

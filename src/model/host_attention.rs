@@ -53,8 +53,8 @@ pub fn try_attend<B: Backend>(
         if b != 1 || width != (nh + 2 * nkv) * hs || nkv == 0 || nh % nkv != 0 {
             return None;
         }
-        let (cos_t, sin_t, n) = rope.tables();
-        let (cos_t, sin_t) = (flex(cos_t)?, flex(sin_t)?);
+        let (cos_t, sin_t, n) = rope.tables(pos + t);
+        let (cos_t, sin_t) = (flex(&cos_t)?, flex(&sin_t)?);
         let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
         if n > hs || n % 2 != 0 || n > super::rope::MAX_HOST_ELEM || cos.len() < (pos + t) * n {
             return None;

@@ -1,6 +1,11 @@
 //! Rotary position embedding, LitGPT/HF "rotate-half" pairing (dimension `i` with `i + n/2`),
 //! on the first `rope_n_elem` dimensions of each head. Tables are computed in f32 as LitGPT's
-//! `build_rope_cache` does.
+//! `build_rope_cache` does, for the positions in use: they grow (doubling) as the model reaches
+//! further, up to `block_size`, so a model whose config allows millions of positions costs
+//! nothing for them until they are used. Each entry is computed on its own, so a grown table
+//! holds the same values as one built at full length.
+
+use std::sync::RwLock;
 
 use burn::prelude::*;
 
@@ -35,42 +40,79 @@ pub fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
     }
 }
 
-/// Precomputed `cos`/`sin` tables, `[positions, rope_n_elem]`.
-#[derive(Debug, Clone)]
+/// `cos`/`sin` tables, `[positions, rope_n_elem]`, for positions `0..limit` computed as needed.
+#[derive(Debug)]
 pub struct Rope<B: Backend> {
-    cos: Tensor<B, 2>,
-    sin: Tensor<B, 2>,
+    tables: RwLock<(Tensor<B, 2>, Tensor<B, 2>)>,
+    theta: Vec<f32>,
+    condense: f32,
     n_elem: usize,
+    /// The most positions the tables may cover (the model's `block_size`).
+    limit: usize,
+    device: B::Device,
 }
 
-impl<B: Backend> Rope<B> {
-    /// Tables for positions `0..len`.
-    pub fn new(cfg: &ModelConfig, len: usize, device: &B::Device) -> Self {
-        let n = cfg.rope_n_elem;
-        let theta = inv_freq(cfg);
-        let mut cos = Vec::with_capacity(len * n);
-        let mut sin = Vec::with_capacity(len * n);
-        for p in 0..len {
-            let pos = p as f32 / cfg.rope_condense_ratio as f32;
-            // LitGPT repeats the frequencies: [θ_0..θ_{n/2}, θ_0..θ_{n/2}].
-            for _ in 0..2 {
-                for &t in &theta {
-                    let a = pos * t;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-        }
+impl<B: Backend> Clone for Rope<B> {
+    fn clone(&self) -> Self {
         Self {
-            cos: Tensor::from_data(TensorData::new(cos, [len, n]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [len, n]), device),
+            tables: RwLock::new(self.current()),
+            theta: self.theta.clone(),
+            condense: self.condense,
+            n_elem: self.n_elem,
+            limit: self.limit,
+            device: self.device.clone(),
+        }
+    }
+}
+
+/// Positions the tables start with (the rest come as they are reached).
+const FIRST: usize = 4096;
+
+impl<B: Backend> Rope<B> {
+    /// Tables for positions `0..limit`, computed for the first few thousand now and for the rest
+    /// when [`Rope::reach`] asks for them.
+    pub fn new(cfg: &ModelConfig, limit: usize, device: &B::Device) -> Self {
+        let theta = inv_freq(cfg);
+        let condense = cfg.rope_condense_ratio as f32;
+        let n = cfg.rope_n_elem;
+        let tables = build(&theta, condense, n, limit.min(FIRST), device);
+        Self {
+            tables: RwLock::new(tables),
+            theta,
+            condense,
             n_elem: n,
+            limit,
+            device: device.clone(),
         }
     }
 
-    /// Number of positions the tables cover.
+    /// Makes the tables cover positions `0..end` (at most the limit): built again at the next
+    /// power of two, so growing is rare.
+    pub fn reach(&self, end: usize) {
+        if end <= self.len() {
+            return;
+        }
+        let len = end.checked_next_power_of_two().unwrap_or(end).min(self.limit);
+        let grown = build(&self.theta, self.condense, self.n_elem, len, &self.device);
+        if let Ok(mut t) = self.tables.write() {
+            if t.0.dims()[0] < len {
+                *t = grown;
+            }
+        }
+    }
+
+    /// The tables as they are now (cheap: tensors share their data).
+    fn current(&self) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        match self.tables.read() {
+            Ok(t) => t.clone(),
+            // A panic while growing cannot leave a half table: the write is one assignment.
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Number of positions the tables cover now.
     pub fn len(&self) -> usize {
-        self.cos.dims()[0]
+        self.current().0.dims()[0]
     }
 
     /// Whether the tables are empty.
@@ -88,16 +130,10 @@ impl<B: Backend> Rope<B> {
             return y;
         }
         let [_, _, t, hs] = x.dims();
-        let cos = self
-            .cos
-            .clone()
-            .narrow(0, start, t)
-            .unsqueeze_dims::<4>(&[0, 1]);
-        let sin = self
-            .sin
-            .clone()
-            .narrow(0, start, t)
-            .unsqueeze_dims::<4>(&[0, 1]);
+        self.reach(start + t);
+        let (cos, sin) = self.current();
+        let cos = cos.narrow(0, start, t).unsqueeze_dims::<4>(&[0, 1]);
+        let sin = sin.narrow(0, start, t).unsqueeze_dims::<4>(&[0, 1]);
         let rot = x.clone().narrow(3, 0, n);
         let x1 = rot.clone().narrow(3, 0, n / 2);
         let x2 = rot.clone().narrow(3, n / 2, n / 2);
@@ -109,6 +145,33 @@ impl<B: Backend> Rope<B> {
             Tensor::cat(vec![roped, x.narrow(3, n, hs - n)], 3)
         }
     }
+}
+
+/// The tables for positions `0..len`.
+fn build<B: Backend>(
+    theta: &[f32],
+    condense: f32,
+    n: usize,
+    len: usize,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let mut cos = Vec::with_capacity(len * n);
+    let mut sin = Vec::with_capacity(len * n);
+    for p in 0..len {
+        let pos = p as f32 / condense;
+        // LitGPT repeats the frequencies: [θ_0..θ_{n/2}, θ_0..θ_{n/2}].
+        for _ in 0..2 {
+            for &t in theta {
+                let a = pos * t;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [len, n]), device),
+        Tensor::from_data(TensorData::new(sin, [len, n]), device),
+    )
 }
 
 /// The most rotary dimensions the host kernels handle (a stack buffer).
@@ -136,7 +199,10 @@ impl<B: Backend> Rope<B> {
     #[cfg(feature = "flex")]
     fn try_host(&self, x: &Tensor<B, 4>, start: usize) -> Option<Tensor<B, 4>> {
         use super::weight::{f32s, flex};
-        let (cos_t, sin_t) = (flex(&self.cos)?, flex(&self.sin)?);
+        let [_, _, t, _] = x.dims();
+        self.reach(start + t);
+        let (cos, sin) = self.current();
+        let (cos_t, sin_t) = (flex(&cos)?, flex(&sin)?);
         let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
         let [b, h, t, hs] = x.dims();
         let n = self.n_elem;
@@ -159,10 +225,13 @@ impl<B: Backend> Rope<B> {
         ))
     }
 
-    /// The `cos` and `sin` tables (`[positions, n_elem]`) and `n_elem`, for host kernels.
+    /// The `cos` and `sin` tables (`[positions, n_elem]`) covering at least `0..end`, and
+    /// `n_elem`, for host kernels.
     #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-    pub(super) fn tables(&self) -> (&Tensor<B, 2>, &Tensor<B, 2>, usize) {
-        (&self.cos, &self.sin, self.n_elem)
+    pub(super) fn tables(&self, end: usize) -> (Tensor<B, 2>, Tensor<B, 2>, usize) {
+        self.reach(end);
+        let (cos, sin) = self.current();
+        (cos, sin, self.n_elem)
     }
 
     #[cfg(not(feature = "flex"))]

@@ -314,7 +314,7 @@ impl PromptStyle {
         if !path.is_file() {
             return Ok(None);
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = crate::file::read_to_string(&path)?;
         let file: StyleFile = serde_yaml::from_str(&text).map_err(|e| Error::parse(&path, e))?;
         Self::from_class_path(&file.class_path)
             .map(Some)

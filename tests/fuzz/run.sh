@@ -19,7 +19,10 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz@0.13.
 # target -> seed files (relative to tests/)
 declare -A seeds=(
     [safetensors]="fuzz/seeds/tiny-hf/model.safetensors fixtures/adapters/peft-llama-qv/adapter_model.safetensors"
-    [pth]="fuzz/seeds/tiny-lit/lit_model.pth fixtures/adapters/litgpt-lora-llama/step-000002/lit_model.pth.lora fixtures/adapters/litgpt-adapter-v2-llama/final/lit_model.pth.adapter_v2"
+    [pth]="fuzz/seeds/tiny-lit/lit_model.pth fixtures/adapters/litgpt-lora-llama/step-000002/lit_model.pth.lora fixtures/adapters/litgpt-adapter-v2-llama/final/lit_model.pth.adapter_v2
+        fuzz/seeds/pth-deep/deep-lists.pth fuzz/seeds/pth-deep/deep-tuples.pth fuzz/seeds/pth-deep/deep-dicts.pth
+        fuzz/seeds/pth-deep/deep-memo-chain.pth fuzz/seeds/pth-deep/at-depth-limit.pth
+        fuzz/seeds/pth-deep/memo-doubling.pth fuzz/seeds/pth-deep/shared-dict-dag.pth"
     [config_json]="fuzz/seeds/tiny-hf/config.json fixtures/models/gemma2/hf/config.json fixtures/models/phi3/hf/config.json fixtures/models/gptneox/hf/config.json"
     [model_config_yaml]="fuzz/seeds/tiny-lit/model_config.yaml fixtures/models/gemma2/lit/model_config.yaml"
     [hyperparameters_yaml]="fixtures/adapters/litgpt-lora-llama/step-000002/hyperparameters.yaml"
@@ -28,6 +31,9 @@ declare -A seeds=(
     [tokenizer]="@fixtures/models/llama/lit/tokenizer.json @@fixtures/models/llama/lit/tokenizer_config.json"
     [safetensors_index]="fixtures/models/llama/hf/model.safetensors.index.json"
 )
+# target -> -max_len (default 64 KiB). The pth target gets 1 MiB so that mutations can reach
+# pickles nested past the parser's depth limit or large enough to test its work budget.
+declare -A max_len=([pth]=1048576)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors pth config_json model_config_yaml hyperparameters_yaml
     adapter_config_json prompt_style_yaml tokenizer safetensors_index)
@@ -48,7 +54,7 @@ for t in "${targets[@]}"; do
     log="$CARGO_TARGET_DIR/fuzz-$t.log"
     echo "== fuzz $t (${secs}s)"
     if ! "${FUZZ_BIN:-$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release}/$t" "$corpus" -max_total_time="$secs" -timeout=10 \
-        -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
+        -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len="${max_len[$t]:-65536}" -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"$log" 2>&1; then
         grep -A8 "panicked at\|ERROR: \|SUMMARY" "$log" | head -40
         echo "fuzz target $t FAILED: input kept in tests/fuzz/artifacts/$t/ (log: $log)" >&2

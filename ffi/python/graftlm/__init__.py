@@ -89,7 +89,7 @@ _activate = _sig("graftlm_model_activate", _S, c_void_p, c_char_p, c_bool)
 _set_scale = _sig("graftlm_model_set_scale", _S, c_void_p, c_char_p, c_float)
 _merge = _sig("graftlm_model_merge", _S, c_void_p, c_char_p)
 _unmerge = _sig("graftlm_model_unmerge", _S, c_void_p, c_char_p)
-_export = _sig("graftlm_model_export_merged", _S, c_void_p, c_char_p)
+_export = _sig("graftlm_model_export_merged_with", _S, c_void_p, c_char_p, c_uint32)
 _tokenize = _sig("graftlm_tokenize", _S, c_void_p, c_char_p, POINTER(c_uint32), c_size_t, POINTER(c_size_t))
 _detokenize = _sig("graftlm_detokenize", _S, c_void_p, POINTER(c_uint32), c_size_t, POINTER(c_void_p))
 _string_free = _sig("graftlm_string_free", None, c_void_p)
@@ -225,8 +225,12 @@ class Model:
     def unmerge(self, name: Optional[str] = None) -> None:
         _check(_unmerge(self._handle(), _s(name)))
 
-    def export_merged(self, out_dir) -> None:
-        _check(_export(self._handle(), _s(out_dir)))
+    def export_merged(self, out_dir, force: bool = False) -> None:
+        """Writes the base with the active adapters folded in as a Hugging Face checkpoint.
+
+        ``out_dir`` must be absent or empty unless ``force`` (which replaces it whole); it must
+        not be, hold or lie inside the base or an adapter. It appears whole or not at all."""
+        _check(_export(self._handle(), _s(out_dir), 1 if force else 0))
 
     # Tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str) -> List[int]:

@@ -90,15 +90,19 @@ impl super::OnBackend for BatchArgs {
 }
 
 fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result<()> {
-    let text = match a.requests.as_deref() {
-        Some(p) if p.as_os_str() != "-" => {
-            std::fs::read_to_string(p).map_err(|e| Error::io(p.display().to_string(), e))?
-        }
-        _ => super::read_stdin()?,
-    };
-    let requests = parse_requests(&text)?;
     let t0 = Instant::now();
     let setup = a.gen.setup(&a.model, false)?;
+    // Every request needs its own cache; a batch larger than this many prompts' worth of text
+    // is refused rather than read into memory.
+    let limit = super::input_limit(setup.plan.checkpoint.config.block_size).saturating_mul(8);
+    let text = match a.requests.as_deref() {
+        Some(p) if p.as_os_str() != "-" => {
+            let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+            super::read_limited(f, limit, &p.display().to_string())?
+        }
+        _ => super::read_stdin(limit)?,
+    };
+    let requests = parse_requests(&text)?;
     let styled: Vec<String> = requests
         .iter()
         .map(|r| {

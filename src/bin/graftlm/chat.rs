@@ -137,6 +137,48 @@ fn command<B: Backend>(
 }
 
 /// Runs the loop over standard input until EOF or `/quit`.
+/// One line of input.
+enum Line {
+    End,
+    Text(String),
+    /// Longer than the limit: read to its end and dropped, never held.
+    TooLong,
+}
+
+/// Reads one line of at most `limit` bytes; a longer one is consumed and reported.
+fn read_line(r: &mut impl std::io::BufRead, limit: u64) -> Result<Line> {
+    let mut bytes = Vec::new();
+    let n = std::io::Read::take(&mut *r, limit.saturating_add(1))
+        .read_until(b'\n', &mut bytes)
+        .map_err(|e| Error::io("<stdin>", e))?;
+    if n == 0 {
+        return Ok(Line::End);
+    }
+    if bytes.len() as u64 > limit && bytes.last() != Some(&b'\n') {
+        // Skip the rest of the line in bounded pieces.
+        loop {
+            let buf = r.fill_buf().map_err(|e| Error::io("<stdin>", e))?;
+            if buf.is_empty() {
+                break;
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    r.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let len = buf.len();
+                    r.consume(len);
+                }
+            }
+        }
+        return Ok(Line::TooLong);
+    }
+    String::from_utf8(bytes)
+        .map(Line::Text)
+        .map_err(|e| Error::invalid("<stdin>", format!("a line is not UTF-8 ({e})")))
+}
+
 pub fn run<B: Backend>(
     mut model: Model<B>,
     tok: &Tokenizer,
@@ -148,6 +190,7 @@ pub fn run<B: Backend>(
     let mut out = std::io::stdout();
     let mut history: Vec<u32> = Vec::new();
     let stop_tokens = style.stop_tokens(tok);
+    let limit = super::input_limit(model.config().block_size);
     if interactive {
         eprintln!(
             "graftlm chat — prompt style {}; {}. /help for commands.",
@@ -159,15 +202,17 @@ pub fn run<B: Backend>(
         if interactive {
             eprint!(">> ");
         }
-        let mut line = String::new();
-        if stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::io("<stdin>", e))?
-            == 0
-        {
-            break;
-        }
+        let line = match read_line(&mut stdin.lock(), limit)? {
+            Line::End => break,
+            Line::TooLong => {
+                say(
+                    &mut out,
+                    &format!("error: a line longer than {limit} bytes was skipped (more than the context can take)"),
+                );
+                continue;
+            }
+            Line::Text(l) => l,
+        };
         let line = line.trim_end_matches(['\n', '\r']);
         if line.trim().is_empty() {
             continue;

@@ -116,9 +116,14 @@ struct ChatArgs {
 struct MergeArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Output directory.
+    /// Output directory: absent or empty (it must not be, hold, or lie inside the base or an
+    /// adapter). It appears whole when the merge is done, or not at all.
     #[arg(long)]
     out: PathBuf,
+    /// Replace a non-empty --out whole (its old contents are removed once the new ones are in
+    /// place; they are never mixed).
+    #[arg(long)]
+    force: bool,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
@@ -213,13 +218,33 @@ impl Setup {
     }
 }
 
-/// All of standard input.
-fn read_stdin() -> Result<String> {
-    let mut s = String::new();
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(|e| Error::io("<stdin>", e))?;
-    Ok(s)
+/// The most bytes of text read for one prompt of a model with context `block_size`: 1 KiB per
+/// position (no tokenizer's tokens come near that), at least 1 MiB, at most 256 MiB. Input
+/// beyond it could not fit the context anyway; reading it would only grow memory.
+fn input_limit(block_size: usize) -> u64 {
+    (block_size as u64)
+        .saturating_mul(1024)
+        .clamp(1 << 20, 256 << 20)
+}
+
+/// All of `r` (named `what` in errors) as text, refused past `limit` bytes.
+fn read_limited(r: impl std::io::Read, limit: u64, what: &str) -> Result<String> {
+    let mut bytes = Vec::new();
+    r.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(what, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::invalid(
+            what,
+            format!("holds more than {limit} bytes, more than the model's context can take"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| Error::invalid(what, format!("is not UTF-8 ({e})")))
+}
+
+/// All of standard input, refused past `limit` bytes.
+fn read_stdin(limit: u64) -> Result<String> {
+    read_limited(std::io::stdin().lock(), limit, "<stdin>")
 }
 
 #[derive(Args)]
@@ -295,12 +320,12 @@ impl OnBackend for GenerateArgs {
 }
 
 fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
-    let prompt = match a.prompt {
-        Some(p) => p,
-        None => read_stdin()?,
-    };
     let t0 = Instant::now();
     let setup = a.gen.setup(&a.model, a.merge)?;
+    let prompt = match a.prompt {
+        Some(p) => p,
+        None => read_stdin(input_limit(setup.plan.checkpoint.config.block_size))?,
+    };
     let styled = setup.styled(&prompt, a.gen.sys_prompt.as_deref());
     let Setup {
         plan,
@@ -403,7 +428,8 @@ fn run_chat(a: ChatArgs) -> Result<()> {
 fn run_merge(a: MergeArgs) -> Result<()> {
     let plan = plan(&a.model, false)?;
     let t0 = Instant::now();
-    let report = graftlm::export::export_merged(&plan, &a.out, &mut |_| {})?;
+    let opts = graftlm::export::ExportOptions::default().force(a.force);
+    let report = graftlm::export::export_merged_with(&plan, &a.out, &opts, &mut |_| {})?;
     let secs = t0.elapsed().as_secs_f64();
     if a.json {
         let v = serde_json::json!({

@@ -1,30 +1,33 @@
-//! Tensors lent in place: values borrowed from the mapped weight files as stored, for the model
-//! to convert into what it holds without an f32 copy first (safetensors entries and contiguous
-//! `.pth` tensors of f32, bf16 or f16; separate q/k/v projections lent together, stacked).
+//! Tensors lent in place: values as stored (f32, bf16 or f16), read into a reused buffer, for the
+//! model to convert into what it holds without an f32 copy first (safetensors entries and
+//! contiguous `.pth` tensors; separate q/k/v projections lent together, stacked).
 
 use super::*;
+use crate::checkpoint::pth::Lendable;
 
-/// A tensor lent in place: its values, shape, and the mapped bytes they come from.
+/// A tensor read as stored into one of the scratch buffers, with its type and shape.
 struct Lent<'a> {
-    values: Values<'a>,
+    buf: Vec<u32>,
+    bytes: usize,
+    kind: Lendable,
     shape: &'a [usize],
-    from: Mapped<'a>,
-    range: std::ops::Range<usize>,
 }
 
-/// The mapped file a [`Lent`] tensor lies in.
-enum Mapped<'a> {
-    Shard(&'a Shard),
-    Pth(&'a PthFile),
+impl Lent<'_> {
+    fn values(&self) -> Option<Values<'_>> {
+        self.kind
+            .view(&bytemuck::cast_slice::<u32, u8>(&self.buf)[..self.bytes])
+    }
 }
+
+/// At most this many scratch buffers are kept between tensors (q, k and v lent together).
+const KEEP: usize = 4;
 
 impl WeightFiles {
-    /// Calls `f(values, stored shape)` with tensor `name` read in place from the mapped file when
-    /// it is stored as little-endian f32, bf16 or f16 at an aligned offset (safetensors), or as
-    /// a contiguous tensor of such a storage type (`.pth`) — no copy; `Ok(false)` without
-    /// calling `f` otherwise (then [`WeightFiles::read_f32`] copies it). Non-finite values are
-    /// refused as by `read_f32`. Afterwards the tensor's pages are dropped from this process
-    /// (they count as its memory; a later read faults them back in from the file).
+    /// Calls `f(values, stored shape)` with tensor `name` as stored when it is little-endian f32,
+    /// bf16 or f16 (safetensors) or a contiguous tensor of such a storage type (`.pth`): read into
+    /// a reused buffer, no conversion; `Ok(false)` without calling `f` otherwise (then
+    /// [`WeightFiles::read_f32`] converts it). Non-finite values are refused as by `read_f32`.
     pub fn with_in_place(&self, name: &str, f: impl FnOnce(Values<'_>, &[usize])) -> Result<bool> {
         self.with_in_place_stacked(&[name], |parts, shape| f(parts[0], shape))
     }
@@ -54,77 +57,46 @@ impl WeightFiles {
         if pieces.is_empty() {
             return Ok(false);
         }
-        // Each stored tensor once (its finiteness checked and its pages dropped once), then
-        // each piece as a slice of it.
+        // Each stored tensor read once (and its finiteness checked once), then each piece taken
+        // as a slice of it.
         let mut lent: Vec<(&str, Lent<'_>)> = Vec::new();
-        let mut parts: Vec<Values<'_>> = Vec::with_capacity(pieces.len());
-        let mut shape: Vec<usize> = Vec::new();
-        for (name, rows) in pieces {
-            let at = match lent.iter().position(|(n, _)| n == name) {
-                Some(i) => i,
-                None => {
-                    let Some(l) = self.lend(name) else {
-                        return Ok(false);
-                    };
-                    lent.push((name, l));
-                    lent.len() - 1
-                }
+        let mut outcome = Ok(true);
+        for (name, _) in pieces {
+            if lent.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            match self.lend(name) {
+                Ok(Some(l)) => lent.push((name, l)),
+                Ok(None) => outcome = Ok(false),
+                Err(e) => outcome = Err(e),
+            }
+            if !matches!(outcome, Ok(true)) {
+                break;
+            }
+        }
+        if matches!(outcome, Ok(true)) {
+            outcome = match stack(&lent, pieces) {
+                None => Ok(false),
+                Some((parts, shape)) => lent
+                    .iter()
+                    .try_for_each(|(name, l)| match l.values() {
+                        Some(v) => self.check_finite(name, v),
+                        None => Ok(()),
+                    })
+                    .map(|()| {
+                        f(&parts, &shape);
+                        true
+                    }),
             };
-            let l = &lent[at].1;
-            let whole = rows.is_none() && pieces.len() == 1;
-            if l.shape.is_empty() && !whole {
-                return Ok(false); // a scalar has no rows to stack or slice
-            }
-            let row: usize = l.shape.iter().skip(1).product();
-            let r = rows
-                .clone()
-                .unwrap_or(0..l.shape.first().copied().unwrap_or(1));
-            if r.start > r.end || r.end > l.shape.first().copied().unwrap_or(1) {
-                return Ok(false);
-            }
-            let Some(values) = l.values.slice(r.start * row..r.end * row) else {
-                return Ok(false);
-            };
-            if parts.is_empty() {
-                shape = l.shape.to_vec();
-                if let Some(first) = shape.first_mut() {
-                    *first = r.len();
+        }
+        if let Ok(mut pool) = self.scratch.lock() {
+            for (_, l) in lent {
+                if pool.len() < KEEP {
+                    pool.push(l.buf);
                 }
-            } else if l.shape.len() != shape.len()
-                || l.shape[1..] != shape[1..]
-                || std::mem::discriminant(&values) != std::mem::discriminant(&parts[0])
-            {
-                return Ok(false);
-            } else {
-                shape[0] += r.len();
-            }
-            parts.push(values);
-        }
-        for (name, l) in &lent {
-            self.check_finite(name, l.values)?;
-        }
-        f(&parts, &shape);
-        // Done with these pages: drop them from this process (page-cache pages count as RSS).
-        for (_, l) in lent {
-            match l.from {
-                #[cfg(unix)]
-                // SAFETY: the map is read-only and file-backed, so MADV_DONTNEED only discards
-                // clean pages; a later read of the range faults them back in from the file.
-                Mapped::Shard(shard) => {
-                    let _ = unsafe {
-                        shard.mmap.unchecked_advise_range(
-                            memmap2::UncheckedAdvice::DontNeed,
-                            l.range.start,
-                            l.range.len(),
-                        )
-                    };
-                }
-                #[cfg(not(unix))]
-                Mapped::Shard(_) => {}
-                Mapped::Pth(file) => file.done_with(l.range),
             }
         }
-        Ok(true)
+        outcome
     }
 
     /// Whether stored tensors `a` and `b` are one and the same values: two views of one
@@ -139,43 +111,98 @@ impl WeightFiles {
         }
     }
 
-    /// Tensor `name` borrowed as stored from its mapped file, when it can be (see
-    /// [`WeightFiles::with_in_place`]).
-    fn lend(&self, name: &str) -> Option<Lent<'_>> {
+    /// Tensor `name` read as stored, when it can be (see [`WeightFiles::with_in_place`]).
+    fn lend(&self, name: &str) -> Result<Option<Lent<'_>>> {
         if cfg!(target_endian = "big") {
-            return None;
+            return Ok(None);
         }
-        match &self.backing {
+        let (file, kind, shape, range) = match &self.backing {
             Backing::Safetensors { shards, index } => {
-                let (si, dtype, shape, (start, end)) = index.get(name)?;
-                let shard = &shards[*si];
-                let (a, b) = (shard.data_start + start, shard.data_start + end);
-                let bytes = shard.mmap.get(a..b)?;
-                let values = match dtype {
-                    Dtype::F32 => bytemuck::try_cast_slice(bytes).ok().map(Values::F32),
-                    Dtype::BF16 => bytemuck::try_cast_slice(bytes).ok().map(Values::Bf16),
-                    Dtype::F16 => bytemuck::try_cast_slice(bytes).ok().map(Values::F16),
-                    _ => None,
+                let Some((si, dtype, shape, (start, end))) = index.get(name) else {
+                    return Ok(None);
+                };
+                let (kind, width) = match dtype {
+                    Dtype::F32 => (Lendable::F32, 4),
+                    Dtype::BF16 => (Lendable::Bf16, 2),
+                    Dtype::F16 => (Lendable::F16, 2),
+                    _ => return Ok(None),
+                };
+                let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+                if numel.and_then(|n| n.checked_mul(width)) != end.checked_sub(*start) {
+                    return Ok(None);
                 }
-                .filter(|v| v.len() == shape.iter().product::<usize>())?;
-                Some(Lent {
-                    values,
-                    shape,
-                    from: Mapped::Shard(shard),
-                    range: a..b,
-                })
+                let shard = &shards[*si];
+                let at = shard.data_start;
+                let range = at + *start as u64..at + *end as u64;
+                (&shard.file, kind, &shape[..], range)
             }
             Backing::Pth { file, prefix } => {
-                let (values, shape, range) = file.lend(&format!("{prefix}{name}"))?;
-                Some(Lent {
-                    values,
-                    shape,
-                    from: Mapped::Pth(file),
-                    range,
-                })
+                match file.contiguous_range(&format!("{prefix}{name}")) {
+                    Some((kind, shape, range)) => (&file.file, kind, shape, range),
+                    None => return Ok(None),
+                }
             }
+        };
+        let bytes = usize::try_from(range.end - range.start).unwrap_or(usize::MAX);
+        if range.end > file.len() {
+            return Ok(None); // read_f32 names the problem
         }
+        let mut buf = self
+            .scratch
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        buf.resize(bytes.div_ceil(4), 0);
+        let dst = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buf)[..bytes];
+        file.read_exact_at(dst, range.start)?;
+        Ok(Some(Lent {
+            buf,
+            bytes,
+            kind,
+            shape,
+        }))
     }
+}
+
+/// The pieces as slices of the lent tensors, stacked, with the stacked shape; `None` when they
+/// do not stack.
+fn stack<'a>(
+    lent: &'a [(&str, Lent<'_>)],
+    pieces: &[(&str, Option<std::ops::Range<usize>>)],
+) -> Option<(Vec<Values<'a>>, Vec<usize>)> {
+    let mut parts: Vec<Values<'a>> = Vec::with_capacity(pieces.len());
+    let mut shape: Vec<usize> = Vec::new();
+    for (name, rows) in pieces {
+        let l = &lent.iter().find(|(n, _)| n == name)?.1;
+        let whole = rows.is_none() && pieces.len() == 1;
+        if l.shape.is_empty() && !whole {
+            return None; // a scalar has no rows to stack or slice
+        }
+        let row: usize = l.shape.iter().skip(1).product();
+        let r = rows
+            .clone()
+            .unwrap_or(0..l.shape.first().copied().unwrap_or(1));
+        if r.start > r.end || r.end > l.shape.first().copied().unwrap_or(1) {
+            return None;
+        }
+        let values = l.values()?.slice(r.start * row..r.end * row)?;
+        if parts.is_empty() {
+            shape = l.shape.to_vec();
+            if let Some(first) = shape.first_mut() {
+                *first = r.len();
+            }
+        } else if l.shape.len() != shape.len()
+            || l.shape[1..] != shape[1..]
+            || std::mem::discriminant(&values) != std::mem::discriminant(&parts[0])
+        {
+            return None;
+        } else {
+            shape[0] += r.len();
+        }
+        parts.push(values);
+    }
+    Some((parts, shape))
 }
 
 #[cfg(test)]

@@ -90,6 +90,22 @@ impl<B: Backend> Linear<B> {
         Some(self.updates.remove(i))
     }
 
+    /// The largest magnitude of the base weight (before any merge when 16-bit; an f32 weight
+    /// holds its merged updates).
+    pub(crate) fn max_abs_base(&self) -> f32 {
+        let w = self.base.as_ref().unwrap_or(&self.weight);
+        as_f32(w).abs().max().into_scalar().elem::<f32>()
+    }
+
+    /// An upper bound of `max |A·B|` for the update called `name` (see
+    /// `adapters::bounds::term_bound`), from the factors as held.
+    pub(crate) fn update_bound(&self, name: &str) -> Option<f32> {
+        let u = self.updates.iter().find(|u| &*u.name == name)?;
+        let a = as_f32(&u.a).abs().max().into_scalar().elem::<f32>();
+        let b = as_f32(&u.b).abs().sum_dim(0).max().into_scalar().elem::<f32>();
+        Some(a * b)
+    }
+
     /// Mutable access to the update called `name`.
     pub fn update_mut(&mut self, name: &str) -> Option<&mut LowRank<B>> {
         self.updates.iter_mut().find(|u| &*u.name == name)
