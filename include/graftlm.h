@@ -48,6 +48,11 @@ typedef enum graftlm_status {
   GRAFTLM_ERR_BUFFER_TOO_SMALL = 9,
   // graftlm panicked (a bug); the process is still usable.
   GRAFTLM_ERR_PANIC = 10,
+  // A handle that is not live: freed, freed twice, of another kind, or never from graftlm.
+  GRAFTLM_ERR_INVALID_HANDLE = 11,
+  // The call would wait on itself (a streaming callback calling into the model that runs
+  // it), or the session is in use by another thread. Nothing was done.
+  GRAFTLM_ERR_BUSY = 12,
 } graftlm_status;
 
 // An adapter read from disk and checked against the model it was loaded for. Immutable.
@@ -86,11 +91,15 @@ typedef struct graftlm_gen_params {
 
 // Batch streaming callback: receives each new piece of text of request `index` (whole UTF-8,
 // NUL-terminated, `len` bytes without the NUL). Return `true` to continue that request, `false`
-// to stop it (the others go on).
+// to stop it (the others go on). As `graftlm_stream_cb`: calls into the same model that need
+// its lock return `GRAFTLM_ERR_BUSY`, and it must not unwind.
 typedef bool (*graftlm_batch_cb)(void *user_data, size_t index, const char *piece, size_t len);
 
 // Streaming callback: receives each new piece of text (whole UTF-8, NUL-terminated, `len` bytes
-// without the NUL). Return `true` to continue, `false` to stop.
+// without the NUL). Return `true` to continue, `false` to stop. It runs on the calling thread
+// while the generation holds the model's lock: calls into the same model that need the lock
+// return `GRAFTLM_ERR_BUSY` there. It must not unwind (a C++ exception or a `longjmp` out of it
+// is undefined behaviour): catch everything inside and return `false`.
 typedef bool (*graftlm_stream_cb)(void *user_data, const char *piece, size_t len);
 
 #ifdef __cplusplus
@@ -138,10 +147,12 @@ enum graftlm_status graftlm_generate(const struct graftlm_model *model, const ch
 // Like `graftlm_generate`, calling `cb(user_data, piece, len)` for each new piece of text.
 enum graftlm_status graftlm_generate_stream(const struct graftlm_model *model, const char *prompt, const struct graftlm_gen_params *params, graftlm_stream_cb cb, void *user_data, struct graftlm_result **out);
 
-// The generated text (valid while the result lives).
+// The generated text (valid while the result lives), or NULL for a NULL, freed or unknown
+// result.
 const char *graftlm_result_text(const struct graftlm_result *result);
 
-// The generated token ids; `*len` receives their number (valid while the result lives).
+// The generated token ids; `*len` receives their number (valid while the result lives). NULL
+// (and `*len` untouched) for a NULL `len` or a NULL, freed or unknown result.
 const uint32_t *graftlm_result_ids(const struct graftlm_result *result, size_t *len);
 
 // The prompt's token ids after styling; `*len` receives their number.
@@ -150,7 +161,7 @@ const uint32_t *graftlm_result_prompt_ids(const struct graftlm_result *result, s
 // Why generation stopped: `"max_tokens"`, `"eos"`, `"stop_string"` or `"callback"`.
 const char *graftlm_result_stop_reason(const struct graftlm_result *result);
 
-// Releases a result. NULL is ignored.
+// Releases a result. NULL, a freed or an unknown handle is ignored.
 void graftlm_result_free(struct graftlm_result *result);
 
 // Encodes `text` with the model's tokenizer (BOS as LitGPT decides, no prompt style). Writes up
@@ -172,7 +183,8 @@ enum graftlm_status graftlm_session_send(struct graftlm_session *session, const 
 // Forgets the conversation.
 enum graftlm_status graftlm_session_reset(struct graftlm_session *session);
 
-// Releases a session. NULL is ignored.
+// Releases a session (a call running on it in another thread keeps it alive until it returns).
+// NULL, a freed or an unknown handle is ignored.
 void graftlm_session_free(struct graftlm_session *session);
 
 // Loads the base checkpoint at `path` (LitGPT or Hugging Face layout) on the CPU, holding its
@@ -185,17 +197,21 @@ enum graftlm_status graftlm_model_load(const char *path, struct graftlm_model **
 // bf16/f16 halve memory and roughly double decoding speed, rounding an f32 checkpoint's weights.
 enum graftlm_status graftlm_model_load_with(const char *path, const char *weight_dtype, struct graftlm_model **out);
 
-// Releases a model. Sessions created from it keep it alive until they are freed. NULL is ignored.
+// Releases a model. Sessions created from it keep it alive until they are freed, and calls
+// running on it in other threads until they return. NULL, a freed or an unknown handle is
+// ignored; any later use of the handle is `GRAFTLM_ERR_INVALID_HANDLE`.
 void graftlm_model_free(struct graftlm_model *model);
 
 // Reads an adapter for `model`: a weights file, a step folder, or a run directory (`step` ≥ 0
 // picks that step; -1 the latest). `name` may be NULL (the folder name is used).
 enum graftlm_status graftlm_adapter_load(const struct graftlm_model *model, const char *path, int64_t step, const char *name, struct graftlm_adapter **out);
 
-// Releases an adapter (attached copies stay attached). NULL is ignored.
+// Releases an adapter (attached copies stay attached). NULL, a freed or an unknown handle is
+// ignored.
 void graftlm_adapter_free(struct graftlm_adapter *adapter);
 
-// The adapter's name (valid while the adapter lives), or NULL for a NULL adapter.
+// The adapter's name (valid while the adapter lives), or NULL for a NULL, freed or unknown
+// handle.
 const char *graftlm_adapter_name(const struct graftlm_adapter *adapter);
 
 // Attaches `adapter` with `scale`, separate (`merged` false) or folded into the weights.

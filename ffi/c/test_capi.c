@@ -49,6 +49,33 @@ static bool on_batch_piece(void *user_data, size_t index, const char *piece, siz
     return !(index == c->stop_index && c->pieces[index] >= c->stop_after);
 }
 
+/* A callback that calls back into the model running it: calls that need the model's lock are
+ * refused with GRAFTLM_ERR_BUSY (never a deadlock), the tokenizer still works. */
+struct reenter { const graftlm_model *model; const graftlm_adapter *adapter; graftlm_session *session;
+                 int calls, busy, other, tokenized; };
+static bool on_piece_reenter(void *user_data, const char *piece, size_t len) {
+    (void)piece;
+    (void)len;
+    struct reenter *e = user_data;
+    e->calls++;
+    graftlm_gen_params p = graftlm_gen_params_default();
+    p.max_new_tokens = 2;
+    graftlm_result *r = NULL;
+    graftlm_status s[3] = {
+        graftlm_model_attach(e->model, e->adapter, 1.0f, false),
+        graftlm_generate(e->model, "x", &p, &r),
+        e->session ? graftlm_session_send(e->session, "x", &p, NULL, NULL, &r) : GRAFTLM_ERR_BUSY,
+    };
+    for (int i = 0; i < 3; i++) {
+        if (s[i] == GRAFTLM_ERR_BUSY) e->busy++;
+        else e->other++;
+    }
+    size_t n = 0;
+    uint32_t ids[8];
+    if (graftlm_tokenize(e->model, "ab", ids, 8, &n) == GRAFTLM_OK) e->tokenized++;
+    return e->calls < 2;
+}
+
 struct job { const graftlm_model *model; int ok; };
 /* Each thread has its own session on the shared model. */
 static void *worker(void *arg) {
@@ -307,6 +334,71 @@ int main(int argc, char **argv) {
     OK(graftlm_model_load(out_dir, &model));
     OK(graftlm_generate(model, "The function returns a value", &p, &r));
     CHECK(same_ids(r, LORA_STEP4_GREEDY, 16), "exported merged model");
+    graftlm_result_free(r);
+    graftlm_model_free(model);
+
+    /* Misuse: freed, freed twice, wrong-kind and made-up handles are refused, never undefined. */
+    OK(graftlm_model_load(base, &model));
+    OK(graftlm_adapter_load(model, run, 4, NULL, &a));
+    graftlm_model *stale = model;
+    graftlm_adapter *stale_a = a;
+    OK(graftlm_generate(model, "The function returns a value", &p, &r));
+    graftlm_result *stale_r = r;
+    graftlm_result_free(r);
+    graftlm_result_free(stale_r); /* twice: ignored */
+    CHECK(graftlm_result_text(stale_r) == NULL && graftlm_result_stop_reason(stale_r) == NULL, "freed result");
+    len = 99;
+    CHECK(graftlm_result_ids(stale_r, &len) == NULL && len == 99, "freed result ids");
+    graftlm_adapter_free(a);
+    graftlm_adapter_free(stale_a); /* twice: ignored */
+    CHECK(graftlm_model_attach(model, stale_a, 1.0f, false) == GRAFTLM_ERR_INVALID_HANDLE, "freed adapter attach");
+    CHECK(graftlm_adapter_name(stale_a) == NULL, "freed adapter name");
+    CHECK(graftlm_generate((const graftlm_model *)stale_a, "x", &p, &r) == GRAFTLM_ERR_INVALID_HANDLE,
+          "adapter passed as a model");
+    CHECK(graftlm_generate((const graftlm_model *)(uintptr_t)0x1234567, "x", &p, &r) == GRAFTLM_ERR_INVALID_HANDLE,
+          "made-up model");
+    CHECK(strcmp(graftlm_status_str(GRAFTLM_ERR_INVALID_HANDLE), "invalid handle") == 0, "status string");
+    /* Empty text with no buffer: defined (the needed length, or 0). */
+    len = 99;
+    graftlm_status ts = graftlm_tokenize(model, "", NULL, 0, &len);
+    CHECK((ts == GRAFTLM_OK && len == 0) || (ts == GRAFTLM_ERR_BUFFER_TOO_SMALL && len > 0), "empty text, NULL ids");
+    /* A callback that re-enters: refused with BUSY, nothing deadlocks, the generation completes. */
+    OK(graftlm_adapter_load(model, run, 4, NULL, &a));
+    OK(graftlm_session_new(model, &s));
+    struct reenter e = {model, a, s, 0, 0, 0, 0};
+    p.max_new_tokens = 6;
+    OK(graftlm_generate_stream(model, "The function returns a value", &p, on_piece_reenter, &e, &r));
+    CHECK(e.calls == 2 && e.busy == 6 && e.other == 0 && e.tokenized == 2, "re-entry: %d calls, %d busy, %d other",
+          e.calls, e.busy, e.other);
+    CHECK(strcmp(graftlm_result_stop_reason(r), "callback") == 0, "stopped by the callback");
+    graftlm_result_free(r);
+    /* ... and from a session's own callback: the session itself is busy. */
+    struct reenter e2 = {model, a, s, 0, 0, 0, 0};
+    OK(graftlm_session_send(s, "Hello", &p, on_piece_reenter, &e2, &r));
+    CHECK(e2.busy == 6 && e2.other == 0, "session re-entry: %d busy, %d other", e2.busy, e2.other);
+    graftlm_result_free(r);
+    count = 99;
+    OK(graftlm_model_adapter_count(model, &count));
+    CHECK(count == 0, "nothing was attached from the callback");
+    graftlm_session_free(s);
+    /* Exports never harm an input, refuse a non-empty directory unless forced. */
+    CHECK(graftlm_model_export_merged(model, base) == GRAFTLM_ERR_INVALID_ARGUMENT, "export onto the base");
+    CHECK(graftlm_model_export_merged(model, out_dir) == GRAFTLM_ERR_INVALID_ARGUMENT, "export into a full dir");
+    CHECK(strstr(graftlm_last_error(), "not empty") != NULL, "says why: %s", graftlm_last_error());
+    CHECK(graftlm_model_export_merged_with(model, out_dir, 0x80) == GRAFTLM_ERR_INVALID_ARGUMENT, "unknown flag");
+    OK(graftlm_model_attach(model, a, 1.0f, false));
+    OK(graftlm_model_export_merged_with(model, out_dir, GRAFTLM_EXPORT_FORCE));
+    CHECK(graftlm_model_set_scale(model, "litgpt-lora-llama/step-000004", 1e30f) == GRAFTLM_ERR_INVALID_ARGUMENT,
+          "a scale whose merge cannot be undone");
+    graftlm_adapter_free(a);
+    graftlm_model_free(model);
+    graftlm_model_free(stale); /* twice: ignored */
+    CHECK(graftlm_generate(stale, "x", &p, &r) == GRAFTLM_ERR_INVALID_HANDLE, "freed model");
+    CHECK(graftlm_session_new(stale, &s) == GRAFTLM_ERR_INVALID_HANDLE, "session on a freed model");
+    CHECK(graftlm_session_send(s, "x", &p, NULL, NULL, &r) == GRAFTLM_ERR_INVALID_HANDLE, "freed session");
+    /* The base survived everything above. */
+    OK(graftlm_model_load(base, &model));
+    OK(graftlm_generate(model, "The function returns a value", &p, &r));
     graftlm_result_free(r);
     graftlm_model_free(model);
 

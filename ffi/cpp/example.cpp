@@ -34,6 +34,25 @@ int main(int argc, char **argv) {
         } catch (const graftlm::Error &e) {
             if (e.status() != GRAFTLM_ERR_NOT_FOUND) return 1;
         }
+        // An exception thrown by the callback stops the generation and reaches the caller; a
+        // call back into the same model from the callback is refused (BUSY), never a deadlock.
+        try {
+            model.generate(prompt, graftlm::Params().max_new_tokens(8), [&](const std::string &) -> bool {
+                try {
+                    model.generate("x", graftlm::Params().max_new_tokens(1));
+                } catch (const graftlm::Error &e) {
+                    if (e.status() == GRAFTLM_ERR_BUSY) throw std::runtime_error("busy as documented");
+                }
+                return true;
+            });
+            std::cerr << "the callback's exception was lost\n";
+            return 1;
+        } catch (const std::runtime_error &e) {
+            if (std::string(e.what()) != "busy as documented") {
+                std::cerr << "unexpected: " << e.what() << "\n";
+                return 1;
+            }
+        }
     } catch (const graftlm::Error &e) {
         std::cerr << e.what() << "\n";
         return 1;

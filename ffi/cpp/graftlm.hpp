@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -66,12 +67,21 @@ inline Result take(graftlm_result *raw) {
     return Result{graftlm_result_text(r.get()), std::vector<uint32_t>(ids, ids + n), graftlm_result_stop_reason(r.get())};
 }
 
-inline bool trampoline(void *user_data, const char *piece, size_t len) {
-    auto *f = static_cast<std::function<bool(const std::string &)> *>(user_data);
+/// What a streaming call passes its C callback: the caller's function, and the exception it
+/// threw, if any (kept here and rethrown once the C call has returned: an exception must never
+/// unwind through graftlm's frames).
+struct Stream {
+    std::function<bool(const std::string &)> *on_piece;
+    std::exception_ptr error;
+};
+
+inline bool trampoline(void *user_data, const char *piece, size_t len) noexcept {
+    auto *s = static_cast<Stream *>(user_data);
     try {
-        return (*f)(std::string(piece, len));
+        return (*s->on_piece)(std::string(piece, len));
     } catch (...) {
-        return false;  // never let a C++ exception cross the C boundary
+        s->error = std::current_exception();
+        return false;  // stops the generation; rethrown by the caller
     }
 }
 }  // namespace detail
@@ -133,11 +143,17 @@ class Model {
         check(graftlm_generate(m_.get(), prompt.c_str(), &p.raw, &r));
         return detail::take(r);
     }
-    /// `on_piece` returns false to stop.
+    /// `on_piece` returns false to stop. An exception it throws stops the generation and is
+    /// rethrown here. Calls from inside it into this same model that need the model (generate,
+    /// attach, ...) throw graftlm::Error with GRAFTLM_ERR_BUSY; tokenize works.
     Result generate(const std::string &prompt, const Params &p, std::function<bool(const std::string &)> on_piece) const {
         graftlm_result *r = nullptr;
-        check(graftlm_generate_stream(m_.get(), prompt.c_str(), &p.raw, detail::trampoline, &on_piece, &r));
-        return detail::take(r);
+        detail::Stream stream{&on_piece, nullptr};
+        graftlm_status s = graftlm_generate_stream(m_.get(), prompt.c_str(), &p.raw, detail::trampoline, &stream, &r);
+        std::unique_ptr<graftlm_result, detail::ResultFree> owned(r);
+        if (stream.error) std::rethrow_exception(stream.error);
+        check(s);
+        return detail::take(owned.release());
     }
 
     /// One request of `generate_batch`: a prompt and the attached adapter it uses ("": the base).

@@ -187,7 +187,7 @@ pub unsafe extern "C" fn graftlm_generate(
 ) -> graftlm_status {
     guard(|| {
         run(
-            &model_of(model)?,
+            &*model_of(model)?,
             prompt,
             params,
             None,
@@ -213,7 +213,7 @@ pub unsafe extern "C" fn graftlm_generate_stream(
             return Err(Error::invalid("cb", "is NULL"));
         }
         run(
-            &model_of(model)?,
+            &*model_of(model)?,
             prompt,
             params,
             cb,
@@ -420,8 +420,8 @@ pub unsafe extern "C" fn graftlm_session_reset(session: *mut graftlm_session) ->
     })
 }
 
-/// Releases a session (a call running on it in another thread finishes first). NULL, a freed or
-/// an unknown handle is ignored.
+/// Releases a session (a call running on it in another thread keeps it alive until it returns).
+/// NULL, a freed or an unknown handle is ignored.
 #[no_mangle]
 pub extern "C" fn graftlm_session_free(session: *mut graftlm_session) {
     let _ = std::panic::catch_unwind(|| SESSIONS.remove(session as usize));

@@ -162,7 +162,8 @@ unsafe fn load(
 }
 
 /// Releases a model. Sessions created from it keep it alive until they are freed, and calls
-/// running on it in other threads finish first. NULL, a freed or an unknown handle is ignored.
+/// running on it in other threads until they return. NULL, a freed or an unknown handle is
+/// ignored; any later use of the handle is `GRAFTLM_ERR_INVALID_HANDLE`.
 #[no_mangle]
 pub extern "C" fn graftlm_model_free(model: *mut graftlm_model) {
     let _ = std::panic::catch_unwind(|| MODELS.remove(model as usize));
@@ -265,7 +266,8 @@ pub unsafe extern "C" fn graftlm_model_activate(
     guard(|| {
         let m = model_of(model)?;
         let name = arg_str(name, "name")?;
-        m.write()?.model.set_active(name, active)
+        let mut st = m.write()?;
+        st.model.set_active(name, active)
     })
 }
 

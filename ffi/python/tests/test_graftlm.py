@@ -1,5 +1,6 @@
 """Tests of the Python bindings (run by .ci/run through ffi/run.sh)."""
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -146,3 +147,55 @@ def test_generate_batch_each_with_its_adapter():
             m.generate_batch(prompts, [None, "nope", None], max_new_tokens=4)
         with pytest.raises(ValueError):
             m.generate_batch(prompts, [None], max_new_tokens=4)
+
+
+def test_close_while_other_threads_generate():
+    """close() while other threads are inside calls: they finish or raise, the interpreter lives."""
+    m = graftlm.Model.load(DEMO)
+    statuses = []
+
+    def work():
+        for _ in range(6):
+            try:
+                m.generate(REF["prompt"], max_new_tokens=8, temperature=0)
+            except graftlm.GraftlmError as e:
+                statuses.append(e.status)
+
+    with ThreadPoolExecutor(4) as ex:
+        futures = [ex.submit(work) for _ in range(4)]
+        time.sleep(0.05)
+        m.close()
+        for f in futures:
+            f.result()
+    assert set(statuses) <= {1, 11}, statuses
+    with pytest.raises(graftlm.GraftlmError):
+        m.generate("x")
+    m.close()  # twice: fine
+
+
+def test_a_callback_calling_back_into_its_model_gets_busy():
+    with graftlm.Model.load(LLAMA) as m:
+        name = m.attach(RUN, step=4)
+        with pytest.raises(graftlm.GraftlmError) as e:
+            m.generate_batch(["The function"], [None], max_new_tokens=4, on_text=lambda i, piece: m.detach(name))
+        assert e.value.status == 12
+        assert m.tokenize("ab")  # the model is fine afterwards
+        m.detach(name)
+
+
+def test_export_never_harms_an_input_and_needs_force_to_replace(tmp_path):
+    with graftlm.Model.load(LLAMA) as m:
+        m.attach(RUN, step=4)
+        for bad in [LLAMA, LLAMA / "sub", LLAMA.parent]:
+            with pytest.raises(graftlm.GraftlmError) as e:
+                m.export_merged(bad, force=True)
+            assert e.value.status == 1 and "input" in e.value.message
+        out = tmp_path / "merged"
+        m.export_merged(out)
+        with pytest.raises(graftlm.GraftlmError) as e:
+            m.export_merged(out)
+        assert "not empty" in e.value.message
+        m.export_merged(out, force=True)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    with graftlm.Model.load(LLAMA) as base:  # still loads
+        assert base.generate("x", max_new_tokens=2).ids
