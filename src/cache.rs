@@ -78,7 +78,10 @@ impl<B: Backend> KvCache<B> {
                 // Room for at least twice what was held (growing costs amortised O(1) per
                 // position), at least `MIN_ROOM`, never more than the capacity.
                 let held = old.as_ref().map_or(0, |o| o.0.dims()[2]);
-                let room = need.max(2 * held).max(MIN_ROOM).min(self.capacity.max(need));
+                let room = need
+                    .max(2 * held)
+                    .max(MIN_ROOM)
+                    .min(self.capacity.max(need));
                 let dev = k.device();
                 let (gk, gv) = (
                     Tensor::zeros([b, h, room, hs], &dev),

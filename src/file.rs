@@ -171,9 +171,7 @@ impl Positioned {
 
     /// A second handle on the same open file (for readers that need `Read + Seek`).
     pub fn try_clone(&self) -> Result<File> {
-        self.file
-            .try_clone()
-            .map_err(|e| Error::io(&self.path, e))
+        self.file.try_clone().map_err(|e| Error::io(&self.path, e))
     }
 }
 

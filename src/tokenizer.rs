@@ -91,7 +91,8 @@ impl Tokenizer {
     /// Loads `tokenizer.json` (+ `tokenizer_config.json`, `generation_config.json`) from `dir`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        if !path.is_file() {
+        // Anything there is read (and a FIFO or directory refused by name); nothing: not found.
+        if !path.exists() {
             let why = if dir.join("tokenizer.model").is_file() {
                 "only tokenizer.model (SentencePiece) is present; graftlm needs tokenizer.json"
             } else {

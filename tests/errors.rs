@@ -324,3 +324,103 @@ fn step_folder_without_weights() {
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("step folders"), "{err}");
 }
+
+/// A LitGPT `lora_alpha: .inf` is refused by file and field; a PEFT `lora_alpha` of 1e38 (finite,
+/// but a merge of it could never be undone) likewise, at attach; neither generates garbage.
+#[test]
+fn non_finite_or_absurd_alphas_are_refused_by_file_and_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let step = tmp.path().join("run/step-000002");
+    copy_dir(
+        &fixtures().join("../adapters/litgpt-lora-llama/step-000002"),
+        &step,
+    );
+    let hp = step.join("hyperparameters.yaml");
+    let text = fs::read_to_string(&hp)
+        .unwrap()
+        .replace("lora_alpha: 8", "lora_alpha: .inf");
+    fs::write(&hp, text).unwrap();
+    let err = graftlm::ModelBuilder::new()
+        .base(fixtures().join("llama/lit"))
+        .adapter(step.into())
+        .plan()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, Error::UnsupportedConfig { .. })
+            && msg.contains("lora_alpha")
+            && msg.contains("hyperparameters.yaml"),
+        "{msg}"
+    );
+
+    let dir = tmp.path().join("peft");
+    copy_dir(&fixtures().join("../adapters/peft-llama-qv"), &dir);
+    let cfg = dir.join("adapter_config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["lora_alpha"] = serde_json::json!(1e38);
+    fs::write(&cfg, v.to_string()).unwrap();
+    let plan = graftlm::ModelBuilder::new()
+        .base(fixtures().join("llama/hf"))
+        .adapter(dir.clone().into())
+        .plan()
+        .unwrap();
+    let err = plan.build::<B>(&Default::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("lora_alpha") && msg.contains("adapter_config.json"),
+        "{msg}"
+    );
+}
+
+/// Scales: non-finite ones, and ones whose merge could not be undone (the base would be lost to
+/// rounding), are refused through the API and leave the model as it was; a sane scale merged,
+/// unmerged and detached gives the base back.
+#[test]
+fn scales_whose_merge_cannot_be_undone_are_refused() {
+    let dir = fixtures().join("../adapters/peft-llama-qv");
+    let ck = Checkpoint::open(fixtures().join("llama/hf")).unwrap();
+    let mut model = ck.load::<B>(&Default::default()).unwrap();
+    let adapter = graftlm::adapters::read(
+        &graftlm::adapters::locate(&dir, None).unwrap(),
+        &ck.config,
+        None,
+    )
+    .unwrap();
+    let ids = [1u32, 5, 9, 13];
+    let logits = |m: &graftlm::Model<B>| {
+        let mut c = m.new_cache(ids.len());
+        graftlm::generate::logits_to_vec(m.forward(&ids, &mut c, true).unwrap()).unwrap()
+    };
+    let base = logits(&model);
+    for bad in [f32::NAN, f32::INFINITY, 1e10, -1e30] {
+        let e = model
+            .attach(&adapter, bad, graftlm::Mode::Merged)
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidArgument { ref name, .. } if name == "scale"),
+            "{bad}: {e}"
+        );
+        assert!(model.grafts().is_empty());
+    }
+    assert_eq!(logits(&model), base, "refused attaches changed nothing");
+    model
+        .attach(&adapter, 2.0, graftlm::Mode::Separate)
+        .unwrap();
+    let name = adapter.name.clone();
+    assert!(model.set_scale(&name, 1e10).is_err());
+    assert_eq!(
+        model.grafts()[0].scale,
+        2.0,
+        "a refused scale leaves the old one"
+    );
+    model.set_merged(&name, true).unwrap();
+    model.set_merged(&name, false).unwrap();
+    model.detach(&name).unwrap();
+    let back = logits(&model);
+    let diff = back
+        .iter()
+        .zip(&base)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff < 1e-5, "base restored to rounding ({diff})");
+}

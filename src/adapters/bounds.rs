@@ -7,7 +7,7 @@
 //! orders of magnitude below the limit; only a broken `lora_alpha` or an absurd scale reaches it.
 
 use super::lora::LowRankUpdate;
-use super::Adapter;
+use super::{Adapter, AdapterFormat};
 use crate::error::{Error, Result};
 
 /// How many times the largest base weight a merged term may reach.
@@ -18,12 +18,11 @@ pub(crate) const MAX_TERM_RATIO: f32 = 256.0;
 pub(crate) fn term_bound(u: &LowRankUpdate) -> f32 {
     let a = u.a.data.iter().fold(0f32, |m, x| m.max(x.abs()));
     let r = u.rank().max(1);
-    let b = u
-        .b
-        .data
-        .chunks(r)
-        .map(|row| row.iter().map(|x| x.abs()).sum::<f32>())
-        .fold(0f32, f32::max);
+    let b =
+        u.b.data
+            .chunks(r)
+            .map(|row| row.iter().map(|x| x.abs()).sum::<f32>())
+            .fold(0f32, f32::max);
     a * b
 }
 
@@ -53,7 +52,12 @@ pub(crate) fn check_term(
     );
     match adapter {
         Some(a) if !bound.is_finite() || bound > limit => Err(Error::UnsupportedConfig {
-            path: a.path.clone(),
+            // The file that holds `lora_alpha` (the weights file for formats without one).
+            path: match a.format {
+                AdapterFormat::PeftLora => a.dir.join("adapter_config.json"),
+                AdapterFormat::LitGptLora => a.dir.join("hyperparameters.yaml"),
+                _ => a.path.clone(),
+            },
             field: "lora_alpha".into(),
             msg: format!("alpha {} with r {}: {what}", a.alpha, a.r),
         }),

@@ -182,7 +182,13 @@ impl<B: Backend> Model<B> {
                     found: got.to_vec(),
                 });
             }
-            bounds::check_term(Some(adapter), lin, || l.max_abs_base(), bounds::term_bound(u), scale)?;
+            bounds::check_term(
+                Some(adapter),
+                lin,
+                || l.max_abs_base(),
+                bounds::term_bound(u),
+                scale,
+            )?;
         }
         let name: Arc<str> = Arc::from(adapter.name.as_str());
         // The factors as the model holds them (transposed, maybe narrowed), made in parallel

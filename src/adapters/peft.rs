@@ -111,7 +111,10 @@ pub fn config(loc: &AdapterLocation) -> Result<PeftConfig> {
     let r = v.get("r").and_then(Value::as_u64).unwrap_or(8) as usize;
     let alpha = v.get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
     if !alpha.is_finite() {
-        return Err(refuse("lora_alpha", format!("{alpha} is not a finite number")));
+        return Err(refuse(
+            "lora_alpha",
+            format!("{alpha} is not a finite number"),
+        ));
     }
     let pattern = |k: &str| -> Vec<(String, Value)> {
         v.get(k)

@@ -212,15 +212,7 @@ pub unsafe extern "C" fn graftlm_generate_stream(
         if cb.is_none() {
             return Err(Error::invalid("cb", "is NULL"));
         }
-        run(
-            &*model_of(model)?,
-            prompt,
-            params,
-            cb,
-            user_data,
-            None,
-            out,
-        )
+        run(&*model_of(model)?, prompt, params, cb, user_data, None, out)
     })
 }
 

@@ -73,7 +73,10 @@ impl<T> Registry<T> {
         } else {
             "was freed, or never came from graftlm".to_string()
         };
-        Error::InvalidHandle(format!("`{name}` ({handle:#x}) is not a live {}: it {why}", self.what))
+        Error::InvalidHandle(format!(
+            "`{name}` ({handle:#x}) is not a live {}: it {why}",
+            self.what
+        ))
     }
 }
 

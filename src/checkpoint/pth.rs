@@ -103,8 +103,8 @@ impl PthFile {
             }
         }
         let (s, e) = records[&pkl];
-        let list = pickle::tensors(&file.read_vec(s, e)?)
-            .map_err(|m| bad(format!("data.pkl: {m}")))?;
+        let list =
+            pickle::tensors(&file.read_vec(s, e)?).map_err(|m| bad(format!("data.pkl: {m}")))?;
         let mut tensors = BTreeMap::new();
         for (name, t) in list {
             tensors.insert(name, t);

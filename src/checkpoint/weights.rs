@@ -133,7 +133,8 @@ impl WeightFiles {
         ];
         for c in candidates {
             let p = dir.join(c);
-            if p.is_file() {
+            // Present in any form: a FIFO or directory there is refused by name when opened.
+            if p.exists() {
                 return Self::open(&p);
             }
         }
@@ -336,7 +337,10 @@ impl WeightFiles {
             Backing::Safetensors { shards, index } => {
                 let (si, dtype, shape, (start, end)) = index.get(name).ok_or_else(missing)?;
                 let shard = &shards[*si];
-                let (a, b) = (shard.data_start + *start as u64, shard.data_start + *end as u64);
+                let (a, b) = (
+                    shard.data_start + *start as u64,
+                    shard.data_start + *end as u64,
+                );
                 let bytes = shard.file.read_vec(a, b)?;
                 let data = decode(&bytes, *dtype).map_err(|msg| Error::BadTensor {
                     path: shard.path.clone(),
@@ -375,8 +379,7 @@ fn read_header(f: &Positioned) -> Result<(u64, Metadata)> {
         return Err(bad(format!("header of {n} bytes is too large")));
     }
     let header = f.read_vec(8, 8 + n)?;
-    let md: Metadata =
-        serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
+    let md: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
     if 8 + n + md.data_len() as u64 != f.len() {
         return Err(bad(format!(
             "the header describes {} bytes of data but the file holds {}",

@@ -152,9 +152,11 @@ impl ModelConfig {
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let lit = dir.join("model_config.yaml");
         let hf = dir.join("config.json");
-        if lit.is_file() {
+        // Anything there counts as present (`exists`, not `is_file`), so that a FIFO or a
+        // directory in its place is refused by name rather than reported missing.
+        if lit.exists() {
             Self::from_litgpt_yaml(&lit)
-        } else if hf.is_file() {
+        } else if hf.exists() {
             Self::from_hf_json(&hf)
         } else if !dir.exists() {
             Err(Error::NotFound {

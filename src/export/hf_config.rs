@@ -36,7 +36,13 @@ pub(super) fn outputs(hf: &Entry, cfg: &ModelConfig, keep_tied: bool) -> Vec<(St
 }
 
 /// Inverse of `names::neox_to_grouped`.
-pub(super) fn grouped_to_neox(data: &[f32], row: usize, n_head: usize, groups: usize, hs: usize) -> Vec<f32> {
+pub(super) fn grouped_to_neox(
+    data: &[f32],
+    row: usize,
+    n_head: usize,
+    groups: usize,
+    hs: usize,
+) -> Vec<f32> {
     let q_per_kv = n_head / groups;
     let (qn, kn) = (n_head * hs * row, groups * hs * row);
     let (q, k, v) = (&data[..qn], &data[qn..qn + kn], &data[qn + kn..]);
@@ -51,7 +57,11 @@ pub(super) fn grouped_to_neox(data: &[f32], row: usize, n_head: usize, groups: u
 }
 
 /// The `config.json` for the merged model.
-pub(super) fn hf_config(cfg: &ModelConfig, base_dir: &Path, tied: bool) -> Result<serde_json::Value> {
+pub(super) fn hf_config(
+    cfg: &ModelConfig,
+    base_dir: &Path,
+    tied: bool,
+) -> Result<serde_json::Value> {
     let base_json = base_dir.join("config.json");
     if cfg.family != Family::LitGpt && base_json.is_file() {
         let text = crate::file::read_to_string(&base_json)?;
@@ -185,4 +195,3 @@ pub(super) fn hf_config(cfg: &ModelConfig, base_dir: &Path, tied: bool) -> Resul
     }
     Ok(v)
 }
-

@@ -241,7 +241,10 @@ pub fn export_merged_with(
     file.sync_all().map_err(write_err)?;
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
 
-    for (name, v) in [("config.json", &cfg_json), ("graftlm_merge.json", &provenance)] {
+    for (name, v) in [
+        ("config.json", &cfg_json),
+        ("graftlm_merge.json", &provenance),
+    ] {
         let text = serde_json::to_vec_pretty(v).map_err(|e| Error::parse(out_dir, e))?;
         staging.write(name, &text)?;
     }

@@ -320,9 +320,17 @@ mod tests {
         fs::create_dir_all(base.join("sub")).unwrap();
         fs::write(base.join("config.json"), "{}").unwrap();
         let ins = inputs(&base);
-        for out in [base.clone(), base.join("sub"), base.join("new/deeper"), t.path().into()] {
+        for out in [
+            base.clone(),
+            base.join("sub"),
+            base.join("new/deeper"),
+            t.path().into(),
+        ] {
             let e = Target::check(&out, &ins, true).unwrap_err().to_string();
-            assert!(e.contains("refusing to write over an input"), "{out:?}: {e}");
+            assert!(
+                e.contains("refusing to write over an input"),
+                "{out:?}: {e}"
+            );
         }
         #[cfg(unix)]
         {
@@ -345,10 +353,22 @@ mod tests {
         let s = Target::check(&out, &[], true).unwrap().stage().unwrap();
         s.write("new.bin", b"new").unwrap();
         s.commit().unwrap();
-        let names: Vec<_> = fs::read_dir(&out).unwrap().flatten().map(|e| e.file_name()).collect();
+        let names: Vec<_> = fs::read_dir(&out)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         assert_eq!(names, vec![OsString::from("new.bin")]);
-        let left: Vec<_> = fs::read_dir(t.path()).unwrap().flatten().map(|e| e.file_name()).collect();
-        assert_eq!(left, vec![OsString::from("out")], "nothing else left beside it");
+        let left: Vec<_> = fs::read_dir(t.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![OsString::from("out")],
+            "nothing else left beside it"
+        );
     }
 
     #[test]

@@ -228,10 +228,14 @@ mod x86 {
         masks: &[__mmask16; NV],
     ) {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+        // A vector past the panel's width (mask 0) is never addressed: for the last row its
+        // column lies past the end of `y`, and forming that pointer is already out of bounds.
         if k0 > 0 {
             for (r, row) in acc.iter_mut().enumerate().take(rows) {
                 for (v, a) in row.iter_mut().enumerate() {
-                    *a = _mm512_maskz_loadu_ps(masks[v], y.add((i + r) * n + j + v * 16));
+                    if masks[v] != 0 {
+                        *a = _mm512_maskz_loadu_ps(masks[v], y.add((i + r) * n + j + v * 16));
+                    }
                 }
             }
         }
@@ -250,7 +254,9 @@ mod x86 {
         }
         for (r, row) in acc.iter().enumerate().take(rows) {
             for (v, a) in row.iter().enumerate() {
-                _mm512_mask_storeu_ps(y.add((i + r) * n + j + v * 16), masks[v], *a);
+                if masks[v] != 0 {
+                    _mm512_mask_storeu_ps(y.add((i + r) * n + j + v * 16), masks[v], *a);
+                }
             }
         }
     }

@@ -92,7 +92,10 @@ impl<B: Backend> Rope<B> {
         if end <= self.len() {
             return;
         }
-        let len = end.checked_next_power_of_two().unwrap_or(end).min(self.limit);
+        let len = end
+            .checked_next_power_of_two()
+            .unwrap_or(end)
+            .min(self.limit);
         let grown = build(&self.theta, self.condense, self.n_elem, len, &self.device);
         if let Ok(mut t) = self.tables.write() {
             if t.0.dims()[0] < len {

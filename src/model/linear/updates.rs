@@ -102,7 +102,12 @@ impl<B: Backend> Linear<B> {
     pub(crate) fn update_bound(&self, name: &str) -> Option<f32> {
         let u = self.updates.iter().find(|u| &*u.name == name)?;
         let a = as_f32(&u.a).abs().max().into_scalar().elem::<f32>();
-        let b = as_f32(&u.b).abs().sum_dim(0).max().into_scalar().elem::<f32>();
+        let b = as_f32(&u.b)
+            .abs()
+            .sum_dim(0)
+            .max()
+            .into_scalar()
+            .elem::<f32>();
         Some(a * b)
     }
 
