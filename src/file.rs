@@ -52,16 +52,29 @@ fn open_checked(path: &Path) -> io::Result<File> {
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.read(true);
-    #[cfg(target_os = "linux")]
+    #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        // Reads of a regular file ignore O_NONBLOCK; it only keeps `open` of a FIFO from waiting.
+        // Keeps `open` of a FIFO swapped in since the check above from waiting for a writer.
         opts.custom_flags(libc::O_NONBLOCK);
     }
     let f = opts.open(path)?;
     let m = f.metadata()?;
     if !m.is_file() {
         return Err(not_regular(kind_of(&m)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // A regular file: back to blocking reads (the flag means nothing for one, but do not
+        // leave it set on a descriptor others may see).
+        // SAFETY: a valid descriptor we own; F_GETFL/F_SETFL only read and set its flags.
+        unsafe {
+            let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(f.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
     }
     Ok(f)
 }
@@ -133,7 +146,7 @@ impl Positioned {
                 ),
             ));
         }
-        read_at(&self.file, buf, offset).map_err(|e| {
+        read_parallel(&self.file, buf, offset).map_err(|e| {
             let e = if e.kind() == io::ErrorKind::UnexpectedEof {
                 io::Error::new(
                     e.kind(),
@@ -173,6 +186,21 @@ impl Positioned {
     pub fn try_clone(&self) -> Result<File> {
         self.file.try_clone().map_err(|e| Error::io(&self.path, e))
     }
+}
+
+/// Large reads in pieces on the thread pool: the copy out of the page cache and the first touch
+/// of fresh memory are most of a load, and both scale with threads.
+fn read_parallel(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    const PIECE: usize = 1 << 20;
+    #[cfg(feature = "flex")]
+    if buf.len() > 2 * PIECE {
+        use rayon::prelude::*;
+        return buf
+            .par_chunks_mut(PIECE)
+            .enumerate()
+            .try_for_each(|(i, piece)| read_at(f, piece, offset + (i * PIECE) as u64));
+    }
+    read_at(f, buf, offset)
 }
 
 #[cfg(unix)]

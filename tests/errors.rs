@@ -371,6 +371,19 @@ fn non_finite_or_absurd_alphas_are_refused_by_file_and_field() {
         msg.contains("lora_alpha") && msg.contains("adapter_config.json"),
         "{msg}"
     );
+    // Past f32's range, `alpha / r` is infinite: B's zeros would turn to NaN. Refused at read.
+    v["lora_alpha"] = serde_json::json!(1e40);
+    fs::write(&cfg, v.to_string()).unwrap();
+    let err = graftlm::ModelBuilder::new()
+        .base(fixtures().join("llama/hf"))
+        .adapter(dir.into())
+        .plan()
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("lora_alpha") && msg.contains("not a finite"),
+        "{msg}"
+    );
 }
 
 /// Scales: non-finite ones, and ones whose merge could not be undone (the base would be lost to
@@ -415,6 +428,17 @@ fn scales_whose_merge_cannot_be_undone_are_refused() {
         "a refused scale leaves the old one"
     );
     model.set_merged(&name, true).unwrap();
+    // Merged, the weight holds the term; the limit for a new scale still comes from the base
+    // (a merge cannot raise it step by step).
+    let mut allowed = 2.0f32;
+    while model.set_scale(&name, allowed * 4.0).is_ok() {
+        allowed *= 4.0;
+        assert!(
+            allowed < 1e7,
+            "the limit keeps rising with the merged weight"
+        );
+    }
+    model.set_scale(&name, 2.0).unwrap();
     model.set_merged(&name, false).unwrap();
     model.detach(&name).unwrap();
     let back = logits(&model);

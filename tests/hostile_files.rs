@@ -35,8 +35,13 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(Duration::from_secs(secs))
-        .unwrap_or_else(|_| panic!("{what}: no answer within {secs} s (a hang)"))
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => v,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: no answer within {secs} s (a hang)")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: the call panicked"),
+    }
 }
 
 /// Resident memory of this process in MiB (Linux).

@@ -14,8 +14,12 @@ use crate::error::{Error, Result};
 pub(crate) const MAX_TERM_RATIO: f32 = 256.0;
 
 /// An upper bound of `max |ΔW|` for `ΔW = B·A` (`A` `[r, in]`, `B` `[out, r]`, row-major):
-/// `max|A| · max_o Σ_k |B[o, k]|`. Cheap (one pass over the factors), never below the truth.
+/// `max|A| · max_o Σ_k |B[o, k]|`. Cheap (one pass over the factors), never below the truth;
+/// infinite when any factor value is not finite (`f32::max` would skip a NaN).
 pub(crate) fn term_bound(u: &LowRankUpdate) -> f32 {
+    if u.a.data.iter().chain(&u.b.data).any(|x| !x.is_finite()) {
+        return f32::INFINITY;
+    }
     let a = u.a.data.iter().fold(0f32, |m, x| m.max(x.abs()));
     let r = u.rank().max(1);
     let b =

@@ -126,6 +126,13 @@ pub fn read(loc: &AdapterLocation, cfg: &ModelConfig, name: &str) -> Result<Adap
         }
         let alpha = hp.alpha.unwrap_or(r as f64);
         let scale = (alpha / r as f64) as f32;
+        if !scale.is_finite() {
+            return Err(Error::UnsupportedConfig {
+                path: loc.dir.join("hyperparameters.yaml"),
+                field: "lora_alpha".into(),
+                msg: format!("{alpha} / r {r} is not a finite f32 scale"),
+            });
+        }
         let a = files.read_f32(&an)?;
         let b = files.read_f32(&bn)?;
         let update = if lin.ends_with("attn.qkv") {

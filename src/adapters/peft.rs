@@ -343,6 +343,13 @@ pub fn read(loc: &AdapterLocation, model: &ModelConfig, name: &str) -> Result<Ad
         } else {
             alpha / r as f64
         } as f32;
+        if !scale.is_finite() {
+            return Err(Error::UnsupportedConfig {
+                path: loc.dir.join("adapter_config.json"),
+                field: "lora_alpha".into(),
+                msg: format!("{alpha} / r {r} is not a finite f32 scale"),
+            });
+        }
         let mut a = files.read_f32(&an)?;
         let mut b = files.read_f32(&bn)?;
         if first.neox_qkv {

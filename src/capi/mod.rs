@@ -9,14 +9,16 @@
 //! Handles are checked on every call ([`registry`]): a freed handle, one freed twice, one of
 //! another kind or a made-up value gives `GRAFTLM_ERR_INVALID_HANDLE`; freeing an unknown handle
 //! does nothing. Freeing a handle while another thread is inside a call on it is safe: the object
-//! lives until that call returns.
+//! lives until that call returns. (Pointers an accessor returned — a result's text, an adapter's
+//! name — are valid only until the handle is freed, by any thread.)
 //!
 //! Threads: a `graftlm_model` may be used from many threads at once. Generations take a shared
 //! lock; adapter changes (attach, detach, activate, scale, merge, unmerge) take an exclusive lock
 //! and wait for running generations to finish. A streaming callback runs while its generation
 //! holds the model's lock: a call from inside it that needs that model's lock (generate, attach,
 //! ...) returns `GRAFTLM_ERR_BUSY` instead of waiting forever; tokenize, detokenize and the free
-//! functions work there. A `graftlm_session` is used by one thread at a time (a second thread
+//! functions work there. (This guards the callback's own thread; a callback that waits for
+//! another thread which is itself waiting for the model can still deadlock.) A `graftlm_session` is used by one thread at a time (a second thread
 //! gets `GRAFTLM_ERR_BUSY`). `graftlm_adapter` and `graftlm_result` are immutable and may be
 //! shared.
 #![allow(non_camel_case_types)]

@@ -12,14 +12,16 @@
 //!   fetching from it (`BINGET`) is O(1) whatever the value's size. The memo keeps a snapshot, as
 //!   this parser always has: growing a container that the memo also holds copies the container
 //!   first (copy-on-write), and the copy is charged as work.
-//! - Work. A parse may spend `max(MIN_WORK, WORK_PER_BYTE * input length)` units. A unit is one
+//! - Work. A parse may spend `max(MIN_WORK, WORK_PER_BYTE * input length)` units, and never more
+//!   than [`MAX_WORK`] (about a GB of memory at worst, whatever the file's size). A unit is one
 //!   value stored or copied into a container (a dict item is two), one byte of string or global
 //!   name, one element of a tensor's shape or stride, and, while flattening, one dict item
 //!   visited or one byte of dotted path built; each tensor listed costs [`TENSOR_WORK`] more.
 //!   Sharing lets a few hundred bytes describe a tree exponentially larger than the file (a dict
 //!   holding the same dict twice, 40 levels down); the budget turns that into an error ("pickle
 //!   needs more work than its size allows") instead of unbounded time and memory. Each unit is
-//!   at most a few dozen bytes of memory, so memory is linear in the input length too.
+//!   at most a few dozen bytes of memory, so memory is linear in the input length too, and
+//!   capped.
 //!
 //! The pickle stack and the memo grow by at most one entry per opcode, so the input length
 //! bounds them without a charge.
@@ -36,6 +38,10 @@ const MIN_WORK: u64 = 1 << 20;
 /// Work units per input byte. Real state dicts spend about 1.5 (each value and string is stored
 /// once and each tensor listed once), so 16 leaves a wide margin.
 const WORK_PER_BYTE: u64 = 16;
+/// The most work units any parse may spend: real state dicts need ~1.5 units per byte, so this
+/// serves a `data.pkl` of over 20 MB (~1 MB for a model with a thousand tensors), while a hostile
+/// one stops at roughly 1-1.5 GB of memory.
+const MAX_WORK: u64 = 1 << 25;
 /// Work charged per tensor listed, for its path and record (around 200 bytes with allocations).
 const TENSOR_WORK: usize = 8;
 
@@ -124,7 +130,9 @@ struct Work {
 
 impl Work {
     fn for_input(input_len: usize) -> Self {
-        let left = MIN_WORK.max(WORK_PER_BYTE.saturating_mul(input_len as u64));
+        let left = MIN_WORK
+            .max(WORK_PER_BYTE.saturating_mul(input_len as u64))
+            .min(MAX_WORK);
         Self { left, input_len }
     }
 

@@ -380,7 +380,8 @@ fn read_header(f: &Positioned) -> Result<(u64, Metadata)> {
     }
     let header = f.read_vec(8, 8 + n)?;
     let md: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("header: {e}")))?;
-    if 8 + n + md.data_len() as u64 != f.len() {
+    let end = (8 + n).checked_add(md.data_len() as u64);
+    if end != Some(f.len()) {
         return Err(bad(format!(
             "the header describes {} bytes of data but the file holds {}",
             md.data_len(),

@@ -5,6 +5,7 @@
 //! nothing for them until they are used. Each entry is computed on its own, so a grown table
 //! holds the same values as one built at full length.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 
 use burn::prelude::*;
@@ -44,6 +45,8 @@ pub fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
 #[derive(Debug)]
 pub struct Rope<B: Backend> {
     tables: RwLock<(Tensor<B, 2>, Tensor<B, 2>)>,
+    /// Positions the tables cover (read without the lock on every call).
+    len: AtomicUsize,
     theta: Vec<f32>,
     condense: f32,
     n_elem: usize,
@@ -56,6 +59,7 @@ impl<B: Backend> Clone for Rope<B> {
     fn clone(&self) -> Self {
         Self {
             tables: RwLock::new(self.current()),
+            len: AtomicUsize::new(self.len()),
             theta: self.theta.clone(),
             condense: self.condense,
             n_elem: self.n_elem,
@@ -75,9 +79,11 @@ impl<B: Backend> Rope<B> {
         let theta = inv_freq(cfg);
         let condense = cfg.rope_condense_ratio as f32;
         let n = cfg.rope_n_elem;
-        let tables = build(&theta, condense, n, limit.min(FIRST), device);
+        let first = limit.min(FIRST);
+        let tables = build(&theta, condense, n, 0..first, device);
         Self {
             tables: RwLock::new(tables),
+            len: AtomicUsize::new(first),
             theta,
             condense,
             n_elem: n,
@@ -86,22 +92,35 @@ impl<B: Backend> Rope<B> {
         }
     }
 
-    /// Makes the tables cover positions `0..end` (at most the limit): built again at the next
-    /// power of two, so growing is rare.
+    /// Makes the tables cover positions `0..end` (at most the limit): extended to the next
+    /// power of two with the new positions only, so growing is rare and costs what it adds.
     pub fn reach(&self, end: usize) {
-        if end <= self.len() {
+        if end <= self.len.load(Ordering::Acquire) {
             return;
         }
         let len = end
             .checked_next_power_of_two()
             .unwrap_or(end)
             .min(self.limit);
-        let grown = build(&self.theta, self.condense, self.n_elem, len, &self.device);
-        if let Ok(mut t) = self.tables.write() {
-            if t.0.dims()[0] < len {
-                *t = grown;
-            }
+        let Ok(mut t) = self.tables.write() else {
+            return;
+        };
+        let have = t.0.dims()[0];
+        if have >= len {
+            return; // another thread grew them meanwhile
         }
+        let (cos, sin) = build(
+            &self.theta,
+            self.condense,
+            self.n_elem,
+            have..len,
+            &self.device,
+        );
+        *t = (
+            Tensor::cat(vec![t.0.clone(), cos], 0),
+            Tensor::cat(vec![t.1.clone(), sin], 0),
+        );
+        self.len.store(len, Ordering::Release);
     }
 
     /// The tables as they are now (cheap: tensors share their data).
@@ -115,7 +134,7 @@ impl<B: Backend> Rope<B> {
 
     /// Number of positions the tables cover now.
     pub fn len(&self) -> usize {
-        self.current().0.dims()[0]
+        self.len.load(Ordering::Acquire)
     }
 
     /// Whether the tables are empty.
@@ -150,17 +169,18 @@ impl<B: Backend> Rope<B> {
     }
 }
 
-/// The tables for positions `0..len`.
+/// The tables for positions `range`.
 fn build<B: Backend>(
     theta: &[f32],
     condense: f32,
     n: usize,
-    len: usize,
+    range: std::ops::Range<usize>,
     device: &B::Device,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let len = range.len();
     let mut cos = Vec::with_capacity(len * n);
     let mut sin = Vec::with_capacity(len * n);
-    for p in 0..len {
+    for p in range {
         let pos = p as f32 / condense;
         // LitGPT repeats the frequencies: [θ_0..θ_{n/2}, θ_0..θ_{n/2}].
         for _ in 0..2 {
@@ -247,6 +267,31 @@ impl<B: Backend> Rope<B> {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+
+    /// Tables grown on demand (in several steps, past the first few thousand positions) hold
+    /// exactly the values of tables built at full length, and never pass the limit.
+    #[test]
+    fn grown_tables_equal_tables_built_whole() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/models/llama/hf"
+        );
+        let cfg = ModelConfig::from_dir(std::path::Path::new(dir)).unwrap();
+        type F = crate::backend::Flex;
+        let dev = Default::default();
+        let rope = Rope::<F>::new(&cfg, 9000, &dev);
+        assert_eq!(rope.len(), FIRST);
+        rope.reach(4100);
+        assert_eq!(rope.len(), 8192);
+        rope.reach(9000);
+        assert_eq!(rope.len(), 9000);
+        let theta = inv_freq(&cfg);
+        let (cos, sin) = build::<F>(&theta, 1.0, cfg.rope_n_elem, 0..9000, &dev);
+        let (gc, gs) = rope.current();
+        let v = |t: Tensor<F, 2>| t.into_data().into_vec::<f32>().unwrap();
+        assert_eq!(v(gc), v(cos));
+        assert_eq!(v(gs), v(sin));
+    }
 
     /// The host path (flex) gives exactly the burn-op path's result (ndarray), partial rotary
     /// included, at any start position.

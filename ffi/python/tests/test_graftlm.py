@@ -1,6 +1,6 @@
 """Tests of the Python bindings (run by .ci/run through ffi/run.sh)."""
 import json
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -153,17 +153,19 @@ def test_close_while_other_threads_generate():
     """close() while other threads are inside calls: they finish or raise, the interpreter lives."""
     m = graftlm.Model.load(DEMO)
     statuses = []
+    running = threading.Event()
 
     def work():
-        for _ in range(6):
+        for _ in range(20):
             try:
                 m.generate(REF["prompt"], max_new_tokens=8, temperature=0)
+                running.set()
             except graftlm.GraftlmError as e:
                 statuses.append(e.status)
 
     with ThreadPoolExecutor(4) as ex:
         futures = [ex.submit(work) for _ in range(4)]
-        time.sleep(0.05)
+        assert running.wait(60)  # generations are under way on the other threads
         m.close()
         for f in futures:
             f.result()

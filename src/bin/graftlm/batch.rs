@@ -90,11 +90,14 @@ impl super::OnBackend for BatchArgs {
 }
 
 fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result<()> {
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
     let setup = a.gen.setup(&a.model, false)?;
-    // Every request needs its own cache; a batch larger than this many prompts' worth of text
-    // is refused rather than read into memory.
-    let limit = super::input_limit(setup.plan.checkpoint.config.block_size).saturating_mul(8);
+    // Every request needs its own cache: a batch of more than eight prompts' worth of text (and
+    // never more than 256 MiB) is refused rather than read into memory.
+    let limit = super::input_limit(setup.plan.checkpoint.config.block_size)
+        .saturating_mul(8)
+        .min(256 << 20);
+    let waiting = Instant::now();
     let text = match a.requests.as_deref() {
         Some(p) if p.as_os_str() != "-" => {
             let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
@@ -102,6 +105,7 @@ fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result
         }
         _ => super::read_stdin(limit)?,
     };
+    t0 += waiting.elapsed();
     let requests = parse_requests(&text)?;
     let styled: Vec<String> = requests
         .iter()

@@ -136,7 +136,6 @@ fn command<B: Backend>(
     Ok(Some(msg))
 }
 
-/// Runs the loop over standard input until EOF or `/quit`.
 /// One line of input.
 enum Line {
     End,
@@ -179,6 +178,7 @@ fn read_line(r: &mut impl std::io::BufRead, limit: u64) -> Result<Line> {
         .map_err(|e| Error::invalid("<stdin>", format!("a line is not UTF-8 ({e})")))
 }
 
+/// Runs the loop over standard input until EOF or `/quit`.
 pub fn run<B: Backend>(
     mut model: Model<B>,
     tok: &Tokenizer,

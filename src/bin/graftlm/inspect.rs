@@ -72,7 +72,12 @@ fn print_adapters(v: &serde_json::Value) {
 /// The provenance of a `graftlm merge` output, with the recorded base fingerprint checked when the
 /// base is still there.
 fn merged_from(dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("graftlm_merge.json")).ok()?;
+    let path = dir.join("graftlm_merge.json");
+    // Optional: only a regular file is read (a FIFO there would block forever).
+    if !path.is_file() {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
     let mut v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let check = v["base"].as_str().and_then(|b| {
         let ck = Checkpoint::open(b).ok()?;

@@ -320,11 +320,17 @@ impl OnBackend for GenerateArgs {
 }
 
 fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
-    let t0 = Instant::now();
+    let mut t0 = Instant::now();
     let setup = a.gen.setup(&a.model, a.merge)?;
     let prompt = match a.prompt {
         Some(p) => p,
-        None => read_stdin(input_limit(setup.plan.checkpoint.config.block_size))?,
+        None => {
+            // The time spent waiting for standard input is not the model's.
+            let waiting = Instant::now();
+            let p = read_stdin(input_limit(setup.plan.checkpoint.config.block_size))?;
+            t0 += waiting.elapsed();
+            p
+        }
     };
     let styled = setup.styled(&prompt, a.gen.sys_prompt.as_deref());
     let Setup {

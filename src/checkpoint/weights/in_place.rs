@@ -20,8 +20,11 @@ impl Lent<'_> {
     }
 }
 
-/// At most this many scratch buffers are kept between tensors (q, k and v lent together).
+/// At most this many scratch buffers are kept between tensors (q, k and v lent together)...
 const KEEP: usize = 4;
+/// ... and none larger than this (in 4-byte words): a kept buffer is memory the load holds on top
+/// of the weights until it ends, so the largest tensors (an embedding) give theirs back at once.
+const KEEP_WORDS: usize = 4 << 20;
 
 impl WeightFiles {
     /// Calls `f(values, stored shape)` with tensor `name` as stored when it is little-endian f32,
@@ -91,7 +94,7 @@ impl WeightFiles {
         }
         if let Ok(mut pool) = self.scratch.lock() {
             for (_, l) in lent {
-                if pool.len() < KEEP {
+                if pool.len() < KEEP && l.buf.capacity() <= KEEP_WORDS {
                     pool.push(l.buf);
                 }
             }
@@ -147,13 +150,14 @@ impl WeightFiles {
         if range.end > file.len() {
             return Ok(None); // read_f32 names the problem
         }
-        let mut buf = self
-            .scratch
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
-        buf.resize(bytes.div_ceil(4), 0);
+        let words = bytes.div_ceil(4);
+        let mut buf = if words <= KEEP_WORDS {
+            self.scratch.lock().ok().and_then(|mut p| p.pop())
+        } else {
+            None
+        }
+        .unwrap_or_default();
+        buf.resize(words, 0);
         let dst = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut buf)[..bytes];
         file.read_exact_at(dst, range.start)?;
         Ok(Some(Lent {

@@ -90,25 +90,30 @@ impl<B: Backend> Linear<B> {
         Some(self.updates.remove(i))
     }
 
-    /// The largest magnitude of the base weight (before any merge when 16-bit; an f32 weight
-    /// holds its merged updates).
+    /// The largest magnitude of the base weight, or a lower bound of it: a 16-bit weight keeps
+    /// its base while merged; an f32 weight merged in place gives its largest magnitude less
+    /// what its merged terms can add (so a merge cannot raise the limit for the next one).
+    /// A full pass over the weight: called only for updates large enough to need it.
     pub(crate) fn max_abs_base(&self) -> f32 {
         let w = self.base.as_ref().unwrap_or(&self.weight);
-        as_f32(w).abs().max().into_scalar().elem::<f32>()
+        let now = as_f32(w).abs().max().into_scalar().elem::<f32>();
+        if self.base.is_some() {
+            return now;
+        }
+        let merged: f32 = self
+            .updates
+            .iter()
+            .filter(|u| u.merged)
+            .map(|u| u.scale.abs() * factor_bound(&u.a, &u.b))
+            .sum();
+        (now - merged).max(0.0)
     }
 
     /// An upper bound of `max |A·B|` for the update called `name` (see
     /// `adapters::bounds::term_bound`), from the factors as held.
     pub(crate) fn update_bound(&self, name: &str) -> Option<f32> {
         let u = self.updates.iter().find(|u| &*u.name == name)?;
-        let a = as_f32(&u.a).abs().max().into_scalar().elem::<f32>();
-        let b = as_f32(&u.b)
-            .abs()
-            .sum_dim(0)
-            .max()
-            .into_scalar()
-            .elem::<f32>();
-        Some(a * b)
+        Some(factor_bound(&u.a, &u.b))
     }
 
     /// Mutable access to the update called `name`.
@@ -189,4 +194,12 @@ impl<B: Backend> Linear<B> {
         }
         true
     }
+}
+
+/// `max|A| · max_o Σ_k |B[k, o]|` for factors as held (`A` `[in, r]`, `B` `[r, out]`): an upper
+/// bound of `max |A·B|`.
+fn factor_bound<B: Backend>(a: &Tensor<B, 2>, b: &Tensor<B, 2>) -> f32 {
+    let a = as_f32(a).abs().max().into_scalar().elem::<f32>();
+    let b = as_f32(b).abs().sum_dim(0).max().into_scalar().elem::<f32>();
+    a * b
 }
