@@ -2,6 +2,17 @@
 
 use super::*;
 
+/// The names in `dir`, sorted.
+fn entries(dir: impl AsRef<Path>) -> Vec<OsString> {
+    let mut v: Vec<OsString> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    v.sort();
+    v
+}
+
 fn inputs(d: &Path) -> Vec<(PathBuf, &'static str)> {
     inputs_of([(d, "base checkpoint")])
 }
@@ -46,19 +57,10 @@ fn non_empty_needs_force_and_force_replaces_whole() {
     let s = Target::check(&out, &[], true).unwrap().stage().unwrap();
     s.write("new.bin", b"new").unwrap();
     s.commit().unwrap();
-    let names: Vec<_> = fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let names = entries(&out);
     assert_eq!(names, vec![OsString::from("new.bin")]);
-    let left: Vec<_> = fs::read_dir(t.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
     assert_eq!(
-        left,
+        entries(t.path()),
         vec![OsString::from("out")],
         "nothing else left beside it"
     );
@@ -130,11 +132,7 @@ fn an_unswappable_target_is_filled_from_inside() {
     let s = Staging::inside(Target::check(&out, &[], true).unwrap()).unwrap();
     s.write("new.bin", b"new").unwrap();
     s.commit().unwrap();
-    let names: Vec<_> = fs::read_dir(&out)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let names = entries(&out);
     assert_eq!(names, vec![OsString::from("new.bin")]);
     assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
 
@@ -145,11 +143,7 @@ fn an_unswappable_target_is_filled_from_inside() {
     fs::write(empty.join("appeared"), "other").unwrap();
     let e = s.commit().unwrap_err();
     assert!(matches!(e, Error::Busy(_)), "{e}");
-    let names: Vec<_> = fs::read_dir(&empty)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let names = entries(&empty);
     assert_eq!(names, vec![OsString::from("appeared")], "staging removed");
 }
 
