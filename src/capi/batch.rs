@@ -3,7 +3,8 @@
 
 use std::ffi::{c_char, c_void};
 
-use super::generate::{c_text, graftlm_gen_params, graftlm_result, options, ResultData};
+use super::c_text;
+use super::generate::{graftlm_gen_params, graftlm_result, options, ResultData};
 use super::handles::{graftlm_model, model_of, CallbackScope};
 use super::{arg_str, graftlm_status, guard};
 use crate::error::Error;

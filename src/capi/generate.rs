@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::handles::{graftlm_model, model_of, CallbackScope, Shared};
 use super::registry::Registry;
-use super::{arg_str, graftlm_status, guard, out_ptr};
+use super::{arg_str, c_text, graftlm_status, guard, out_ptr};
 use crate::error::Error;
 use crate::generate::{generate, GenerateOptions, Generation, StopReason};
 use crate::sampling::SamplingParams;
@@ -77,11 +77,6 @@ impl ResultData {
 /// The data behind a result handle, or `None`.
 fn result_of(r: *const graftlm_result) -> Option<Arc<ResultData>> {
     RESULTS.get(r as usize, "result").ok()
-}
-
-/// `s` as a C string (any NUL removed: the text stays whole up to its end).
-pub(super) fn c_text(s: &str) -> CString {
-    CString::new(s.replace('\0', "")).unwrap_or_default()
 }
 
 /// Streaming callback: receives each new piece of text (whole UTF-8, NUL-terminated, `len` bytes

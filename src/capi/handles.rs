@@ -196,7 +196,7 @@ pub unsafe extern "C" fn graftlm_adapter_load(
         };
         let cfg = m.read()?.checkpoint.config.clone();
         let adapter = adapters::read(&adapters::locate(Path::new(path), step)?, &cfg, name)?;
-        let name = super::generate::c_text(&adapter.name);
+        let name = super::c_text(&adapter.name);
         *out = ADAPTERS.insert(AdapterData { adapter, name }) as *mut graftlm_adapter;
         Ok(())
     })

@@ -133,6 +133,11 @@ pub(crate) fn guard(f: impl FnOnce() -> Result<(), Error>) -> graftlm_status {
     }
 }
 
+/// `s` as a C string (any NUL removed: the text stays whole up to its end).
+pub(crate) fn c_text(s: &str) -> CString {
+    CString::new(s.replace('\0', "")).unwrap_or_default()
+}
+
 /// A required UTF-8 string argument.
 pub(crate) unsafe fn arg_str<'a>(p: *const c_char, name: &str) -> Result<&'a str, Error> {
     if p.is_null() {
