@@ -103,6 +103,14 @@ impl PthFile {
             }
         }
         let (s, e) = records[&pkl];
+        // A state dict's pickle is kilobytes to a few MB (the tensors live in other records);
+        // the parser's work budget would refuse a much larger one anyway, so it is not read.
+        if e - s > 64 << 20 {
+            return Err(bad(format!(
+                "data.pkl is {} bytes, far more than any state dict's",
+                e - s
+            )));
+        }
         let list =
             pickle::tensors(&file.read_vec(s, e)?).map_err(|m| bad(format!("data.pkl: {m}")))?;
         let mut tensors = BTreeMap::new();
