@@ -94,16 +94,16 @@ fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result
     let setup = a.gen.setup(&a.model, false)?;
     // Every request needs its own cache: a batch of more than eight prompts' worth of text (and
     // never more than 256 MiB) is refused rather than read into memory.
-    let limit = super::input_limit(setup.plan.checkpoint.config.block_size)
+    let limit = super::input::input_limit(setup.plan.checkpoint.config.block_size)
         .saturating_mul(8)
         .min(256 << 20);
     let waiting = Instant::now();
     let text = match a.requests.as_deref() {
         Some(p) if p.as_os_str() != "-" => {
             let f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
-            super::read_limited(f, limit, &p.display().to_string())?
+            super::input::read_limited(f, limit, &p.display().to_string())?
         }
-        _ => super::read_stdin(limit)?,
+        _ => super::input::read_stdin(limit)?,
     };
     t0 += waiting.elapsed();
     let requests = parse_requests(&text)?;

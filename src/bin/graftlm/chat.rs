@@ -1,7 +1,7 @@
 //! `graftlm chat`: an interactive, streaming conversation in the checkpoint's prompt style, with
 //! commands to switch, attach, rescale, merge and unmerge adapters live — the base stays loaded.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use burn::prelude::Backend;
@@ -10,6 +10,8 @@ use graftlm::{
     AdapterSpec, Error, GenerateOptions, Mode, Model, PromptStyle, Result, SamplingParams,
     Tokenizer,
 };
+
+use super::input::{read_line, Line};
 
 /// Settings for a chat session.
 pub struct ChatSettings {
@@ -136,48 +138,6 @@ fn command<B: Backend>(
     Ok(Some(msg))
 }
 
-/// One line of input.
-enum Line {
-    End,
-    Text(String),
-    /// Longer than the limit: read to its end and dropped, never held.
-    TooLong,
-}
-
-/// Reads one line of at most `limit` bytes; a longer one is consumed and reported.
-fn read_line(r: &mut impl std::io::BufRead, limit: u64) -> Result<Line> {
-    let mut bytes = Vec::new();
-    let n = std::io::Read::take(&mut *r, limit.saturating_add(1))
-        .read_until(b'\n', &mut bytes)
-        .map_err(|e| Error::io("<stdin>", e))?;
-    if n == 0 {
-        return Ok(Line::End);
-    }
-    if bytes.len() as u64 > limit && bytes.last() != Some(&b'\n') {
-        // Skip the rest of the line in bounded pieces.
-        loop {
-            let buf = r.fill_buf().map_err(|e| Error::io("<stdin>", e))?;
-            if buf.is_empty() {
-                break;
-            }
-            match buf.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    r.consume(i + 1);
-                    break;
-                }
-                None => {
-                    let len = buf.len();
-                    r.consume(len);
-                }
-            }
-        }
-        return Ok(Line::TooLong);
-    }
-    String::from_utf8(bytes)
-        .map(Line::Text)
-        .map_err(|e| Error::invalid("<stdin>", format!("a line is not UTF-8 ({e})")))
-}
-
 /// Runs the loop over standard input until EOF or `/quit`.
 pub fn run<B: Backend>(
     mut model: Model<B>,
@@ -190,7 +150,7 @@ pub fn run<B: Backend>(
     let mut out = std::io::stdout();
     let mut history: Vec<u32> = Vec::new();
     let stop_tokens = style.stop_tokens(tok);
-    let limit = super::input_limit(model.config().block_size);
+    let limit = super::input::input_limit(model.config().block_size);
     if interactive {
         eprintln!(
             "graftlm chat — prompt style {}; {}. /help for commands.",

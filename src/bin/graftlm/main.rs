@@ -1,6 +1,6 @@
 //! The `graftlm` command-line program. Its flags and `--json` output are a stable contract.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod batch;
 mod chat;
+mod input;
 mod inspect;
 use graftlm::adapters::StepChoice;
 use graftlm::model::WeightDtype;
@@ -218,35 +219,6 @@ impl Setup {
     }
 }
 
-/// The most bytes of text read for one prompt of a model with context `block_size`: 1 KiB per
-/// position (no tokenizer's tokens come near that), at least 1 MiB, at most 256 MiB. Input
-/// beyond it could not fit the context anyway; reading it would only grow memory.
-fn input_limit(block_size: usize) -> u64 {
-    (block_size as u64)
-        .saturating_mul(1024)
-        .clamp(1 << 20, 256 << 20)
-}
-
-/// All of `r` (named `what` in errors) as text, refused past `limit` bytes.
-fn read_limited(r: impl std::io::Read, limit: u64, what: &str) -> Result<String> {
-    let mut bytes = Vec::new();
-    r.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(what, e))?;
-    if bytes.len() as u64 > limit {
-        return Err(Error::invalid(
-            what,
-            format!("holds more than {limit} bytes, more than the model's context can take"),
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| Error::invalid(what, format!("is not UTF-8 ({e})")))
-}
-
-/// All of standard input, refused past `limit` bytes.
-fn read_stdin(limit: u64) -> Result<String> {
-    read_limited(std::io::stdin().lock(), limit, "<stdin>")
-}
-
 #[derive(Args)]
 struct InspectArgs {
     /// Checkpoint directory.
@@ -327,7 +299,7 @@ fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -
         None => {
             // The time spent waiting for standard input is not the model's.
             let waiting = Instant::now();
-            let p = read_stdin(input_limit(setup.plan.checkpoint.config.block_size))?;
+            let p = input::read_stdin(input::input_limit(setup.plan.checkpoint.config.block_size))?;
             t0 += waiting.elapsed();
             p
         }
