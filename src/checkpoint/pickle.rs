@@ -5,18 +5,18 @@
 //! A small hostile file can neither overflow the stack nor exhaust memory, because three things
 //! are bounded:
 //! - Nesting. Each container records its depth (one more than its deepest element), and building
-//!   or growing one past [`MAX_DEPTH`] is an error ("pickle containers nested more than 256
-//!   deep"), so no value is deeper. Nothing recurses on the input: [`flatten`] walks a work list,
-//!   and the recursive `Drop` of a value is at most [`MAX_DEPTH`] levels deep.
+//!   or growing one past `MAX_DEPTH` is an error ("pickle containers nested more than 256
+//!   deep"), so no value is deeper. Nothing recurses on the input: `flatten` walks a work list,
+//!   and the recursive `Drop` of a value is at most `MAX_DEPTH` levels deep.
 //! - Copies. Values are reference counted, so storing into the memo (`BINPUT`, `MEMOIZE`) and
 //!   fetching from it (`BINGET`) is O(1) whatever the value's size. The memo keeps a snapshot, as
 //!   this parser always has: growing a container that the memo also holds copies the container
 //!   first (copy-on-write), and the copy is charged as work.
 //! - Work. A parse may spend `max(MIN_WORK, WORK_PER_BYTE * input length)` units, and never more
-//!   than [`MAX_WORK`] (about a GB of memory at worst, whatever the file's size). A unit is one
+//!   than `MAX_WORK` (about a GB of memory at worst, whatever the file's size). A unit is one
 //!   value stored or copied into a container (a dict item is two), one byte of string or global
 //!   name, one element of a tensor's shape or stride, and, while flattening, one dict item
-//!   visited or one byte of dotted path built; each tensor listed costs [`TENSOR_WORK`] more.
+//!   visited or one byte of dotted path built; each tensor listed costs `TENSOR_WORK` more.
 //!   Sharing lets a few hundred bytes describe a tree exponentially larger than the file (a dict
 //!   holding the same dict twice, 40 levels down); the budget turns that into an error ("pickle
 //!   needs more work than its size allows") instead of unbounded time and memory. Each unit is
@@ -26,22 +26,13 @@
 //! The pickle stack and the memo grow by at most one entry per opcode, so the input length
 //! bounds them without a charge.
 
+mod value;
+
 use std::collections::HashMap;
 use std::rc::Rc;
 
-/// Deepest container nesting accepted. Torch state dicts nest fewer than 10 deep (dicts of dicts
-/// of tensors whose rebuild arguments hold tuples); 256 leaves room for unusual writers and keeps
-/// the recursive `Drop` of a value a few hundred frames deep at most.
-const MAX_DEPTH: u32 = 256;
-/// Work units every parse may spend, so that small files are never short of budget.
-const MIN_WORK: u64 = 1 << 20;
-/// Work units per input byte. Real state dicts spend about 1.5 (each value and string is stored
-/// once and each tensor listed once), so 16 leaves a wide margin.
-const WORK_PER_BYTE: u64 = 16;
-/// The most work units any parse may spend: real state dicts need ~1.5 units per byte, so this
-/// serves a `data.pkl` of over 20 MB (~1 MB for a model with a thousand tensors), while a hostile
-/// one stops at roughly 1-1.5 GB of memory.
-const MAX_WORK: u64 = 1 << 25;
+use value::{grow, tuple, Node, Val, Work};
+
 /// Work charged per tensor listed, for its path and record (around 200 bytes with allocations).
 const TENSOR_WORK: usize = 8;
 
@@ -55,141 +46,6 @@ pub struct TensorRef {
     pub offset: usize,
     pub shape: Vec<usize>,
     pub stride: Vec<usize>,
-}
-
-/// A container's elements with its depth, kept so that growing it can enforce [`MAX_DEPTH`]
-/// without walking it.
-#[derive(Clone)]
-struct Node<T> {
-    depth: u32,
-    items: Vec<T>,
-}
-
-impl<T> Node<T> {
-    fn empty() -> Rc<Self> {
-        Rc::new(Node {
-            depth: 1,
-            items: Vec::new(),
-        })
-    }
-}
-
-/// A pickle value. Cloning is O(1): strings and containers are shared, never deep-copied, so
-/// memo references cannot multiply the input.
-#[derive(Clone)]
-enum Val {
-    /// A value no tensor needs the contents of (`None`, a bool, a float, bytes), by type name.
-    Atom(&'static str),
-    Int(i64),
-    Str(Rc<str>),
-    Tuple(Rc<Node<Val>>),
-    List(Rc<Node<Val>>),
-    Dict(Rc<Node<(Val, Val)>>),
-    /// Module and name.
-    Global(Rc<(Rc<str>, Rc<str>)>),
-    /// Storage key and storage type name.
-    Storage(Rc<(Rc<str>, Rc<str>)>),
-    Tensor(Rc<TensorRef>),
-    /// The result of calling something we do not model (kept opaque).
-    Object,
-    Mark,
-}
-
-impl Val {
-    fn depth(&self) -> u32 {
-        match self {
-            Val::Tuple(n) | Val::List(n) => n.depth,
-            Val::Dict(n) => n.depth,
-            _ => 0,
-        }
-    }
-
-    /// The type name for error messages; never the contents, which sharing can make huge.
-    fn kind(&self) -> &'static str {
-        match self {
-            Val::Atom(kind) => kind,
-            Val::Int(_) => "int",
-            Val::Str(_) => "str",
-            Val::Tuple(_) => "tuple",
-            Val::List(_) => "list",
-            Val::Dict(_) => "dict",
-            Val::Global(_) => "global",
-            Val::Storage(_) => "storage",
-            Val::Tensor(_) => "tensor",
-            Val::Object => "object",
-            Val::Mark => "mark",
-        }
-    }
-}
-
-/// The work budget left (see the module docs).
-struct Work {
-    left: u64,
-    input_len: usize,
-}
-
-impl Work {
-    fn for_input(input_len: usize) -> Self {
-        let left = MIN_WORK
-            .max(WORK_PER_BYTE.saturating_mul(input_len as u64))
-            .min(MAX_WORK);
-        Self { left, input_len }
-    }
-
-    fn charge(&mut self, units: usize) -> Result<(), String> {
-        self.left = self.left.checked_sub(units as u64).ok_or_else(|| {
-            format!(
-                "pickle needs more work than its size allows ({} bytes; shared values expand \
-                 too far)",
-                self.input_len
-            )
-        })?;
-        Ok(())
-    }
-}
-
-/// Depth of a container holding elements of the given depths, if within [`MAX_DEPTH`].
-fn nest(depths: impl Iterator<Item = u32>) -> Result<u32, String> {
-    let depth = 1 + depths.max().unwrap_or(0);
-    if depth > MAX_DEPTH {
-        return Err(format!(
-            "pickle containers nested more than {MAX_DEPTH} deep"
-        ));
-    }
-    Ok(depth)
-}
-
-fn tuple(items: Vec<Val>, work: &mut Work) -> Result<Val, String> {
-    work.charge(items.len())?;
-    let depth = nest(items.iter().map(Val::depth))?;
-    Ok(Val::Tuple(Rc::new(Node { depth, items })))
-}
-
-/// Appends `new` to the container on top of the stack, at `per_item` units each. If the memo
-/// shares the container, `make_mut` first copies it so that the memo keeps its snapshot; the
-/// copied items are charged too.
-fn grow<T: Clone>(
-    node: &mut Rc<Node<T>>,
-    new: Vec<T>,
-    per_item: usize,
-    depth: fn(&T) -> u32,
-    work: &mut Work,
-) -> Result<(), String> {
-    let depth = nest(new.iter().map(depth))?.max(node.depth);
-    let copied = if Rc::strong_count(node) > 1 {
-        node.items.len()
-    } else {
-        0
-    };
-    work.charge(per_item * (copied + new.len()))?;
-    let node = Rc::make_mut(node);
-    node.depth = depth;
-    if copied > 0 {
-        // A fresh copy is exactly full; without this, extending it would double its capacity.
-        node.items.reserve_exact(new.len());
-    }
-    node.items.extend(new);
-    Ok(())
 }
 
 /// Parses pickle `data` and returns every tensor with its dotted path (`a.b.weight`).

@@ -1,6 +1,7 @@
 //! Tests of the pickle subset, including the hostile shapes its bounds exist for: each of those
 //! must fail (or succeed) within a second, without deep recursion or large allocations.
 
+use super::value::{MIN_WORK, WORK_PER_BYTE};
 use super::*;
 use std::time::{Duration, Instant};
 
