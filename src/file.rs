@@ -135,17 +135,7 @@ impl Positioned {
 
     /// Fills `buf` from byte `offset`.
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
-        let end = offset.checked_add(buf.len() as u64);
-        if end.is_none_or(|e| e > self.len) {
-            return Err(Error::parse(
-                &self.path,
-                format!(
-                    "bytes {offset}..+{} lie past the end of the file ({} bytes)",
-                    buf.len(),
-                    self.len
-                ),
-            ));
-        }
+        self.within(offset, buf.len() as u64)?;
         read_parallel(&self.file, buf, offset).map_err(|e| {
             let e = if e.kind() == io::ErrorKind::UnexpectedEof {
                 io::Error::new(
@@ -161,25 +151,28 @@ impl Positioned {
 
     /// Bytes `start..end` as a new vector.
     pub fn read_vec(&self, start: u64, end: u64) -> Result<Vec<u8>> {
-        let n = end.checked_sub(start).and_then(|n| usize::try_from(n).ok());
-        let Some(n) = n else {
-            return Err(Error::parse(
-                &self.path,
-                format!("bad byte range {start}..{end}"),
-            ));
-        };
-        if end > self.len {
+        let n = end.checked_sub(start).unwrap_or(u64::MAX);
+        // Checked before allocating: the buffer is never larger than the file.
+        self.within(start, n)?;
+        let n = usize::try_from(n)
+            .map_err(|_| Error::parse(&self.path, format!("{n} bytes do not fit in memory")))?;
+        let mut v = vec![0u8; n];
+        self.read_exact_at(&mut v, start)?;
+        Ok(v)
+    }
+
+    /// Refuses `len` bytes from `offset` unless they lie within the length taken at open.
+    fn within(&self, offset: u64, len: u64) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|e| e > self.len) {
             return Err(Error::parse(
                 &self.path,
                 format!(
-                    "bytes {start}..{end} lie past the end of the file ({} bytes)",
+                    "bytes {offset}..+{len} lie past the end of the file ({} bytes)",
                     self.len
                 ),
             ));
         }
-        let mut v = vec![0u8; n];
-        self.read_exact_at(&mut v, start)?;
-        Ok(v)
+        Ok(())
     }
 
     /// A second handle on the same open file (for readers that need `Read + Seek`).

@@ -179,14 +179,21 @@ pub fn export_merged_with(
         }
         let mut t = names::read_entry(cfg, &files, ours_e)?;
         if let Some(lin) = ours_e.name.strip_suffix(".weight") {
-            let base_max = t.data.iter().fold(0f32, |m, x| m.max(x.abs()));
-            for (a, scale) in &plan.adapters {
-                if let Some(u) = a.updates.get(lin) {
-                    let bound = crate::adapters::bounds::term_bound(u);
-                    crate::adapters::bounds::check_term(Some(a), lin, || base_max, bound, *scale)?;
-                    for (w, d) in t.data.iter_mut().zip(u.dense()) {
-                        *w += scale * d;
-                    }
+            use crate::adapters::bounds::{check_term, term_bound};
+            let updates: Vec<_> = (plan.adapters.iter())
+                .filter_map(|(a, s)| a.updates.get(lin).map(|u| (a, u, *s)))
+                .collect();
+            // Every term checked against the base before any is added; the base's largest
+            // weight is only computed when a term is large enough to need it.
+            let base_max = std::cell::OnceCell::new();
+            let largest =
+                || *base_max.get_or_init(|| t.data.iter().fold(0f32, |m, x| m.max(x.abs())));
+            for (a, u, scale) in &updates {
+                check_term(Some(a), lin, largest, term_bound(u), *scale)?;
+            }
+            for (_, u, scale) in &updates {
+                for (w, d) in t.data.iter_mut().zip(u.dense()) {
+                    *w += scale * d;
                 }
             }
         }

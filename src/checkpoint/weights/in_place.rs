@@ -63,35 +63,22 @@ impl WeightFiles {
         // Each stored tensor read once (and its finiteness checked once), then each piece taken
         // as a slice of it.
         let mut lent: Vec<(&str, Lent<'_>)> = Vec::new();
-        let mut outcome = Ok(true);
-        for (name, _) in pieces {
-            if lent.iter().any(|(n, _)| n == name) {
-                continue;
+        let outcome = self.lend_each(pieces, &mut lent).and_then(|all| {
+            if !all {
+                return Ok(false);
             }
-            match self.lend(name) {
-                Ok(Some(l)) => lent.push((name, l)),
-                Ok(None) => outcome = Ok(false),
-                Err(e) => outcome = Err(e),
-            }
-            if !matches!(outcome, Ok(true)) {
-                break;
-            }
-        }
-        if matches!(outcome, Ok(true)) {
-            outcome = match stack(&lent, pieces) {
-                None => Ok(false),
-                Some((parts, shape)) => lent
-                    .iter()
-                    .try_for_each(|(name, l)| match l.values() {
-                        Some(v) => self.check_finite(name, v),
-                        None => Ok(()),
-                    })
-                    .map(|()| {
-                        f(&parts, &shape);
-                        true
-                    }),
+            let Some((parts, shape)) = stack(&lent, pieces) else {
+                return Ok(false);
             };
-        }
+            for (name, l) in &lent {
+                if let Some(v) = l.values() {
+                    self.check_finite(name, v)?;
+                }
+            }
+            f(&parts, &shape);
+            Ok(true)
+        });
+        // The buffers go back to the pool whatever happened.
         if let Ok(mut pool) = self.scratch.lock() {
             for (_, l) in lent {
                 if pool.len() < KEEP && l.buf.capacity() <= KEEP_WORDS {
@@ -100,6 +87,25 @@ impl WeightFiles {
             }
         }
         outcome
+    }
+
+    /// Reads every stored tensor the pieces name, once each, into `lent`; `Ok(false)` at the
+    /// first that cannot be lent.
+    fn lend_each<'a>(
+        &'a self,
+        pieces: &[(&'a str, Option<std::ops::Range<usize>>)],
+        lent: &mut Vec<(&'a str, Lent<'a>)>,
+    ) -> Result<bool> {
+        for &(name, _) in pieces {
+            if lent.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            match self.lend(name)? {
+                Some(l) => lent.push((name, l)),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// Whether stored tensors `a` and `b` are one and the same values: two views of one

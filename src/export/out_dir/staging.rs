@@ -55,13 +55,7 @@ impl Staging {
             )));
         }
         if let Some(lock) = unswappable(&target)? {
-            let dir = fresh_dir(&target.resolved, || ".graftlm-partial".into(), &target)?;
-            return Ok(Self {
-                dir,
-                target,
-                place: Place::Inside(lock),
-                committed: false,
-            });
+            return Self::inside_with(target, lock);
         }
         let dir = fresh_dir(&parent, || target.sibling("partial"), &target)?;
         Ok(Self {
@@ -77,6 +71,11 @@ impl Staging {
     #[cfg(test)]
     pub(super) fn inside(target: Target) -> Result<Self> {
         let lock = File::open(&target.resolved).map_err(|e| Error::io(&target.resolved, e))?;
+        Self::inside_with(target, lock)
+    }
+
+    /// Staging inside the (locked) target.
+    fn inside_with(target: Target, lock: File) -> Result<Self> {
         let dir = fresh_dir(&target.resolved, || ".graftlm-partial".into(), &target)?;
         Ok(Self {
             dir,
