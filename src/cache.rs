@@ -97,7 +97,7 @@ impl<B: Backend> KvCache<B> {
             }
         };
         for (c, new) in [(&mut slot.0, k), (&mut slot.1, v)] {
-            if !write_in_place(c, &new, pos) {
+            if !crate::backend::flex::write_in_place(c, &new, pos) {
                 c.inplace(|c| c.slice_assign(s![.., .., pos..pos + t, ..], new));
             }
         }
@@ -117,50 +117,6 @@ impl<B: Backend> KvCache<B> {
 
 /// The fewest positions a layer's keys and values are allocated for.
 const MIN_ROOM: usize = 256;
-
-/// Writes `new` (`[1, h, t, hs]`) into `cache` (`[1, h, allocated, hs]`) at positions `pos..pos + t`
-/// in place when both are contiguous f32 burn-flex tensors and the cache is held only here: burn-
-/// flex's `slice_assign` copies the whole destination first (it clones it to make it contiguous,
-/// so the buffer is always shared when written), which made every decoded token copy every
-/// layer's cache. `false` (nothing written) otherwise.
-fn write_in_place<B: Backend>(cache: &mut Tensor<B, 4>, new: &Tensor<B, 4>, pos: usize) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        use crate::model::weight::{f32s, flex, with_flex_mut};
-        let [_, h, cap, hs] = cache.dims();
-        let t = new.dims()[2];
-        let Some(src_t) = flex(new) else { return false };
-        let Some(src) = f32s(&src_t).filter(|s| s.len() == h * t * hs) else {
-            return false;
-        };
-        if pos + t > cap || new.dims() != [1, h, t, hs] {
-            return false;
-        }
-        with_flex_mut(cache, |c| {
-            if c.dtype() != burn::tensor::DType::F32
-                || c.layout().contiguous_offsets() != Some((0, h * cap * hs))
-            {
-                return false;
-            }
-            let Some(dst) = c.try_storage_mut::<f32>() else {
-                return false;
-            };
-            if dst.len() != h * cap * hs {
-                return false;
-            }
-            for g in 0..h {
-                dst[(g * cap + pos) * hs..][..t * hs].copy_from_slice(&src[g * t * hs..][..t * hs]);
-            }
-            true
-        })
-        .unwrap_or(false)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (cache, new, pos);
-        false
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -287,7 +243,7 @@ mod tests {
         type B = crate::backend::Flex;
         let address = |c: &KvCache<B>| {
             let (k, _) = c.layers[0].as_ref().unwrap();
-            let t = crate::model::weight::flex(k).unwrap();
+            let t = crate::backend::flex::flex(k).unwrap();
             t.storage::<f32>().as_ptr() as usize
         };
         let mut c = KvCache::<B>::new(1, 16);

@@ -35,6 +35,7 @@ pub mod error;
 pub mod export;
 mod file;
 pub mod generate;
+mod kernels;
 pub mod model;
 pub mod prompt;
 pub mod sampling;

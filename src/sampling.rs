@@ -246,8 +246,8 @@ mod tests {
         }
     }
 
-    /// The sampler as first written (sorting everything): selection for top-k, the greedy
-    /// shortcut and sorting only the entries top-k kept must pick the same tokens.
+    /// A reference sampler that sorts the whole row: selection for top-k, the greedy shortcut
+    /// and sorting only the entries top-k kept must pick the same tokens as it does.
     fn sample_by_sorting(p: SamplingParams, rng: &mut Rng, logits: &[f32]) -> u32 {
         let mut l = logits.to_vec();
         if let Some(k) = p.top_k.filter(|&k| k < l.len()) {

@@ -18,9 +18,9 @@
 //! holds the model's lock: a call from inside it that needs that model's lock (generate, attach,
 //! ...) returns `GRAFTLM_ERR_BUSY` instead of waiting forever; tokenize, detokenize and the free
 //! functions work there. (This guards the callback's own thread; a callback that waits for
-//! another thread which is itself waiting for the model can still deadlock.) A `graftlm_session` is used by one thread at a time (a second thread
-//! gets `GRAFTLM_ERR_BUSY`). `graftlm_adapter` and `graftlm_result` are immutable and may be
-//! shared.
+//! another thread which is itself waiting for the model can still deadlock.) A `graftlm_session`
+//! is used by one thread at a time (a second thread gets `GRAFTLM_ERR_BUSY`). `graftlm_adapter`
+//! and `graftlm_result` are immutable and may be shared.
 #![allow(non_camel_case_types)]
 #![allow(clippy::missing_safety_doc)]
 

@@ -2,11 +2,11 @@
 //!
 //! A handle given to C is a number, not an address: `(serial << 3) | kind`, with serials never
 //! reused (on 64-bit targets the counter cannot wrap; on 32-bit ones it would after 2^29
-//! handles, after which an old handle value could name a new object). Every call looks its handles up here, so a freed
-//! handle, one freed twice, a handle of another kind, or any made-up value is an error
-//! (`GRAFTLM_ERR_INVALID_HANDLE`), never undefined behaviour. A lookup hands out a reference
-//! count on the object: freeing a handle while another thread is still inside a call on it only
-//! drops the registry's count, and the object lives until that call returns.
+//! handles, after which an old handle value could name a new object). Every call looks its
+//! handles up here, so a freed handle, one freed twice, a handle of another kind, or any made-up
+//! value is an error (`GRAFTLM_ERR_INVALID_HANDLE`), never undefined behaviour. A lookup hands
+//! out a reference count on the object: freeing a handle while another thread is still inside a
+//! call on it only drops the registry's count, and the object lives until that call returns.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

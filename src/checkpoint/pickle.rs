@@ -9,9 +9,9 @@
 //!   deep"), so no value is deeper. Nothing recurses on the input: `flatten` walks a work list,
 //!   and the recursive `Drop` of a value is at most `MAX_DEPTH` levels deep.
 //! - Copies. Values are reference counted, so storing into the memo (`BINPUT`, `MEMOIZE`) and
-//!   fetching from it (`BINGET`) is O(1) whatever the value's size. The memo keeps a snapshot, as
-//!   this parser always has: growing a container that the memo also holds copies the container
-//!   first (copy-on-write), and the copy is charged as work.
+//!   fetching from it (`BINGET`) is O(1) whatever the value's size. The memo keeps a snapshot:
+//!   growing a container that the memo also holds copies the container first (copy-on-write),
+//!   and the copy is charged as work.
 //! - Work. A parse may spend `max(MIN_WORK, WORK_PER_BYTE * input length)` units, and never more
 //!   than `MAX_WORK` (about a GB of memory at worst, whatever the file's size). A unit is one
 //!   value stored or copied into a container (a dict item is two), one byte of string or global

@@ -363,9 +363,10 @@ impl WeightFiles {
     }
 }
 
-/// The header of a safetensors file: where its data section starts and the tensors it describes, checked as
-/// `SafeTensors::read_metadata` checks them (offsets contiguous and matching the shapes, the data
-/// section ending exactly at the end of the file) without reading the data.
+/// The header of a safetensors file: where its data section starts and the tensors it
+/// describes, checked as `SafeTensors::read_metadata` checks them (offsets contiguous and
+/// matching the shapes, the data section ending exactly at the end of the file) without reading
+/// the data.
 fn read_header(f: &Positioned) -> Result<(u64, Metadata)> {
     let bad = |msg: String| Error::parse(f.path(), format!("invalid safetensors file: {msg}"));
     if f.len() < 8 {

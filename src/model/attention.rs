@@ -7,10 +7,10 @@ use burn::tensor::activation::softmax;
 
 use std::sync::Arc;
 
-use super::host_attention::{try_attend, try_attention, Heads};
 use super::linear::{Linear, RowGrafts};
 use super::norm::Norm;
 use super::rope::Rope;
+use crate::backend::flex::attention::{try_attend, try_attention, Heads};
 use crate::cache::KvCache;
 
 /// The attention of one block.
@@ -122,7 +122,8 @@ impl<B: Backend> Attention<B> {
                 softcap: self.softcap,
                 window,
             };
-            if let Some(y) = try_attend(&qkv, heads, rope, cache, layer) {
+            let append = |k, v| cache.append(layer, k, v);
+            if let Some(y) = try_attend(&qkv, heads, rope.tables(pos + t), pos, append) {
                 return y;
             }
         }

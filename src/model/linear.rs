@@ -2,7 +2,7 @@
 //!
 //! The weight is kept as `[in, out]` (the transpose of the checkpoint's `[out, in]`) so the
 //! forward pass is a plain matmul on every backend; on burn-flex with AVX-512F it is stored as
-//! 16-column panels ([`super::panels`]) that the host kernels stream, and burn's ops get a
+//! 16-column panels ([`crate::kernels::panels`]) that the host kernels stream, and burn's ops get a
 //! row-major copy. Low-rank updates are kept beside the weight
 //! (computed as `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again.
 
@@ -11,12 +11,18 @@ use std::sync::Arc;
 use burn::prelude::*;
 use burn::tensor::IndexingUpdateOp;
 
-use super::matvec::{try_linear_in, RowTerm};
-use super::one_row::{one_row, Part};
-use super::panels::{Layout, WeightShape};
+use super::held::{columns_of, hold_panels, panel_tensor, rows_tensor};
 use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
+use crate::backend::flex::linear::{one_row, try_linear_in, Part, RowTerm};
 use crate::checkpoint::HostTensor;
+use crate::kernels::panels::{Layout, WeightShape};
 
+#[cfg(all(test, feature = "flex"))]
+mod one_row_speed;
+#[cfg(all(test, feature = "flex"))]
+pub(crate) mod one_row_tests;
+#[cfg(all(test, feature = "flex"))]
+mod rows_speed;
 mod updates;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
@@ -68,7 +74,7 @@ impl<B: Backend> Affine<B> {
 #[derive(Debug, Clone)]
 pub struct Linear<B: Backend> {
     /// `[in, out]`, held at `precision`, laid out as `shape` says: row-major, or panels
-    /// ([`super::panels`]; burn-flex on CPUs with AVX-512F) for the decode kernels.
+    /// ([`crate::kernels::panels`]; burn-flex on CPUs with AVX-512F) for the decode kernels.
     weight: Tensor<B, 2>,
     shape: WeightShape,
     /// `[out]`.
@@ -127,7 +133,7 @@ impl<B: Backend> Linear<B> {
             out * inp,
             "weight values do not match the shape {shape:?}"
         );
-        let layout = if super::panels::hold_panels::<B>() {
+        let layout = if hold_panels::<B>() {
             Layout::Panels
         } else {
             Layout::Rows
@@ -179,7 +185,7 @@ impl<B: Backend> Linear<B> {
     fn laid_out(&self, rows: Tensor<B, 2>) -> Tensor<B, 2> {
         match self.shape.layout {
             Layout::Rows => rows,
-            Layout::Panels => super::panels::panel_tensor(&rows),
+            Layout::Panels => panel_tensor(&rows),
         }
     }
 
@@ -192,7 +198,7 @@ impl<B: Backend> Linear<B> {
     fn rows_in(shape: WeightShape, held: &Tensor<B, 2>) -> Tensor<B, 2> {
         match shape.layout {
             Layout::Rows => held.clone(),
-            Layout::Panels => super::panels::rows_tensor(held, shape.k, shape.n),
+            Layout::Panels => rows_tensor(held, shape.k, shape.n),
         }
     }
 
@@ -295,7 +301,7 @@ impl<B: Backend> Linear<B> {
     }
 
     /// The outputs of several layers with the same input for one row `x` (`[1, in]`), side by
-    /// side, in one parallel pass ([`super::one_row`]): the same values as [`Linear::forward`]
+    /// side, in one parallel pass ([`crate::kernels::linear::decode`]): the same values as [`Linear::forward`]
     /// on each. `None` where a layer has an active LLaMA-Adapter correction not folded in, or
     /// the host kernels do not apply (any backend but burn-flex).
     pub(crate) fn one_row_group(layers: &[&Self], x: &Tensor<B, 2>) -> Option<Vec<f32>> {
@@ -417,7 +423,7 @@ pub(crate) fn columns<B: Backend>(
     ids: &[u32],
 ) -> Tensor<B, 2> {
     match shape.layout {
-        Layout::Panels => super::panels::columns_of(held, shape, ids),
+        Layout::Panels => columns_of(held, shape, ids),
         Layout::Rows => {
             let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
             let idx =

@@ -6,7 +6,7 @@
 
 use burn::prelude::*;
 
-use super::panels::WeightShape;
+use crate::kernels::panels::WeightShape;
 
 /// `w ← w + s·(a·b)` (or `−` when `subtract`) on a uniquely held, contiguous f32 burn-flex
 /// weight `[k, n]`, with `a` `[k, r]` and `b` `[r, n]` f32; `false` (nothing changed) when any of
@@ -24,7 +24,7 @@ pub(crate) fn add_low_rank<B: Backend>(
 ) -> bool {
     #[cfg(feature = "flex")]
     {
-        use super::weight::{f32s, flex, with_flex_mut};
+        use crate::backend::flex::{f32s, flex, with_flex_mut};
         use rayon::prelude::*;
         let ((k, n), [ka, r], [rb, nb]) = ((shape.k, shape.n), a.dims(), b.dims());
         if ka != k || rb != r || nb != n || r == 0 || n == 0 {
@@ -52,7 +52,7 @@ pub(crate) fn add_low_rank<B: Backend>(
                 let t = dj * scale;
                 *x = if subtract { *x - t } else { *x + t };
             };
-            let rows = (k / (4 * super::weight::threads().max(1))).max(1);
+            let rows = (k / (4 * crate::kernels::weight::threads().max(1))).max(1);
             // Blocks of rows in parallel; row `i`'s values lie where `shape.at` says (one run
             // row-major, 16 in every panel): blocks never share an element.
             let w_addr = wd.as_mut_ptr() as usize;
@@ -92,11 +92,11 @@ pub(crate) fn add_low_rank<B: Backend>(
 
 /// Rows of `A·B` computed together: `B` is read once for all of them.
 #[cfg(feature = "flex")]
-const DELTA_ROWS: usize = super::few_rows::MAX_ROWS;
+const DELTA_ROWS: usize = crate::kernels::linear::batch::MAX_ROWS;
 
 /// Rows `i0..i0 + m` of `a·b` (`a` `[·, r]`, `b` `[r, n]`, both row-major) into `d` (`[m, n]`),
 /// each row bit for bit what the matrix–vector kernel gives it alone: `m` rows in one pass
-/// through `b` where the CPU allows ([`super::few_rows::rows_serial`]; one row at a time was
+/// through `b` where the CPU allows ([`crate::kernels::linear::batch::rows_serial`]; one row at a time was
 /// `b` read from L2 once per row of the weight), else row by row.
 #[cfg(feature = "flex")]
 fn delta_rows(a: &[f32], r: usize, i0: usize, m: usize, b: &[f32], d: &mut [f32]) {
@@ -105,10 +105,10 @@ fn delta_rows(a: &[f32], r: usize, i0: usize, m: usize, b: &[f32], d: &mut [f32]
         return;
     }
     let x = &a[i0 * r..(i0 + m) * r];
-    if !super::few_rows::rows_serial(x, m, b, d) {
+    if !crate::kernels::linear::batch::rows_serial(x, m, b, d) {
         let n = d.len() / m.max(1);
         for (row, out) in x.chunks(r).zip(d.chunks_mut(n)) {
-            super::matvec::matvec_serial(row, b, out);
+            crate::kernels::linear::tiles::matvec_serial(row, b, out);
         }
     }
 }
@@ -127,7 +127,8 @@ pub(crate) fn merged_16<B: Backend>(
     #[cfg(feature = "flex")]
     {
         use super::precision::host_f32;
-        use super::weight::{flex, held, Held, Weight};
+        use crate::backend::flex::{flex, held};
+        use crate::kernels::weight::{Held, Weight};
         use burn::tensor::{DType, TensorCreationOptions};
         use rayon::prelude::*;
         let (k, n) = (shape.k, shape.n);
@@ -155,8 +156,8 @@ pub(crate) fn merged_16<B: Backend>(
             to: impl Fn(&[f32], &mut [T]) + Sync,
         ) -> Vec<T> {
             let (k, n) = (shape.k, shape.n);
-            let mut out = super::buffer::zeroed::<T>(shape.len());
-            let rows = (k / (4 * super::weight::threads().max(1))).max(1);
+            let mut out = crate::kernels::buffer::zeroed::<T>(shape.len());
+            let rows = (k / (4 * crate::kernels::weight::threads().max(1))).max(1);
             let addr = out.as_mut_ptr() as usize;
             (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
                 let mut row: Vec<W> = bytemuck::zeroed_vec(n);
@@ -293,7 +294,8 @@ mod tests {
     /// then at most one 16-bit step apart), in the base's dtype and layout.
     #[test]
     fn rebuilds_16_bit_weights_as_burn_would() {
-        use crate::model::panels::{panel_tensor, rows_tensor, Layout};
+        use crate::kernels::panels::Layout;
+        use crate::model::held::{panel_tensor, rows_tensor};
         use crate::model::precision::{held_tensor, WeightDtype};
         use burn::tensor::DType;
         let (k, n) = (37, 70);

@@ -37,7 +37,7 @@ impl<B: Backend> Mlp<B> {
             (MlpKind::GptNeox, _) | (_, None) => self.gelu(fc_1(x)),
             (MlpKind::Llama, Some(fc_2)) => {
                 let (a, b) = self.gate_and_up(fc_2, x, rows);
-                match super::host_math::try_silu_mul(&a, &b) {
+                match crate::backend::flex::try_silu_mul(&a, &b) {
                     Some(y) => y,
                     None => silu(a) * b,
                 }
@@ -52,8 +52,7 @@ impl<B: Backend> Mlp<B> {
 
     /// A gated MLP's gate and up projections, `(x·W₁, x·W₂)`. On burn-flex the two run side by
     /// side under one `rayon::join`: a thread done with its share of one picks up work of the
-    /// other instead of waiting at its end (issue 8, session 13: batched decode +4–11%, a
-    /// 128-token prefill +19–26% with AVX-512, +3% with AVX2). Same values either way.
+    /// other instead of waiting at its end. Same values either way.
     fn gate_and_up(
         &self,
         fc_2: &Linear<B>,
@@ -61,7 +60,7 @@ impl<B: Backend> Mlp<B> {
         rows: Option<RowGrafts<'_>>,
     ) -> (Tensor<B, 3>, Tensor<B, 3>) {
         #[cfg(feature = "flex")]
-        if super::weight::is_flex::<B>() && super::weight::threads() > 1 {
+        if crate::backend::flex::is_flex::<B>() && crate::kernels::weight::threads() > 1 {
             let x1 = x.clone();
             return rayon::join(
                 || self.fc_1.forward_rows(x1, rows),
@@ -99,7 +98,7 @@ impl<B: Backend> Mlp<B> {
             return Some(self.gelu(a) * b);
         }
         let (a, b) = y.split_at_mut(n);
-        super::host_math::silu_mul(a, b);
+        crate::kernels::math::silu_mul(a, b);
         y.truncate(n);
         Some(Tensor::from_data(TensorData::new(y, [1, 1, n]), &dev))
     }
@@ -112,7 +111,7 @@ mod tests {
     use super::Mlp;
     use crate::backend::Flex;
     use crate::config::MlpKind;
-    use crate::model::one_row::tests::{layer, values};
+    use crate::model::linear::one_row_tests::{layer, values};
     use crate::model::WeightDtype;
 
     /// Decoding one row, the gate and up projections in one pass give the bits of the two

@@ -4,41 +4,19 @@
 //! (they enter through [`Linear`]).
 
 mod attention;
-#[cfg(feature = "flex")]
-mod attention_kernel;
-#[cfg(feature = "flex")]
-mod attention_simd;
 mod block;
-mod buffer;
 mod build;
-// The host kernels (here and below) run on flex only; without it they are compiled, unused.
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-mod few_rows;
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-mod gemm;
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-mod host_attention;
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-mod host_math;
+mod held;
 mod linear;
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-mod matvec;
-mod matvec_bf16;
 mod merge;
 mod mlp;
 mod norm;
-mod one_row;
-// Panel-major weights (held by `Linear` on burn-flex with AVX-512F).
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-mod panels;
-mod precision;
+pub(crate) mod precision;
 mod rope;
-mod transpose;
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
-pub(crate) mod weight;
 
 use burn::prelude::*;
 
+pub use crate::kernels::transpose::transpose;
 pub use attention::{Attention, Prefix};
 pub use block::Block;
 pub use linear::{Affine, Linear, LowRank, RowGrafts};
@@ -46,7 +24,6 @@ pub use mlp::Mlp;
 pub use norm::Norm;
 pub use precision::{holds_16bit, WeightDtype};
 pub use rope::{inv_freq, Rope};
-pub use transpose::transpose;
 
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
@@ -80,7 +57,7 @@ enum Embedding<B: Backend> {
     Own(Tensor<B, 2>),
     /// The base head's held weight (`[n_embd, vocab]` stored as the shape says), sharing its
     /// storage: kept when an adapter may change the head that stood in for the embedding.
-    Head(Tensor<B, 2>, panels::WeightShape),
+    Head(Tensor<B, 2>, crate::kernels::panels::WeightShape),
 }
 
 /// A decoder-only language model on backend `B`.
@@ -259,7 +236,9 @@ impl<B: Backend> Model<B> {
         last_only: bool,
         rows: Option<RowGrafts<'_>>,
     ) -> Result<Tensor<B, 2>> {
-        weight::on_pool::<B, _>(|| self.forward_rows_here(ids, caches, last_only, rows))
+        crate::backend::flex::on_pool::<B, _>(|| {
+            self.forward_rows_here(ids, caches, last_only, rows)
+        })
     }
 
     /// [`Model::forward_rows`] on the calling thread.

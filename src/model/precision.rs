@@ -12,8 +12,8 @@ use std::fmt;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorCreationOptions};
 
-use super::panels::Layout;
 use crate::error::{Error, Result};
+use crate::kernels::panels::Layout;
 
 /// Held precision of the weight matrices (norms, biases and adapters always stay f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -130,7 +130,7 @@ fn narrowed<B: Backend>(
             opts(DType::BF16),
         )),
         WeightDtype::F16 if holds_16bit::<B>(device) => {
-            let mut h = super::buffer::zeroed::<half::f16>(data.len());
+            let mut h = crate::kernels::buffer::zeroed::<half::f16>(data.len());
             f16_slice(data, &mut h);
             Some(Tensor::from_data(
                 TensorData::new(h, shape),
@@ -156,12 +156,12 @@ pub(crate) fn held_values<B: Backend>(
     let sixteen = holds_16bit::<B>(device);
     match (precision, values) {
         (WeightDtype::Bf16, Values::Bf16(d)) if sixteen => {
-            let mut h = super::buffer::zeroed::<half::bf16>(d.len());
+            let mut h = crate::kernels::buffer::zeroed::<half::bf16>(d.len());
             h.copy_from_slice(d);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::BF16))
         }
         (WeightDtype::F16, Values::F16(d)) if sixteen => {
-            let mut h = super::buffer::zeroed::<half::f16>(d.len());
+            let mut h = crate::kernels::buffer::zeroed::<half::f16>(d.len());
             h.copy_from_slice(d);
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
@@ -174,7 +174,7 @@ pub(crate) fn held_values<B: Backend>(
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight given as `parts` stacked by
 /// rows (one part, or a fused q/k/v weight's three), held at `precision` as [`held_tensor`] holds
 /// it and laid out as `layout` says: row-major `[cols, rows]`, or panels
-/// `[⌈rows/16⌉·cols, 16]` ([`super::panels`]). Converted band by band or panel by panel (no
+/// `[⌈rows/16⌉·cols, 16]` ([`crate::kernels::panels`]). Converted band by band or panel by panel (no
 /// transposed f32 copy for 16-bit, no stacked copy of the parts).
 pub(crate) fn held_transposed<B: Backend>(
     parts: &[crate::checkpoint::Values<'_>],
@@ -216,20 +216,20 @@ pub(crate) fn held_transposed<B: Backend>(
 }
 
 /// The transpose of `parts` stacked by rows in `layout`, each value through `map` (see
-/// [`super::transpose::transpose_parts_map`], [`super::panels::panels_map`]).
-fn arranged<S: super::weight::Weight, T: Copy + bytemuck::Zeroable + Send>(
+/// [`crate::kernels::transpose::transpose_parts_map`], [`crate::kernels::panels::panels_map`]).
+fn arranged<S: crate::kernels::weight::Weight, T: Copy + bytemuck::Zeroable + Send>(
     parts: &[&[S]],
     cols: usize,
     layout: Layout,
     map: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Vec<T> {
     match layout {
-        Layout::Rows => super::transpose::transpose_parts_map(parts, cols, map),
-        Layout::Panels => super::panels::panels_map(parts, cols, map),
+        Layout::Rows => crate::kernels::transpose::transpose_parts_map(parts, cols, map),
+        Layout::Panels => crate::kernels::panels::panels_map(parts, cols, map),
     }
 }
 
-fn held_transposed_as<B: Backend, S: super::weight::Weight>(
+fn held_transposed_as<B: Backend, S: crate::kernels::weight::Weight>(
     parts: &[&[S]],
     rows: usize,
     cols: usize,
@@ -237,7 +237,7 @@ fn held_transposed_as<B: Backend, S: super::weight::Weight>(
     layout: Layout,
     device: &B::Device,
 ) -> Tensor<B, 2> {
-    use super::panels::PANEL;
+    use crate::kernels::panels::PANEL;
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
     let shape = match layout {
         Layout::Rows => [cols, rows],
@@ -253,11 +253,13 @@ fn held_transposed_as<B: Backend, S: super::weight::Weight>(
             Tensor::from_data(TensorData::new(h, shape), opts(DType::F16))
         }
         _ => {
-            let wide: Option<Vec<&[f32]>> =
-                parts.iter().map(|p| super::transpose::as_f32(p)).collect();
+            let wide: Option<Vec<&[f32]>> = parts
+                .iter()
+                .map(|p| crate::kernels::transpose::as_f32(p))
+                .collect();
             let t = match (wide, layout) {
                 // f32 rows: the 8×8 register transposes.
-                (Some(d), Layout::Rows) => super::transpose::transpose_parts(&d, cols),
+                (Some(d), Layout::Rows) => crate::kernels::transpose::transpose_parts(&d, cols),
                 _ => arranged(parts, cols, layout, |a: &[f32], b: &mut [f32]| {
                     b.copy_from_slice(a)
                 }),
@@ -316,7 +318,7 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32>
 /// rows can read `held`'s columns. Compared bit for bit in 64-row blocks (parallel on flex).
 pub(crate) fn equals_transposed<B: Backend>(
     held: &Tensor<B, 2>,
-    shape: super::panels::WeightShape,
+    shape: crate::kernels::panels::WeightShape,
     data: &[f32],
     precision: WeightDtype,
 ) -> bool {
@@ -350,9 +352,9 @@ pub(crate) fn equals_transposed<B: Backend>(
         })
     };
     #[cfg(feature = "flex")]
-    if let Some(t) = super::weight::flex(held) {
-        use super::weight::Held;
-        return match super::weight::held(&t).filter(|h| h.len() == shape.len()) {
+    if let Some(t) = crate::backend::flex::flex(held) {
+        use crate::kernels::weight::Held;
+        return match crate::backend::flex::held(&t).filter(|h| h.len() == shape.len()) {
             Some(Held::F32(h)) => check(&|j, i| h[shape.at(j, i)].to_bits()),
             Some(Held::Bf16(h)) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
             Some(Held::F16(h)) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
@@ -371,7 +373,7 @@ fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
         // buffer comes from the heap and is cleared by `memset`).
         return v.iter().map(|&x| bf16_rne(x)).collect();
     }
-    let mut out = super::buffer::zeroed::<half::bf16>(v.len());
+    let mut out = crate::kernels::buffer::zeroed::<half::bf16>(v.len());
     #[cfg(feature = "flex")]
     {
         use rayon::prelude::*;
@@ -390,7 +392,7 @@ pub fn holds_16bit<B: Backend>(device: &B::Device) -> bool {
     #[cfg(feature = "flex")]
     {
         let probe = Tensor::<B, 1>::zeros([1], device);
-        super::weight::flex(&probe).is_some()
+        crate::backend::flex::flex(&probe).is_some()
     }
     #[cfg(not(feature = "flex"))]
     {

@@ -197,31 +197,13 @@ fn build<B: Backend>(
     )
 }
 
-/// The most rotary dimensions the host kernels handle (a stack buffer).
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-pub(super) const MAX_HOST_ELEM: usize = 512;
-
-/// Rotates the first `cos.len()` (≤ [`MAX_HOST_ELEM`], even) elements of one head's `row` by one
-/// position's tables, with the burn-op path's arithmetic (a product each, then their sum).
-#[cfg_attr(not(feature = "flex"), allow(dead_code))]
-pub(super) fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
-    let n = cos.len();
-    let half = n / 2;
-    let mut rot = [0f32; MAX_HOST_ELEM];
-    rot[..n].copy_from_slice(&row[..n]);
-    for d in 0..half {
-        row[d] = rot[d] * cos[d] + (-rot[d + half]) * sin[d];
-        row[d + half] = rot[d + half] * cos[d + half] + rot[d] * sin[d + half];
-    }
-}
-
 impl<B: Backend> Rope<B> {
     /// [`Rope::apply`] in one pass on the host when the tensors live there (burn-flex): the
     /// burn-op version runs eight strided element-wise ops per call. Same arithmetic (a product
     /// each, then their sum), so the results are identical.
     #[cfg(feature = "flex")]
     fn try_host(&self, x: &Tensor<B, 4>, start: usize) -> Option<Tensor<B, 4>> {
-        use super::weight::{f32s, flex};
+        use crate::backend::flex::{f32s, flex};
         let [_, _, t, _] = x.dims();
         self.reach(start + t);
         let (cos, sin) = self.current();
@@ -233,14 +215,14 @@ impl<B: Backend> Rope<B> {
             return None;
         }
         flex(x)?; // only for host tensors: elsewhere this would be a device round trip
-        if n > MAX_HOST_ELEM {
+        if n > crate::kernels::math::MAX_ROTARY {
             return None;
         }
         let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
         // Rows of `v` are `[b, h, t]` in order: row `r` is position `start + r % t`.
         for (r, row) in v.chunks_exact_mut(hs).enumerate() {
             let p = start + r % t;
-            rotate(row, &cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
+            crate::kernels::math::rotate(row, &cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
         }
         Some(Tensor::from_data(
             TensorData::new(v, [b, h, t, hs]),

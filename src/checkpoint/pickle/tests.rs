@@ -118,7 +118,7 @@ fn a_shared_tensor_is_listed_under_each_key() {
 }
 
 /// The memo keeps a snapshot: adding to a container after memoizing it does not change the
-/// memoized value (copy-on-write), as before values were shared.
+/// memoized value (copy-on-write), although values are shared.
 #[test]
 fn a_memoized_container_keeps_its_snapshot() {
     let filled = [&b"}q\x00"[..], &s("w"), &tensor("0"), b"s"].concat();

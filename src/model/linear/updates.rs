@@ -5,9 +5,9 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use super::super::merge;
-use super::super::panels::Layout;
-use super::super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
 use super::{Linear, LowRank};
+use crate::kernels::panels::Layout;
+use crate::model::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
 
 impl<B: Backend> Linear<B> {
     /// Attaches an update (kept separate, not merged). A layer whose weight is held in 16 bits

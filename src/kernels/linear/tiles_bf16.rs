@@ -1,4 +1,4 @@
-//! The matrix–vector kernel of [`super::matvec`] for bf16 weights (AVX-512F).
+//! The matrix–vector kernel of [`crate::kernels::linear::tiles`] for bf16 weights (AVX-512F).
 //!
 //! A bf16 value is the upper half of an f32, so one 64-byte load of 32 weights gives the 16
 //! even columns by shifting each 32-bit lane up 16 bits and the 16 odd columns by clearing each
@@ -6,10 +6,10 @@
 //! (`vpmovzxwd`) costs a shuffle per 16. The output tile is accumulated in that even/odd order
 //! and put back in column order once at the end. Each output is still the same fused
 //! multiply-adds over the rows in row order, so the results are bit for bit those of the
-//! generic kernel (and of [`super::few_rows`] and [`super::gemm`]).
+//! generic kernel (and of [`crate::kernels::linear::batch`] and [`crate::kernels::linear::prefill`]).
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use x86::tile_avx512_bf16;
+pub(crate) use x86::tile_avx512_bf16;
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -27,7 +27,7 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX-512F and `W` `[x.len(), n]` covers columns `j0..j0 + out.len()`.
     #[target_feature(enable = "avx512f,fma")]
-    pub(in crate::model) unsafe fn tile_avx512_bf16(
+    pub(crate) unsafe fn tile_avx512_bf16(
         x: &[f32],
         w: &[bf16],
         n: usize,

@@ -3,8 +3,8 @@
 //! (one stored panel) into an L1-sized block. Same arithmetic as the AVX-512 kernel and the
 //! decode kernels: every output one fused multiply-add chain over `k` in order from zero.
 
-use super::super::panels::WeightShape;
-use super::super::weight::Weight;
+use crate::kernels::panels::WeightShape;
+use crate::kernels::weight::Weight;
 use std::arch::x86_64::*;
 
 /// Rows per register block.
@@ -22,7 +22,7 @@ const PREFETCH: usize = 32;
 /// # Safety
 /// The CPU has AVX2, FMA and F16C; `x.len() == m·k`, `w.len() == shape.len()`,
 /// `y.len() == m·n`.
-pub(super) unsafe fn gemm<W: Weight>(
+pub(crate) unsafe fn gemm<W: Weight>(
     x: &[f32],
     w: &[W],
     shape: WeightShape,

@@ -1,8 +1,9 @@
-//! Causal attention computed on the host when the tensors live there (burn-flex): the burn-op
+//! Causal attention on burn-flex tensors, in place, by the host kernel
+//! ([`crate::kernels::attention`]): the burn-op
 //! version copies the strided views of the cache and the score tensors element by element and
 //! runs a dozen ops per layer; here the heads' queries go through the cache in place.
 //!
-//! Same steps as [`super::attention::Attention`]'s burn path — scaled `q·kᵀ`, optional
+//! Same steps as `model::Attention`'s burn path — scaled `q·kᵀ`, optional
 //! soft-capping, causal (and sliding-window) mask, softmax, `p·v` — so results differ only by
 //! rounding (the parity tests hold both to the reference). [`try_attend`] goes further and
 //! starts from the fused `[Q | K | V]` projection: RoPE, the cache write and the attention in one
@@ -10,38 +11,28 @@
 
 use burn::prelude::*;
 
+pub(crate) use crate::kernels::attention::Heads;
 #[cfg(feature = "flex")]
-use super::attention_kernel::attend;
-use super::rope::Rope;
-use crate::cache::KvCache;
-
-/// Shape and options of one attention.
-#[derive(Debug, Clone, Copy)]
-pub struct Heads {
-    pub n_head: usize,
-    pub n_kv: usize,
-    pub head_size: usize,
-    pub scale: f64,
-    pub softcap: Option<f64>,
-    /// Sliding window, when narrower than the positions attended over.
-    pub window: Option<usize>,
-}
+use crate::kernels::attention::{attend, Strided};
 
 /// Attention of one sequence from its fused projection `qkv` (`[1, t, (nh + 2·nkv)·hs]`, heads
-/// in order within each part), at positions `cache.len()..cache.len() + t`: RoPE on the queries
-/// and keys, keys and values written to `cache` for `layer`, and the heads' outputs `[1, t, nh·hs]`.
-/// `None` (before touching the cache) when the backend is not burn-flex or the tensors are not
-/// plain f32.
+/// in order within each part), at positions `pos..pos + t`: RoPE on the queries and keys (by
+/// `rope`: the `cos` and `sin` tables `[positions, n]` covering `0..pos + t`, and `n`), the new
+/// keys and values (`[1, nkv, t, hs]`) handed to `append`, which stores them and returns every
+/// key and value so far (`[1, nkv, pos + t, hs]`, any strides), and the heads' outputs
+/// `[1, t, nh·hs]`. `None` (before calling `append`) when the backend is not burn-flex or the
+/// tensors are not plain f32.
 pub fn try_attend<B: Backend>(
     qkv: &Tensor<B, 3>,
     heads: Heads,
-    rope: &Rope<B>,
-    cache: &mut KvCache<B>,
-    layer: usize,
+    rope: (Tensor<B, 2>, Tensor<B, 2>, usize),
+    pos: usize,
+    append: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>),
 ) -> Option<Tensor<B, 3>> {
     #[cfg(feature = "flex")]
     {
-        use super::weight::{f32s, flex};
+        use super::{f32s, flex};
+        use crate::kernels::math::{rotate, MAX_ROTARY};
         let Heads {
             n_head: nh,
             n_kv: nkv,
@@ -49,14 +40,13 @@ pub fn try_attend<B: Backend>(
             ..
         } = heads;
         let [b, t, width] = qkv.dims();
-        let pos = cache.len();
         if b != 1 || width != (nh + 2 * nkv) * hs || nkv == 0 || nh % nkv != 0 {
             return None;
         }
-        let (cos_t, sin_t, n) = rope.tables(pos + t);
+        let (cos_t, sin_t, n) = rope;
         let (cos_t, sin_t) = (flex(&cos_t)?, flex(&sin_t)?);
         let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
-        if n > hs || n % 2 != 0 || n > super::rope::MAX_HOST_ELEM || cos.len() < (pos + t) * n {
+        if n > hs || n % 2 != 0 || n > MAX_ROTARY || cos.len() < (pos + t) * n {
             return None;
         }
         let qkv_t = flex(qkv)?;
@@ -74,18 +64,17 @@ pub fn try_attend<B: Backend>(
             for h in 0..nh {
                 let dst = &mut q[(h * t + i) * hs..][..hs];
                 dst.copy_from_slice(&row[h * hs..][..hs]);
-                super::rope::rotate(dst, c, s);
+                rotate(dst, c, s);
             }
             for g in 0..nkv {
                 let dst = &mut k[(g * t + i) * hs..][..hs];
                 dst.copy_from_slice(&row[(nh + g) * hs..][..hs]);
-                super::rope::rotate(dst, c, s);
+                rotate(dst, c, s);
                 v[(g * t + i) * hs..][..hs].copy_from_slice(&row[(nh + nkv + g) * hs..][..hs]);
             }
         }
         let dev = qkv.device();
-        let (k_all, v_all) = cache.append(
-            layer,
+        let (k_all, v_all) = append(
             Tensor::from_data(TensorData::new(k, [1, nkv, t, hs]), &dev),
             Tensor::from_data(TensorData::new(v, [1, nkv, t, hs]), &dev),
         );
@@ -97,7 +86,7 @@ pub fn try_attend<B: Backend>(
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (qkv, heads, rope, cache, layer);
+        let _ = (qkv, heads, rope, pos, append);
         None
     }
 }
@@ -115,7 +104,7 @@ pub fn try_attention<B: Backend>(
 ) -> Option<Tensor<B, 4>> {
     #[cfg(feature = "flex")]
     {
-        use super::weight::{f32s, flex};
+        use super::{f32s, flex};
         let [b, nh, t, hs] = q.dims();
         let [bk, nkv, s, hsk] = k.dims();
         if b != 1 || bk != 1 || hsk != hs || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 {
@@ -157,32 +146,6 @@ pub fn try_attention<B: Backend>(
     }
 }
 
-/// A 4-d f32 flex tensor read in place through its strides (rows along the last dim contiguous).
-#[cfg(feature = "flex")]
-pub(super) struct Strided<'a> {
-    data: &'a [f32],
-    offset: usize,
-    strides: [usize; 3],
-}
-
-#[cfg(feature = "flex")]
-impl Strided<'_> {
-    /// Elements `[b, h, j, 0..hs]`.
-    pub(super) fn row(&self, b: usize, h: usize, j: usize, hs: usize) -> &[f32] {
-        let at = self.offset + b * self.strides[0] + h * self.strides[1] + j * self.strides[2];
-        &self.data[at..at + hs]
-    }
-
-    /// Head `h` of batch 0: its elements from the first position on, and the distance between
-    /// positions (row `j` at `j · stride`).
-    pub(super) fn head(&self, h: usize) -> (&[f32], usize) {
-        (
-            &self.data[self.offset + h * self.strides[1]..],
-            self.strides[2],
-        )
-    }
-}
-
 #[cfg(feature = "flex")]
 fn strided(t: &burn_flex::FlexTensor) -> Option<Strided<'_>> {
     if t.dtype() != burn::tensor::DType::F32 {
@@ -204,11 +167,11 @@ fn strided(t: &burn_flex::FlexTensor) -> Option<Strided<'_>> {
     if shape.iter().any(|&d| d == 0) || last >= data.len() {
         return None;
     }
-    Some(Strided {
+    Some(Strided::new(
         data,
         offset,
-        strides: [st[0] as usize, st[1] as usize, st[2] as usize],
-    })
+        [st[0] as usize, st[1] as usize, st[2] as usize],
+    ))
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -304,7 +267,7 @@ mod simd_tests {
     /// sixteen, windows and soft-capping, a cache larger than its used part).
     #[test]
     fn register_kernels_match_the_plain_loops_bit_for_bit() {
-        if !super::super::attention_simd::available() {
+        if !crate::kernels::attention::simd::available() {
             return;
         }
         let mut s = 11u32;
@@ -337,8 +300,8 @@ mod simd_tests {
                 };
                 let (kc, vc) = (cache(3.0, &mut rnd), cache(1.0, &mut rnd));
                 let (kf, vf) = (
-                    super::super::weight::flex(&kc).unwrap(),
-                    super::super::weight::flex(&vc).unwrap(),
+                    crate::backend::flex::flex(&kc).unwrap(),
+                    crate::backend::flex::flex(&vc).unwrap(),
                 );
                 let (k, v) = (strided(&kf).unwrap(), strided(&vf).unwrap());
                 let heads = Heads {
@@ -351,10 +314,10 @@ mod simd_tests {
                 };
                 let run = |plain: bool| {
                     use std::sync::atomic::Ordering::Relaxed;
-                    super::super::attention_kernel::FORCE_PLAIN.store(plain, Relaxed);
+                    crate::kernels::attention::FORCE_PLAIN.store(plain, Relaxed);
                     let mut y = vec![0f32; t * nh * hs];
                     attend(&q, &k, &v, heads, t, pos, &mut y, nh * hs, hs);
-                    super::super::attention_kernel::FORCE_PLAIN.store(false, Relaxed);
+                    crate::kernels::attention::FORCE_PLAIN.store(false, Relaxed);
                     y.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
                 };
                 assert_eq!(
@@ -387,8 +350,8 @@ mod speed {
             &dev,
         );
         let (kt, vt) = (
-            super::super::weight::flex(&kc).unwrap(),
-            super::super::weight::flex(&kc).unwrap(),
+            crate::backend::flex::flex(&kc).unwrap(),
+            crate::backend::flex::flex(&kc).unwrap(),
         );
         let (k, v) = (strided(&kt).unwrap(), strided(&vt).unwrap());
         let heads = Heads {
@@ -429,7 +392,7 @@ mod speed {
                 .collect();
             let flexes: Vec<_> = caches
                 .iter()
-                .map(|c| super::super::weight::flex(c).unwrap())
+                .map(|c| crate::backend::flex::flex(c).unwrap())
                 .collect();
             let views: Vec<_> = flexes.iter().map(|f| strided(f).unwrap()).collect();
             let q1 = &q[..nh * hs];
@@ -445,9 +408,9 @@ mod speed {
             let mut times = [[0f64; 2]; 2];
             for round in 0..6 {
                 let plain = round % 2 == 0;
-                super::super::attention_kernel::FORCE_PLAIN.store(plain, Relaxed);
+                crate::kernels::attention::FORCE_PLAIN.store(plain, Relaxed);
                 for (cold, time) in times[plain as usize].iter_mut().enumerate() {
-                    *time += crate::model::weight::on_pool::<F, _>(|| {
+                    *time += crate::backend::flex::on_pool::<F, _>(|| {
                         let mut spent = 0f64;
                         for _ in 0..reps {
                             for v in &views {
@@ -463,7 +426,7 @@ mod speed {
                     });
                 }
             }
-            super::super::attention_kernel::FORCE_PLAIN.store(false, Relaxed);
+            crate::kernels::attention::FORCE_PLAIN.store(false, Relaxed);
             println!(
                 "decode at context {ctx}, ms per 30 layers: warm {:.2} (plain loops {:.2}), \
                  cold {:.2} (plain loops {:.2}) [{sink}]",

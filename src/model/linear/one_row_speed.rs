@@ -2,9 +2,9 @@
 
 use burn::prelude::*;
 
-use super::tests::{layer, layer_as};
+use super::one_row_tests::{layer, layer_as};
+use super::rows_speed::LAYER;
 use crate::backend::Flex;
-use crate::model::matvec::speed::LAYER;
 use crate::model::{Linear, WeightDtype};
 
 /// `cargo test --release --features flex --lib overhead_speed -- --ignored --nocapture`: the
@@ -21,7 +21,7 @@ fn overhead_speed() {
         let many: Vec<Linear<Flex>> = (0..150).map(|i| layer(1536, 576, p, i, &[])).collect();
         let few: Vec<Linear<Flex>> = (0..15).map(|i| layer(15360, 576, p, i, &[])).collect();
         let x = Tensor::<Flex, 2>::from_data(
-            TensorData::new(super::tests::values(576, 1), [1, 576]),
+            TensorData::new(super::one_row_tests::values(576, 1), [1, 576]),
             &dev,
         );
         let token = |ls: &[Linear<Flex>]| {
@@ -44,7 +44,7 @@ fn overhead_speed() {
             (a / 60.0, b / 60.0)
         };
         let bytes = 150.0 * 576.0 * 1536.0 * if p == WeightDtype::F32 { 4.0 } else { 2.0 };
-        let (a, b) = crate::model::weight::on_pool::<Flex, _>(run);
+        let (a, b) = crate::backend::flex::on_pool::<Flex, _>(run);
         println!(
             "{p:?}: 150 linears {:.2} ms ({:.1} GB/s), 15 wide {:.2} ms ({:.1} GB/s)",
             a * 1e3,
@@ -86,7 +86,7 @@ fn pair_speed() {
                 })
                 .collect();
             let x = Tensor::<Flex, 2>::from_data(
-                TensorData::new(super::tests::values(576, 1), [1, 576]),
+                TensorData::new(super::one_row_tests::values(576, 1), [1, 576]),
                 &dev,
             );
             let x3 = x.clone().reshape([1, 1, 576]);
@@ -102,7 +102,7 @@ fn pair_speed() {
                 }
                 t.elapsed().as_secs_f64()
             };
-            let (alone, group) = crate::model::weight::on_pool::<Flex, _>(|| {
+            let (alone, group) = crate::backend::flex::on_pool::<Flex, _>(|| {
                 let (mut alone, mut group) = (0.0, 0.0);
                 for _ in 0..20 {
                     for _ in 0..5 {
@@ -150,7 +150,12 @@ fn lora_speed() {
             .collect();
         let xs: Vec<Tensor<Flex, 2>> = [576, 1536]
             .iter()
-            .map(|&k| Tensor::from_data(TensorData::new(super::tests::values(k, 1), [1, k]), &dev))
+            .map(|&k| {
+                Tensor::from_data(
+                    TensorData::new(super::one_row_tests::values(k, 1), [1, k]),
+                    &dev,
+                )
+            })
             .collect();
         let token = |layers: &[Vec<Linear<Flex>>]| {
             let t = std::time::Instant::now();
@@ -171,7 +176,7 @@ fn lora_speed() {
         for _ in 0..10 {
             for (v, t) in t.iter_mut().enumerate() {
                 switch(&mut layers, v == 1);
-                *t += crate::model::weight::on_pool::<Flex, _>(|| {
+                *t += crate::backend::flex::on_pool::<Flex, _>(|| {
                     (0..5).map(|_| token(&layers)).sum::<f64>()
                 });
             }

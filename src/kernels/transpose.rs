@@ -1,7 +1,7 @@
 //! Transposing weights at load time: checkpoints store `[out, in]`, [`super::Linear`] holds
 //! `[in, out]`.
 
-use super::weight::Weight;
+use crate::kernels::weight::Weight;
 
 /// `[rows, cols]` row-major → `[cols, rows]` row-major: large matrices (a load's weights) in 32×32
 /// blocks, bands of 32 output rows in parallel on rayon's threads; small ones gathered directly.
@@ -27,7 +27,7 @@ const SMALL: usize = 1 << 16;
 /// from the parts: a fused q/k/v weight stored as three tensors needs no concatenated copy.
 pub(crate) fn transpose_parts(parts: &[&[f32]], cols: usize) -> Vec<f32> {
     let rows = stacked_rows(parts, cols);
-    let mut t = super::buffer::zeroed::<f32>(rows * cols);
+    let mut t = crate::kernels::buffer::zeroed::<f32>(rows * cols);
     for_bands(&mut t, rows, |bi, out| {
         let mut offset = 0;
         for part in parts {
@@ -69,7 +69,7 @@ pub(crate) fn transpose_parts_map<S: Weight, T: Copy + bytemuck::Zeroable + Send
 ) -> Vec<T> {
     const SEGMENT: usize = 2048;
     let rows = stacked_rows(parts, cols);
-    let mut t = super::buffer::zeroed::<T>(rows * cols);
+    let mut t = crate::kernels::buffer::zeroed::<T>(rows * cols);
     for_bands(&mut t, rows, |bi, out| {
         let width = out.len() / rows;
         let c0 = bi * BLOCK;
@@ -130,7 +130,7 @@ fn for_bands<T: Send>(t: &mut [T], rows: usize, f: impl Fn(usize, &mut [T]) + Sy
             t.par_chunks_mut(BLOCK * rows)
                 .enumerate()
                 .for_each(|(bi, out)| {
-                    super::buffer::populate(out);
+                    crate::kernels::buffer::populate(out);
                     f(bi, out)
                 });
             return;
@@ -205,7 +205,7 @@ mod x86 {
     /// # Safety
     /// AVX must be present; the eight rows of eight floats at `src` and at `dst` must be valid.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn tile8(src: *const f32, stride: usize, dst: *mut f32, dst_stride: usize) {
+    pub(crate) unsafe fn tile8(src: *const f32, stride: usize, dst: *mut f32, dst_stride: usize) {
         let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i * stride)));
         let t0 = _mm256_unpacklo_ps(r[0], r[1]);
         let t1 = _mm256_unpackhi_ps(r[0], r[1]);

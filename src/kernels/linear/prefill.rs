@@ -1,6 +1,6 @@
 //! `Y = X·W` for several rows (prefill), `W` `[k, n]` read in place (row-major, or 16-column
 //! panels: a 48-column panel of the kernel is then three stored ones) — the many-row
-//! sibling of [`super::matvec`]. burn-flex's general GEMM repacks both operands on every call;
+//! sibling of [`crate::kernels::linear::tiles`]. burn-flex's general GEMM repacks both operands on every call;
 //! here a register-blocked AVX-512 kernel (8 rows × 48 columns of accumulators) streams 48-column
 //! panels of `W` straight from the weight, with column panels split over rayon's threads. CPUs
 //! with AVX2 but not AVX-512 take [`avx2`]'s 6 × 16 kernel the same way.
@@ -9,8 +9,8 @@
 //! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row
 //! computed alone during decoding, and nothing depends on the thread count.
 
-use super::panels::WeightShape;
-use super::weight::Weight;
+use crate::kernels::panels::WeightShape;
+use crate::kernels::weight::Weight;
 
 /// Rows per register block.
 const MR: usize = 8;
@@ -49,8 +49,8 @@ pub(crate) fn gemm_in<W: Weight>(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if !super::host_math::avx512() {
-            if super::host_math::avx2() {
+        if !crate::kernels::math::avx512() {
+            if crate::kernels::math::avx2() {
                 // SAFETY: the CPU has AVX2, FMA and F16C; sizes are as asserted above.
                 unsafe { avx2::gemm(x, w, shape, y, m) };
                 return true;
@@ -76,7 +76,7 @@ pub(crate) fn gemm_in<W: Weight>(
 
 /// The rows of `x` (`[m, k]`, `k > 0`) in blocks of `mr`, each block interleaved (`[k][mr]`:
 /// value `i` of the block's rows side by side), zero rows past `m`.
-pub(super) fn interleaved(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
+pub(crate) fn interleaved(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
     let blocks = (x.len() / k).div_ceil(mr);
     let mut xp = vec![0f32; blocks * mr * k];
     for (b, dst) in xp.chunks_exact_mut(mr * k).enumerate() {
@@ -94,7 +94,7 @@ pub(super) fn interleaved(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn column_tasks(n: usize, nr: usize, f: impl Fn(usize, usize) + Sync + Send) {
     let panels = n.div_ceil(nr);
-    let threads = super::weight::threads();
+    let threads = crate::kernels::weight::threads();
     let per_task = panels.div_ceil(threads * 4).max(1);
     let tasks = panels.div_ceil(per_task);
     let run = |t: usize| f(t * per_task * nr, ((t + 1) * per_task * nr).min(n));
@@ -120,7 +120,7 @@ mod x86 {
     /// Output columns `j0..j1` of every row.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn columns<W: Weight>(
+    pub(crate) unsafe fn columns<W: Weight>(
         x: &[f32],
         w: &[W],
         shape: WeightShape,
@@ -291,7 +291,7 @@ mod tests {
             }
             for r in 0..m {
                 let mut want = vec![0f32; n];
-                super::super::matvec::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
+                crate::kernels::linear::tiles::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
                 assert_eq!(
                     &y[r * n..(r + 1) * n],
                     &want[..],

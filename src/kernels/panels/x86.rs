@@ -1,7 +1,7 @@
 //! The panel kernels for AVX-512F, and for AVX2 (+ FMA, F16C).
 
-use super::super::weight::Weight;
 use super::{Side, WeightShape, PANEL};
+use crate::kernels::weight::Weight;
 use std::arch::x86_64::*;
 
 /// Bytes ahead in a panel's stream that [`rows_avx512`] prefetches: several rows of work per
@@ -14,7 +14,7 @@ const AHEAD: usize = 4096;
 /// The CPU has AVX-512F; `xi` is `[k][8]`; `w` holds `shape.len()` values as panels; `y` is
 /// `[m, shape.n]` and no one else writes its columns `j0..j1` meanwhile.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn rows_avx512<W: Weight, const M: usize>(
+pub(crate) unsafe fn rows_avx512<W: Weight, const M: usize>(
     xi: &[f32],
     w: &[W],
     shape: WeightShape,
@@ -75,7 +75,7 @@ pub(super) unsafe fn rows_avx512<W: Weight, const M: usize>(
 /// The CPU has AVX-512F, `V · 16` is the panel width of `W` and panels
 /// `first..⌈(first · width + out.len()) / width⌉` of `x.len()` lines each lie in `p`.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn run_avx512<W: Weight, const V: usize, const GROUP: usize>(
+pub(crate) unsafe fn run_avx512<W: Weight, const V: usize, const GROUP: usize>(
     x: &[f32],
     p: &[W],
     first: usize,
@@ -133,7 +133,7 @@ pub(super) unsafe fn run_avx512<W: Weight, const V: usize, const GROUP: usize>(
 /// lie in `p` with `x.len()` lines each; `side` [`Side::fits`] `x.len()` rows and
 /// `side.width.div_ceil(16) == SG`.
 #[target_feature(enable = "avx512f,fma")]
-pub(super) unsafe fn side_avx512<W: Weight, S: Weight, const GROUP: usize, const SG: usize>(
+pub(crate) unsafe fn side_avx512<W: Weight, S: Weight, const GROUP: usize, const SG: usize>(
     x: &[f32],
     p: &[W],
     first: usize,
@@ -211,7 +211,7 @@ pub(super) unsafe fn side_avx512<W: Weight, S: Weight, const GROUP: usize, const
 /// The CPU has AVX2, FMA and F16C, the panels are 16 wide and panels
 /// `first..⌈(first · 16 + out.len()) / 16⌉` of `x.len()` lines each lie in `p`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn run_avx2<W: Weight, const GROUP: usize>(
+pub(crate) unsafe fn run_avx2<W: Weight, const GROUP: usize>(
     x: &[f32],
     p: &[W],
     first: usize,
@@ -259,7 +259,7 @@ pub(super) unsafe fn run_avx2<W: Weight, const GROUP: usize>(
 /// values as panels; `y` is `[m, shape.n]` with `r0 + R ≤ m`, and no one else writes its columns
 /// `j..j + 16` meanwhile.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn rows_avx2<W: Weight, const R: usize>(
+pub(crate) unsafe fn rows_avx2<W: Weight, const R: usize>(
     xi: &[f32],
     w: &[W],
     shape: WeightShape,

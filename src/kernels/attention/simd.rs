@@ -1,4 +1,4 @@
-//! AVX-512 register kernels for the few-query (decoding) path of [`super::attention_kernel`]:
+//! AVX-512 register kernels for the few-query (decoding) path of [`crate::kernels::attention`]:
 //! the same arithmetic as its plain loops, bit for bit (tested against them), without their
 //! costs. The plain score loop sums each key's sixteen lanes one by one (fifteen dependent
 //! scalar adds and as many shuffles per key and head); here sixteen keys' lane vectors are
@@ -11,10 +11,10 @@
 //! is a multiple of sixteen.
 
 /// Whether [`weighted_values`] can run here (x86-64 with AVX-512F, or AVX2 + FMA + F16C).
-pub(super) fn values_available() -> bool {
+pub(crate) fn values_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::host_math::avx512() || super::host_math::avx2()
+        crate::kernels::math::avx512() || crate::kernels::math::avx2()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -23,10 +23,10 @@ pub(super) fn values_available() -> bool {
 }
 
 /// Whether [`scores`] can run here (x86-64 with AVX-512F).
-pub(super) fn available() -> bool {
+pub(crate) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::host_math::avx512()
+        crate::kernels::math::avx512()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -40,7 +40,7 @@ pub(super) fn available() -> bool {
 ///
 /// # Panics
 /// If `q.len()` is not a multiple of sixteen, AVX-512F is missing, or a key lies outside `kd`.
-pub(super) fn scores(
+pub(crate) fn scores(
     q: &[f32],
     kd: &[f32],
     stride: usize,
@@ -73,7 +73,7 @@ pub(super) fn scores(
 /// If `hs` is not a multiple of sixteen, [`values_available`] is false, or an index lies out of
 /// bounds.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn weighted_values(
+pub(crate) fn weighted_values(
     p: &[f32],
     n: usize,
     heads: usize,
@@ -140,7 +140,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scores(
+    pub(crate) unsafe fn scores(
         q: &[f32],
         k: *const f32,
         stride: usize,
@@ -210,7 +210,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weighted<const H: usize, const C: usize>(
+    pub(crate) unsafe fn weighted<const H: usize, const C: usize>(
         p: *const f32,
         n: usize,
         v: *const f32,
@@ -244,7 +244,7 @@ mod x86 {
     /// [`weighted`] for AVX2: `H ≤ 4` heads × sixteen dimensions (two vectors each) in
     /// registers, the same fused multiply-add per element and key, keys in order.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_avx2<const H: usize>(
+    pub(crate) unsafe fn weighted_avx2<const H: usize>(
         p: *const f32,
         n: usize,
         v: *const f32,

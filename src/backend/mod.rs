@@ -4,6 +4,10 @@
 
 use crate::error::{Error, Result};
 
+// The burn-flex side of the seam to the host kernels (reads burn-flex tensors in place).
+#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
+pub(crate) mod flex;
+
 /// Names of the backends compiled into this build, default first.
 #[allow(clippy::vec_init_then_push, unused_mut)]
 pub fn available() -> Vec<&'static str> {

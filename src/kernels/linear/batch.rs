@@ -1,17 +1,17 @@
 //! `Y = X·W` for a few rows — one decoding step of a batch of sequences. The prefill GEMM
-//! ([`super::gemm`]) walks 48-column panels down all of `k`, which for a handful of rows touches
+//! ([`crate::kernels::linear::prefill`]) walks 48-column panels down all of `k`, which for a handful of rows touches
 //! a new page every weight row and reuses nothing; this kernel streams the weight the way the
 //! one-row kernel does (column tiles, eight weight rows per pass) and applies each loaded weight
 //! vector to every row.
 //!
-//! Weights held as panels ([`super::panels`]) take `panels::rows_panels` instead: each panel is
+//! Weights held as panels ([`crate::kernels::panels`]) take `panels::rows_panels` instead: each panel is
 //! walked once down all of `k` with every row's outputs in registers.
 //!
-//! Each output is the same in-order fused multiply-add chain as [`super::matvec`]'s, so a row
+//! Each output is the same in-order fused multiply-add chain as [`crate::kernels::linear::tiles`]'s, so a row
 //! computed here is bit-identical to the same row decoded alone.
 
-use super::panels::{Layout, WeightShape};
-use super::weight::Weight;
+use crate::kernels::panels::{Layout, WeightShape};
+use crate::kernels::weight::Weight;
 
 /// At most this many rows (beyond it the GEMM's register blocking pays).
 pub const MAX_ROWS: usize = 8;
@@ -39,14 +39,14 @@ pub(crate) fn matmul_in<W: Weight>(
     #[cfg(target_arch = "x86_64")]
     {
         if shape.layout == Layout::Panels {
-            super::panels::rows_panels(x, m, w, shape, y);
+            crate::kernels::panels::rows_panels(x, m, w, shape, y);
             return true;
         }
-        if !super::host_math::avx512() {
+        if !crate::kernels::math::avx512() {
             // AVX2 on row-major weights (tests; the model holds panels there): the GEMM.
-            return super::gemm::gemm_in(x, w, shape, y, m);
+            return crate::kernels::linear::prefill::gemm_in(x, w, shape, y, m);
         }
-        let threads = super::weight::threads();
+        let threads = crate::kernels::weight::threads();
         let tile = n
             .div_ceil(threads)
             .div_ceil(16)
@@ -86,7 +86,7 @@ pub(crate) fn matmul_in<W: Weight>(
 
 /// `y = x·w` on the calling thread, `x` `[m, k]` (`m ≤ MAX_ROWS`), `w` row-major `[k, n]`, `y`
 /// `[m, n]` overwritten, `w` read once for all `m` rows; each row bit for bit what
-/// [`super::matvec::matvec_serial`] gives it alone. Returns `false` (nothing written) without
+/// [`crate::kernels::linear::tiles::matvec_serial`] gives it alone. Returns `false` (nothing written) without
 /// AVX-512F, so the caller can go row by row.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) fn rows_serial<W: Weight>(x: &[f32], m: usize, w: &[W], y: &mut [f32]) -> bool {
@@ -98,7 +98,7 @@ pub(crate) fn rows_serial<W: Weight>(x: &[f32], m: usize, w: &[W], y: &mut [f32]
     let k = w.len() / n;
     assert!(x.len() == m * k && w.len() == k * n);
     #[cfg(target_arch = "x86_64")]
-    if super::host_math::avx512() {
+    if crate::kernels::math::avx512() {
         y.fill(0.0);
         // SAFETY: AVX-512F is present; the sizes are asserted above (`j0 + width = n`).
         unsafe { x86::tile(x, m, k, w, n, 0, n, y) };
@@ -115,7 +115,7 @@ mod x86 {
     /// Columns `j0..j0 + width` of all `m` rows into `out` (`[m, width]`).
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn tile<W: Weight>(
+    pub(crate) unsafe fn tile<W: Weight>(
         x: &[f32],
         m: usize,
         k: usize,
@@ -221,13 +221,13 @@ mod tests {
             assert!(matmul(&x, &bf, &mut yb, m, k, n));
             for r in 0..m {
                 let mut want = vec![0f32; n];
-                super::super::matvec::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
+                crate::kernels::linear::tiles::matvec(&x[r * k..(r + 1) * k], &w, &mut want);
                 assert_eq!(
                     &y[r * n..(r + 1) * n],
                     &want[..],
                     "m={m} k={k} n={n} row {r}"
                 );
-                super::super::matvec::matvec(&x[r * k..(r + 1) * k], &bf, &mut want);
+                crate::kernels::linear::tiles::matvec(&x[r * k..(r + 1) * k], &bf, &mut want);
                 assert_eq!(
                     &yb[r * n..(r + 1) * n],
                     &want[..],
@@ -257,7 +257,7 @@ mod tests {
             }
             for r in 0..m {
                 let mut want = vec![f32::NAN; n];
-                super::super::matvec::matvec_serial(&x[r * k..(r + 1) * k], &w, &mut want);
+                crate::kernels::linear::tiles::matvec_serial(&x[r * k..(r + 1) * k], &w, &mut want);
                 assert_eq!(
                     &y[r * n..(r + 1) * n],
                     &want[..],

@@ -5,7 +5,7 @@
 /// multiply-add chain per output in `i` order (AVX-512 registers when the CPU has them, the same
 /// arithmetic in plain code otherwise).
 #[inline(always)]
-pub(super) fn block8(a: &[[f32; 8]], b: &[f32], stride: usize) -> [[f32; 16]; 8] {
+pub(crate) fn block8(a: &[[f32; 8]], b: &[f32], stride: usize) -> [[f32; 16]; 8] {
     let mut acc = [[0f32; 16]; 8];
     if a.is_empty() {
         return acc;
@@ -13,13 +13,13 @@ pub(super) fn block8(a: &[[f32; 8]], b: &[f32], stride: usize) -> [[f32; 16]; 8]
     assert!((a.len() - 1) * stride + 16 <= b.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if super::super::host_math::avx512() {
+        if crate::kernels::math::avx512() {
             // SAFETY: AVX-512F is present; the assert keeps every row `b[i·stride..][..16]` in
             // bounds.
             unsafe { block8_avx512(a, b.as_ptr(), stride, &mut acc) };
             return acc;
         }
-        if super::super::host_math::avx2() {
+        if crate::kernels::math::avx2() {
             // SAFETY: AVX2 and FMA are present; the assert keeps every row in bounds.
             unsafe { block8_avx2(a, b.as_ptr(), stride, &mut acc) };
             return acc;
@@ -30,7 +30,7 @@ pub(super) fn block8(a: &[[f32; 8]], b: &[f32], stride: usize) -> [[f32; 16]; 8]
 }
 
 #[inline(always)]
-pub(super) fn block8_plain(a: &[[f32; 8]], b: &[f32], stride: usize, acc: &mut [[f32; 16]; 8]) {
+pub(crate) fn block8_plain(a: &[[f32; 8]], b: &[f32], stride: usize, acc: &mut [[f32; 16]; 8]) {
     for (ai, row) in a.iter().zip(b.chunks(stride)) {
         let row: &[f32; 16] = row[..16].try_into().unwrap();
         for (acc_r, &x) in acc.iter_mut().zip(ai) {

@@ -3,12 +3,12 @@
 //! A LoRA term adds `s·(x·A)·B` to a linear's output. `A` (`[k, r]`) is small and cold; read
 //! beside the first panels of a weight pass it is one more stream under the weight's, its
 //! multiply-adds fill the gaps between the weight's, and its `x·A` is ready early (a tile shares
-//! it with the linear's other tiles: [`crate::model::one_row`]). Each output is still one fused
+//! it with the linear's other tiles: [`crate::kernels::linear::decode`]). Each output is still one fused
 //! multiply-add chain over the rows in order, starting from zero: the bits of
-//! [`super::super::matvec`]'s `tile`.
+//! [`crate::kernels::linear::tiles`]'s `tile`.
 
-use super::super::weight::Weight;
 use super::{panel_run_of, PANEL};
+use crate::kernels::weight::Weight;
 
 /// At most this many groups of 16 columns of `A` ride along (64 columns: every rank up to 64
 /// in one pass, up to 128 split between two threads).
@@ -26,7 +26,7 @@ pub(crate) struct Side<'a, S> {
 impl<S> Side<'_, S> {
     /// Whether the kernels can take this side for `k` rows: `0 < width ≤ 16 · SIDES`, within
     /// a row, every row's columns inside `a`, and `width` outputs.
-    pub(super) fn fits(&self, k: usize) -> bool {
+    pub(crate) fn fits(&self, k: usize) -> bool {
         k > 0
             && self.width > 0
             && self.width <= 16 * SIDES
@@ -37,7 +37,7 @@ impl<S> Side<'_, S> {
 
     /// Leading rows whose 16-column loads of every group stay inside `a` (all, unless `width`
     /// is not a multiple of 16 and `a` ends soon after); the rest are read exactly.
-    pub(super) fn whole_rows(&self, k: usize) -> usize {
+    pub(crate) fn whole_rows(&self, k: usize) -> usize {
         let span = 16 * self.width.div_ceil(16);
         if self.a.len() < span {
             return 0;
@@ -51,7 +51,7 @@ impl<S> Side<'_, S> {
 pub(crate) fn in_pass() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        super::super::host_math::avx512()
+        crate::kernels::math::avx512()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -1,28 +1,17 @@
 //! The element types weight matrices are held in (f32, bf16, f16) and how the host kernels read
-//! them: in place from burn-flex tensors, widened to f32 as they are loaded (exactly: every bf16
-//! and f16 value is an f32).
+//! them: borrowed as held, widened to f32 as they are loaded (exactly: every bf16 and f16 value
+//! is an f32).
 
-use burn::prelude::*;
-
-/// The burn-flex tensor behind `t` (a cheap shared clone), if that is the backend.
-#[cfg(feature = "flex")]
-pub(crate) fn flex<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<burn_flex::FlexTensor> {
-    let p: Box<dyn std::any::Any> = Box::new(t.clone().into_primitive().tensor());
-    p.downcast::<burn_flex::FlexTensor>().ok().map(|b| *b)
-}
-
-/// The elements of a contiguous flex weight, in place: f32, or 16-bit (widened by the kernels).
-#[cfg(feature = "flex")]
+/// The elements of a weight as held, borrowed: f32, or 16-bit (widened by the kernels).
 #[derive(Clone, Copy)]
-pub(super) enum Held<'a> {
+pub(crate) enum Held<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
     F16(&'a [half::f16]),
 }
 
-#[cfg(feature = "flex")]
 impl Held<'_> {
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Held::F32(d) => d.len(),
             Held::Bf16(d) => d.len(),
@@ -31,77 +20,8 @@ impl Held<'_> {
     }
 }
 
-#[cfg(feature = "flex")]
-pub(super) fn held(t: &burn_flex::FlexTensor) -> Option<Held<'_>> {
-    use burn::tensor::DType;
-    let (start, end) = t.layout().contiguous_offsets()?;
-    match t.dtype() {
-        DType::F32 => t.storage::<f32>().get(start..end).map(Held::F32),
-        DType::BF16 => t.storage::<half::bf16>().get(start..end).map(Held::Bf16),
-        DType::F16 => t.storage::<half::f16>().get(start..end).map(Held::F16),
-        _ => None,
-    }
-}
-
-/// Whether backend `B` is burn-flex (its tensors live on the host, its work on rayon's pool).
-#[cfg(feature = "flex")]
-pub(crate) fn is_flex<B: Backend>() -> bool {
-    std::any::TypeId::of::<B::FloatTensorPrimitive>()
-        == std::any::TypeId::of::<burn_flex::FlexTensor>()
-}
-
-/// Runs `f` on the burn-flex tensor behind `t` itself (not a clone, so a uniquely held one can be
-/// written in place with `try_storage_mut`); `None` without running it on another backend.
-#[cfg(feature = "flex")]
-pub(crate) fn with_flex_mut<B: Backend, const D: usize, R>(
-    t: &mut Tensor<B, D>,
-    f: impl FnOnce(&mut burn_flex::FlexTensor) -> R,
-) -> Option<R> {
-    use std::any::Any;
-    if !is_flex::<B>() {
-        return None;
-    }
-    let dev = t.device();
-    let owned = std::mem::replace(t, Tensor::empty([0; D], &dev));
-    let mut boxed: Box<dyn Any> = Box::new(owned.into_primitive().tensor());
-    let r = boxed.downcast_mut::<burn_flex::FlexTensor>().map(f);
-    match boxed.downcast::<B::FloatTensorPrimitive>() {
-        Ok(p) => *t = Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(*p)),
-        Err(_) => unreachable!("a box holds the type it was made from"),
-    }
-    r
-}
-
-/// The f32 elements of a contiguous flex tensor, in place.
-#[cfg(feature = "flex")]
-pub(crate) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
-    if t.dtype() != burn::tensor::DType::F32 {
-        return None;
-    }
-    let (start, end) = t.layout().contiguous_offsets()?;
-    t.storage::<f32>().get(start..end)
-}
-
-/// Runs `f` on one of rayon's worker threads when `B` is burn-flex and the caller is not one
-/// already (else right here). A forward pass starts some two hundred parallel kernels; from a
-/// thread outside the pool each of them hands its work over and sleeps until woken (two futex
-/// round trips, tens of microseconds on a VM), while a worker runs its share itself and finds
-/// the other workers still spinning between kernels.
-pub(crate) fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(feature = "flex")]
-    {
-        if is_flex::<B>()
-            && rayon::current_thread_index().is_none()
-            && rayon::current_num_threads() > 1
-        {
-            return rayon::scope(|_| f());
-        }
-    }
-    f()
-}
-
 /// How many threads the host kernels split their work over (rayon's pool on flex).
-pub(super) fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     #[cfg(feature = "flex")]
     {
         rayon::current_num_threads().max(1)

@@ -1,4 +1,4 @@
-//! The host attention kernel behind [`super::host_attention`]: `softmax(mask(cap(q·kᵀ·scale)))·v`
+//! The host attention kernel behind [`crate::backend::flex::attention`]: `softmax(mask(cap(q·kᵀ·scale)))·v`
 //! per query head, reading the cache in place, parallel over (head, block of queries).
 //!
 //! Two shapes of the same computation:
@@ -8,13 +8,59 @@
 //!   queries is scored against sixteen keys at a time in registers (a small GEMM with no
 //!   horizontal sums), and `p·v` runs four queries at a time over sixteen dimensions.
 //!
-//! Both are plain loops the compiler vectorises ([`super::host_math::vectorised`]); masked
+//! Both are plain loops the compiler vectorises ([`crate::kernels::math::vectorised`]); masked
 //! positions get probability zero, sums over keys run in key order, so the output does not
 //! depend on the thread count or the vector width.
 
-use super::attention_simd;
-use super::host_attention::{Heads, Strided};
-use super::host_math::{exp, vectorised};
+use crate::kernels::math::{exp, vectorised};
+
+pub(crate) mod simd;
+
+/// Shape and options of one attention.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub head_size: usize,
+    pub scale: f64,
+    pub softcap: Option<f64>,
+    /// Sliding window, when narrower than the positions attended over.
+    pub window: Option<usize>,
+}
+
+/// A 4-d f32 tensor read in place through its strides (rows along the last dim contiguous).
+pub(crate) struct Strided<'a> {
+    data: &'a [f32],
+    offset: usize,
+    strides: [usize; 3],
+}
+
+impl<'a> Strided<'a> {
+    /// Elements `data[offset + b·s₀ + h·s₁ + j·s₂ ..][..hs]`; the caller has checked that every
+    /// element of its shape lies in `data`.
+    pub(crate) fn new(data: &'a [f32], offset: usize, strides: [usize; 3]) -> Self {
+        Self {
+            data,
+            offset,
+            strides,
+        }
+    }
+
+    /// Elements `[b, h, j, 0..hs]`.
+    pub(crate) fn row(&self, b: usize, h: usize, j: usize, hs: usize) -> &[f32] {
+        let at = self.offset + b * self.strides[0] + h * self.strides[1] + j * self.strides[2];
+        &self.data[at..at + hs]
+    }
+
+    /// Head `h` of batch 0: its elements from the first position on, and the distance between
+    /// positions (row `j` at `j · stride`).
+    pub(crate) fn head(&self, h: usize) -> (&[f32], usize) {
+        (
+            &self.data[self.offset + h * self.strides[1]..],
+            self.strides[2],
+        )
+    }
+}
 
 mod block8;
 
@@ -25,7 +71,7 @@ use block8::block8_plain;
 /// Tests and probes: the plain loops even where the register kernels could run (to compare
 /// bits and speed; both give the same bits, so flipping it never changes a result).
 #[cfg(test)]
-pub(super) static FORCE_PLAIN: std::sync::atomic::AtomicBool =
+pub(crate) static FORCE_PLAIN: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// Queries per task.
@@ -37,7 +83,7 @@ const MIN_BLOCKED: usize = 8;
 /// `[1, nkv, ≥ pos + t, hs]`; output row `i` of head `h` goes to
 /// `y[i · row_stride + h · head_stride..][..hs]`.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attend(
+pub(crate) fn attend(
     q: &[f32],
     keys: &Strided<'_>,
     values: &Strided<'_>,
@@ -130,8 +176,8 @@ fn attend_few(
     let runs = (pos + t).div_ceil(KEYS_PER_TASK);
     // Per task: for each (head of the group, query) `[max, sum, o[0..hs]]`.
     let width = hs + 2;
-    let simd = hs.is_multiple_of(16) && attention_simd::available();
-    let simd_values = hs.is_multiple_of(16) && attention_simd::values_available();
+    let simd = hs.is_multiple_of(16) && simd::available();
+    let simd_values = hs.is_multiple_of(16) && simd::values_available();
     #[cfg(test)]
     let (simd, simd_values) = {
         let plain = FORCE_PLAIN.load(std::sync::atomic::Ordering::Relaxed);
@@ -169,7 +215,7 @@ fn attend_few(
                             let h = g * group + hl;
                             let qh = &q[(h * t + r) * hs..][..hs];
                             let s = &mut sc[hl * n..(hl + 1) * n];
-                            from = a + attention_simd::scores(qh, kd, kstride, a, b, s);
+                            from = a + simd::scores(qh, kd, kstride, a, b, s);
                         }
                     }
                     for j in from..b {
@@ -191,16 +237,7 @@ fn attend_few(
                     if simd_values {
                         let o = &mut out[r * width + 2..];
                         let v = &vd[a * vstride..];
-                        attention_simd::weighted_values(
-                            &sc,
-                            n,
-                            group,
-                            v,
-                            vstride,
-                            hs,
-                            o,
-                            t * width,
-                        );
+                        simd::weighted_values(&sc, n, group, v, vstride, hs, o, t * width);
                         continue;
                     }
                     for j in a..b {
@@ -218,7 +255,7 @@ fn attend_few(
         );
         out
     };
-    let parts: Vec<Vec<f32>> = if super::weight::threads() > 1 && nkv * runs > 1 {
+    let parts: Vec<Vec<f32>> = if crate::kernels::weight::threads() > 1 && nkv * runs > 1 {
         (0..nkv * runs).into_par_iter().map(partial).collect()
     } else {
         (0..nkv * runs).map(partial).collect()

@@ -12,18 +12,16 @@
 //! (`benches/RESULTS.md`, session 9).
 //!
 //! Each output is summed over the rows in row order with fused multiply-adds, starting from
-//! zero, exactly as [`super::matvec`] does, so the results are bit for bit the same.
+//! zero, exactly as [`crate::kernels::linear::tiles`] does, so the results are bit for bit the same.
 //!
-//! [`super::linear::Linear`] holds its weight as 16-column panels on burn-flex when the CPU has
+//! [`crate::model::linear::Linear`] holds its weight as 16-column panels on burn-flex when the CPU has
 //! AVX-512F or AVX2 + FMA + F16C ([`hold_panels`]); every kernel that reads a held weight takes
 //! its [`WeightShape`]. The AVX2 kernels (`x86::run_avx2`, `x86::rows_avx2`) give the same bits
 //! as the AVX-512 ones; `GRAFTLM_NO_AVX512=1` makes an AVX-512 machine use them (CI tests both).
 //! The width-generic helpers (`to_panels`, `matvec_panels`, 32-wide 16-bit panels) serve the
 //! probe and tests.
 
-use burn::prelude::*;
-
-use super::weight::Weight;
+use crate::kernels::weight::Weight;
 
 /// Columns per panel of a held weight (16 for every dtype: one layout for all kernels; 32-wide
 /// bf16 panels streamed only ~3% faster).
@@ -85,23 +83,6 @@ impl WeightShape {
     }
 }
 
-/// Whether this process holds `B`'s linear weights as panels: burn-flex (the host kernels read
-/// them) on a CPU with AVX-512F or AVX2 + FMA + F16C (the panel kernels' forms; elsewhere the
-/// portable row-major loops are faster).
-pub(crate) fn hold_panels<B: burn::prelude::Backend>() -> bool {
-    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-    {
-        HOLD_PANELS
-            && super::weight::is_flex::<B>()
-            && (super::host_math::avx512() || super::host_math::avx2())
-    }
-    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
-    false
-}
-
-/// The switch for [`hold_panels`].
-const HOLD_PANELS: bool = true;
-
 /// The panels of the transpose of `parts` (each `[rows_p, cols]` row-major) stacked by rows:
 /// a checkpoint's `[out, in]` weight (three parts for a fused q/k/v) straight into panels of the
 /// `[in, out]` weight the model multiplies by, each panel (16 stored rows) converted through a
@@ -119,7 +100,7 @@ pub(crate) fn panels_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     assert!(parts.iter().all(|p| p.len() % k == 0));
     let rows: usize = parts.iter().map(|p| p.len() / k).sum();
     let panels = rows.div_ceil(PANEL);
-    let mut out = super::buffer::zeroed::<T>(panels * k * PANEL);
+    let mut out = crate::kernels::buffer::zeroed::<T>(panels * k * PANEL);
     // Stored row `r` of the stack.
     let row = |r: usize| -> &[S] {
         let mut r = r;
@@ -133,7 +114,7 @@ pub(crate) fn panels_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
         &[]
     };
     let run = |scratch: &mut Vec<f32>, (q, dst): (usize, &mut [T])| {
-        super::buffer::populate(dst);
+        crate::kernels::buffer::populate(dst);
         let first = q * PANEL;
         let here = PANEL.min(rows - first);
         if here < PANEL {
@@ -172,107 +153,6 @@ pub(crate) fn panels_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
     out
 }
 
-/// A held row-major `[k, n]` tensor (f32, bf16 or f16) as panels `[⌈n/16⌉·k, 16]` of the same
-/// dtype.
-pub(crate) fn panel_tensor<B: Backend>(t: &Tensor<B, 2>) -> Tensor<B, 2> {
-    let [k, n] = t.dims();
-    let shape = [n.div_ceil(PANEL) * k, PANEL];
-    relayout(
-        t,
-        shape,
-        |d| to_panels_of(d, k, n, PANEL),
-        |d| to_panels_of(d, k, n, PANEL),
-        |d| to_panels_of(d, k, n, PANEL),
-    )
-}
-
-/// The row-major `[k, n]` tensor of panels made by [`panel_tensor`].
-pub(crate) fn rows_tensor<B: Backend>(t: &Tensor<B, 2>, k: usize, n: usize) -> Tensor<B, 2> {
-    relayout(
-        t,
-        [k, n],
-        |d| from_panels_of(d, k, n, PANEL),
-        |d| from_panels_of(d, k, n, PANEL),
-        |d| from_panels_of(d, k, n, PANEL),
-    )
-}
-
-/// `t`'s values rearranged by the function for its dtype into a tensor of `shape`, same dtype.
-fn relayout<B: Backend>(
-    t: &Tensor<B, 2>,
-    shape: [usize; 2],
-    f32s: impl Fn(&[f32]) -> Vec<f32>,
-    bf16s: impl Fn(&[half::bf16]) -> Vec<half::bf16>,
-    f16s: impl Fn(&[half::f16]) -> Vec<half::f16>,
-) -> Tensor<B, 2> {
-    use burn::tensor::{DType, TensorCreationOptions};
-    let dev = t.device();
-    let opts = |dt| TensorCreationOptions::<B>::new(dev.clone()).with_dtype(dt);
-    let data = t.to_data();
-    match data.dtype {
-        DType::BF16 => {
-            if let Ok(d) = data.as_slice::<half::bf16>() {
-                return Tensor::from_data(TensorData::new(bf16s(d), shape), opts(DType::BF16));
-            }
-        }
-        DType::F16 => {
-            if let Ok(d) = data.as_slice::<half::f16>() {
-                return Tensor::from_data(TensorData::new(f16s(d), shape), opts(DType::F16));
-            }
-        }
-        DType::F32 => {
-            if let Ok(d) = data.as_slice::<f32>() {
-                return Tensor::from_data(TensorData::new(f32s(d), shape), &dev);
-            }
-        }
-        _ => {}
-    }
-    let wide = super::precision::host_f32(t);
-    drop(data);
-    Tensor::from_data(TensorData::new(f32s(&wide), shape), &dev)
-}
-
-/// Columns `ids` of a `[k, n]` weight held in `t` as `shape` says, as f32 rows `[ids.len(), k]`
-/// (the embedding lookup of a model whose head serves as its embedding).
-pub(crate) fn columns_of<B: Backend>(
-    t: &Tensor<B, 2>,
-    shape: WeightShape,
-    ids: &[u32],
-) -> Tensor<B, 2> {
-    fn gather<W: Weight>(w: &[W], shape: WeightShape, ids: &[u32], out: &mut [f32]) {
-        for (&j, row) in ids.iter().zip(out.chunks_mut(shape.k)) {
-            for (i, o) in row.iter_mut().enumerate() {
-                *o = w[shape.at(i, j as usize)].to_f32();
-            }
-        }
-    }
-    let k = shape.k;
-    if k == 0 {
-        return Tensor::from_data(
-            TensorData::new(Vec::<f32>::new(), [ids.len(), 0]),
-            &t.device(),
-        );
-    }
-    let mut out = vec![0f32; ids.len() * k];
-    #[cfg_attr(not(feature = "flex"), allow(unused_mut))]
-    let mut done = false;
-    #[cfg(feature = "flex")]
-    if let Some(ft) = super::weight::flex(t) {
-        if let Some(h) = super::weight::held(&ft).filter(|h| h.len() == shape.len()) {
-            match h {
-                super::weight::Held::F32(w) => gather(w, shape, ids, &mut out),
-                super::weight::Held::Bf16(w) => gather(w, shape, ids, &mut out),
-                super::weight::Held::F16(w) => gather(w, shape, ids, &mut out),
-            }
-            done = true;
-        }
-    }
-    if !done {
-        gather(&super::precision::host_f32(t), shape, ids, &mut out);
-    }
-    Tensor::from_data(TensorData::new(out, [ids.len(), k]), &t.device())
-}
-
 /// Columns per panel for weights of type `W`: one 64-byte line of a row.
 #[cfg(test)]
 pub(crate) const fn width<W>() -> usize {
@@ -294,7 +174,7 @@ pub(crate) fn to_panels_of<W: Copy + bytemuck::Zeroable>(
 ) -> Vec<W> {
     assert_eq!(w.len(), k * n, "weight is not [k, n]");
     // Huge pages where the system gives them on request (as loaded weights have).
-    let mut p = super::buffer::zeroed::<W>(n.div_ceil(wd) * k * wd);
+    let mut p = crate::kernels::buffer::zeroed::<W>(n.div_ceil(wd) * k * wd);
     if k == 0 {
         return p;
     }
@@ -325,7 +205,7 @@ pub(crate) fn from_panels_of<W: Copy + bytemuck::Zeroable>(
         n.div_ceil(wd) * k * wd,
         "not the panels of a [k, n] weight"
     );
-    let mut w = super::buffer::zeroed::<W>(k * n);
+    let mut w = crate::kernels::buffer::zeroed::<W>(k * n);
     if k == 0 {
         return w;
     }
@@ -353,7 +233,7 @@ pub(crate) fn matvec_panels_of<W: Weight>(x: &[f32], p: &[W], y: &mut [f32], wd:
     if n == 0 {
         return;
     }
-    let threads = super::weight::threads();
+    let threads = crate::kernels::weight::threads();
     let per = panels.div_ceil(threads);
     let run = |(t, out): (usize, &mut [f32])| panel_run_of(x, p, t * per, out, wd);
     #[cfg(feature = "flex")]
@@ -380,7 +260,7 @@ pub(crate) fn panel_run_of<W: Weight>(
     assert!(p.len() >= end * k * wd);
     #[cfg(target_arch = "x86_64")]
     {
-        if super::host_math::avx512() {
+        if crate::kernels::math::avx512() {
             // SAFETY: the CPU has AVX-512F; the panels read lie in `p` (asserted above).
             unsafe {
                 // Sixteen-bit panels eight side by side: a row step then reads as many bytes
@@ -394,7 +274,7 @@ pub(crate) fn panel_run_of<W: Weight>(
             }
             return;
         }
-        if wd == PANEL && super::host_math::avx2() {
+        if wd == PANEL && crate::kernels::math::avx2() {
             // Sixteen-bit panels six side by side (twelve accumulators of AVX2's sixteen
             // registers): 150 bf16 576 × 1536 weights 10.7–11.4 → 10.1–10.3 ms against four
             // (issue 8, Zen 4 with `GRAFTLM_NO_AVX512=1`); f32 no better.
@@ -448,12 +328,12 @@ pub(crate) fn rows_panels<W: Weight>(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let wide = super::host_math::avx512();
-        assert!(wide || super::host_math::avx2());
+        let wide = crate::kernels::math::avx512();
+        assert!(wide || crate::kernels::math::avx2());
         // The rows interleaved (`[k][8]`, zero past `m`): one contiguous read per weight row.
-        let xi = super::gemm::interleaved(x, k, 8);
+        let xi = crate::kernels::linear::prefill::interleaved(x, k, 8);
         let panels = n.div_ceil(PANEL);
-        let threads = super::weight::threads();
+        let threads = crate::kernels::weight::threads();
         let per = panels.div_ceil(threads);
         let tasks = panels.div_ceil(per);
         let y_addr = y.as_mut_ptr() as usize;

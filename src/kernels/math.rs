@@ -1,11 +1,10 @@
-//! Element-wise math for the host kernels: an `exp` written so the compiler vectorises it, and
-//! the gated activation `silu(a)·b` in one parallel pass (burn-flex runs `silu` as one scalar
-//! `expf` per element on one thread, then a separate multiply).
+//! Element-wise math for the host kernels: an `exp` written so the compiler vectorises it, the
+//! gated activation `silu(a)·b` in one parallel pass (burn-flex runs `silu` as one scalar `expf`
+//! per element on one thread, then a separate multiply), the rotary embedding of one head, and
+//! which vector instruction sets the CPU offers.
 //!
 //! Everything here is plain element-by-element arithmetic with no reassociation, so the vector
 //! width the compiler picks (AVX-512 where the CPU has it, SSE2 otherwise) never changes a result.
-
-use burn::prelude::*;
 
 /// `eˣ` to about one ulp (Cephes' `expf` polynomial), in operations that vectorise: no libm call,
 /// rounding to the nearest integer by the add-and-subtract trick. Inputs are clamped to
@@ -112,27 +111,19 @@ pub fn silu_mul(a: &mut [f32], b: &[f32]) {
     run((a, b));
 }
 
-/// `silu(a)·b` on the host when both live there as f32 (burn-flex), else `None`.
-pub fn try_silu_mul<B: Backend, const D: usize>(
-    a: &Tensor<B, D>,
-    b: &Tensor<B, D>,
-) -> Option<Tensor<B, D>> {
-    #[cfg(feature = "flex")]
-    {
-        use super::weight::{f32s, flex};
-        if a.dims() != b.dims() {
-            return None;
-        }
-        let (at, bt) = (flex(a)?, flex(b)?);
-        let (ad, bd) = (f32s(&at)?, f32s(&bt)?);
-        let mut y = ad.to_vec();
-        silu_mul(&mut y, bd);
-        Some(Tensor::from_data(TensorData::new(y, a.dims()), &a.device()))
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (a, b);
-        None
+/// The most rotary dimensions [`rotate`] handles (a stack buffer).
+pub(crate) const MAX_ROTARY: usize = 512;
+
+/// Rotates the first `cos.len()` (≤ [`MAX_ROTARY`], even) elements of one head's `row` by one
+/// position's tables, with the burn-op path's arithmetic (a product each, then their sum).
+pub(crate) fn rotate(row: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let n = cos.len();
+    let half = n / 2;
+    let mut rot = [0f32; MAX_ROTARY];
+    rot[..n].copy_from_slice(&row[..n]);
+    for d in 0..half {
+        row[d] = rot[d] * cos[d] + (-rot[d + half]) * sin[d];
+        row[d + half] = rot[d + half] * cos[d + half] + rot[d] * sin[d + half];
     }
 }
 

@@ -1,218 +1,19 @@
-//! Decoding multiplies one activation row by every weight matrix: a matrix–vector product whose
-//! speed is set by how fast the weights stream from memory. burn-flex sends `[1, k] × [k, n]` to a
-//! general GEMM, which repacks the whole matrix on every call and runs on one thread; this module
-//! reads the weight in place (`[k, n]` as [`super::linear::Linear`] stores it: row-major, or
-//! 16-column panels, [`super::panels`]) and splits the output columns across threads.
+//! Column tiles of `x·W` for one row: the matrix–vector kernels every other linear kernel builds
+//! on. Decoding multiplies one activation row by every weight matrix, so its speed is set by how
+//! fast the weights stream from memory: the weight is read in place (`[k, n]` row-major, or
+//! 16-column panels, [`crate::kernels::panels`]) and the output columns are split across
+//! threads.
 //!
 //! Each output is summed over `k` in the same order whatever the thread count, so results do not
 //! depend on the machine; they differ from the GEMM path only by rounding.
 
-use burn::prelude::*;
-
-use super::panels::{Layout, WeightShape, PANEL};
-use super::weight::Weight;
-#[cfg(feature = "flex")]
-use super::weight::{f32s, flex, Held};
+use crate::kernels::panels::PANEL;
+use crate::kernels::weight::{Held, Weight};
 
 /// Output columns per task at most: the output tile stays in L1 while the weight rows stream past.
-const TILE: usize = 4096;
+pub(crate) const TILE: usize = 4096;
 /// Tasks are whole vectors wide (16 f32 lanes) so every task runs the vector loop to the end.
 const LANES: usize = 16;
-/// Up to this many rows, low-rank terms run row by row (`x·A` per row, then one pass over the
-/// column tiles for every row's `(x·A)·B`); past it, as matrix products (prompts).
-const MAX_JOB_ROWS: usize = 64;
-
-/// One low-rank term of [`try_linear`]: `scale · (x·A)·B`, `A` `[k, r]`, `B` `[r, n]`, added to
-/// every row of the output or only to `rows` (sorted, distinct, in range).
-pub struct RowTerm<'a, B: Backend> {
-    pub a: &'a Tensor<B, 2>,
-    pub b: &'a Tensor<B, 2>,
-    pub scale: f32,
-    pub rows: Option<&'a [usize]>,
-}
-
-/// `x·W + bias + Σ scale·(x·A)·B` for `x` `[m, k]` (`W` `[k, n]`), computed on the host in one go
-/// when the backend keeps every tensor as contiguous f32 that can be read in place (burn-flex):
-/// one row with this module's matrix–vector kernel, several with [`super::gemm`] (AVX-512 only);
-/// `None` to fall back to the backend's own ops. Same order of operations as the fallback: the
-/// weight product, then the bias, then each term.
-#[cfg(test)]
-pub fn try_linear<B: Backend>(
-    x: &Tensor<B, 2>,
-    w: &Tensor<B, 2>,
-    bias: Option<&Tensor<B, 1>>,
-    terms: &[RowTerm<'_, B>],
-) -> Option<Tensor<B, 2>> {
-    try_linear_in(x, w, WeightShape::rows(w.dims()), bias, terms)
-}
-
-/// [`try_linear`] with `w` held as `shape` says: row-major `[k, n]`, or panels
-/// ([`super::panels`]; only ever held where the CPU has AVX-512F). `None` whenever the weight's
-/// storage does not hold `shape.len()` values.
-pub(crate) fn try_linear_in<B: Backend>(
-    x: &Tensor<B, 2>,
-    w: &Tensor<B, 2>,
-    shape: WeightShape,
-    bias: Option<&Tensor<B, 1>>,
-    terms: &[RowTerm<'_, B>],
-) -> Option<Tensor<B, 2>> {
-    let [m, k] = x.dims();
-    let (kw, n) = (shape.k, shape.n);
-    if m == 0 || k != kw {
-        return None;
-    }
-    if m == 1 {
-        // One pass over the output columns does the weight, the bias and every term
-        // ([`super::one_row`]); a term for a subset of a single row is the caller's to resolve.
-        let part = super::one_row::Part {
-            w,
-            shape,
-            bias,
-            terms,
-        };
-        let y = super::one_row::one_row(x, &[part])?;
-        return Some(Tensor::from_data(TensorData::new(y, [1, n]), &x.device()));
-    }
-    #[cfg(feature = "flex")]
-    {
-        use super::one_row::{host, Part};
-        let part = Part {
-            w,
-            shape,
-            bias,
-            terms,
-        };
-        let flexed = host::owned(&part)?;
-        let host::Ready {
-            w: wd,
-            bias: bd,
-            terms: td,
-            ..
-        } = host::ready(&part, &flexed, k)?;
-        let xt = flex(x)?;
-        let owned;
-        let xd = match f32s(&xt) {
-            Some(d) if d.len() == m * k => d,
-            _ => {
-                owned = x.clone().into_data().into_vec::<f32>().ok()?;
-                &owned[..]
-            }
-        };
-        // `[m, k] × [k, n]` (`W` held as `shape` says); `None` when there is no host kernel for
-        // several rows on this CPU.
-        fn mul_w<W: Weight>(x: &[f32], w: &[W], m: usize, shape: WeightShape) -> Option<Vec<f32>> {
-            let mut y = vec![0f32; m * shape.n];
-            if m == 1 && shape.layout == Layout::Rows {
-                matvec(x, w, &mut y);
-            } else if m == 1 {
-                super::panels::matvec_panels_of(x, w, &mut y, PANEL);
-            } else if m <= super::few_rows::MAX_ROWS {
-                if !super::few_rows::matmul_in(x, w, shape, &mut y, m) {
-                    return None;
-                }
-            } else if !super::gemm::gemm_in(x, w, shape, &mut y, m) {
-                return None;
-            }
-            Some(y)
-        }
-        fn mul(x: &[f32], w: &Held<'_>, m: usize, shape: WeightShape) -> Option<Vec<f32>> {
-            match *w {
-                Held::F32(w) => mul_w(x, w, m, shape),
-                Held::Bf16(w) => mul_w(x, w, m, shape),
-                Held::F16(w) => mul_w(x, w, m, shape),
-            }
-        }
-        let row_major = |k: usize, n: usize| WeightShape::rows([k, n]);
-        let mut y = mul(xd, &wd, m, shape)?;
-        if let Some(b) = bd {
-            for row in y.chunks_mut(n) {
-                row.iter_mut().zip(b).for_each(|(yj, bj)| *yj += bj);
-            }
-        }
-        if m <= MAX_JOB_ROWS {
-            // A few rows (a batch of sequences, each maybe with its own adapter): every row's
-            // `x·A` first, then one parallel pass over column tiles adds each `(x·A)·B` — the
-            // same arithmetic, term by term, as a one-row linear. (Gathering each adapter's
-            // rows for two small products apiece cost more: 16 sequences ran slower than 8.)
-            // (row, A, rank, B, scale)
-            type Job<'t> = (usize, &'t Held<'t>, usize, &'t Held<'t>, f32);
-            let mut jobs: Vec<Job<'_>> = Vec::new();
-            for ((a, b, r, scale), term) in td.iter().zip(terms) {
-                let (r, scale) = (*r, *scale);
-                match term.rows {
-                    Some(rows) => jobs.extend(rows.iter().map(|&i| (i, a, r, b, scale))),
-                    None => jobs.extend((0..m).map(|i| (i, a, r, b, scale))),
-                }
-            }
-            if jobs.iter().any(|j| j.0 >= m) {
-                return None;
-            }
-            if jobs.is_empty() {
-                // (No term for these rows: no pass over the columns at all.)
-                return Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()));
-            }
-            // The `x·A` products read every adapter's `A` once: in parallel (each is small).
-            let pairs: Vec<(usize, Vec<f32>, &Held<'_>, f32)> = {
-                use rayon::prelude::*;
-                jobs.par_iter()
-                    .map(|job| {
-                        let (i, a, r, b, scale) = *job;
-                        let mut xa = vec![0f32; r];
-                        tile(&xd[i * k..(i + 1) * k], a, r, 0, &mut xa);
-                        (i, xa, b, scale)
-                    })
-                    .collect()
-            };
-            let y_addr = y.as_mut_ptr() as usize;
-            for_tiles(n, |j0, width| {
-                let mut d = [0f32; TILE];
-                let d = &mut d[..width];
-                for (i, xa, b, scale) in &pairs {
-                    tile(xa, b, n, j0, d);
-                    // SAFETY: `i < m` (checked above) and `j0 + width <= n`, so the range lies in
-                    // `y` (`m × n`, alive for the whole pass); tiles are disjoint column ranges,
-                    // so no two tasks write the same element.
-                    let yr = unsafe {
-                        std::slice::from_raw_parts_mut((y_addr as *mut f32).add(i * n + j0), width)
-                    };
-                    yr.iter_mut()
-                        .zip(d.iter())
-                        .for_each(|(yj, dj)| *yj += dj * scale);
-                }
-            });
-            return Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()));
-        }
-        for ((a, b, r, scale), term) in td.into_iter().zip(terms) {
-            match term.rows {
-                None => {
-                    let xa = mul(xd, &a, m, row_major(k, r))?;
-                    let d = mul(&xa, &b, m, row_major(r, n))?;
-                    y.iter_mut().zip(&d).for_each(|(yj, dj)| *yj += dj * scale);
-                }
-                Some(rows) => {
-                    // Only some rows: gather them, multiply, add back.
-                    let mr = rows.len();
-                    let mut xs = Vec::with_capacity(mr * k);
-                    for &i in rows {
-                        xs.extend_from_slice(xd.get(i * k..(i + 1) * k)?);
-                    }
-                    let xa = mul(&xs, &a, mr, row_major(k, r))?;
-                    let d = mul(&xa, &b, mr, row_major(r, n))?;
-                    for (&i, dr) in rows.iter().zip(d.chunks(n)) {
-                        let yr = y.get_mut(i * n..(i + 1) * n)?;
-                        yr.iter_mut().zip(dr).for_each(|(yj, dj)| *yj += dj * scale);
-                    }
-                }
-            }
-        }
-        Some(Tensor::from_data(TensorData::new(y, [m, n]), &x.device()))
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (n, w, shape, bias, terms);
-        None
-    }
-}
 
 /// `y = x·W` with `W` `[x.len(), y.len()]` row-major, columns split across rayon's threads.
 pub fn matvec<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
@@ -231,15 +32,15 @@ pub(crate) fn matvec_serial<W: Weight>(x: &[f32], w: &[W], y: &mut [f32]) {
 /// Column-tile width for `n` outputs over `threads`: at least one task per thread (even for
 /// small outputs: in a real decode the weights come from memory, not cache, and one core cannot
 /// saturate the memory bus), whole vectors wide, at most [`TILE`].
-pub(super) fn column_tile(n: usize, threads: usize) -> usize {
+pub(crate) fn column_tile(n: usize, threads: usize) -> usize {
     let per_thread = n.div_ceil(threads.max(1)).div_ceil(LANES) * LANES;
     per_thread.clamp(LANES, TILE)
 }
 
 /// Runs `f(j0, width)` over the column tiles [`split_columns`] would use for `n` columns.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-fn for_tiles(n: usize, f: impl Fn(usize, usize) + Sync + Send) {
-    let threads = super::weight::threads();
+pub(crate) fn for_tiles(n: usize, f: impl Fn(usize, usize) + Sync + Send) {
+    let threads = crate::kernels::weight::threads();
     let tile = column_tile(n, threads);
     let tiles = n.div_ceil(tile);
     let run = |t: usize| f(t * tile, tile.min(n - t * tile));
@@ -258,7 +59,7 @@ fn for_tiles(n: usize, f: impl Fn(usize, usize) + Sync + Send) {
 /// threads when there is more than one tile.
 fn split_columns(y: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
     let n = y.len();
-    let threads = super::weight::threads();
+    let threads = crate::kernels::weight::threads();
     let tile = column_tile(n, threads);
     let run = |(t, out): (usize, &mut [f32])| f(t * tile, out);
     #[cfg(feature = "flex")]
@@ -280,14 +81,14 @@ fn tile_kernel<W: Weight>(x: &[f32], w: &[W], n: usize, j0: usize, out: &mut [f3
     out.fill(0.0);
     #[cfg(target_arch = "x86_64")]
     {
-        if super::host_math::avx512() {
+        if crate::kernels::math::avx512() {
             let mut from = 0;
             if std::any::TypeId::of::<W>() == std::any::TypeId::of::<half::bf16>() {
                 // SAFETY: `W` is bf16, so this is the same slice; the CPU has AVX-512F; indices
                 // are in bounds (asserted above); `out` holds zeros.
                 from = unsafe {
                     let w = std::slice::from_raw_parts(w.as_ptr() as *const half::bf16, w.len());
-                    super::matvec_bf16::tile_avx512_bf16(x, w, n, j0, out)
+                    crate::kernels::linear::tiles_bf16::tile_avx512_bf16(x, w, n, j0, out)
                 };
             }
             // SAFETY: the CPU has AVX-512F; indices are in bounds (asserted above).
@@ -310,8 +111,7 @@ fn tile_kernel<W: Weight>(x: &[f32], w: &[W], n: usize, j0: usize, out: &mut [f3
 }
 
 /// [`tile_kernel`] over a weight of any held element type.
-#[cfg(feature = "flex")]
-pub(super) fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
+pub(crate) fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]) {
     match *w {
         Held::F32(w) => tile_kernel(x, w, n, j0, out),
         Held::Bf16(w) => tile_kernel(x, w, n, j0, out),
@@ -320,9 +120,8 @@ pub(super) fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]
 }
 
 /// Output columns `j0..j0 + out.len()` (`j0` a multiple of 16) of a weight held as panels.
-#[cfg(feature = "flex")]
-pub(super) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
-    use super::panels::panel_run_of;
+pub(crate) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
+    use crate::kernels::panels::panel_run_of;
     match *w {
         Held::F32(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
         Held::Bf16(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
@@ -332,9 +131,8 @@ pub(super) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
 
 /// [`panel_tile`] with `x·A` for columns `c..c + xa.len()` of a low-rank term's `A` (`[k, r]`,
 /// held in any dtype) summed in the same pass and handed to `ready` as soon as it is done
-/// ([`super::panels::panel_run_side`]); `false`, nothing written, where the kernels cannot.
-#[cfg(feature = "flex")]
-pub(super) fn panel_tile_side(
+/// ([`crate::kernels::panels::panel_run_side`]); `false`, nothing written, where the kernels cannot.
+pub(crate) fn panel_tile_side(
     x: &[f32],
     w: &Held<'_>,
     j0: usize,
@@ -343,7 +141,7 @@ pub(super) fn panel_tile_side(
     xa: &mut [f32],
     ready: &mut dyn FnMut(&[f32]),
 ) -> bool {
-    use super::panels::{panel_run_side, Side};
+    use crate::kernels::panels::{panel_run_side, Side};
     type Run<'x, W> = (&'x [f32], &'x [W], usize, &'x mut [f32]);
     fn go<W: Weight, S: Weight>(
         (x, w, first, out): Run<'_, W>,
@@ -407,7 +205,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) unsafe fn tile_avx512<W: Weight>(
+    pub(crate) unsafe fn tile_avx512<W: Weight>(
         x: &[f32],
         w: &[W],
         n: usize,
@@ -459,7 +257,7 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn tile_avx2<W: Weight>(
+    pub(crate) unsafe fn tile_avx2<W: Weight>(
         x: &[f32],
         w: &[W],
         n: usize,
@@ -503,6 +301,3 @@ mod x86 {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(all(test, feature = "flex"))]
-pub(super) mod speed;

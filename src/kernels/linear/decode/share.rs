@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// Shares published so far (tests check that the weight pass computed some).
 #[cfg(test)]
-pub(super) static PUBLISHED: std::sync::atomic::AtomicUsize =
+pub(crate) static PUBLISHED: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
 /// `x·A` of one term (`r` values) as the linear's tiles publish it.
-pub(super) struct SharedXa {
+pub(crate) struct SharedXa {
     /// The values' bits.
     xa: Vec<AtomicU32>,
     /// Per tile: its share is in `xa`.
@@ -32,7 +32,7 @@ pub(super) struct SharedXa {
 impl SharedXa {
     /// Nothing published yet, for a term of rank `r` split among `tiles` tiles; tile `t`
     /// computes share `(t + turn) % tiles`.
-    pub(super) fn new(r: usize, tiles: usize, turn: usize) -> Self {
+    pub(crate) fn new(r: usize, tiles: usize, turn: usize) -> Self {
         Self {
             xa: (0..r).map(|_| AtomicU32::new(0)).collect(),
             done: (0..tiles.max(1)).map(|_| AtomicBool::new(false)).collect(),
@@ -42,7 +42,7 @@ impl SharedXa {
 
     /// The columns of `A` whose `x·A` tile `t` computes: a run of whole groups of 16 (when
     /// there are more tiles than groups, some get none).
-    pub(super) fn columns(&self, t: usize) -> Range<usize> {
+    pub(crate) fn columns(&self, t: usize) -> Range<usize> {
         let (r, tiles) = (self.xa.len(), self.done.len());
         let groups = r.div_ceil(16);
         if t >= tiles {
@@ -54,7 +54,7 @@ impl SharedXa {
     }
 
     /// Tile `t`'s share (`xa`, its [`SharedXa::columns`]) for the others to take.
-    pub(super) fn publish(&self, t: usize, xa: &[f32]) {
+    pub(crate) fn publish(&self, t: usize, xa: &[f32]) {
         let cols = self.columns(t);
         debug_assert_eq!(xa.len(), cols.len());
         for (s, v) in self.xa[cols].iter().zip(xa) {
@@ -66,7 +66,7 @@ impl SharedXa {
     }
 
     /// All of `x·A`: the shares published so far, the others made by `compute(columns, out)`.
-    pub(super) fn gather(&self, mut compute: impl FnMut(Range<usize>, &mut [f32])) -> Vec<f32> {
+    pub(crate) fn gather(&self, mut compute: impl FnMut(Range<usize>, &mut [f32])) -> Vec<f32> {
         let mut xa = vec![0f32; self.xa.len()];
         for (t, done) in self.done.iter().enumerate() {
             let cols = self.columns(t);

@@ -1,12 +1,14 @@
-//! Speed probes of the matrix–vector kernels (ignored tests; `--release`).
+//! Speed probes of the matrix–vector kernels through the flex seam (ignored tests; `--release`).
 
-use super::*;
+use burn::prelude::*;
+
+use crate::backend::flex::linear::try_linear;
 use crate::backend::Flex;
 use crate::model::precision::held_tensor;
 use crate::model::WeightDtype;
 
 /// `(in, out)` of one SmolLM2-135M layer's linears: fused q/k/v, proj, fc_1, fc_2, mlp proj.
-pub(in crate::model) const LAYER: [(usize, usize); 5] = [
+pub(crate) const LAYER: [(usize, usize); 5] = [
     (576, 960),
     (576, 576),
     (576, 1536),
@@ -46,7 +48,7 @@ fn dtype_speed() {
         }
         t.elapsed().as_secs_f64()
     };
-    let (f32_s, bf16_s) = crate::model::weight::on_pool::<Flex, _>(|| {
+    let (f32_s, bf16_s) = crate::backend::flex::on_pool::<Flex, _>(|| {
         let (mut a, mut b) = (0.0, 0.0);
         for _ in 0..10 {
             for _ in 0..5 {
