@@ -185,7 +185,6 @@ impl Positioned {
 /// of fresh memory are most of a load, and both scale with threads.
 fn read_parallel(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     const PIECE: usize = 1 << 20;
-    #[cfg(feature = "flex")]
     if buf.len() > 2 * PIECE {
         use rayon::prelude::*;
         return buf

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+pub use crate::model::logits_to_vec;
 use crate::model::Model;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tokenizer::{TextStream, Tokenizer};
@@ -119,15 +120,6 @@ impl<'a> StopStrings<'a> {
         self.emitted = self.text.len();
         out
     }
-}
-
-/// Copies a `[1, vocab]` logits tensor to the host.
-pub fn logits_to_vec<B: Backend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
-    logits
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| Error::Unsupported(format!("reading logits from the device: {e:?}")))
 }
 
 /// One sequence being generated, fed one logits row at a time: sampling, LitGPT's running match

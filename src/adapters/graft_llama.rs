@@ -15,7 +15,7 @@ use burn::prelude::*;
 use super::lora::Adapter;
 use super::Mode;
 use crate::error::{Error, Result};
-use crate::generate::logits_to_vec;
+use crate::model::logits_to_vec;
 use crate::model::{GraftInfo, Model, Prefix};
 
 impl<B: Backend> Model<B> {

@@ -6,7 +6,6 @@
 //! term), so one row gives the same bits whichever path runs it.
 
 pub(crate) mod batch;
-#[cfg(feature = "flex")]
 pub(crate) mod decode;
 pub(crate) mod prefill;
 pub(crate) mod tiles;
@@ -61,13 +60,11 @@ impl<'a> Operands<'a> {
 
 /// Up to this many rows, low-rank terms run row by row (`x·A` per row, then one pass over the
 /// column tiles for every row's `(x·A)·B`); past it, as matrix products (prompts).
-#[cfg(feature = "flex")]
 const MAX_JOB_ROWS: usize = 64;
 
 /// `x·W + bias + Σ scale·(x·A)·B` for the `m` rows of `x` (`[m, k]` row-major); `None` where
 /// no host kernel serves this case (several rows on a CPU without the vector kernels, a term for
 /// some rows of a one-row input, a row index out of range, `x` not `m·k` values).
-#[cfg(feature = "flex")]
 pub(crate) fn rows(x: &[f32], m: usize, op: &Operands<'_>) -> Option<Vec<f32>> {
     use tiles::{for_tiles, tile, TILE};
     let (k, n) = (op.shape.k, op.shape.n);
@@ -167,7 +164,6 @@ pub(crate) fn rows(x: &[f32], m: usize, op: &Operands<'_>) -> Option<Vec<f32>> {
 
 /// `[m, k] × [k, n]` (`W` held as `shape` says, any dtype); `None` when there is no host kernel
 /// for several rows on this CPU.
-#[cfg(feature = "flex")]
 fn mul(x: &[f32], w: &Held<'_>, m: usize, shape: WeightShape) -> Option<Vec<f32>> {
     fn mul_w<W: Weight>(x: &[f32], w: &[W], m: usize, shape: WeightShape) -> Option<Vec<f32>> {
         let mut y = vec![0f32; m * shape.n];

@@ -9,7 +9,6 @@
 
 #![cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
 
-#[cfg(feature = "flex")]
 pub(crate) mod attention;
 pub(crate) mod buffer;
 pub(crate) mod linear;

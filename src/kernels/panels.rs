@@ -331,7 +331,7 @@ pub(crate) fn rows_panels<W: Weight>(
         let wide = crate::kernels::math::avx512();
         assert!(wide || crate::kernels::math::avx2());
         // The rows interleaved (`[k][8]`, zero past `m`): one contiguous read per weight row.
-        let xi = crate::kernels::linear::prefill::interleaved(x, k, 8);
+        let xi = interleaved(x, k, 8);
         let panels = n.div_ceil(PANEL);
         let threads = crate::kernels::weight::threads();
         let per = panels.div_ceil(threads);
@@ -394,12 +394,26 @@ pub(crate) fn rows_panels<W: Weight>(
     panic!("panel-major weights need AVX-512F or AVX2");
 }
 
+/// The rows of `x` (`[m, k]`, `k > 0`) in blocks of `mr`, each block interleaved (`[k][mr]`:
+/// value `i` of the block's rows side by side), zero rows past `m`.
+pub(crate) fn interleaved(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
+    let blocks = (x.len() / k).div_ceil(mr);
+    let mut xp = vec![0f32; blocks * mr * k];
+    for (b, dst) in xp.chunks_exact_mut(mr * k).enumerate() {
+        for (r, row) in x.chunks_exact(k).skip(b * mr).take(mr).enumerate() {
+            for (d, &v) in dst.iter_mut().skip(r).step_by(mr).zip(row) {
+                *d = v;
+            }
+        }
+    }
+    xp
+}
+
 mod side;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
 pub(crate) use side::Side;
-#[cfg(feature = "flex")]
 pub(crate) use side::{in_pass, panel_run_side};
 
 #[cfg(test)]

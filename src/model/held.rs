@@ -11,7 +11,8 @@ use crate::kernels::weight::Weight;
 /// Whether this process holds `B`'s linear weights as panels: burn-flex (the host kernels read
 /// them) on a CPU with AVX-512F or AVX2 + FMA + F16C (the panel kernels' forms; elsewhere the
 /// portable row-major loops are faster).
-pub(crate) fn hold_panels<B: burn::prelude::Backend>() -> bool {
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
+pub(crate) fn hold_panels<B: Backend>() -> bool {
     #[cfg(all(feature = "flex", target_arch = "x86_64"))]
     {
         crate::backend::flex::is_flex::<B>()
@@ -122,5 +123,5 @@ pub(crate) fn columns_of<B: Backend>(
     Tensor::from_data(TensorData::new(out, [ids.len(), k]), &t.device())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "flex"))]
 mod tests;

@@ -8,6 +8,7 @@ mod block;
 mod build;
 mod held;
 mod linear;
+mod load;
 mod merge;
 mod mlp;
 mod norm;
@@ -317,6 +318,15 @@ impl<B: Backend> Model<B> {
     }
 }
 
+/// Copies a `[1, vocab]` logits tensor to the host.
+pub fn logits_to_vec<B: Backend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| Error::Unsupported(format!("reading logits from the device: {e:?}")))
+}
+
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::linear::LowRank;
@@ -325,7 +335,7 @@ mod tests {
 
     fn last_logits(m: &Model<Flex>, ids: &[u32]) -> Vec<f32> {
         let mut c = m.new_cache(ids.len());
-        crate::generate::logits_to_vec(m.forward(ids, &mut c, true).unwrap()).unwrap()
+        logits_to_vec(m.forward(ids, &mut c, true).unwrap()).unwrap()
     }
 
     /// A tied model holds one copy of the embedding (the head's) — so does a LitGPT file whose

@@ -74,6 +74,7 @@ pub(crate) fn f32s(t: &burn_flex::FlexTensor) -> Option<&[f32]> {
 /// thread outside the pool each of them hands its work over and sleeps until woken (two futex
 /// round trips, tens of microseconds on a VM), while a worker runs its share itself and finds
 /// the other workers still spinning between kernels.
+#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
 pub(crate) fn on_pool<B: Backend, R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "flex")]
     {

@@ -58,7 +58,7 @@ pub(crate) fn gemm_in<W: Weight>(
             return false;
         }
         // The kernel's eight broadcasts per step then read one contiguous 32-byte run.
-        let xp = &interleaved(x, k, MR)[..];
+        let xp = &crate::kernels::panels::interleaved(x, k, MR)[..];
         let y_addr = y.as_mut_ptr() as usize;
         column_tasks(n, NR, |j0, j1| {
             // SAFETY: AVX-512F is present; tasks write disjoint column ranges `j0..j1` of `y`
@@ -72,21 +72,6 @@ pub(crate) fn gemm_in<W: Weight>(
         let _ = (x, w, y, m, k, n);
         false
     }
-}
-
-/// The rows of `x` (`[m, k]`, `k > 0`) in blocks of `mr`, each block interleaved (`[k][mr]`:
-/// value `i` of the block's rows side by side), zero rows past `m`.
-pub(crate) fn interleaved(x: &[f32], k: usize, mr: usize) -> Vec<f32> {
-    let blocks = (x.len() / k).div_ceil(mr);
-    let mut xp = vec![0f32; blocks * mr * k];
-    for (b, dst) in xp.chunks_exact_mut(mr * k).enumerate() {
-        for (r, row) in x.chunks_exact(k).skip(b * mr).take(mr).enumerate() {
-            for (d, &v) in dst.iter_mut().skip(r).step_by(mr).zip(row) {
-                *d = v;
-            }
-        }
-    }
-    xp
 }
 
 /// Runs `f(j0, j1)` over column ranges of `n` columns, whole `nr`-column blocks each (about four

@@ -30,7 +30,7 @@ pub(crate) unsafe fn gemm<W: Weight>(
     m: usize,
 ) {
     let (k, n) = (shape.k, shape.n);
-    let xp = &super::interleaved(x, k, MR)[..];
+    let xp = &crate::kernels::panels::interleaved(x, k, MR)[..];
     let y_addr = y.as_mut_ptr() as usize;
     super::column_tasks(n, NR, |j0, j1| {
         // SAFETY: AVX2 + FMA + F16C are present (the caller's contract); tasks write disjoint
