@@ -108,7 +108,7 @@ pub fn load(
     read(&locate(path, step)?, cfg, name)
 }
 
-/// Several adapters with their scales: the data a [`crate::ModelBuilder`] grafts.
+/// Several adapters with their scales: the data a `ModelBuilder` grafts.
 #[derive(Debug, Clone, Default)]
 pub struct AdapterSet {
     pub entries: Vec<(Adapter, f32)>,

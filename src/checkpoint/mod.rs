@@ -4,6 +4,7 @@
 pub mod names;
 mod pickle;
 mod pth;
+mod tensor;
 mod weights;
 
 use std::path::{Path, PathBuf};

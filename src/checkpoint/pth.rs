@@ -9,7 +9,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use super::pickle::{self, TensorRef};
-use super::Values;
+use super::tensor::{decode, Values};
 use crate::error::{Error, Result};
 use crate::file::Positioned;
 
@@ -252,7 +252,7 @@ impl PthFile {
                 "BFloat16Storage" => safetensors::Dtype::BF16,
                 _ => safetensors::Dtype::F64,
             };
-            return super::weights::decode(&bytes[..numel * width], dtype).map_err(bad);
+            return decode(&bytes[..numel * width], dtype).map_err(bad);
         }
         let convert: fn(&[u8]) -> f32 = match t.storage_type.as_str() {
             "FloatStorage" => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),

@@ -353,7 +353,7 @@ mod tests {
             "{}/tests/fixtures/models/{model}",
             env!("CARGO_MANIFEST_DIR")
         );
-        let ck = crate::Checkpoint::open(&dir).unwrap();
+        let ck = crate::checkpoint::Checkpoint::open(&dir).unwrap();
         assert_eq!(ck.config.tie_embeddings, tied_in_config, "{model}");
         let mut m = ck.load::<Flex>(&Default::default()).unwrap();
         assert!(m.wte.is_none(), "one copy of a tied embedding ({model})");
