@@ -9,8 +9,8 @@ mod common;
 
 use std::time::Instant;
 
-use burn::prelude::Backend;
 use common::{random_adapter_with as random_adapter, random_tensors, smollm2_135m, Lcg};
+use graftlm::backend::ModelBackend;
 use graftlm::{Mode, Model};
 
 fn ms(f: impl FnOnce()) -> f64 {
@@ -20,11 +20,11 @@ fn ms(f: impl FnOnce()) -> f64 {
 }
 
 /// One run of `n` greedy tokens after a 4-token prompt.
-fn decode_tps<B: Backend>(model: &Model<B>, n: usize) -> f64 {
+fn decode_tps<B: ModelBackend>(model: &Model<B>, n: usize) -> f64 {
     common::decode_tps(model, 4, n)
 }
 
-fn run<B: Backend>(backend: &str) {
+fn run<B: ModelBackend>(backend: &str) {
     let cfg = smollm2_135m();
     let mut rng = Lcg(42);
     let device = B::Device::default();

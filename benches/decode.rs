@@ -20,17 +20,17 @@ mod common;
 
 use std::time::Instant;
 
-use burn::prelude::Backend;
+use graftlm::backend::ModelBackend;
 use graftlm::{Mode, Model};
 
 /// Best of three runs (shared machines are noisy; the best run is the one least disturbed).
-fn decode_tps<B: Backend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
+fn decode_tps<B: ModelBackend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
     (0..3)
         .map(|_| common::decode_tps(model, prompt, n))
         .fold(0.0, f64::max)
 }
 
-fn run<B: Backend>(backend: &str, n: usize, gbps: f64) {
+fn run<B: ModelBackend>(backend: &str, n: usize, gbps: f64) {
     let cfg = common::smollm2_135m();
     let weight_gb = cfg.parameter_count() as f64 * 4.0 / 1e9;
     let mut model = common::random_model::<B>(&cfg, 42);
@@ -62,7 +62,7 @@ fn peak_rss() -> u64 {
 }
 
 /// Real files: the JSON line `benches/compare.sh` reads.
-fn checkpoint_mode<B: Backend>(backend: &str, dir: &str, adapter: Option<String>, n: usize) {
+fn checkpoint_mode<B: ModelBackend>(backend: &str, dir: &str, adapter: Option<String>, n: usize) {
     let device = B::Device::default();
     let t0 = Instant::now();
     let ck = graftlm::Checkpoint::open(dir).unwrap();

@@ -13,9 +13,8 @@
 
 use std::path::PathBuf;
 
-use burn::prelude::Backend;
-
 use crate::adapters::{self, Adapter, AdapterLocation, Mode, StepChoice};
+use crate::backend::ModelBackend;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::{Model, WeightDtype};
@@ -177,7 +176,7 @@ impl ModelBuilder {
     }
 
     /// Loads the base on `device` and grafts every adapter.
-    pub fn build<B: Backend>(self, device: &B::Device) -> Result<Model<B>> {
+    pub fn build<B: ModelBackend>(self, device: &B::Device) -> Result<Model<B>> {
         self.plan()?.build(device)
     }
 }
@@ -199,7 +198,7 @@ impl Plan {
     }
 
     /// Loads the base on `device` and grafts every adapter.
-    pub fn build<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
+    pub fn build<B: ModelBackend>(&self, device: &B::Device) -> Result<Model<B>> {
         let mut model = self.checkpoint.load_as::<B>(device, self.weight_dtype)?;
         for (a, scale) in &self.adapters {
             model.attach(a, *scale, self.mode)?;
@@ -208,7 +207,7 @@ impl Plan {
     }
 }
 
-impl<B: Backend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     /// A [`ModelBuilder`] for the base checkpoint `dir`.
     pub fn builder(dir: impl Into<PathBuf>) -> ModelBuilder {
         ModelBuilder::new().base(dir)

@@ -2,18 +2,19 @@
 //! Memory is allocated as positions are used (doubling, up to the capacity), so a large capacity
 //! (a model's `block_size` can be a million positions) costs nothing until it is reached.
 
+use crate::backend::ModelBackend;
 use burn::prelude::*;
 
 /// Keys and values of the tokens seen so far, `[1, kv_heads, allocated, head_size]` per layer
 /// (`allocated` ≤ capacity).
 #[derive(Debug, Clone)]
-pub struct KvCache<B: Backend> {
+pub struct KvCache<B: ModelBackend> {
     layers: Vec<Option<(Tensor<B, 4>, Tensor<B, 4>)>>,
     len: usize,
     capacity: usize,
 }
 
-impl<B: Backend> KvCache<B> {
+impl<B: ModelBackend> KvCache<B> {
     /// An empty cache for `n_layer` layers that can hold `capacity` positions.
     /// Memory is allocated as positions are written.
     pub fn new(n_layer: usize, capacity: usize) -> Self {
@@ -97,9 +98,7 @@ impl<B: Backend> KvCache<B> {
             }
         };
         for (c, new) in [(&mut slot.0, k), (&mut slot.1, v)] {
-            if !crate::backend::flex::write_in_place(c, &new, pos) {
-                c.inplace(|c| c.slice_assign(s![.., .., pos..pos + t, ..], new));
-            }
+            B::write_cache(c, new, pos);
         }
         let seen = (
             slot.0.clone().narrow(2, 0, pos + t),
@@ -123,7 +122,7 @@ mod tests {
     use super::*;
 
     /// `[1, h, t, hs]` with element `(g, i, d)` = `base + 100·g + 10·i + d`.
-    fn rows<B: Backend>(h: usize, t: usize, hs: usize, base: f32) -> Tensor<B, 4> {
+    fn rows<B: ModelBackend>(h: usize, t: usize, hs: usize, base: f32) -> Tensor<B, 4> {
         let mut v = Vec::new();
         for g in 0..h {
             for i in 0..t {
@@ -133,13 +132,13 @@ mod tests {
         Tensor::from_data(TensorData::new(v, [1, h, t, hs]), &Default::default())
     }
 
-    fn values<B: Backend>(t: Tensor<B, 4>) -> Vec<f32> {
+    fn values<B: ModelBackend>(t: Tensor<B, 4>) -> Vec<f32> {
         t.into_data().into_vec::<f32>().unwrap()
     }
 
     /// Appends of 3, 1 and 2 positions, a held view across an append, a truncate: what comes
     /// back is always exactly the positions written, in order.
-    fn appends_return_everything_written<B: Backend>() {
+    fn appends_return_everything_written<B: ModelBackend>() {
         let (h, hs) = (2, 4);
         let mut c = KvCache::<B>::new(2, 8);
         let mut want_k: Vec<Tensor<B, 4>> = Vec::new();
@@ -175,7 +174,7 @@ mod tests {
 
     /// A cloned cache is a snapshot: rewinding and overwriting the original leaves it as it was
     /// (the in-place write happens only when nothing else holds the buffer).
-    fn a_clone_keeps_its_positions<B: Backend>() {
+    fn a_clone_keeps_its_positions<B: ModelBackend>() {
         let (h, hs) = (2, 4);
         let mut c = KvCache::<B>::new(1, 8);
         let first = rows::<B>(h, 3, hs, 1.0);
@@ -192,7 +191,7 @@ mod tests {
 
     /// A cache with a huge capacity holds memory only for what is written, growing as positions
     /// come, and keeps every position across a growth.
-    fn memory_follows_use<B: Backend>() {
+    fn memory_follows_use<B: ModelBackend>() {
         let (h, hs) = (2, 4);
         let mut c = KvCache::<B>::new(1, 1 << 24);
         assert_eq!(c.allocated(), 0);
@@ -243,7 +242,7 @@ mod tests {
         type B = crate::backend::Flex;
         let address = |c: &KvCache<B>| {
             let (k, _) = c.layers[0].as_ref().unwrap();
-            let t = crate::backend::flex::flex(k).unwrap();
+            let t = crate::backend::flex::prim(k);
             t.storage::<f32>().as_ptr() as usize
         };
         let mut c = KvCache::<B>::new(1, 16);

@@ -1,8 +1,7 @@
 //! Text generation: prefill the prompt, then one token at a time through the KV cache, with
 //! LitGPT's stop-sequence rules, stop strings that are never half-emitted, and streaming.
 
-use burn::prelude::*;
-
+use crate::backend::ModelBackend;
 use crate::error::{Error, Result};
 pub use crate::model::logits_to_vec;
 use crate::model::Model;
@@ -283,7 +282,7 @@ impl<'a> Decoder<'a> {
 
 /// Generates a continuation of `prompt_ids`. `on_text` receives each new piece of text (whole
 /// UTF-8, never part of a stop string) and returns `false` to stop.
-pub fn generate<B: Backend>(
+pub fn generate<B: ModelBackend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     prompt_ids: &[u32],
@@ -317,7 +316,7 @@ pub struct BatchRequest<'a> {
 /// AVX-512 CPUs on flex; elsewhere up to rounding, which can flip a near-tie). `on_text(i,
 /// piece)` streams request `i`'s text; returning `false` stops that request. Everything is
 /// checked before anything runs.
-pub fn generate_batch<B: Backend>(
+pub fn generate_batch<B: ModelBackend>(
     model: &Model<B>,
     tokenizer: &Tokenizer,
     requests: &[BatchRequest<'_>],

@@ -33,7 +33,7 @@ fn check(dir: &Path) {
     check_on::<B>(dir)
 }
 
-fn check_on<B: burn::prelude::Backend>(dir: &Path) {
+fn check_on<B: graftlm::backend::ModelBackend>(dir: &Path) {
     let what = dir.display().to_string();
     let r: Ref =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())

@@ -4,12 +4,12 @@
 
 mod common;
 
-use burn::prelude::Backend;
 use common::{assert_close_on, fixtures, reference};
+use graftlm::backend::ModelBackend;
 use graftlm::generate::logits_to_vec;
 use graftlm::{Checkpoint, GenerateOptions, SamplingParams, Tokenizer};
 
-fn check<B: Backend>(name: &str, layout: &str) {
+fn check<B: ModelBackend>(name: &str, layout: &str) {
     let device = B::Device::default();
     let r = reference(name);
     let dir = fixtures().join(name).join(layout);

@@ -295,7 +295,11 @@ fn separate_lora_on_16_bit_weights_is_held_in_16_bits_when_asked_or_when_exact()
     let base = fixtures().join("qwen2/hf");
     let adapter = common::repo().join("tests/fixtures/adapters/families/qwen2-peft");
     let ids = reference("qwen2").prompt_ids;
-    fn build<B: burn::prelude::Backend>(base: &Path, adapter: &Path, p: WeightDtype) -> Model<B> {
+    fn build<B: graftlm::backend::ModelBackend>(
+        base: &Path,
+        adapter: &Path,
+        p: WeightDtype,
+    ) -> Model<B> {
         ModelBuilder::new()
             .base(base)
             .adapter(adapter.to_path_buf().into())
@@ -304,7 +308,7 @@ fn separate_lora_on_16_bit_weights_is_held_in_16_bits_when_asked_or_when_exact()
             .unwrap()
     }
     // The dtypes `A` and `B` of every separately kept update are held in.
-    fn dtypes<B: burn::prelude::Backend>(m: &Model<B>) -> Vec<(DType, DType)> {
+    fn dtypes<B: graftlm::backend::ModelBackend>(m: &Model<B>) -> Vec<(DType, DType)> {
         let g = &m.grafts()[0];
         assert!(!g.linears.is_empty());
         g.linears

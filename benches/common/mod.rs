@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::prelude::Backend;
 use graftlm::adapters::{AdapterFormat, LowRankUpdate};
+use graftlm::backend::ModelBackend;
 use graftlm::checkpoint::{names, HostTensor};
 use graftlm::config::{Family, MlpKind, ModelConfig, NormKind};
 use graftlm::{Adapter, Model};
@@ -115,7 +115,7 @@ pub fn random_adapter_with(cfg: &ModelConfig, r: usize, name: &str, rng: &mut Lc
 }
 
 /// A random-weight model of shape `cfg`.
-pub fn random_model<B: Backend>(cfg: &ModelConfig, seed: u64) -> Model<B> {
+pub fn random_model<B: ModelBackend>(cfg: &ModelConfig, seed: u64) -> Model<B> {
     let mut rng = Lcg(seed);
     Model::<B>::from_tensors(
         cfg.clone(),
@@ -168,7 +168,7 @@ fn sum(v: &[f32]) -> f32 {
 }
 
 /// Tokens/s of `n` greedy tokens decoded one at a time after a `prompt`-token prefill (one run).
-pub fn decode_tps<B: Backend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
+pub fn decode_tps<B: ModelBackend>(model: &Model<B>, prompt: usize, n: usize) -> f64 {
     let mut cache = model.new_cache(prompt + n + 1);
     let ids: Vec<u32> = (1..=prompt as u32).collect();
     let _ = model.forward(&ids, &mut cache, true).unwrap();

@@ -9,11 +9,12 @@
 use burn::prelude::*;
 
 use super::is_llama;
+use crate::backend::ModelBackend;
 use crate::cache::KvCache;
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-impl<B: Backend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     /// One decoding step for `tokens.len()` sequences at once: `tokens[i]` is the next token of
     /// sequence `i`, `caches[i]` its cache (advanced by one), `adapters[i]` the separately kept
     /// LoRA adapter it uses (`None`: the base alone). Returns logits `[n, padded_vocab]`, row `i`

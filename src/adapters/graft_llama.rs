@@ -14,11 +14,12 @@ use burn::prelude::*;
 
 use super::lora::Adapter;
 use super::Mode;
+use crate::backend::ModelBackend;
 use crate::error::{Error, Result};
 use crate::model::logits_to_vec;
 use crate::model::{GraftInfo, Model, Prefix};
 
-impl<B: Backend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     pub(super) fn attach_llama(&mut self, adapter: &Adapter, scale: f32, mode: Mode) -> Result<()> {
         if scale != 1.0 {
             return Err(Error::Unsupported(

@@ -17,13 +17,12 @@ mod peft;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::prelude::*;
-
 pub use discover::{
     find_base, list_steps, locate, AdapterFormat, AdapterLocation, StepChoice, StepEntry,
 };
 pub use lora::{combine, Adapter, Combine, LlamaAdapterParts, LowRankUpdate};
 
+use crate::backend::ModelBackend;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{GraftInfo, Model};
@@ -132,7 +131,7 @@ fn is_llama(g: &GraftInfo) -> bool {
         || g.format == AdapterFormat::LitGptAdapterV2.as_str()
 }
 
-impl<B: Backend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     /// Grafts `adapter` with run-time `scale`, separate or merged. Everything is checked first; on
     /// error the model is unchanged.
     pub fn attach(&mut self, adapter: &Adapter, scale: f32, mode: Mode) -> Result<()> {
@@ -200,13 +199,7 @@ impl<B: Backend> Model<B> {
                 .linear(lin)
                 .map(|l| l.factors_of(&u.a.data, &u.b.data, u.rank()))
         };
-        #[cfg(feature = "flex")]
-        let factors: Vec<_> = {
-            use rayon::prelude::*;
-            updates.par_iter().map(factors).collect()
-        };
-        #[cfg(not(feature = "flex"))]
-        let factors: Vec<_> = updates.iter().map(factors).collect();
+        let factors: Vec<_> = B::each(updates.iter().collect(), factors);
         for ((lin, _), f) in updates.into_iter().zip(factors) {
             if let (Some(l), Some(f)) = (self.linear_mut(lin), f) {
                 l.push_factors(name.clone(), f, scale);

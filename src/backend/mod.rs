@@ -4,9 +4,22 @@
 
 use crate::error::{Error, Result};
 
-// The burn-flex side of the seam to the host kernels (reads burn-flex tensors in place).
-#[cfg_attr(not(feature = "flex"), allow(dead_code, unused_imports))]
+#[cfg(feature = "flex")]
 pub(crate) mod flex;
+pub(crate) mod held;
+pub(crate) mod ops;
+pub(crate) mod reference;
+
+/// A burn backend graftlm runs models on: burn's own ops plus the operations the model asks of
+/// a backend (a linear layer with its adapter terms, attention, RoPE, ...), each with a default
+/// in plain burn ops that burn-flex replaces with graftlm's host kernels. Implemented for every
+/// backend this build enables ([`Flex`], [`NdArray`], [`Cuda`]); code generic over the backend
+/// bounds its parameter by this trait, e.g. `fn run<B: ModelBackend>(m: &Model<B>)`.
+// Sealed: the operations are the crate's own (`ops::ModelOps`), so the bound is private.
+#[allow(private_bounds)]
+pub trait ModelBackend: ops::ModelOps {}
+
+impl<B: ops::ModelOps> ModelBackend for B {}
 
 /// Names of the backends compiled into this build, default first.
 #[allow(clippy::vec_init_then_push, unused_mut)]

@@ -29,7 +29,7 @@ pub(crate) const PANEL: usize = 16;
 
 /// How a held `[k, n]` weight's values lie in its storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Layout {
+pub enum Layout {
     /// Row-major `[k, n]`.
     Rows,
     /// Panel-major `[⌈n / 16⌉][k][16]`, the last panel padded with zeros ([`to_panels_of`]).
@@ -38,7 +38,7 @@ pub(crate) enum Layout {
 
 /// The logical shape of a held weight and its layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct WeightShape {
+pub struct WeightShape {
     pub k: usize,
     pub n: usize,
     pub layout: Layout,

@@ -4,7 +4,7 @@
 
 /// The elements of a weight as held, borrowed: f32, or 16-bit (widened by the kernels).
 #[derive(Clone, Copy)]
-pub(crate) enum Held<'a> {
+pub enum Held<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
     F16(&'a [half::f16]),
@@ -30,6 +30,23 @@ pub(crate) fn threads() -> usize {
     {
         1
     }
+}
+
+pub(crate) fn f16_slice(src: &[f32], dst: &mut [half::f16]) {
+    half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+}
+
+/// Round-to-nearest-even f32 → bf16 of finite values (weights are checked finite at load; a
+/// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
+/// vectorises.
+pub(crate) fn bf16_slice(src: &[f32], dst: &mut [half::bf16]) {
+    dst.iter_mut().zip(src).for_each(|(o, &x)| *o = bf16_rne(x));
+}
+
+#[inline(always)]
+pub(crate) fn bf16_rne(x: f32) -> half::bf16 {
+    let b = x.to_bits();
+    half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16)
 }
 
 /// An element type weights can be held in: f32, or bf16 / f16 widened exactly as they are read.

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use super::linear::{Linear, RowGrafts};
 use super::norm::Norm;
 use super::rope::Rope;
-use crate::backend::flex::attention::{try_attend, try_attention, Heads};
+use crate::backend::ops::{AttentionSpec, Heads};
+use crate::backend::reference::scores;
+use crate::backend::ModelBackend;
 use crate::cache::KvCache;
 
 /// The attention of one block.
 #[derive(Debug, Clone)]
-pub struct Attention<B: Backend> {
+pub struct Attention<B: ModelBackend> {
     pub(crate) qkv: Linear<B>,
     pub(crate) proj: Linear<B>,
     pub(crate) n_head: usize,
@@ -34,7 +36,7 @@ pub struct Attention<B: Backend> {
 
 /// A learned attention prefix (LLaMA-Adapter): keys and values without RoPE, and a gate per head.
 #[derive(Debug, Clone)]
-pub struct Prefix<B: Backend> {
+pub struct Prefix<B: ModelBackend> {
     /// The adapter it belongs to.
     pub name: Arc<str>,
     /// `[1, n_head, prefix_len, head_size]`.
@@ -46,7 +48,7 @@ pub struct Prefix<B: Backend> {
     pub active: bool,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: ModelBackend> Attention<B> {
     /// `x`: `[1, t, n_embd]` for positions `cache.len()..cache.len() + t`.
     pub fn forward(
         &self,
@@ -78,21 +80,8 @@ impl<B: Backend> Attention<B> {
                 let rows: Vec<Tensor<B, 3>> = (0..caches.len())
                     .map(|r| qkv.clone().narrow(0, r, 1))
                     .collect();
-                #[cfg(feature = "flex")]
-                let ys: Vec<Tensor<B, 3>> = {
-                    use rayon::prelude::*;
-                    caches
-                        .par_iter_mut()
-                        .zip(rows)
-                        .map(|(c, q)| self.attend(layer, q, rope, c))
-                        .collect()
-                };
-                #[cfg(not(feature = "flex"))]
-                let ys: Vec<Tensor<B, 3>> = caches
-                    .iter_mut()
-                    .zip(rows)
-                    .map(|(c, q)| self.attend(layer, q, rope, c))
-                    .collect();
+                let work: Vec<_> = caches.iter_mut().zip(rows).collect();
+                let ys = B::each(work, |(c, q)| self.attend(layer, q, rope, c));
                 Tensor::cat(ys, 0)
             }
         };
@@ -123,9 +112,7 @@ impl<B: Backend> Attention<B> {
                 window,
             };
             let append = |k, v| cache.append(layer, k, v);
-            if let Some(y) = try_attend(&qkv, heads, rope.tables(pos + t), pos, append) {
-                return y;
-            }
+            return B::attend_qkv(qkv, heads, &rope.tables(pos + t), pos, append);
         }
         let mut q = qkv.clone().narrow(2, 0, nh * hs);
         let mut k = qkv.clone().narrow(2, nh * hs, nkv * hs);
@@ -151,56 +138,19 @@ impl<B: Backend> Attention<B> {
         let q = rope.apply(q, pos);
         let k = rope.apply(k, pos);
         let (k, v) = cache.append(layer, k, v);
-        let mut y = match try_attention(&q, &k, &v, self.scale, self.softcap, pos, window) {
-            Some(y) => y,
-            None => self.burn_attention(q.clone(), k, v, pos),
+        let spec = AttentionSpec {
+            scale: self.scale,
+            softcap: self.softcap,
+            pos,
+            window,
         };
+        let mut y = B::causal_attention(q.clone(), k, v, spec);
         if let Some(p) = prefix {
             // LitGPT scores the prefix with the same attention function, soft-capping included.
-            let ps = self.scores(q, p.k.clone()); // [b, nh, t, prefix]
+            let ps = scores(q, p.k.clone(), self.scale, self.softcap); // [b, nh, t, prefix]
             y = y + softmax(ps, 3).matmul(p.v.clone()) * p.gate.clone();
         }
         y.swap_dims(1, 2).reshape([b, t, nh * hs])
-    }
-
-    /// The same attention in burn ops (any backend): grouped-query without copying K/V per
-    /// query head.
-    fn burn_attention(
-        &self,
-        q: Tensor<B, 4>,
-        k: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        pos: usize,
-    ) -> Tensor<B, 4> {
-        let [b, nh, t, hs] = q.dims();
-        let nkv = self.n_kv;
-        // Grouped-query attention without copying K/V per query head: the `rep` query heads that
-        // share a K/V head become `rep · t` rows against that head (`[b, nkv, rep·t, hs]`).
-        let rep = nh / nkv;
-        let qg = if rep > 1 {
-            q.clone().reshape([b, nkv, rep * t, hs])
-        } else {
-            q.clone()
-        };
-        let mut scores = self.scores(qg, k); // [b, nkv, rep·t, s]
-        if let Some(mask) = self.mask(pos, t, &scores.device()) {
-            scores = scores
-                + if rep > 1 {
-                    mask.repeat_dim(2, rep)
-                } else {
-                    mask
-                };
-        }
-        softmax(scores, 3).matmul(v).reshape([b, nh, t, hs])
-    }
-
-    /// Scaled (and, for Gemma 2, soft-capped) scores `q·kᵀ`.
-    fn scores(&self, q: Tensor<B, 4>, k: Tensor<B, 4>) -> Tensor<B, 4> {
-        let s = q.matmul(k.swap_dims(2, 3)) * self.scale;
-        match self.softcap {
-            Some(c) => (s / c).tanh() * c,
-            None => s,
-        }
     }
 
     /// Installs or removes the prefix.
@@ -216,29 +166,5 @@ impl<B: Backend> Attention<B> {
     /// The fused q/k/v projection.
     pub fn qkv(&self) -> &Linear<B> {
         &self.qkv
-    }
-
-    /// Additive mask `[1, 1, t, pos + t]` (0 or -inf), or `None` when nothing is masked.
-    fn mask(&self, pos: usize, t: usize, device: &B::Device) -> Option<Tensor<B, 4>> {
-        let s = pos + t;
-        let window = self.window.filter(|&w| w < s);
-        if t == 1 && window.is_none() {
-            return None;
-        }
-        let mut m = vec![0f32; t * s];
-        for i in 0..t {
-            let abs = pos + i;
-            for j in 0..s {
-                let future = j > abs;
-                let too_old = window.is_some_and(|w| j + w <= abs);
-                if future || too_old {
-                    m[i * s + j] = f32::NEG_INFINITY;
-                }
-            }
-        }
-        Some(
-            Tensor::<B, 2>::from_data(TensorData::new(m, [t, s]), device)
-                .unsqueeze_dims::<4>(&[0, 1]),
-        )
     }
 }

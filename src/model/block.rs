@@ -4,11 +4,12 @@
 use burn::prelude::*;
 
 use super::{Attention, Mlp, Norm, Rope, RowGrafts};
+use crate::backend::ModelBackend;
 use crate::cache::KvCache;
 
 /// One transformer block.
 #[derive(Debug, Clone)]
-pub struct Block<B: Backend> {
+pub struct Block<B: ModelBackend> {
     /// Absent in OLMo-2 (identity).
     pub(crate) norm_1: Option<Norm<B>>,
     pub(crate) attn: Attention<B>,
@@ -23,7 +24,7 @@ pub struct Block<B: Backend> {
     pub(crate) post_mlp_norm: Option<Norm<B>>,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: ModelBackend> Block<B> {
     /// `x`: `[1, t, e]` with one cache or `[n, 1, e]` with `n` (see [`Attention::forward_batch`]).
     pub(super) fn forward(
         &self,

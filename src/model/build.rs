@@ -2,16 +2,15 @@
 
 use std::collections::HashMap;
 
-use burn::prelude::*;
-
 use super::{
     precision, Attention, Block, Embedding, InPlace, Linear, Mlp, Model, Norm, Rope, WeightDtype,
 };
+use crate::backend::ModelBackend;
 use crate::checkpoint::HostTensor;
 use crate::config::{MlpKind, ModelConfig};
 use crate::error::{Error, Result};
 
-impl<B: Backend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     /// Builds the model from host tensors named as in LitGPT (see `checkpoint::names::table`).
     pub fn from_tensors(
         config: ModelConfig,

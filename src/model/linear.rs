@@ -1,19 +1,19 @@
 //! `Linear<B>`: `y = x·Wᵀ + b (+ Σ s·(x·A)·B)`, the one seam where adapters enter the model.
 //!
-//! The weight is kept as `[in, out]` (the transpose of the checkpoint's `[out, in]`) so the
-//! forward pass is a plain matmul on every backend; on burn-flex with AVX-512F it is stored as
-//! 16-column panels ([`crate::kernels::panels`]) that the host kernels stream, and burn's ops get a
-//! row-major copy. Low-rank updates are kept beside the weight
-//! (computed as `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again.
+//! The weight is kept as `[in, out]` (the transpose of the checkpoint's `[out, in]`), laid out
+//! as the backend holds it ([`ModelOps::holds_panels`]: 16-column panels that the host kernels
+//! stream, else row-major). Low-rank updates are kept beside the weight (computed as
+//! `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again. The forward pass
+//! is one [`ModelOps::linear_layer`] call.
 
 use std::sync::Arc;
 
 use burn::prelude::*;
-use burn::tensor::IndexingUpdateOp;
 
-use super::held::{columns_of, hold_panels, panel_tensor, rows_tensor};
 use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
-use crate::backend::flex::linear::{one_row, try_linear_in, Part, RowTerm};
+use crate::backend::held::{columns_of, panel_tensor, rows_tensor};
+use crate::backend::ops::{AffineOp, LinearOp, RowTerm};
+use crate::backend::ModelBackend;
 use crate::checkpoint::HostTensor;
 use crate::kernels::panels::{Layout, WeightShape};
 
@@ -27,7 +27,7 @@ mod updates;
 
 /// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
 #[derive(Debug, Clone)]
-pub struct LowRank<B: Backend> {
+pub struct LowRank<B: ModelBackend> {
     /// The name of the adapter it belongs to.
     pub name: Arc<str>,
     /// `[in, r]`.
@@ -44,7 +44,7 @@ pub struct LowRank<B: Backend> {
 
 /// A per-output affine correction `y ← scale ⊙ (y + bias)` (LLaMA-Adapter v2).
 #[derive(Debug, Clone)]
-pub struct Affine<B: Backend> {
+pub struct Affine<B: ModelBackend> {
     pub name: Arc<str>,
     /// `[out]`.
     pub scale: Tensor<B, 1>,
@@ -55,7 +55,7 @@ pub struct Affine<B: Backend> {
     saved: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
 }
 
-impl<B: Backend> LowRank<B> {
+impl<B: ModelBackend> LowRank<B> {
     /// Whether the update is computed beside the weight: not folded in, not zero, and active —
     /// or, with per-row adapters (`per_row`), whenever a row names it.
     fn kept_apart(&self, per_row: bool) -> bool {
@@ -63,7 +63,7 @@ impl<B: Backend> LowRank<B> {
     }
 }
 
-impl<B: Backend> Affine<B> {
+impl<B: ModelBackend> Affine<B> {
     /// Whether the correction applies after the product (active and not folded in).
     fn live(&self) -> bool {
         self.active && self.saved.is_none()
@@ -72,7 +72,7 @@ impl<B: Backend> Affine<B> {
 
 /// A dense linear layer.
 #[derive(Debug, Clone)]
-pub struct Linear<B: Backend> {
+pub struct Linear<B: ModelBackend> {
     /// `[in, out]`, held at `precision`, laid out as `shape` says: row-major, or panels
     /// ([`crate::kernels::panels`]; burn-flex on CPUs with AVX-512F) for the decode kernels.
     weight: Tensor<B, 2>,
@@ -91,7 +91,7 @@ pub struct Linear<B: Backend> {
     round_merges: bool,
 }
 
-impl<B: Backend> Linear<B> {
+impl<B: ModelBackend> Linear<B> {
     /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`,
     /// holding the weight at `precision` (`Auto` counts as f32).
     ///
@@ -133,7 +133,7 @@ impl<B: Backend> Linear<B> {
             out * inp,
             "weight values do not match the shape {shape:?}"
         );
-        let layout = if hold_panels::<B>() {
+        let layout = if B::holds_panels() {
             Layout::Panels
         } else {
             Layout::Rows
@@ -300,18 +300,95 @@ impl<B: Backend> Linear<B> {
         &self.updates
     }
 
+    /// `x`: `[b, t, in]` → `[b, t, out]`, with every active update.
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_rows(x, None)
+    }
+
+    /// [`Linear::forward`] where each of the `b·t` rows may use its own update: with `rows`, row
+    /// `i` gets the separately kept updates named `rows[i]` (none for `None`), whatever their
+    /// `active` flag; merged updates are in the weight and apply to every row.
+    pub fn forward_rows(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
+        let [b, t, i] = x.dims();
+        let x2 = x.reshape([b * t, i]);
+        let y = self.with_op(b * t, rows, |op| B::linear_layer(x2, op));
+        y.reshape([b, t, self.out_features()])
+    }
+
+    /// Runs `f` on this layer as a [`LinearOp`] for `m` input rows: the weight, the bias, every
+    /// update kept apart (with `rows`, each on the rows that name it) and the affine correction
+    /// (whole-batch only).
+    pub(crate) fn with_op<R>(
+        &self,
+        m: usize,
+        rows: Option<RowGrafts<'_>>,
+        f: impl FnOnce(&LinearOp<'_, B>) -> R,
+    ) -> R {
+        // Row lists per update (`None`: every row).
+        let lists: Vec<(&LowRank<B>, Option<Vec<usize>>)> = self
+            .updates
+            .iter()
+            .filter(|u| u.kept_apart(rows.is_some()))
+            .filter_map(|u| match rows {
+                None => Some((u, None)),
+                Some(sel) => {
+                    let idx: Vec<usize> = (0..m)
+                        .filter(|&r| sel.get(r).copied().flatten() == Some(&*u.name))
+                        .collect();
+                    if idx.is_empty() {
+                        None
+                    } else if idx.len() == m {
+                        Some((u, None))
+                    } else {
+                        Some((u, Some(idx)))
+                    }
+                }
+            })
+            .collect();
+        let op = LinearOp {
+            weight: &self.weight,
+            shape: self.shape,
+            bias: self.bias.as_ref(),
+            terms: lists
+                .iter()
+                .map(|(u, idx)| RowTerm {
+                    a: &u.a,
+                    b: &u.b,
+                    scale: u.scale,
+                    rows: idx.as_deref(),
+                })
+                .collect(),
+            affine: self
+                .affine
+                .as_ref()
+                .filter(|a| a.live() && rows.is_none())
+                .map(|a| AffineOp {
+                    scale: &a.scale,
+                    bias: &a.bias,
+                }),
+        };
+        f(&op)
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+impl Linear<crate::backend::Flex> {
     /// The outputs of several layers with the same input for one row `x` (`[1, in]`), side by
     /// side, in one parallel pass ([`crate::kernels::linear::decode`]): the same values as [`Linear::forward`]
     /// on each. `None` where a layer has an active LLaMA-Adapter correction not folded in, or
     /// the host kernels do not apply (any backend but burn-flex).
-    pub(crate) fn one_row_group(layers: &[&Self], x: &Tensor<B, 2>) -> Option<Vec<f32>> {
+    pub(crate) fn one_row_group(
+        layers: &[&Self],
+        x: &Tensor<crate::backend::Flex, 2>,
+    ) -> Option<Vec<f32>> {
+        use crate::backend::flex::linear::{one_row, Part};
         if layers
             .iter()
             .any(|l| l.affine.as_ref().is_some_and(Affine::live))
         {
             return None;
         }
-        let terms: Vec<Vec<RowTerm<'_, B>>> = layers
+        let terms: Vec<Vec<RowTerm<'_, crate::backend::Flex>>> = layers
             .iter()
             .map(|l| {
                 l.updates
@@ -326,7 +403,7 @@ impl<B: Backend> Linear<B> {
                     .collect()
             })
             .collect();
-        let parts: Vec<Part<'_, B>> = layers
+        let parts: Vec<Part<'_>> = layers
             .iter()
             .zip(&terms)
             .map(|(l, t)| Part {
@@ -338,86 +415,12 @@ impl<B: Backend> Linear<B> {
             .collect();
         one_row(x, &parts)
     }
-
-    /// `x`: `[b, t, in]` → `[b, t, out]`, with every active update.
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.forward_rows(x, None)
-    }
-
-    /// [`Linear::forward`] where each of the `b·t` rows may use its own update: with `rows`, row
-    /// `i` gets the separately kept updates named `rows[i]` (none for `None`), whatever their
-    /// `active` flag; merged updates are in the weight and apply to every row.
-    pub fn forward_rows(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
-        let [b, t, i] = x.dims();
-        let x2 = x.reshape([b * t, i]);
-        // Row lists per update (`None`: every row).
-        let lists: Vec<(&LowRank<B>, Option<Vec<usize>>)> = self
-            .updates
-            .iter()
-            .filter(|u| u.kept_apart(rows.is_some()))
-            .filter_map(|u| match rows {
-                None => Some((u, None)),
-                Some(sel) => {
-                    let idx: Vec<usize> = (0..b * t)
-                        .filter(|&r| sel.get(r).copied().flatten() == Some(&*u.name))
-                        .collect();
-                    if idx.is_empty() {
-                        None
-                    } else if idx.len() == b * t {
-                        Some((u, None))
-                    } else {
-                        Some((u, Some(idx)))
-                    }
-                }
-            })
-            .collect();
-        let terms: Vec<RowTerm<'_, B>> = lists
-            .iter()
-            .map(|(u, idx)| RowTerm {
-                a: &u.a,
-                b: &u.b,
-                scale: u.scale,
-                rows: idx.as_deref(),
-            })
-            .collect();
-        let mut y = match try_linear_in(&x2, &self.weight, self.shape, self.bias.as_ref(), &terms) {
-            Some(y) => y,
-            None => {
-                let mut y = x2.clone().matmul(self.weight_f32());
-                if let Some(bias) = &self.bias {
-                    y = y + bias.clone().unsqueeze_dim::<2>(0);
-                }
-                for (u, idx) in &lists {
-                    let (a, b) = (as_f32(&u.a), as_f32(&u.b));
-                    y = match idx {
-                        None => y + x2.clone().matmul(a).matmul(b) * u.scale,
-                        Some(idx) => {
-                            let ids: Vec<i64> = idx.iter().map(|&r| r as i64).collect();
-                            let ids = Tensor::<B, 1, Int>::from_data(
-                                TensorData::new(ids, [idx.len()]),
-                                &x2.device(),
-                            );
-                            let d = x2.clone().select(0, ids.clone()).matmul(a);
-                            let d = d.matmul(b) * u.scale;
-                            y.select_assign(0, ids, d, IndexingUpdateOp::Add)
-                        }
-                    };
-                }
-                y
-            }
-        };
-        if let Some(af) = self.affine.as_ref().filter(|a| a.live() && rows.is_none()) {
-            y = (y + af.bias.clone().unsqueeze_dim::<2>(0))
-                * af.scale.clone().unsqueeze_dim::<2>(0);
-        }
-        y.reshape([b, t, self.out_features()])
-    }
 }
 
 /// Columns `ids` (each below `shape.n`) of a weight held in `held` as `shape` says, as f32 rows
 /// `[ids.len(), shape.k]`: a gather from panels on the host, burn's `select` on rows (any
 /// backend).
-pub(crate) fn columns<B: Backend>(
+pub(crate) fn columns<B: ModelBackend>(
     held: &Tensor<B, 2>,
     shape: WeightShape,
     ids: &[u32],

@@ -1,9 +1,8 @@
 //! Loading a checkpoint's weights into a [`Model`]: every name and shape checked first, then
 //! one tensor at a time through the checkpoint's name table.
 
-use burn::prelude::Backend;
-
 use super::{holds_16bit, Model, WeightDtype};
+use crate::backend::ModelBackend;
 use crate::checkpoint::{names, Checkpoint, Values, WeightFiles};
 use crate::error::{Error, Result};
 
@@ -11,14 +10,14 @@ impl Checkpoint {
     /// Reads all weights (checking names and shapes) and builds the model on `device`, holding
     /// the weight matrices as stored when that is bf16 or f16 and the backend keeps 16-bit
     /// weights ([`WeightDtype::Auto`]; results are the same as held in f32).
-    pub fn load<B: Backend>(&self, device: &B::Device) -> Result<Model<B>> {
+    pub fn load<B: ModelBackend>(&self, device: &B::Device) -> Result<Model<B>> {
         self.load_as(device, WeightDtype::Auto)
     }
 
     /// [`Checkpoint::load`] holding the weight matrices at `precision`: `F32` widens 16-bit
     /// checkpoints (twice the memory, same results), `Bf16` / `F16` round f32 checkpoints (half
     /// the memory and about twice the decoding speed on a CPU, results change by the rounding).
-    pub fn load_as<B: Backend>(
+    pub fn load_as<B: ModelBackend>(
         &self,
         device: &B::Device,
         precision: WeightDtype,
@@ -60,7 +59,7 @@ impl Checkpoint {
 
     /// What `precision` means for this checkpoint on `device`: `Auto` follows the stored dtype
     /// of the weight matrices (every 2-D tensor in the weight files).
-    pub fn resolve_precision<B: Backend>(
+    pub fn resolve_precision<B: ModelBackend>(
         &self,
         files: &WeightFiles,
         precision: WeightDtype,

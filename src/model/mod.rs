@@ -6,10 +6,8 @@
 mod attention;
 mod block;
 mod build;
-mod held;
 mod linear;
 mod load;
-mod merge;
 mod mlp;
 mod norm;
 pub(crate) mod precision;
@@ -26,6 +24,7 @@ pub use norm::Norm;
 pub use precision::{holds_16bit, WeightDtype};
 pub use rope::{inv_freq, Rope};
 
+use crate::backend::ModelBackend;
 use crate::cache::KvCache;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -53,7 +52,7 @@ pub struct GraftInfo {
 
 /// Where the token embeddings are looked up when the model holds them apart from its head.
 #[derive(Debug, Clone)]
-enum Embedding<B: Backend> {
+enum Embedding<B: ModelBackend> {
     /// Its own `[vocab, n_embd]` matrix.
     Own(Tensor<B, 2>),
     /// The base head's held weight (`[n_embd, vocab]` stored as the shape says), sharing its
@@ -63,7 +62,7 @@ enum Embedding<B: Backend> {
 
 /// A decoder-only language model on backend `B`.
 #[derive(Debug, Clone)]
-pub struct Model<B: Backend> {
+pub struct Model<B: ModelBackend> {
     config: ModelConfig,
     grafts: Vec<GraftInfo>,
     /// The embedding when it is not read from the head's current weight (`None`: tied, or
@@ -84,7 +83,7 @@ pub struct Model<B: Backend> {
 pub(crate) type InPlace<'a> = dyn FnMut(&str, &mut dyn FnMut(&[crate::checkpoint::Values<'_>], &[usize])) -> Result<bool>
     + 'a;
 
-impl<B: Backend> Model<B> {
+impl<B: ModelBackend> Model<B> {
     /// How the weight matrices are held: f32, bf16 or f16 (never `Auto`). Arithmetic is f32.
     pub fn weight_dtype(&self) -> WeightDtype {
         self.precision
@@ -237,9 +236,7 @@ impl<B: Backend> Model<B> {
         last_only: bool,
         rows: Option<RowGrafts<'_>>,
     ) -> Result<Tensor<B, 2>> {
-        crate::backend::flex::on_pool::<B, _>(|| {
-            self.forward_rows_here(ids, caches, last_only, rows)
-        })
+        B::run(|| self.forward_rows_here(ids, caches, last_only, rows))
     }
 
     /// [`Model::forward_rows`] on the calling thread.
@@ -319,7 +316,7 @@ impl<B: Backend> Model<B> {
 }
 
 /// Copies a `[1, vocab]` logits tensor to the host.
-pub fn logits_to_vec<B: Backend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
+pub fn logits_to_vec<B: ModelBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> {
     logits
         .into_data()
         .convert::<f32>()

@@ -2,12 +2,13 @@
 
 use burn::prelude::*;
 
+use crate::backend::ModelBackend;
 use crate::checkpoint::HostTensor;
 use crate::config::NormKind;
 
 /// A normalisation layer.
 #[derive(Debug, Clone)]
-pub struct Norm<B: Backend> {
+pub struct Norm<B: ModelBackend> {
     kind: NormKind,
     weight: Tensor<B, 1>,
     bias: Option<Tensor<B, 1>>,
@@ -16,7 +17,7 @@ pub struct Norm<B: Backend> {
     saved: Option<(String, Tensor<B, 1>, Option<Tensor<B, 1>>)>,
 }
 
-impl<B: Backend> Norm<B> {
+impl<B: ModelBackend> Norm<B> {
     /// From a stored weight (and bias, for LayerNorm).
     pub fn from_host(
         kind: NormKind,

@@ -12,8 +12,11 @@ use std::fmt;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorCreationOptions};
 
+pub(crate) use crate::backend::held::{as_f32, host_f32};
+use crate::backend::ModelBackend;
 use crate::error::{Error, Result};
 use crate::kernels::panels::Layout;
+use crate::kernels::weight::{bf16_rne, bf16_slice, f16_slice, Held};
 
 /// Held precision of the weight matrices (norms, biases and adapters always stay f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -103,7 +106,7 @@ impl std::str::FromStr for WeightDtype {
 /// A `[rows, cols]` weight held at `precision` on `device`: as 16-bit elements where the backend
 /// keeps them ([`holds_16bit`]), otherwise as f32 (rounded to `precision`, so every backend
 /// computes with the same values).
-pub(crate) fn held_tensor<B: Backend>(
+pub(crate) fn held_tensor<B: ModelBackend>(
     mut data: Vec<f32>,
     shape: [usize; 2],
     precision: WeightDtype,
@@ -117,7 +120,7 @@ pub(crate) fn held_tensor<B: Backend>(
 
 /// `data` narrowed to the 16-bit elements the backend holds at `precision`; `None` when it is
 /// held as f32.
-fn narrowed<B: Backend>(
+fn narrowed<B: ModelBackend>(
     data: &[f32],
     shape: [usize; 2],
     precision: WeightDtype,
@@ -145,7 +148,7 @@ fn narrowed<B: Backend>(
 /// their own 16 bits are copied as they are and f32 values held in 16 bits are narrowed straight
 /// from the file — no f32 copy of a matrix held in 16 bits on the way (an embedding is the
 /// largest one); the other combinations widen to f32 first, as [`held_tensor`] takes them.
-pub(crate) fn held_values<B: Backend>(
+pub(crate) fn held_values<B: ModelBackend>(
     values: crate::checkpoint::Values<'_>,
     shape: [usize; 2],
     precision: WeightDtype,
@@ -176,7 +179,7 @@ pub(crate) fn held_values<B: Backend>(
 /// it and laid out as `layout` says: row-major `[cols, rows]`, or panels
 /// `[⌈rows/16⌉·cols, 16]` ([`crate::kernels::panels`]). Converted band by band or panel by panel (no
 /// transposed f32 copy for 16-bit, no stacked copy of the parts).
-pub(crate) fn held_transposed<B: Backend>(
+pub(crate) fn held_transposed<B: ModelBackend>(
     parts: &[crate::checkpoint::Values<'_>],
     rows: usize,
     cols: usize,
@@ -229,7 +232,7 @@ fn arranged<S: crate::kernels::weight::Weight, T: Copy + bytemuck::Zeroable + Se
     }
 }
 
-fn held_transposed_as<B: Backend, S: crate::kernels::weight::Weight>(
+fn held_transposed_as<B: ModelBackend, S: crate::kernels::weight::Weight>(
     parts: &[&[S]],
     rows: usize,
     cols: usize,
@@ -269,54 +272,10 @@ fn held_transposed_as<B: Backend, S: crate::kernels::weight::Weight>(
     }
 }
 
-pub(crate) fn f16_slice(src: &[f32], dst: &mut [half::f16]) {
-    half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
-}
-
-/// Round-to-nearest-even f32 → bf16 of finite values (weights are checked finite at load; a
-/// value past bf16's range becomes infinite, as with `half::bf16::from_f32`). Branch-free, so it
-/// vectorises.
-pub(crate) fn bf16_slice(src: &[f32], dst: &mut [half::bf16]) {
-    dst.iter_mut().zip(src).for_each(|(o, &x)| *o = bf16_rne(x));
-}
-
-#[inline(always)]
-fn bf16_rne(x: f32) -> half::bf16 {
-    let b = x.to_bits();
-    half::bf16::from_bits((b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16)
-}
-
-/// `t` as f32 (a cheap clone when it already is).
-pub(crate) fn as_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, D> {
-    if t.dtype() == DType::F32 {
-        t.clone()
-    } else {
-        let dims = t.dims();
-        let v = host_f32(t);
-        Tensor::from_data(TensorData::new(v, dims), &t.device())
-    }
-}
-
-/// The values of `t` as host f32 (widened exactly from 16-bit).
-pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
-    let data = t.clone().into_data();
-    match data.dtype {
-        DType::BF16 => data
-            .as_slice::<half::bf16>()
-            .map(|s| s.iter().map(|h| h.to_f32()).collect())
-            .unwrap_or_default(),
-        DType::F16 => data
-            .as_slice::<half::f16>()
-            .map(|s| s.iter().map(|h| h.to_f32()).collect())
-            .unwrap_or_default(),
-        _ => data.convert::<f32>().into_vec::<f32>().unwrap_or_default(),
-    }
-}
-
 /// Whether `held` (`[cols, rows]`, as [`held_transposed`] made it at `precision`) is exactly the
 /// transpose of `data` (`[rows, cols]` row-major) held the same way: then lookups of `data`'s
 /// rows can read `held`'s columns. Compared bit for bit in 64-row blocks (parallel on flex).
-pub(crate) fn equals_transposed<B: Backend>(
+pub(crate) fn equals_transposed<B: ModelBackend>(
     held: &Tensor<B, 2>,
     shape: crate::kernels::panels::WeightShape,
     data: &[f32],
@@ -334,15 +293,8 @@ pub(crate) fn equals_transposed<B: Backend>(
         }
     };
     fn all_blocks(n: usize, f: impl Fn(usize) -> bool + Sync + Send) -> bool {
-        #[cfg(feature = "flex")]
-        {
-            use rayon::prelude::*;
-            (0..n).into_par_iter().all(f)
-        }
-        #[cfg(not(feature = "flex"))]
-        {
-            (0..n).all(f)
-        }
+        use rayon::prelude::*;
+        (0..n).into_par_iter().all(f)
     }
     // `at(j, i)`: element `[j, i]` of `held` (stored as `shape` says) as f32 bits.
     let check = |at: &(dyn Fn(usize, usize) -> u32 + Sync)| {
@@ -351,15 +303,15 @@ pub(crate) fn equals_transposed<B: Backend>(
             (0..cols).all(|j| (r0..r1).all(|i| at(j, i) == round(data[i * cols + j])))
         })
     };
-    #[cfg(feature = "flex")]
-    if let Some(t) = crate::backend::flex::flex(held) {
-        use crate::kernels::weight::Held;
-        return match crate::backend::flex::held(&t).filter(|h| h.len() == shape.len()) {
-            Some(Held::F32(h)) => check(&|j, i| h[shape.at(j, i)].to_bits()),
-            Some(Held::Bf16(h)) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
-            Some(Held::F16(h)) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
-            None => false,
-        };
+    // In place where the backend can read the held weight.
+    let read = B::read_held(held, |h| match h {
+        _ if h.len() != shape.len() => false,
+        Held::F32(h) => check(&|j, i| h[shape.at(j, i)].to_bits()),
+        Held::Bf16(h) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
+        Held::F16(h) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
+    });
+    if let Some(same) = read {
+        return same;
     }
     let h = host_f32(held);
     h.len() == shape.len() && check(&|j, i| h[shape.at(j, i)].to_bits())
@@ -374,31 +326,18 @@ fn to_bf16(v: &[f32]) -> Vec<half::bf16> {
         return v.iter().map(|&x| bf16_rne(x)).collect();
     }
     let mut out = crate::kernels::buffer::zeroed::<half::bf16>(v.len());
-    #[cfg(feature = "flex")]
-    {
-        use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK)
-            .zip(v.par_chunks(CHUNK))
-            .for_each(|(o, i)| bf16_slice(i, o));
-    }
-    #[cfg(not(feature = "flex"))]
-    bf16_slice(v, &mut out);
+    use rayon::prelude::*;
+    out.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks(CHUNK))
+        .for_each(|(o, i)| bf16_slice(i, o));
     out
 }
 
 /// Whether backend `B` keeps 16-bit weights for graftlm's host kernels (burn-flex does; the
 /// others would convert on every matmul, so they hold 16-bit choices as rounded f32).
-pub fn holds_16bit<B: Backend>(device: &B::Device) -> bool {
-    #[cfg(feature = "flex")]
-    {
-        let probe = Tensor::<B, 1>::zeros([1], device);
-        crate::backend::flex::flex(&probe).is_some()
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = device;
-        false
-    }
+pub fn holds_16bit<B: ModelBackend>(device: &B::Device) -> bool {
+    let _ = device;
+    B::holds_16bit()
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::sync::RwLock;
 
 use burn::prelude::*;
 
+use crate::backend::ops::RopeTables;
+use crate::backend::ModelBackend;
 use crate::config::{ModelConfig, RopeScaling};
 
 /// Inverse frequencies `θ_i` for `i in 0..n_elem/2`, with any frequency adjustment applied.
@@ -43,7 +45,7 @@ pub fn inv_freq(cfg: &ModelConfig) -> Vec<f32> {
 
 /// `cos`/`sin` tables, `[positions, rope_n_elem]`, for positions `0..limit` computed as needed.
 #[derive(Debug)]
-pub struct Rope<B: Backend> {
+pub struct Rope<B: ModelBackend> {
     tables: RwLock<(Tensor<B, 2>, Tensor<B, 2>)>,
     /// Positions the tables cover (read without the lock on every call).
     len: AtomicUsize,
@@ -55,7 +57,7 @@ pub struct Rope<B: Backend> {
     device: B::Device,
 }
 
-impl<B: Backend> Clone for Rope<B> {
+impl<B: ModelBackend> Clone for Rope<B> {
     fn clone(&self) -> Self {
         Self {
             tables: RwLock::new(self.current()),
@@ -72,7 +74,7 @@ impl<B: Backend> Clone for Rope<B> {
 /// Positions the tables start with (the rest come as they are reached).
 const FIRST: usize = 4096;
 
-impl<B: Backend> Rope<B> {
+impl<B: ModelBackend> Rope<B> {
     /// Tables for positions `0..limit`, computed for the first few thousand now and for the rest
     /// when [`Rope::reach`] asks for them.
     pub fn new(cfg: &ModelConfig, limit: usize, device: &B::Device) -> Self {
@@ -144,33 +146,27 @@ impl<B: Backend> Rope<B> {
 
     /// Rotates `x`: `[b, heads, t, head_size]` holding positions `start..start + t`.
     pub fn apply(&self, x: Tensor<B, 4>, start: usize) -> Tensor<B, 4> {
-        let n = self.n_elem;
-        if n == 0 {
+        if self.n_elem == 0 {
             return x;
         }
-        if let Some(y) = self.try_host(&x, start) {
-            return y;
-        }
-        let [_, _, t, hs] = x.dims();
-        self.reach(start + t);
+        let t = x.dims()[2];
+        B::rope(x, &self.tables(start + t), start)
+    }
+
+    /// The `cos` and `sin` tables covering at least positions `0..end`, and `n_elem`.
+    pub(crate) fn tables(&self, end: usize) -> RopeTables<B> {
+        self.reach(end);
         let (cos, sin) = self.current();
-        let cos = cos.narrow(0, start, t).unsqueeze_dims::<4>(&[0, 1]);
-        let sin = sin.narrow(0, start, t).unsqueeze_dims::<4>(&[0, 1]);
-        let rot = x.clone().narrow(3, 0, n);
-        let x1 = rot.clone().narrow(3, 0, n / 2);
-        let x2 = rot.clone().narrow(3, n / 2, n / 2);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let roped = rot * cos + rotated * sin;
-        if n == hs {
-            roped
-        } else {
-            Tensor::cat(vec![roped, x.narrow(3, n, hs - n)], 3)
+        RopeTables {
+            cos,
+            sin,
+            n: self.n_elem,
         }
     }
 }
 
 /// The tables for positions `range`.
-fn build<B: Backend>(
+fn build<B: ModelBackend>(
     theta: &[f32],
     condense: f32,
     n: usize,
@@ -195,54 +191,6 @@ fn build<B: Backend>(
         Tensor::from_data(TensorData::new(cos, [len, n]), device),
         Tensor::from_data(TensorData::new(sin, [len, n]), device),
     )
-}
-
-impl<B: Backend> Rope<B> {
-    /// [`Rope::apply`] in one pass on the host when the tensors live there (burn-flex): the
-    /// burn-op version runs eight strided element-wise ops per call. Same arithmetic (a product
-    /// each, then their sum), so the results are identical.
-    #[cfg(feature = "flex")]
-    fn try_host(&self, x: &Tensor<B, 4>, start: usize) -> Option<Tensor<B, 4>> {
-        use crate::backend::flex::{f32s, flex};
-        let [_, _, t, _] = x.dims();
-        self.reach(start + t);
-        let (cos, sin) = self.current();
-        let (cos_t, sin_t) = (flex(&cos)?, flex(&sin)?);
-        let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
-        let [b, h, t, hs] = x.dims();
-        let n = self.n_elem;
-        if n > hs || !n.is_multiple_of(2) || cos.len() < (start + t) * n || sin.len() != cos.len() {
-            return None;
-        }
-        flex(x)?; // only for host tensors: elsewhere this would be a device round trip
-        if n > crate::kernels::math::MAX_ROTARY {
-            return None;
-        }
-        let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
-        // Rows of `v` are `[b, h, t]` in order: row `r` is position `start + r % t`.
-        for (r, row) in v.chunks_exact_mut(hs).enumerate() {
-            let p = start + r % t;
-            crate::kernels::math::rotate(row, &cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
-        }
-        Some(Tensor::from_data(
-            TensorData::new(v, [b, h, t, hs]),
-            &x.device(),
-        ))
-    }
-
-    /// The `cos` and `sin` tables (`[positions, n_elem]`) covering at least `0..end`, and
-    /// `n_elem`, for host kernels.
-    #[cfg_attr(not(feature = "flex"), allow(dead_code))]
-    pub(super) fn tables(&self, end: usize) -> (Tensor<B, 2>, Tensor<B, 2>, usize) {
-        self.reach(end);
-        let (cos, sin) = self.current();
-        (cos, sin, self.n_elem)
-    }
-
-    #[cfg(not(feature = "flex"))]
-    fn try_host(&self, _x: &Tensor<B, 4>, _start: usize) -> Option<Tensor<B, 4>> {
-        None
-    }
 }
 
 #[cfg(all(test, feature = "flex", feature = "ndarray"))]
@@ -302,7 +250,8 @@ mod tests {
                 let xf = Tensor::<F, 4>::from_data(data(), &Default::default()).swap_dims(1, 2);
                 let xn = Tensor::<N, 4>::from_data(data(), &Default::default()).swap_dims(1, 2);
                 assert!(
-                    rf.try_host(&xf, start).is_some(),
+                    crate::backend::flex::attention::rope(&xf, &rf.tables(start + t), start)
+                        .is_some(),
                     "flex takes the host path"
                 );
                 let yf = rf.apply(xf, start).into_data().into_vec::<f32>().unwrap();

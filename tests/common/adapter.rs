@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{again, assert_close_on, greedy, rel_err};
-use burn::prelude::Backend;
+use graftlm::backend::ModelBackend;
 use graftlm::{Model, ModelBuilder, Tokenizer};
 use serde::Deserialize;
 
@@ -43,7 +43,7 @@ pub fn reference(dir: &Path) -> Ref {
     serde_json::from_str(&text).unwrap()
 }
 
-pub fn last_logits<B: Backend>(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
+pub fn last_logits<B: ModelBackend>(model: &Model<B>, ids: &[u32]) -> Vec<f32> {
     super::logits(model, ids, false)
 }
 
@@ -54,7 +54,7 @@ pub fn check(adapter_dir: &Path) {
 }
 
 /// [`check`] on backend `B`.
-pub fn check_on<B: Backend>(adapter_dir: &Path) {
+pub fn check_on<B: ModelBackend>(adapter_dir: &Path) {
     let r = reference(adapter_dir);
     let plan = ModelBuilder::new()
         .adapter(adapter_dir.to_path_buf().into())

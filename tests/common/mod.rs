@@ -70,7 +70,7 @@ fn assert_within(what: &str, got: &[f32], want: &[f32], tolerance: f32) {
 /// picks those kernels. LitGPT on a GPU does the same (`set_float32_matmul_precision("high")`).
 /// An H200 measured 4e-4 to 4.3e-3 on these fixtures (RESULTS, session 13). Greedy tokens are
 /// still compared exactly.
-pub fn tolerance<B: burn::prelude::Backend>() -> f32 {
+pub fn tolerance<B: graftlm::backend::ModelBackend>() -> f32 {
     #[cfg(feature = "cuda")]
     if std::any::TypeId::of::<B>() == std::any::TypeId::of::<graftlm::backend::Cuda>() {
         return 1e-2;
@@ -82,19 +82,19 @@ pub fn tolerance<B: burn::prelude::Backend>() -> f32 {
 /// unmerge), on backend `B`: as given on the CPU, 100× on CUDA, where rounding the inputs to
 /// TF32 can turn a last-bit difference (`W + d − d`) into a 2⁻¹¹ one, and the first call of a
 /// shape may run another autotuned kernel than later calls.
-pub fn again<B: burn::prelude::Backend>(cpu: f32) -> f32 {
+pub fn again<B: graftlm::backend::ModelBackend>(cpu: f32) -> f32 {
     cpu * tolerance::<B>() / 1e-4
 }
 
 /// [`assert_close`] within backend `B`'s [`tolerance`].
-pub fn assert_close_on<B: burn::prelude::Backend>(what: &str, got: &[f32], want: &[f32]) {
+pub fn assert_close_on<B: graftlm::backend::ModelBackend>(what: &str, got: &[f32], want: &[f32]) {
     assert_within(what, got, want, tolerance::<B>());
 }
 
 pub type Cpu = graftlm::backend::DefaultCpu;
 
 /// Logits of the last position (or all positions) of `ids` from a fresh cache.
-pub fn logits<B: burn::prelude::Backend>(
+pub fn logits<B: graftlm::backend::ModelBackend>(
     model: &graftlm::Model<B>,
     ids: &[u32],
     all: bool,
@@ -104,7 +104,7 @@ pub fn logits<B: burn::prelude::Backend>(
 }
 
 /// `n` greedy tokens after `ids`, never stopping early.
-pub fn greedy<B: burn::prelude::Backend>(
+pub fn greedy<B: graftlm::backend::ModelBackend>(
     model: &graftlm::Model<B>,
     tok: &graftlm::Tokenizer,
     ids: &[u32],

@@ -1,152 +1,198 @@
-//! Causal attention on burn-flex tensors, in place, by the host kernel
-//! ([`crate::kernels::attention`]): the burn-op
-//! version copies the strided views of the cache and the score tensors element by element and
-//! runs a dozen ops per layer; here the heads' queries go through the cache in place.
+//! Attention and RoPE on burn-flex tensors, in place, by the host kernels
+//! ([`crate::kernels::attention`], [`crate::kernels::math::rotate`]): the burn-op forms copy the
+//! strided views of the cache and the score tensors element by element and run a dozen ops per
+//! layer; here the heads' queries go through the cache in place.
 //!
-//! Same steps as `model::Attention`'s burn path — scaled `q·kᵀ`, optional
+//! The same steps as the burn-op forms ([`crate::backend::reference`]) — scaled `q·kᵀ`, optional
 //! soft-capping, causal (and sliding-window) mask, softmax, `p·v` — so results differ only by
-//! rounding (the parity tests hold both to the reference). [`try_attend`] goes further and
-//! starts from the fused `[Q | K | V]` projection: RoPE, the cache write and the attention in one
-//! go, the output already in `[t, heads · head_size]` order.
+//! rounding (the parity tests hold both to the reference). [`attend_qkv`] starts from the fused
+//! `[Q | K | V]` projection: RoPE, the cache write and the attention in one go, the output
+//! already in `[t, heads · head_size]` order.
 
 use burn::prelude::*;
 
-pub(crate) use crate::kernels::attention::Heads;
-#[cfg(feature = "flex")]
+use super::{f32s, prim};
+use crate::backend::ops::{AttentionSpec, Heads, RopeTables};
+use crate::backend::{reference, Flex};
 use crate::kernels::attention::{attend, Strided};
+use crate::kernels::math::{rotate, MAX_ROTARY};
 
-/// Attention of one sequence from its fused projection `qkv` (`[1, t, (nh + 2·nkv)·hs]`, heads
-/// in order within each part), at positions `pos..pos + t`: RoPE on the queries and keys (by
-/// `rope`: the `cos` and `sin` tables `[positions, n]` covering `0..pos + t`, and `n`), the new
-/// keys and values (`[1, nkv, t, hs]`) handed to `append`, which stores them and returns every
-/// key and value so far (`[1, nkv, pos + t, hs]`, any strides), and the heads' outputs
-/// `[1, t, nh·hs]`. `None` (before calling `append`) when the backend is not burn-flex or the
-/// tensors are not plain f32.
-pub fn try_attend<B: Backend>(
-    qkv: &Tensor<B, 3>,
+/// [`crate::backend::ModelOps::attend_qkv`]: RoPE and the head split on the host, the cache
+/// written by `append`, the attention by the host kernel; the burn-op form where the tensors
+/// are not plain f32 or the shapes disagree (decided before anything is written).
+pub(crate) fn attend_qkv(
+    qkv: Tensor<Flex, 3>,
     heads: Heads,
-    rope: (Tensor<B, 2>, Tensor<B, 2>, usize),
+    rope: &RopeTables<Flex>,
     pos: usize,
-    append: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>),
-) -> Option<Tensor<B, 3>> {
-    #[cfg(feature = "flex")]
-    {
-        use super::{f32s, flex};
-        use crate::kernels::math::{rotate, MAX_ROTARY};
-        let Heads {
-            n_head: nh,
-            n_kv: nkv,
-            head_size: hs,
-            ..
-        } = heads;
-        let [b, t, width] = qkv.dims();
-        if b != 1 || width != (nh + 2 * nkv) * hs || nkv == 0 || nh % nkv != 0 {
-            return None;
-        }
-        let (cos_t, sin_t, n) = rope;
-        let (cos_t, sin_t) = (flex(&cos_t)?, flex(&sin_t)?);
-        let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
-        if n > hs || n % 2 != 0 || n > MAX_ROTARY || cos.len() < (pos + t) * n {
-            return None;
-        }
-        let qkv_t = flex(qkv)?;
-        let x = f32s(&qkv_t)?;
-        if x.len() != t * width {
-            return None;
-        }
-        // Queries `[nh, t, hs]`, new keys and values `[nkv, t, hs]`; RoPE on queries and keys.
-        let mut q = vec![0f32; nh * t * hs];
-        let mut k = vec![0f32; nkv * t * hs];
-        let mut v = vec![0f32; nkv * t * hs];
-        for i in 0..t {
-            let row = &x[i * width..(i + 1) * width];
-            let (c, s) = (&cos[(pos + i) * n..][..n], &sin[(pos + i) * n..][..n]);
-            for h in 0..nh {
-                let dst = &mut q[(h * t + i) * hs..][..hs];
-                dst.copy_from_slice(&row[h * hs..][..hs]);
-                rotate(dst, c, s);
-            }
-            for g in 0..nkv {
-                let dst = &mut k[(g * t + i) * hs..][..hs];
-                dst.copy_from_slice(&row[(nh + g) * hs..][..hs]);
-                rotate(dst, c, s);
-                v[(g * t + i) * hs..][..hs].copy_from_slice(&row[(nh + nkv + g) * hs..][..hs]);
-            }
-        }
-        let dev = qkv.device();
-        let (k_all, v_all) = append(
-            Tensor::from_data(TensorData::new(k, [1, nkv, t, hs]), &dev),
-            Tensor::from_data(TensorData::new(v, [1, nkv, t, hs]), &dev),
-        );
-        let (kt, vt) = (flex(&k_all)?, flex(&v_all)?);
-        let (keys, values) = (strided(&kt)?, strided(&vt)?);
+    append: impl FnOnce(Tensor<Flex, 4>, Tensor<Flex, 4>) -> (Tensor<Flex, 4>, Tensor<Flex, 4>),
+) -> Tensor<Flex, 3> {
+    let Some((q, k, v)) = split_roped(&qkv, heads, rope, pos) else {
+        return reference::attend_qkv(qkv, heads, rope, pos, append);
+    };
+    let (nh, hs) = (heads.n_head, heads.head_size);
+    let t = qkv.dims()[1];
+    let dev = qkv.device();
+    let (k_all, v_all) = append(k, v);
+    let (kt, vt) = (prim(&k_all), prim(&v_all));
+    if let (Some(keys), Some(values)) = (strided(&kt), strided(&vt)) {
         let mut y = vec![0f32; t * nh * hs];
         attend(&q, &keys, &values, heads, t, pos, &mut y, nh * hs, hs);
-        Some(Tensor::from_data(TensorData::new(y, [1, t, nh * hs]), &dev))
+        return Tensor::from_data(TensorData::new(y, [1, t, nh * hs]), &dev);
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (qkv, heads, rope, pos, append);
-        None
+    // (A cache the kernel cannot read in place: the burn-op attention on the same queries.)
+    let q = Tensor::from_data(TensorData::new(q, [1, nh, t, hs]), &dev);
+    let spec = AttentionSpec {
+        scale: heads.scale,
+        softcap: heads.softcap,
+        pos,
+        window: heads.window,
+    };
+    reference::attention(q, k_all, v_all, spec)
+        .swap_dims(1, 2)
+        .reshape([1, t, nh * hs])
+}
+
+/// The queries `[nh, t, hs]` (host) and the new keys and values `[1, nkv, t, hs]` of the fused
+/// projection `qkv` (`[1, t, (nh + 2·nkv)·hs]`), RoPE applied to queries and keys; `None` when
+/// it is not one sequence of contiguous f32 or the shapes or tables disagree.
+#[allow(clippy::type_complexity)]
+fn split_roped(
+    qkv: &Tensor<Flex, 3>,
+    heads: Heads,
+    rope: &RopeTables<Flex>,
+    pos: usize,
+) -> Option<(Vec<f32>, Tensor<Flex, 4>, Tensor<Flex, 4>)> {
+    let Heads {
+        n_head: nh,
+        n_kv: nkv,
+        head_size: hs,
+        ..
+    } = heads;
+    let [b, t, width] = qkv.dims();
+    if b != 1 || width != (nh + 2 * nkv) * hs || nkv == 0 || nh % nkv != 0 {
+        return None;
     }
+    let n = rope.n;
+    let (cos_t, sin_t) = (prim(&rope.cos), prim(&rope.sin));
+    let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
+    if n > hs || !n.is_multiple_of(2) || n > MAX_ROTARY || cos.len() < (pos + t) * n {
+        return None;
+    }
+    let qkv_t = prim(qkv);
+    let x = f32s(&qkv_t)?;
+    if x.len() != t * width {
+        return None;
+    }
+    // Queries `[nh, t, hs]`, new keys and values `[nkv, t, hs]`; RoPE on queries and keys.
+    let mut q = vec![0f32; nh * t * hs];
+    let mut k = vec![0f32; nkv * t * hs];
+    let mut v = vec![0f32; nkv * t * hs];
+    for i in 0..t {
+        let row = &x[i * width..(i + 1) * width];
+        let (c, s) = (&cos[(pos + i) * n..][..n], &sin[(pos + i) * n..][..n]);
+        for h in 0..nh {
+            let dst = &mut q[(h * t + i) * hs..][..hs];
+            dst.copy_from_slice(&row[h * hs..][..hs]);
+            rotate(dst, c, s);
+        }
+        for g in 0..nkv {
+            let dst = &mut k[(g * t + i) * hs..][..hs];
+            dst.copy_from_slice(&row[(nh + g) * hs..][..hs]);
+            rotate(dst, c, s);
+            v[(g * t + i) * hs..][..hs].copy_from_slice(&row[(nh + nkv + g) * hs..][..hs]);
+        }
+    }
+    let dev = qkv.device();
+    Some((
+        q,
+        Tensor::from_data(TensorData::new(k, [1, nkv, t, hs]), &dev),
+        Tensor::from_data(TensorData::new(v, [1, nkv, t, hs]), &dev),
+    ))
 }
 
 /// `softmax(mask(cap(q·kᵀ·scale)))·v` for `q` `[1, nh, t, hs]` at positions `pos..pos + t` and
-/// `k`, `v` `[1, nkv, pos + t, hs]` (any strides), or `None` when the backend is not burn-flex.
-pub fn try_attention<B: Backend>(
-    q: &Tensor<B, 4>,
-    k: &Tensor<B, 4>,
-    v: &Tensor<B, 4>,
-    scale: f64,
-    softcap: Option<f64>,
-    pos: usize,
-    window: Option<usize>,
-) -> Option<Tensor<B, 4>> {
-    #[cfg(feature = "flex")]
-    {
-        use super::{f32s, flex};
-        let [b, nh, t, hs] = q.dims();
-        let [bk, nkv, s, hsk] = k.dims();
-        if b != 1 || bk != 1 || hsk != hs || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 {
-            return None;
-        }
-        if s != pos + t {
-            return None;
-        }
-        let (kt, vt) = (flex(k)?, flex(v)?);
-        let (keys, values) = (strided(&kt)?, strided(&vt)?);
-        let qt = flex(q)?;
-        let owned;
-        let qd = match f32s(&qt) {
-            Some(d) if d.len() == nh * t * hs => d,
-            _ => {
-                owned = q.clone().into_data().into_vec::<f32>().ok()?;
-                &owned[..]
-            }
-        };
-        let heads = Heads {
-            n_head: nh,
-            n_kv: nkv,
-            head_size: hs,
-            scale,
-            softcap,
-            window,
-        };
-        let mut y = vec![0f32; nh * t * hs];
-        attend(qd, &keys, &values, heads, t, pos, &mut y, hs, t * hs);
-        Some(Tensor::from_data(
-            TensorData::new(y, [1, nh, t, hs]),
-            &q.device(),
-        ))
+/// `k`, `v` `[1, nkv, pos + t, hs]` (any strides); `None` where the tensors are not f32 or the
+/// shapes disagree.
+pub(crate) fn try_attention(
+    q: &Tensor<Flex, 4>,
+    k: &Tensor<Flex, 4>,
+    v: &Tensor<Flex, 4>,
+    spec: AttentionSpec,
+) -> Option<Tensor<Flex, 4>> {
+    let AttentionSpec {
+        scale,
+        softcap,
+        pos,
+        window,
+    } = spec;
+    let [b, nh, t, hs] = q.dims();
+    let [bk, nkv, s, hsk] = k.dims();
+    if b != 1 || bk != 1 || hsk != hs || v.dims() != k.dims() || nkv == 0 || nh % nkv != 0 {
+        return None;
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (q, k, v, scale, softcap, pos, window);
-        None
+    if s != pos + t {
+        return None;
     }
+    let (kt, vt) = (prim(k), prim(v));
+    let (keys, values) = (strided(&kt)?, strided(&vt)?);
+    let qt = prim(q);
+    let owned;
+    let qd = match f32s(&qt) {
+        Some(d) if d.len() == nh * t * hs => d,
+        _ => {
+            owned = q.clone().into_data().into_vec::<f32>().ok()?;
+            &owned[..]
+        }
+    };
+    let heads = Heads {
+        n_head: nh,
+        n_kv: nkv,
+        head_size: hs,
+        scale,
+        softcap,
+        window,
+    };
+    let mut y = vec![0f32; nh * t * hs];
+    attend(qd, &keys, &values, heads, t, pos, &mut y, hs, t * hs);
+    Some(Tensor::from_data(
+        TensorData::new(y, [1, nh, t, hs]),
+        &q.device(),
+    ))
 }
 
-#[cfg(feature = "flex")]
+/// [`crate::backend::ModelOps::rope`] in one pass on the host: the burn-op form runs eight
+/// strided element-wise ops per call. The same arithmetic (a product each, then their sum), so
+/// the results are identical. `None` where the tables or shapes do not fit the host kernel.
+pub(crate) fn rope(
+    x: &Tensor<Flex, 4>,
+    tables: &RopeTables<Flex>,
+    start: usize,
+) -> Option<Tensor<Flex, 4>> {
+    let (cos_t, sin_t) = (prim(&tables.cos), prim(&tables.sin));
+    let (cos, sin) = (f32s(&cos_t)?, f32s(&sin_t)?);
+    let [b, h, t, hs] = x.dims();
+    let n = tables.n;
+    if n > hs
+        || !n.is_multiple_of(2)
+        || n > MAX_ROTARY
+        || cos.len() < (start + t) * n
+        || sin.len() != cos.len()
+    {
+        return None;
+    }
+    let mut v = x.clone().into_data().into_vec::<f32>().ok()?;
+    // Rows of `v` are `[b, h, t]` in order: row `r` is position `start + r % t`.
+    for (r, row) in v.chunks_exact_mut(hs).enumerate() {
+        let p = start + r % t;
+        rotate(row, &cos[p * n..(p + 1) * n], &sin[p * n..(p + 1) * n]);
+    }
+    Some(Tensor::from_data(
+        TensorData::new(v, [b, h, t, hs]),
+        &x.device(),
+    ))
+}
+
 fn strided(t: &burn_flex::FlexTensor) -> Option<Strided<'_>> {
     if t.dtype() != burn::tensor::DType::F32 {
         return None;
@@ -174,7 +220,7 @@ fn strided(t: &burn_flex::FlexTensor) -> Option<Strided<'_>> {
     ))
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
     type F = crate::backend::Flex;
@@ -216,11 +262,21 @@ mod tests {
                     .narrow(2, 0, sl)
             };
             let scale = 1.0 / (hs as f64).sqrt();
-            let y = try_attention(&qt, &cache(&kc), &cache(&vc), scale, softcap, pos, window)
-                .expect("flex takes the host path")
-                .into_data()
-                .into_vec::<f32>()
-                .unwrap();
+            let y = try_attention(
+                &qt,
+                &cache(&kc),
+                &cache(&vc),
+                AttentionSpec {
+                    scale,
+                    softcap,
+                    pos,
+                    window,
+                },
+            )
+            .expect("flex takes the host path")
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap();
             for h in 0..nh {
                 let g = h / (nh / nkv);
                 for i in 0..t {
@@ -257,7 +313,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod simd_tests {
     use super::*;
     type F = crate::backend::Flex;
@@ -300,8 +356,8 @@ mod simd_tests {
                 };
                 let (kc, vc) = (cache(3.0, &mut rnd), cache(1.0, &mut rnd));
                 let (kf, vf) = (
-                    crate::backend::flex::flex(&kc).unwrap(),
-                    crate::backend::flex::flex(&vc).unwrap(),
+                    crate::backend::flex::prim(&kc),
+                    crate::backend::flex::prim(&vc),
                 );
                 let (k, v) = (strided(&kf).unwrap(), strided(&vf).unwrap());
                 let heads = Heads {
@@ -330,7 +386,7 @@ mod simd_tests {
     }
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod speed {
     use super::*;
     #[test]
@@ -350,8 +406,8 @@ mod speed {
             &dev,
         );
         let (kt, vt) = (
-            crate::backend::flex::flex(&kc).unwrap(),
-            crate::backend::flex::flex(&kc).unwrap(),
+            crate::backend::flex::prim(&kc),
+            crate::backend::flex::prim(&kc),
         );
         let (k, v) = (strided(&kt).unwrap(), strided(&vt).unwrap());
         let heads = Heads {
@@ -390,10 +446,7 @@ mod speed {
                     )
                 })
                 .collect();
-            let flexes: Vec<_> = caches
-                .iter()
-                .map(|c| crate::backend::flex::flex(c).unwrap())
-                .collect();
+            let flexes: Vec<_> = caches.iter().map(crate::backend::flex::prim).collect();
             let views: Vec<_> = flexes.iter().map(|f| strided(f).unwrap()).collect();
             let q1 = &q[..nh * hs];
             let mut y = vec![0f32; nh * hs];
@@ -410,7 +463,7 @@ mod speed {
                 let plain = round % 2 == 0;
                 crate::kernels::attention::FORCE_PLAIN.store(plain, Relaxed);
                 for (cold, time) in times[plain as usize].iter_mut().enumerate() {
-                    *time += crate::backend::flex::on_pool::<F, _>(|| {
+                    *time += <F as crate::backend::ops::ModelOps>::run(|| {
                         let mut spent = 0f64;
                         for _ in 0..reps {
                             for v in &views {

@@ -12,11 +12,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use burn::prelude::Backend;
 use clap::Args;
 use graftlm::{AdapterSpec, BatchRequest, Error, Result};
 
 use super::{GenArgs, ModelArgs};
+use graftlm::backend::ModelBackend;
 
 #[derive(Args)]
 pub struct BatchArgs {
@@ -84,12 +84,12 @@ impl super::OnBackend for BatchArgs {
     fn backend(&self) -> Option<&str> {
         self.gen.backend.as_deref()
     }
-    fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()> {
+    fn run<B: ModelBackend>(self, device: &B::Device, backend: &str) -> Result<()> {
         run_on::<B>(self, device, backend)
     }
 }
 
-fn run_on<B: Backend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result<()> {
+fn run_on<B: ModelBackend>(a: BatchArgs, device: &B::Device, backend: &str) -> Result<()> {
     let mut t0 = Instant::now();
     let setup = a.gen.setup(&a.model, false)?;
     // Every request needs its own cache: a batch of more than eight prompts' worth of text (and

@@ -4,7 +4,6 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use burn::prelude::Backend;
 use graftlm::adapters::{self, StepChoice};
 use graftlm::{
     AdapterSpec, Error, GenerateOptions, Mode, Model, PromptStyle, Result, SamplingParams,
@@ -12,6 +11,7 @@ use graftlm::{
 };
 
 use super::input::{read_line, Line};
+use graftlm::backend::ModelBackend;
 
 /// Settings for a chat session.
 pub struct ChatSettings {
@@ -37,7 +37,7 @@ fn say(out: &mut impl Write, msg: &str) {
     let _ = out.flush();
 }
 
-fn list(model: &Model<impl Backend>) -> String {
+fn list(model: &Model<impl ModelBackend>) -> String {
     if model.grafts().is_empty() {
         return "no adapters".into();
     }
@@ -57,7 +57,7 @@ fn list(model: &Model<impl Backend>) -> String {
         .join("; ")
 }
 
-fn command<B: Backend>(
+fn command<B: ModelBackend>(
     model: &mut Model<B>,
     line: &str,
     s: &ChatSettings,
@@ -139,7 +139,7 @@ fn command<B: Backend>(
 }
 
 /// Runs the loop over standard input until EOF or `/quit`.
-pub fn run<B: Backend>(
+pub fn run<B: ModelBackend>(
     mut model: Model<B>,
     tok: &Tokenizer,
     style: &PromptStyle,

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::prelude::Backend;
 use clap::{Args, Parser, Subcommand};
 
 mod batch;
@@ -13,6 +12,7 @@ mod chat;
 mod input;
 mod inspect;
 use graftlm::adapters::StepChoice;
+use graftlm::backend::ModelBackend;
 use graftlm::model::WeightDtype;
 use graftlm::{
     AdapterSpec, Error, GenerateOptions, Mode, ModelBuilder, Result, SamplingParams, Tokenizer,
@@ -253,7 +253,7 @@ fn main() -> ExitCode {
 /// A command that runs on one backend, chosen by name at run time.
 trait OnBackend {
     fn backend(&self) -> Option<&str>;
-    fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()>;
+    fn run<B: ModelBackend>(self, device: &B::Device, backend: &str) -> Result<()>;
 }
 
 /// Runs `job` on its `--backend` (default: the first compiled in).
@@ -286,12 +286,12 @@ impl OnBackend for GenerateArgs {
     fn backend(&self) -> Option<&str> {
         self.gen.backend.as_deref()
     }
-    fn run<B: Backend>(self, device: &B::Device, backend: &str) -> Result<()> {
+    fn run<B: ModelBackend>(self, device: &B::Device, backend: &str) -> Result<()> {
         generate_on::<B>(self, device, backend)
     }
 }
 
-fn generate_on<B: Backend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
+fn generate_on<B: ModelBackend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
     let mut t0 = Instant::now();
     let setup = a.gen.setup(&a.model, a.merge)?;
     let prompt = match a.prompt {
@@ -469,7 +469,7 @@ fn plan(m: &ModelArgs, merge: bool) -> Result<graftlm::Plan> {
     b.plan()
 }
 
-fn adapters_json<B: Backend>(model: &graftlm::Model<B>) -> serde_json::Value {
+fn adapters_json<B: ModelBackend>(model: &graftlm::Model<B>) -> serde_json::Value {
     model
         .grafts()
         .iter()

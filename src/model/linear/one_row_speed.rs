@@ -44,7 +44,7 @@ fn overhead_speed() {
             (a / 60.0, b / 60.0)
         };
         let bytes = 150.0 * 576.0 * 1536.0 * if p == WeightDtype::F32 { 4.0 } else { 2.0 };
-        let (a, b) = crate::backend::flex::on_pool::<Flex, _>(run);
+        let (a, b) = <Flex as crate::backend::ops::ModelOps>::run(run);
         println!(
             "{p:?}: 150 linears {:.2} ms ({:.1} GB/s), 15 wide {:.2} ms ({:.1} GB/s)",
             a * 1e3,
@@ -102,7 +102,7 @@ fn pair_speed() {
                 }
                 t.elapsed().as_secs_f64()
             };
-            let (alone, group) = crate::backend::flex::on_pool::<Flex, _>(|| {
+            let (alone, group) = <Flex as crate::backend::ops::ModelOps>::run(|| {
                 let (mut alone, mut group) = (0.0, 0.0);
                 for _ in 0..20 {
                     for _ in 0..5 {
@@ -176,7 +176,7 @@ fn lora_speed() {
         for _ in 0..10 {
             for (v, t) in t.iter_mut().enumerate() {
                 switch(&mut layers, v == 1);
-                *t += crate::backend::flex::on_pool::<Flex, _>(|| {
+                *t += <Flex as crate::backend::ops::ModelOps>::run(|| {
                     (0..5).map(|_| token(&layers)).sum::<f64>()
                 });
             }

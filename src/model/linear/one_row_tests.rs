@@ -82,7 +82,7 @@ fn a_group_gives_each_layers_own_output() {
             .iter()
             .flat_map(|l| bits(l.forward(x.clone().reshape([1, 1, k]))))
             .collect();
-        let on_pool = crate::backend::flex::on_pool::<Flex, _>(|| {
+        let on_pool = <Flex as crate::backend::ops::ModelOps>::run(|| {
             Linear::one_row_group(&[&a, &b], &x).unwrap()
         });
         let serial = rayon::ThreadPoolBuilder::new()
@@ -127,7 +127,7 @@ fn shared_x_a_gives_the_several_row_bits() {
                 .iter()
                 .map(|v| v.to_bits())
                 .collect();
-            let on_pool = crate::backend::flex::on_pool::<Flex, _>(|| {
+            let on_pool = <Flex as crate::backend::ops::ModelOps>::run(|| {
                 Linear::one_row_group(&[&l], &x).unwrap()
             });
             let serial = rayon::ThreadPoolBuilder::new()

@@ -48,7 +48,7 @@ fn dtype_speed() {
         }
         t.elapsed().as_secs_f64()
     };
-    let (f32_s, bf16_s) = crate::backend::flex::on_pool::<Flex, _>(|| {
+    let (f32_s, bf16_s) = <Flex as crate::backend::ops::ModelOps>::run(|| {
         let (mut a, mut b) = (0.0, 0.0);
         for _ in 0..10 {
             for _ in 0..5 {

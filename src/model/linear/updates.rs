@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::super::merge;
 use super::{Linear, LowRank};
+use crate::backend::ModelBackend;
 use crate::kernels::panels::Layout;
 use crate::model::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
 
-impl<B: Backend> Linear<B> {
+impl<B: ModelBackend> Linear<B> {
     /// Attaches an update (kept separate, not merged). A layer whose weight is held in 16 bits
     /// holds `A` and `B` the same way when that changes no value (they are 16-bit values) or
     /// when 16 bits were asked for (rounded once here, as merges are; products still accumulate
@@ -139,7 +139,7 @@ impl<B: Backend> Linear<B> {
                 return true;
             }
             let (a, b, scale) = (u.a.clone(), u.b.clone(), u.scale);
-            if !merge::add_low_rank(&mut self.weight, self.shape, &a, &b, scale, !merged) {
+            if !B::fold_low_rank(&mut self.weight, self.shape, &a, &b, scale, !merged) {
                 let d = Self::delta(&self.updates[i], scale);
                 let w = self.rows_of(&self.weight);
                 self.weight = self.laid_out(if merged { w + d } else { w - d });
@@ -164,9 +164,9 @@ impl<B: Backend> Linear<B> {
             .filter(|u| u.merged)
             .map(|u| (&u.a, &u.b, u.scale))
             .collect();
-        // On the host, panel by panel, when it can (see `merge::merged_16`); else burn's ops on
-        // an f32 row-major copy.
-        if let Some(w) = merge::merged_16(&base, self.shape, &terms, self.round_merges) {
+        // On the host, panel by panel, where the backend can; else burn's ops on an f32
+        // row-major copy.
+        if let Some(w) = B::merged_16(&base, self.shape, &terms, self.round_merges) {
             self.weight = w;
             return;
         }
@@ -198,7 +198,7 @@ impl<B: Backend> Linear<B> {
 
 /// `max|A| · max_o Σ_k |B[k, o]|` for factors as held (`A` `[in, r]`, `B` `[r, out]`): an upper
 /// bound of `max |A·B|`.
-fn factor_bound<B: Backend>(a: &Tensor<B, 2>, b: &Tensor<B, 2>) -> f32 {
+fn factor_bound<B: ModelBackend>(a: &Tensor<B, 2>, b: &Tensor<B, 2>) -> f32 {
     let a = as_f32(a).abs().max().into_scalar().elem::<f32>();
     let b = as_f32(b).abs().sum_dim(0).max().into_scalar().elem::<f32>();
     a * b

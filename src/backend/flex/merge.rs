@@ -1,11 +1,13 @@
 //! Folding low-rank updates into weights on the host: an f32 weight in place (`W ± s·(A·B)` row
 //! by row in parallel, on the weight's own buffer), a 16-bit weight rebuilt from its saved base
-//! (`round(base + Σ s·(A·B))`, [`merged_16`]). Through burn each merge allocated (and faulted
-//! in) weight-sized buffers for `A·B` and the sum — and a 16-bit merge also converted the whole
-//! weight to f32 and back (1.1 s for SmolLM2-135M in bf16, against 0.1 s for an f32 fold).
+//! (`round(base + Σ s·(A·B))`, [`merged_16`]). Through burn ops each merge allocates (and
+//! faults in) weight-sized buffers for `A·B` and the sum, and a 16-bit merge converts the whole
+//! weight to f32 and back.
 
 use burn::prelude::*;
 
+use super::{f32s, held, prim, with_prim_mut};
+use crate::backend::Flex;
 use crate::kernels::panels::WeightShape;
 
 /// `w ← w + s·(a·b)` (or `−` when `subtract`) on a uniquely held, contiguous f32 burn-flex
@@ -14,29 +16,25 @@ use crate::kernels::panels::WeightShape;
 /// with the matrix–vector kernel (one multiply-add chain over the rank), then scaled and added,
 /// as `(a·b)·s` then `w ± …` would be — so a merge followed by an unmerge subtracts what was
 /// added.
-pub(crate) fn add_low_rank<B: Backend>(
-    w: &mut Tensor<B, 2>,
+pub(crate) fn add_low_rank(
+    w: &mut Tensor<Flex, 2>,
     shape: WeightShape,
-    a: &Tensor<B, 2>,
-    b: &Tensor<B, 2>,
+    a: &Tensor<Flex, 2>,
+    b: &Tensor<Flex, 2>,
     scale: f32,
     subtract: bool,
 ) -> bool {
-    #[cfg(feature = "flex")]
     {
-        use crate::backend::flex::{f32s, flex, with_flex_mut};
         use rayon::prelude::*;
         let ((k, n), [ka, r], [rb, nb]) = ((shape.k, shape.n), a.dims(), b.dims());
         if ka != k || rb != r || nb != n || r == 0 || n == 0 {
             return false;
         }
-        let (Some(at), Some(bt)) = (flex(a), flex(b)) else {
-            return false;
-        };
+        let (at, bt) = (prim(a), prim(b));
         let (Some(ad), Some(bd)) = (f32s(&at), f32s(&bt)) else {
             return false;
         };
-        with_flex_mut(w, |t| {
+        with_prim_mut(w, |t| {
             if t.dtype() != burn::tensor::DType::F32
                 || t.layout().contiguous_offsets() != Some((0, shape.len()))
             {
@@ -81,24 +79,16 @@ pub(crate) fn add_low_rank<B: Backend>(
             });
             true
         })
-        .unwrap_or(false)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (w, shape, a, b, scale, subtract);
-        false
     }
 }
 
 /// Rows of `A·B` computed together: `B` is read once for all of them.
-#[cfg(feature = "flex")]
 const DELTA_ROWS: usize = crate::kernels::linear::batch::MAX_ROWS;
 
 /// Rows `i0..i0 + m` of `a·b` (`a` `[·, r]`, `b` `[r, n]`, both row-major) into `d` (`[m, n]`),
 /// each row bit for bit what the matrix–vector kernel gives it alone: `m` rows in one pass
 /// through `b` where the CPU allows ([`crate::kernels::linear::batch::rows_serial`]; one row at a time was
 /// `b` read from L2 once per row of the weight), else row by row.
-#[cfg(feature = "flex")]
 fn delta_rows(a: &[f32], r: usize, i0: usize, m: usize, b: &[f32], d: &mut [f32]) {
     if r == 0 {
         d.fill(0.0);
@@ -118,16 +108,14 @@ fn delta_rows(a: &[f32], r: usize, i0: usize, m: usize, b: &[f32], d: &mut [f32]
 /// would (each row of `A·B` one multiply-add chain over the rank) — and then rounded to the
 /// base's precision (`narrow`), or kept in f32 (`narrow` false), in the same layout. `None` when
 /// the tensors are not host-readable burn-flex ones (the caller then uses burn's ops).
-pub(crate) fn merged_16<B: Backend>(
-    base: &Tensor<B, 2>,
+pub(crate) fn merged_16(
+    base: &Tensor<Flex, 2>,
     shape: WeightShape,
-    terms: &[(&Tensor<B, 2>, &Tensor<B, 2>, f32)],
+    terms: &[(&Tensor<Flex, 2>, &Tensor<Flex, 2>, f32)],
     narrow: bool,
-) -> Option<Tensor<B, 2>> {
-    #[cfg(feature = "flex")]
+) -> Option<Tensor<Flex, 2>> {
     {
-        use super::precision::host_f32;
-        use crate::backend::flex::{flex, held};
+        use crate::backend::held::host_f32;
         use crate::kernels::weight::{Held, Weight};
         use burn::tensor::{DType, TensorCreationOptions};
         use rayon::prelude::*;
@@ -135,7 +123,7 @@ pub(crate) fn merged_16<B: Backend>(
         if n == 0 {
             return None;
         }
-        let bt = flex(base)?;
+        let bt = prim(base);
         let hb = held(&bt).filter(|h| h.len() == shape.len())?;
         let mut factors = Vec::with_capacity(terms.len());
         for (a, b, s) in terms {
@@ -220,14 +208,26 @@ pub(crate) fn merged_16<B: Backend>(
         let keep = |x: &[f32], o: &mut [f32]| o.copy_from_slice(x);
         let dims = base.dims();
         let dev = base.device();
-        let opts = |dt| TensorCreationOptions::<B>::new(dev.clone()).with_dtype(dt);
+        let opts = |dt| TensorCreationOptions::<Flex>::new(dev).with_dtype(dt);
         Some(match (hb, narrow) {
             (Held::Bf16(h), true) => {
-                let v = fold(h, shape, &factors, widen_bf16, super::precision::bf16_slice);
+                let v = fold(
+                    h,
+                    shape,
+                    &factors,
+                    widen_bf16,
+                    crate::kernels::weight::bf16_slice,
+                );
                 Tensor::from_data(TensorData::new(v, dims), opts(DType::BF16))
             }
             (Held::F16(h), true) => {
-                let v = fold(h, shape, &factors, widen_f16, super::precision::f16_slice);
+                let v = fold(
+                    h,
+                    shape,
+                    &factors,
+                    widen_f16,
+                    crate::kernels::weight::f16_slice,
+                );
                 Tensor::from_data(TensorData::new(v, dims), opts(DType::F16))
             }
             (Held::Bf16(h), false) => {
@@ -241,18 +241,12 @@ pub(crate) fn merged_16<B: Backend>(
             (Held::F32(_), _) => return None,
         })
     }
-    #[cfg(not(feature = "flex"))]
-    {
-        let _ = (base, shape, terms, narrow);
-        None
-    }
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Flex;
-    use crate::model::precision::host_f32;
+    use crate::backend::held::host_f32;
 
     fn t(v: Vec<f32>, shape: [usize; 2]) -> Tensor<Flex, 2> {
         Tensor::from_data(TensorData::new(v, shape), &Default::default())
@@ -294,8 +288,8 @@ mod tests {
     /// then at most one 16-bit step apart), in the base's dtype and layout.
     #[test]
     fn rebuilds_16_bit_weights_as_burn_would() {
+        use crate::backend::held::{panel_tensor, rows_tensor};
         use crate::kernels::panels::Layout;
-        use crate::model::held::{panel_tensor, rows_tensor};
         use crate::model::precision::{held_tensor, WeightDtype};
         use burn::tensor::DType;
         let (k, n) = (37, 70);

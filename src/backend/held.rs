@@ -1,26 +1,12 @@
-//! A linear's weight as a burn tensor in its layout: row-major or panels
-//! ([`crate::kernels::panels`]), converted both ways, and columns gathered from either.
+//! A weight as a burn tensor holds it: row-major or panels ([`crate::kernels::panels`]),
+//! converted both ways, columns gathered from either, and any held dtype read as f32.
 
 use burn::prelude::*;
+use burn::tensor::DType;
 
+use super::ops::ModelOps;
 use crate::kernels::panels::{from_panels_of, to_panels_of, WeightShape, PANEL};
-#[cfg(feature = "flex")]
-use crate::kernels::weight::Held;
-use crate::kernels::weight::Weight;
-
-/// Whether this process holds `B`'s linear weights as panels: burn-flex (the host kernels read
-/// them) on a CPU with AVX-512F or AVX2 + FMA + F16C (the panel kernels' forms; elsewhere the
-/// portable row-major loops are faster).
-#[cfg_attr(not(feature = "flex"), allow(clippy::extra_unused_type_parameters))]
-pub(crate) fn hold_panels<B: Backend>() -> bool {
-    #[cfg(all(feature = "flex", target_arch = "x86_64"))]
-    {
-        crate::backend::flex::is_flex::<B>()
-            && (crate::kernels::math::avx512() || crate::kernels::math::avx2())
-    }
-    #[cfg(not(all(feature = "flex", target_arch = "x86_64")))]
-    false
-}
+use crate::kernels::weight::{Held, Weight};
 
 /// A held row-major `[k, n]` tensor (f32, bf16 or f16) as panels `[⌈n/16⌉·k, 16]` of the same
 /// dtype.
@@ -77,14 +63,14 @@ fn relayout<B: Backend>(
         }
         _ => {}
     }
-    let wide = crate::model::precision::host_f32(t);
+    let wide = host_f32(t);
     drop(data);
     Tensor::from_data(TensorData::new(f32s(&wide), shape), &dev)
 }
 
 /// Columns `ids` of a `[k, n]` weight held in `t` as `shape` says, as f32 rows `[ids.len(), k]`
 /// (the embedding lookup of a model whose head serves as its embedding).
-pub(crate) fn columns_of<B: Backend>(
+pub(crate) fn columns_of<B: ModelOps>(
     t: &Tensor<B, 2>,
     shape: WeightShape,
     ids: &[u32],
@@ -104,23 +90,49 @@ pub(crate) fn columns_of<B: Backend>(
         );
     }
     let mut out = vec![0f32; ids.len() * k];
-    #[cfg_attr(not(feature = "flex"), allow(unused_mut))]
-    let mut done = false;
-    #[cfg(feature = "flex")]
-    if let Some(ft) = crate::backend::flex::flex(t) {
-        if let Some(h) = crate::backend::flex::held(&ft).filter(|h| h.len() == shape.len()) {
-            match h {
-                Held::F32(w) => gather(w, shape, ids, &mut out),
-                Held::Bf16(w) => gather(w, shape, ids, &mut out),
-                Held::F16(w) => gather(w, shape, ids, &mut out),
-            }
-            done = true;
+    // In place where the backend can read the held weight (no f32 copy of a whole embedding).
+    let read = B::read_held(t, |h| {
+        if h.len() != shape.len() {
+            return false;
         }
-    }
-    if !done {
-        gather(&crate::model::precision::host_f32(t), shape, ids, &mut out);
+        match h {
+            Held::F32(w) => gather(w, shape, ids, &mut out),
+            Held::Bf16(w) => gather(w, shape, ids, &mut out),
+            Held::F16(w) => gather(w, shape, ids, &mut out),
+        }
+        true
+    });
+    if read != Some(true) {
+        gather(&host_f32(t), shape, ids, &mut out);
     }
     Tensor::from_data(TensorData::new(out, [ids.len(), k]), &t.device())
+}
+
+/// `t` as f32 (a cheap clone when it already is).
+pub(crate) fn as_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, D> {
+    if t.dtype() == DType::F32 {
+        t.clone()
+    } else {
+        let dims = t.dims();
+        let v = host_f32(t);
+        Tensor::from_data(TensorData::new(v, dims), &t.device())
+    }
+}
+
+/// The values of `t` as host f32 (widened exactly from 16-bit).
+pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32> {
+    let data = t.clone().into_data();
+    match data.dtype {
+        DType::BF16 => data
+            .as_slice::<half::bf16>()
+            .map(|s| s.iter().map(|h| h.to_f32()).collect())
+            .unwrap_or_default(),
+        DType::F16 => data
+            .as_slice::<half::f16>()
+            .map(|s| s.iter().map(|h| h.to_f32()).collect())
+            .unwrap_or_default(),
+        _ => data.convert::<f32>().into_vec::<f32>().unwrap_or_default(),
+    }
 }
 
 #[cfg(all(test, feature = "flex"))]

@@ -10,9 +10,10 @@ use crate::kernels::panels::*;
 mod kernels {
     use super::*;
     use crate::backend::flex::linear::{try_linear, try_linear_in, RowTerm};
+    use crate::backend::held::host_f32;
+    use crate::backend::held::*;
     use crate::backend::Flex;
-    use crate::model::held::*;
-    use crate::model::precision::{held_tensor, host_f32};
+    use crate::model::precision::held_tensor;
     use crate::model::WeightDtype;
 
     #[test]
@@ -86,9 +87,10 @@ mod kernels {
 #[cfg(feature = "flex")]
 mod helpers {
     use super::*;
+    use crate::backend::held::host_f32;
+    use crate::backend::held::*;
     use crate::backend::Flex;
-    use crate::model::held::*;
-    use crate::model::precision::{held_tensor, host_f32};
+    use crate::model::precision::held_tensor;
     use crate::model::WeightDtype;
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
@@ -154,7 +156,7 @@ mod helpers {
             to_panels_of(&rows, k, n, PANEL),
             [n.div_ceil(PANEL) * k, PANEL],
         );
-        use crate::model::merge::add_low_rank;
+        use crate::backend::flex::merge::add_low_rank;
         assert!(add_low_rank(
             &mut w_rows,
             WeightShape::rows([k, n]),
