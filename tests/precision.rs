@@ -314,7 +314,7 @@ fn separate_lora_on_16_bit_weights_is_held_in_16_bits_when_asked_or_when_exact()
         g.linears
             .iter()
             .map(|l| {
-                let u = &m.linear(l).unwrap().updates()[0];
+                let u = m.linear(l).unwrap().low_rank().next().unwrap();
                 (u.a.dtype(), u.b.dtype())
             })
             .collect()

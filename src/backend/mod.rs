@@ -34,7 +34,8 @@ pub fn available() -> Vec<&'static str> {
     v
 }
 
-/// burn-flex: pure-Rust SIMD CPU backend (the default, ~6× faster than ndarray for decoding).
+/// burn-flex: pure-Rust SIMD CPU backend (the default: graftlm's host kernels run on it, so it
+/// decodes several times faster than ndarray; benches/RESULTS.md).
 #[cfg(feature = "flex")]
 pub type Flex = burn::backend::Flex<f32, i32>;
 

@@ -18,8 +18,8 @@ fn weight_f32<B: Backend>(op: &LinearOp<'_, B>) -> Tensor<B, 2> {
     as_f32(&rows)
 }
 
-/// [`ModelOps::linear_layer`] in burn ops: the weight product, the bias, each term (on its rows), then
-/// the affine correction.
+/// [`ModelOps::linear_layer`] in burn ops: the weight product, the bias, each term (on its
+/// rows), then the affine correction.
 pub(crate) fn linear<B: Backend>(x: Tensor<B, 2>, op: &LinearOp<'_, B>) -> Tensor<B, 2> {
     let mut y = x.clone().matmul(weight_f32(op));
     if let Some(bias) = op.bias {
@@ -110,8 +110,8 @@ pub(crate) fn scores<B: Backend>(
     }
 }
 
-/// [`ModelOps::causal_attention`] in burn ops: grouped-query without copying K/V per query head — the
-/// `rep` query heads that share a K/V head become `rep · t` rows against that head.
+/// [`ModelOps::causal_attention`] in burn ops: grouped-query without copying K/V per query
+/// head — the `rep` query heads that share a K/V head become `rep · t` rows against that head.
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -164,8 +164,9 @@ fn mask<B: Backend>(
     Some(Tensor::<B, 2>::from_data(TensorData::new(m, [t, s]), device).unsqueeze_dims::<4>(&[0, 1]))
 }
 
-/// [`ModelOps::attend_qkv`] from [`ModelOps::rope`] and [`ModelOps::causal_attention`]: the heads split
-/// out of the fused projection, RoPE, the cache, the attention, the heads put back side by side.
+/// [`ModelOps::attend_qkv`] from [`ModelOps::rope`] and [`ModelOps::causal_attention`]: the
+/// heads split out of the fused projection, RoPE, the cache, the attention, the heads put back
+/// side by side.
 pub(crate) fn attend_qkv<B: ModelOps>(
     qkv: Tensor<B, 3>,
     heads: Heads,

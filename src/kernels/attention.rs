@@ -1,5 +1,6 @@
-//! The host attention kernel behind [`crate::backend::flex::attention`]: `softmax(mask(cap(q·kᵀ·scale)))·v`
-//! per query head, reading the cache in place, parallel over (head, block of queries).
+//! The host attention kernel behind [`crate::backend::flex::attention`]:
+//! `softmax(mask(cap(q·kᵀ·scale)))·v` per query head, reading the cache in place, parallel over
+//! (head, block of queries).
 //!
 //! Two shapes of the same computation:
 //! - a few queries (decoding): tasks over (K/V head, run of keys), each reading its keys and

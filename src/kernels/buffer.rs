@@ -2,11 +2,12 @@
 //! Linux, asked to be backed by 2 MiB pages before anything touches them.
 //!
 //! A load writes every weight into a fresh buffer (weights are held transposed). With 4 KiB
-//! pages that is one page fault per 4 KiB — 130 000 for a 540 MB model, a third of the load in
-//! the kernel's fault path — and decoding then streams the weights through a TLB that holds a
-//! small fraction of those pages. With transparent huge pages in `madvise` mode (a common
-//! default) a buffer gets 2 MiB pages only when asked, so it is asked here; where the kernel
-//! has none to give, or THP is off, nothing changes but the page size.
+//! pages that is one page fault per 4 KiB — some 130 000 for a 540 MB model, a large share of
+//! the load spent in the kernel's fault path (benches/RESULTS.md) — and decoding then streams
+//! the weights through a TLB that holds a small fraction of those pages. With transparent huge
+//! pages in `madvise` mode (a common default) a buffer gets 2 MiB pages only when asked, so it
+//! is asked here; where the kernel has none to give, or THP is off, nothing changes but the
+//! page size.
 
 /// Below this, a buffer is left to the allocator as is (huge pages need 2 MiB-aligned ranges).
 const MIN_BYTES: usize = 4 << 20;

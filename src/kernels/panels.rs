@@ -5,26 +5,26 @@
 //!
 //! A decode step multiplies one activation row by every weight. Row-major `[k, n]` split into
 //! column tiles across threads makes each thread read a short piece of every row and jump to the
-//! next (576–1536 bytes for a SmolLM2-135M layer), and on the Zen 4 development VM that pattern
-//! streams well below the memory bus; a panel is one contiguous run of `k` lines, and a thread's
-//! share is a run of whole panels. Probe (`panel_speed`, 30 SmolLM2-135M layers' linears, one
-//! token): row-major f32 16.3–17.4 ms, panels 13.9–14.9 ms; bf16 9.2–10.1 → 7.7–8.4 ms
-//! (`benches/RESULTS.md`, session 9).
+//! next (576–1536 bytes for a SmolLM2-135M layer), a pattern that streams well below the memory
+//! bus on the CPUs measured; a panel is one contiguous run of `k` lines, and a thread's share is
+//! a run of whole panels, which streams faster (the `panel_speed` probe; measurements:
+//! benches/RESULTS.md).
 //!
 //! Each output is summed over the rows in row order with fused multiply-adds, starting from
-//! zero, exactly as [`crate::kernels::linear::tiles`] does, so the results are bit for bit the same.
+//! zero, exactly as [`crate::kernels::linear::tiles`] does, so the results are bit for bit the
+//! same.
 //!
-//! [`crate::model::linear::Linear`] holds its weight as 16-column panels on burn-flex when the CPU has
-//! AVX-512F or AVX2 + FMA + F16C ([`hold_panels`]); every kernel that reads a held weight takes
-//! its [`WeightShape`]. The AVX2 kernels (`x86::run_avx2`, `x86::rows_avx2`) give the same bits
-//! as the AVX-512 ones; `GRAFTLM_NO_AVX512=1` makes an AVX-512 machine use them (CI tests both).
-//! The width-generic helpers (`to_panels`, `matvec_panels`, 32-wide 16-bit panels) serve the
-//! probe and tests.
+//! [`crate::model::linear::Linear`] holds its weight as 16-column panels on burn-flex when the
+//! CPU has AVX-512F or AVX2 + FMA + F16C ([`crate::backend::ops::ModelOps::holds_panels`]); every
+//! kernel that reads a held weight takes its [`WeightShape`]. The AVX2 kernels
+//! (`x86::run_avx2`, `x86::rows_avx2`) give the same bits as the AVX-512 ones;
+//! `GRAFTLM_NO_AVX512=1` makes an AVX-512 machine use them (CI tests both). The width-generic
+//! helpers (`to_panels`, `matvec_panels`, 32-wide 16-bit panels) serve the probe and tests.
 
 use crate::kernels::weight::Weight;
 
 /// Columns per panel of a held weight (16 for every dtype: one layout for all kernels; 32-wide
-/// bf16 panels streamed only ~3% faster).
+/// bf16 panels stream barely faster, not enough to carry a second layout).
 pub(crate) const PANEL: usize = 16;
 
 /// How a held `[k, n]` weight's values lie in its storage.
@@ -122,9 +122,9 @@ pub(crate) fn panels_map<S: Weight, T: Copy + bytemuck::Zeroable + Send>(
         }
         let src: [&[S]; PANEL] =
             std::array::from_fn(|c| if c < here { row(first + c) } else { &[] });
-        // Sixteen rows of `k` at a time: a 16 × 16 block (in L1) per step, where one stored row
-        // at a time wrote every sixteenth value of the whole scratch (`k × 64` bytes: past L2
-        // for wide layers; a third of a TinyLlama-1.1B load).
+        // Sixteen rows of `k` at a time: a 16 × 16 block (in L1) per step. One stored row at a
+        // time would write every sixteenth value of the whole scratch (`k × 64` bytes: past L2
+        // for wide layers), a large share of a big model's load (benches/RESULTS.md).
         for i0 in (0..k).step_by(PANEL) {
             let i1 = (i0 + PANEL).min(k);
             for (c, r) in src.iter().enumerate().take(here) {
@@ -264,8 +264,8 @@ pub(crate) fn panel_run_of<W: Weight>(
             // SAFETY: the CPU has AVX-512F; the panels read lie in `p` (asserted above).
             unsafe {
                 // Sixteen-bit panels eight side by side: a row step then reads as many bytes
-                // as f32's four (issue 8, Zen 4: 150 bf16 weights of 576 × 1536 streamed in
-                // 8.9–10.0 ms with eight streams, 9.5–11.2 with four; decode +5–10%).
+                // as f32's four, and 16-bit weights stream faster than with four (measurements:
+                // benches/RESULTS.md).
                 match (wd / 16, std::mem::size_of::<W>()) {
                     (1, 2) => x86::run_avx512::<W, 1, 8>(x, p, first, out),
                     (1, _) => x86::run_avx512::<W, 1, 4>(x, p, first, out),
@@ -276,8 +276,8 @@ pub(crate) fn panel_run_of<W: Weight>(
         }
         if wd == PANEL && crate::kernels::math::avx2() {
             // Sixteen-bit panels six side by side (twelve accumulators of AVX2's sixteen
-            // registers): 150 bf16 576 × 1536 weights 10.7–11.4 → 10.1–10.3 ms against four
-            // (issue 8, Zen 4 with `GRAFTLM_NO_AVX512=1`); f32 no better.
+            // registers): faster than four for 16-bit weights; f32 gains nothing past four
+            // (measurements: benches/RESULTS.md).
             // SAFETY: the CPU has AVX2, FMA and F16C; the panels read lie in `p` (asserted).
             unsafe {
                 if std::mem::size_of::<W>() == 2 {

@@ -1,4 +1,4 @@
-//! Transposing weights at load time: checkpoints store `[out, in]`, [`super::Linear`] holds
+//! Transposing weights at load time: checkpoints store `[out, in]`, [`crate::model::Linear`] holds
 //! `[in, out]`.
 
 use crate::kernels::weight::Weight;
@@ -10,7 +10,7 @@ pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     if data.len() < SMALL {
         // An adapter's factors: gathered column by column (the matrix sits in L1 / L2), written
         // once — the banded path's zeroed output is cleared by `memset` at this size, which
-        // cost more than the transposing.
+        // costs more than the transposing.
         let mut t = Vec::with_capacity(data.len());
         for c in 0..cols {
             t.extend((0..rows).map(|r| data[r * cols + c]));

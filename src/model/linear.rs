@@ -25,50 +25,7 @@ pub(crate) mod one_row_tests;
 mod rows_speed;
 mod updates;
 
-/// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
-#[derive(Debug, Clone)]
-pub struct LowRank<B: ModelBackend> {
-    /// The name of the adapter it belongs to.
-    pub name: Arc<str>,
-    /// `[in, r]`.
-    pub a: Tensor<B, 2>,
-    /// `[r, out]` (any per-row scaling already folded in).
-    pub b: Tensor<B, 2>,
-    /// Multiplier applied at run time.
-    pub scale: f32,
-    /// Whether it contributes to the output.
-    pub active: bool,
-    /// Whether `scale·A·B` is currently added into the weight.
-    pub merged: bool,
-}
-
-/// A per-output affine correction `y ← scale ⊙ (y + bias)` (LLaMA-Adapter v2).
-#[derive(Debug, Clone)]
-pub struct Affine<B: ModelBackend> {
-    pub name: Arc<str>,
-    /// `[out]`.
-    pub scale: Tensor<B, 1>,
-    /// `[out]`.
-    pub bias: Tensor<B, 1>,
-    pub active: bool,
-    /// The base weight and bias while the correction is folded into them.
-    saved: Option<(Tensor<B, 2>, Option<Tensor<B, 1>>)>,
-}
-
-impl<B: ModelBackend> LowRank<B> {
-    /// Whether the update is computed beside the weight: not folded in, not zero, and active —
-    /// or, with per-row adapters (`per_row`), whenever a row names it.
-    fn kept_apart(&self, per_row: bool) -> bool {
-        !self.merged && self.scale != 0.0 && (per_row || self.active)
-    }
-}
-
-impl<B: ModelBackend> Affine<B> {
-    /// Whether the correction applies after the product (active and not folded in).
-    fn live(&self) -> bool {
-        self.active && self.saved.is_none()
-    }
-}
+pub use super::update::{Affine, LowRank, Update};
 
 /// A dense linear layer.
 #[derive(Debug, Clone)]
@@ -79,8 +36,8 @@ pub struct Linear<B: ModelBackend> {
     shape: WeightShape,
     /// `[out]`.
     bias: Option<Tensor<B, 1>>,
-    updates: Vec<LowRank<B>>,
-    affine: Option<Affine<B>>,
+    /// Low-rank updates in the order attached, and at most one affine correction.
+    updates: Vec<Update<B>>,
     /// F32, Bf16 or F16 (never Auto).
     precision: WeightDtype,
     /// A 16-bit weight's base while updates are merged into it (unmerging restores it exactly).
@@ -149,7 +106,6 @@ impl<B: ModelBackend> Linear<B> {
             },
             bias,
             updates: Vec::new(),
-            affine: None,
             precision,
             base: None,
             round_merges: false,
@@ -212,35 +168,53 @@ impl<B: ModelBackend> Linear<B> {
         self.remove_affine();
         let dev = self.weight.device();
         let n = scale.len();
-        self.affine = Some(Affine {
+        self.updates.push(Update::Affine(Affine {
             name,
             scale: Tensor::from_data(TensorData::new(scale, [n]), &dev),
             bias: Tensor::from_data(TensorData::new(bias, [n]), &dev),
             active: true,
             saved: None,
-        });
+        }));
     }
 
     /// Removes the affine correction (restoring the exact base weights if it was folded in).
     pub fn remove_affine(&mut self) -> Option<Affine<B>> {
         self.set_affine_merged(false);
-        self.affine.take()
+        let i = self
+            .updates
+            .iter()
+            .position(|u| matches!(u, Update::Affine(_)))?;
+        match self.updates.remove(i) {
+            Update::Affine(af) => Some(af),
+            Update::LowRank(_) => None,
+        }
+    }
+
+    /// The affine correction, if any.
+    pub fn affine(&self) -> Option<&Affine<B>> {
+        self.updates.iter().find_map(|u| match u {
+            Update::Affine(af) => Some(af),
+            Update::LowRank(_) => None,
+        })
     }
 
     /// The affine correction, if any.
     pub fn affine_mut(&mut self) -> Option<&mut Affine<B>> {
-        self.affine.as_mut()
+        self.updates.iter_mut().find_map(|u| match u {
+            Update::Affine(af) => Some(af),
+            Update::LowRank(_) => None,
+        })
     }
 
     /// Folds the affine correction into weight and bias (exactly restorable) or takes it out.
     pub fn set_affine_merged(&mut self, merged: bool) {
         let shape = self.shape;
-        let Some(af) = self.affine.as_mut() else {
+        let (w, b) = (self.weight.clone(), self.bias.clone());
+        let Some(af) = self.affine_mut() else {
             return;
         };
         match (merged, af.saved.is_some()) {
             (true, false) => {
-                let (w, b) = (self.weight.clone(), self.bias.clone());
                 let s = af.scale.clone();
                 let scaled = as_f32(&Self::rows_in(shape, &w)) * s.clone().unsqueeze_dim::<2>(0);
                 let af_bias = af.bias.clone();
@@ -295,9 +269,17 @@ impl<B: ModelBackend> Linear<B> {
         self.bias.as_ref()
     }
 
-    /// The attached low-rank updates.
-    pub fn updates(&self) -> &[LowRank<B>] {
+    /// The attached updates, in the order attached.
+    pub fn updates(&self) -> &[Update<B>] {
         &self.updates
+    }
+
+    /// The attached low-rank updates, in the order attached.
+    pub fn low_rank(&self) -> impl Iterator<Item = &LowRank<B>> {
+        self.updates.iter().filter_map(|u| match u {
+            Update::LowRank(l) => Some(l),
+            Update::Affine(_) => None,
+        })
     }
 
     /// `x`: `[b, t, in]` → `[b, t, out]`, with every active update.
@@ -326,8 +308,7 @@ impl<B: ModelBackend> Linear<B> {
     ) -> R {
         // Row lists per update (`None`: every row).
         let lists: Vec<(&LowRank<B>, Option<Vec<usize>>)> = self
-            .updates
-            .iter()
+            .low_rank()
             .filter(|u| u.kept_apart(rows.is_some()))
             .filter_map(|u| match rows {
                 None => Some((u, None)),
@@ -359,8 +340,7 @@ impl<B: ModelBackend> Linear<B> {
                 })
                 .collect(),
             affine: self
-                .affine
-                .as_ref()
+                .affine()
                 .filter(|a| a.live() && rows.is_none())
                 .map(|a| AffineOp {
                     scale: &a.scale,
@@ -382,17 +362,13 @@ impl Linear<crate::backend::Flex> {
         x: &Tensor<crate::backend::Flex, 2>,
     ) -> Option<Vec<f32>> {
         use crate::backend::flex::linear::{one_row, Part};
-        if layers
-            .iter()
-            .any(|l| l.affine.as_ref().is_some_and(Affine::live))
-        {
+        if layers.iter().any(|l| l.affine().is_some_and(Affine::live)) {
             return None;
         }
         let terms: Vec<Vec<RowTerm<'_, crate::backend::Flex>>> = layers
             .iter()
             .map(|l| {
-                l.updates
-                    .iter()
+                l.low_rank()
                     .filter(|u| u.kept_apart(false))
                     .map(|u| RowTerm {
                         a: &u.a,

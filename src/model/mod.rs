@@ -12,17 +12,19 @@ mod mlp;
 mod norm;
 pub(crate) mod precision;
 mod rope;
+mod update;
 
 use burn::prelude::*;
 
 pub use crate::kernels::transpose::transpose;
 pub use attention::{Attention, Prefix};
 pub use block::Block;
-pub use linear::{Affine, Linear, LowRank, RowGrafts};
+pub use linear::{Linear, RowGrafts};
 pub use mlp::Mlp;
 pub use norm::Norm;
 pub use precision::{holds_16bit, WeightDtype};
 pub use rope::{inv_freq, Rope};
+pub use update::{Affine, LowRank, Update};
 
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;

@@ -30,8 +30,8 @@ impl<'t> Part<'t> {
     }
 }
 
-/// [`ModelOps::linear_layer`]: the host kernels for the weight, bias and terms where they apply, then
-/// the affine correction in burn ops (as the default applies it); the default otherwise.
+/// [`ModelOps::linear_layer`]: the host kernels for the weight, bias and terms where they apply,
+/// then the affine correction in burn ops (as the default applies it); the default otherwise.
 pub(crate) fn linear(x: Tensor<Flex, 2>, op: &LinearOp<'_, Flex>) -> Tensor<Flex, 2> {
     match try_linear_in(&x, op.weight, op.shape, op.bias, &op.terms) {
         Some(y) => match &op.affine {

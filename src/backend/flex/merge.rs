@@ -87,8 +87,8 @@ const DELTA_ROWS: usize = crate::kernels::linear::batch::MAX_ROWS;
 
 /// Rows `i0..i0 + m` of `a·b` (`a` `[·, r]`, `b` `[r, n]`, both row-major) into `d` (`[m, n]`),
 /// each row bit for bit what the matrix–vector kernel gives it alone: `m` rows in one pass
-/// through `b` where the CPU allows ([`crate::kernels::linear::batch::rows_serial`]; one row at a time was
-/// `b` read from L2 once per row of the weight), else row by row.
+/// through `b` where the CPU allows ([`crate::kernels::linear::batch::rows_serial`]; one row at a
+/// time would read `b` from L2 once per row of the weight), else row by row.
 fn delta_rows(a: &[f32], r: usize, i0: usize, m: usize, b: &[f32], d: &mut [f32]) {
     if r == 0 {
         d.fill(0.0);
@@ -172,8 +172,8 @@ pub(crate) fn merged_16(
                         to(acc, &mut narrow);
                         for (j0, run) in narrow.chunks(16).enumerate() {
                             // SAFETY: the run `shape.at(i, 16·j0) ..+ run.len()` lies in `out`
-                            // (`shape.len()` values, alive for the whole loop) for `i < k`; each task
-                            // writes only its own rows, so no element is written twice.
+                            // (`shape.len()` values, alive for the whole loop) for `i < k`; each
+                            // task writes only its own rows, so no element is written twice.
                             let dst = unsafe {
                                 std::slice::from_raw_parts_mut(
                                     (addr as *mut T).add(shape.at(i, 16 * j0)),
@@ -188,7 +188,7 @@ pub(crate) fn merged_16(
             out
         }
         /// Copies a run of at most 16 values (`dst.len()`): whole runs as one fixed-size move
-        /// (a `memcpy` call for every 16 values was 40% of a bf16 merge).
+        /// (a `memcpy` call for every 16 values would be a large share of a bf16 merge).
         #[inline(always)]
         fn copy_run<X: Copy>(src: &[X], dst: &mut [X]) {
             match (

@@ -37,9 +37,8 @@ impl ModelOps for Flex {
 
     /// On one of rayon's workers when the caller is not one already: a forward pass starts some
     /// two hundred parallel kernels; from a thread outside the pool each of them hands its work
-    /// over and sleeps until woken (two futex round trips, tens of microseconds on a VM), while
-    /// a worker runs its share itself and finds the other workers still spinning between
-    /// kernels.
+    /// over and sleeps until woken (two futex round trips), while a worker runs its share itself
+    /// and finds the other workers still spinning between kernels.
     fn run<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
             return rayon::scope(|_| f());
@@ -171,11 +170,11 @@ pub(crate) fn try_silu_mul<const D: usize>(
     Some(Tensor::from_data(TensorData::new(y, a.dims()), &a.device()))
 }
 
-/// Writes `new` (`[1, h, t, hs]`) into `cache` (`[1, h, allocated, hs]`) at positions `pos..pos + t`
-/// in place when both are contiguous f32 and the cache is held only here: burn-flex's
-/// `slice_assign` copies the whole destination first (it clones it to make it contiguous, so the
-/// buffer is always shared when written), which would copy every layer's cache for every
-/// decoded token. `false` (nothing written) otherwise.
+/// Writes `new` (`[1, h, t, hs]`) into `cache` (`[1, h, allocated, hs]`) at positions
+/// `pos..pos + t` in place when both are contiguous f32 and the cache is held only here:
+/// burn-flex's `slice_assign` copies the whole destination first (it clones it to make it
+/// contiguous, so the buffer is always shared when written), which would copy every layer's
+/// cache for every decoded token. `false` (nothing written) otherwise.
 fn write_in_place(cache: &mut Tensor<Flex, 4>, new: &Tensor<Flex, 4>, pos: usize) -> bool {
     let [_, h, cap, hs] = cache.dims();
     let t = new.dims()[2];

@@ -61,8 +61,8 @@ unsafe fn block8_avx512(a: &[[f32; 8]], b: *const f32, stride: usize, out: &mut 
 
 /// [`block8_avx512`] with AVX2: eight lanes at a time (eight accumulators; sixteen would fill
 /// every register), the second half of each row read again from L1. Without it the AVX2 path
-/// ran the plain loops with the accumulators in memory: 17% of a 128-token prefill on Zen 4
-/// with `GRAFTLM_NO_AVX512=1` (issue 8, session 12).
+/// would run the plain loops with the accumulators in memory, a large share of a prefill
+/// (measurements: benches/RESULTS.md).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn block8_avx2(a: &[[f32; 8]], b: *const f32, stride: usize, out: &mut [[f32; 16]; 8]) {

@@ -35,7 +35,7 @@ pub(crate) fn available() -> bool {
 }
 
 /// `sc[i] = dot(q, key a + i)` for the largest multiple of sixteen keys of `a..b` (returned),
-/// key `j` at `kd[j · stride..][..q.len()]`; `dot` as in `attention_kernel`: an FMA chain per
+/// key `j` at `kd[j · stride..][..q.len()]`; `dot` as in the plain loop: an FMA chain per
 /// lane over the 16-wide chunks, then the lanes added in order (plus the empty tail's `+0.0`).
 ///
 /// # Panics
@@ -191,9 +191,9 @@ mod x86 {
         m
     }
 
-    /// Lane indices for a stage of [`transpose16`]: row `r` (bit clear) keeps its columns with the bit clear and
-    /// takes those with the bit set from row `r + bit` (`16 +` picks the second operand); row
-    /// `r + bit` the other way round.
+    /// Lane indices for a stage of [`transpose16`]: row `r` (bit clear) keeps its columns with
+    /// the bit clear and takes those with the bit set from row `r + bit` (`16 +` picks the second
+    /// operand); row `r + bit` the other way round.
     const fn indices(bit: usize, upper: bool) -> [i32; 16] {
         let mut out = [0i32; 16];
         let mut c = 0;

@@ -1,14 +1,15 @@
 //! `Y = X·W` for a few rows — one decoding step of a batch of sequences. The prefill GEMM
-//! ([`crate::kernels::linear::prefill`]) walks 48-column panels down all of `k`, which for a handful of rows touches
-//! a new page every weight row and reuses nothing; this kernel streams the weight the way the
-//! one-row kernel does (column tiles, eight weight rows per pass) and applies each loaded weight
-//! vector to every row.
+//! ([`crate::kernels::linear::prefill`]) walks 48-column panels down all of `k`, which for a
+//! handful of rows touches a new page every weight row and reuses nothing; this kernel streams
+//! the weight the way the one-row kernel does (column tiles, eight weight rows per pass) and
+//! applies each loaded weight vector to every row.
 //!
-//! Weights held as panels ([`crate::kernels::panels`]) take `panels::rows_panels` instead: each panel is
-//! walked once down all of `k` with every row's outputs in registers.
+//! Weights held as panels ([`crate::kernels::panels`]) take `panels::rows_panels` instead: each
+//! panel is walked once down all of `k` with every row's outputs in registers.
 //!
-//! Each output is the same in-order fused multiply-add chain as [`crate::kernels::linear::tiles`]'s, so a row
-//! computed here is bit-identical to the same row decoded alone.
+//! Each output is the same in-order fused multiply-add chain as
+//! [`crate::kernels::linear::tiles`]'s, so a row computed here is bit-identical to the same row
+//! decoded alone.
 
 use crate::kernels::panels::{Layout, WeightShape};
 use crate::kernels::weight::Weight;
@@ -86,8 +87,8 @@ pub(crate) fn matmul_in<W: Weight>(
 
 /// `y = x·w` on the calling thread, `x` `[m, k]` (`m ≤ MAX_ROWS`), `w` row-major `[k, n]`, `y`
 /// `[m, n]` overwritten, `w` read once for all `m` rows; each row bit for bit what
-/// [`crate::kernels::linear::tiles::matvec_serial`] gives it alone. Returns `false` (nothing written) without
-/// AVX-512F, so the caller can go row by row.
+/// [`crate::kernels::linear::tiles::matvec_serial`] gives it alone. Returns `false` (nothing
+/// written) without AVX-512F, so the caller can go row by row.
 #[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) fn rows_serial<W: Weight>(x: &[f32], m: usize, w: &[W], y: &mut [f32]) -> bool {
     if m == 0 || y.is_empty() {
@@ -138,7 +139,7 @@ mod x86 {
             while j < full {
                 // The next pass's rows: a weight row lies a whole row (often pages) away from
                 // the one before, which the hardware prefetchers do not follow. Into L2, as in
-                // the one-row kernel (T0 was 20–25% slower for 2–8 rows).
+                // the one-row kernel (into L1 is slower here too: benches/RESULTS.md).
                 if ahead && (j * std::mem::size_of::<W>()).is_multiple_of(64) {
                     for pq in &p {
                         _mm_prefetch::<_MM_HINT_T1>(pq.add(8 * n + j) as *const i8);

@@ -110,7 +110,7 @@ fn run_tile(x: &[f32], task: Task<'_, '_>) {
     // of `A`'s columns in its weight pass and takes the others' from them, so most of `A` is
     // read once. Every other term's is computed by each task after the pass (cheaper than
     // making the others wait for one thread). After the pass, `A` and `B` are read without
-    // software prefetches: they are small, and prefetching them slowed the weight stream.
+    // software prefetches: they are small, and prefetching them slows the weight stream.
     let mut fused = false;
     if let (Some(share), Some(term)) = (share, p.terms.first()) {
         let (a, r) = (&term.a, term.rank);

@@ -1,9 +1,9 @@
 //! `Y = X·W` for several rows (prefill), `W` `[k, n]` read in place (row-major, or 16-column
 //! panels: a 48-column panel of the kernel is then three stored ones) — the many-row
-//! sibling of [`crate::kernels::linear::tiles`]. burn-flex's general GEMM repacks both operands on every call;
-//! here a register-blocked AVX-512 kernel (8 rows × 48 columns of accumulators) streams 48-column
-//! panels of `W` straight from the weight, with column panels split over rayon's threads. CPUs
-//! with AVX2 but not AVX-512 take [`avx2`]'s 6 × 16 kernel the same way.
+//! sibling of [`crate::kernels::linear::tiles`]. burn-flex's general GEMM repacks both operands
+//! on every call; here a register-blocked AVX-512 kernel (8 rows × 48 columns of accumulators)
+//! streams 48-column panels of `W` straight from the weight, with column panels split over
+//! rayon's threads. CPUs with AVX2 but not AVX-512 take [`avx2`]'s 6 × 16 kernel the same way.
 //!
 //! Every output is one fused multiply-add chain over `k` in order, starting from zero — the same
 //! arithmetic as `matvec`'s kernel — so a row computed here is bit-identical to the same row

@@ -131,7 +131,8 @@ pub(crate) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
 
 /// [`panel_tile`] with `x·A` for columns `c..c + xa.len()` of a low-rank term's `A` (`[k, r]`,
 /// held in any dtype) summed in the same pass and handed to `ready` as soon as it is done
-/// ([`crate::kernels::panels::panel_run_side`]); `false`, nothing written, where the kernels cannot.
+/// ([`crate::kernels::panels::panel_run_side`]); `false`, nothing written, where the kernels
+/// cannot.
 pub(crate) fn panel_tile_side(
     x: &[f32],
     w: &Held<'_>,
@@ -225,9 +226,8 @@ mod x86 {
             while j < full {
                 // The next pass's rows lie a whole weight row (often pages) apart, which the
                 // hardware prefetchers do not follow: one prefetch per cache line ahead. Into L2
-                // (T1), not L1: prefetches into L1 hold its few miss buffers and capped the
-                // stream (issue 8, Zen 4: 30 layers' linears 21–24 → 18 ms in f32, bf16 14–16 →
-                // 10–11 ms).
+                // (T1), not L1: prefetches into L1 hold its few miss buffers and cap the stream
+                // on the CPUs measured (benches/RESULTS.md).
                 if ahead && (j * std::mem::size_of::<W>()).is_multiple_of(64) {
                     for pr in &p {
                         _mm_prefetch::<_MM_HINT_T1>(pr.add(8 * n + j) as *const i8);

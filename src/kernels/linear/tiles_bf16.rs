@@ -6,7 +6,8 @@
 //! (`vpmovzxwd`) costs a shuffle per 16. The output tile is accumulated in that even/odd order
 //! and put back in column order once at the end. Each output is still the same fused
 //! multiply-adds over the rows in row order, so the results are bit for bit those of the
-//! generic kernel (and of [`crate::kernels::linear::batch`] and [`crate::kernels::linear::prefill`]).
+//! generic kernel (and of [`crate::kernels::linear::batch`] and
+//! [`crate::kernels::linear::prefill`]).
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) use x86::tile_avx512_bf16;

@@ -3,8 +3,8 @@
 //! A LoRA term adds `s·(x·A)·B` to a linear's output. `A` (`[k, r]`) is small and cold; read
 //! beside the first panels of a weight pass it is one more stream under the weight's, its
 //! multiply-adds fill the gaps between the weight's, and its `x·A` is ready early (a tile shares
-//! it with the linear's other tiles: [`crate::kernels::linear::decode`]). Each output is still one fused
-//! multiply-add chain over the rows in order, starting from zero: the bits of
+//! it with the linear's other tiles: [`crate::kernels::linear::decode`]). Each output is still
+//! one fused multiply-add chain over the rows in order, starting from zero: the bits of
 //! [`crate::kernels::linear::tiles`]'s `tile`.
 
 use super::{panel_run_of, PANEL};

@@ -106,8 +106,8 @@ mod speed {
     use super::*;
 
     /// `cargo test --lib panel_speed -- --ignored --nocapture`: the linears of 30 SmolLM2-135M
-    /// layers (no head), one token, row-major (today's kernel) against panels, f32 and bf16, in
-    /// alternating rounds on rayon's pool.
+    /// layers (no head), one token, row-major against panels, f32 and bf16, in alternating rounds
+    /// on rayon's pool.
     #[test]
     #[ignore]
     fn panel_speed() {

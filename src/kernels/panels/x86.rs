@@ -46,9 +46,8 @@ pub(crate) unsafe fn rows_avx512<W: Weight, const M: usize>(
             };
             let xr = xi.as_ptr().add(i * 8);
             // Indexed by a constant range (not an iterator chain): LLVM unrolls it and keeps the
-            // accumulators in registers; through `zip`/`enumerate` they lived on the stack, a
-            // load and a store around every multiply-add (half the speed of the row-major
-            // kernel).
+            // accumulators in registers; through `zip`/`enumerate` they stay on the stack, a
+            // load and a store around every multiply-add.
             #[allow(clippy::needless_range_loop)]
             for r in 0..M {
                 let xv = _mm512_set1_ps(*xr.add(r));
@@ -172,8 +171,8 @@ pub(crate) unsafe fn side_avx512<W: Weight, S: Weight, const GROUP: usize, const
         #[allow(clippy::needless_range_loop)]
         for g in 0..SG {
             // Thirty-two rows ahead, into L2: without it the side's stream, too slow for the
-            // hardware prefetchers to pick up beside the panels', stalled the pass (issue 8, 30
-            // SmolLM2 layers, bf16: plain / LoRA 0.81–0.89 without, 0.83–0.89 with).
+            // hardware prefetchers to pick up beside the panels', stalls the pass (measurements:
+            // benches/RESULTS.md).
             _mm_prefetch::<_MM_HINT_T1>(row.wrapping_add(32 * stride + 16 * g) as *const i8);
             sacc[g] = _mm512_fmadd_ps(xi, S::load16(row.add(16 * g)), sacc[g]);
         }
@@ -272,9 +271,9 @@ pub(crate) unsafe fn rows_avx2<W: Weight, const R: usize>(
     let p = w.as_ptr().add(shape.at(0, j));
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     // The first pass over a panel also asks for the next panel's line (the caller walks the
-    // panels in order): two streams in flight instead of one. 8 sequences × 8 adapters,
-    // batched decode on AVX2, in-process A/B over 8 rounds: +3–17% (median ~9%). (The AVX-512
-    // kernel, two panels at a time, gained nothing from asking for the next pair.)
+    // panels in order): two streams in flight instead of one, which speeds up batched decoding
+    // on AVX2. (The AVX-512 kernel, two panels at a time, gains nothing from asking for the next
+    // pair; measurements: benches/RESULTS.md.)
     let next = r0 == 0;
     for i in 0..k {
         _mm_prefetch::<_MM_HINT_T1>((p.add(i * PANEL) as *const i8).wrapping_add(AHEAD));

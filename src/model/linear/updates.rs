@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use super::{Linear, LowRank};
+use super::{Linear, LowRank, Update};
 use crate::backend::ModelBackend;
 use crate::kernels::panels::Layout;
 use crate::model::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
@@ -25,7 +25,7 @@ impl<B: ModelBackend> Linear<B> {
                 u.b = held_tensor::<B>(b, u.b.dims(), p, &dev);
             }
         }
-        self.updates.push(u);
+        self.updates.push(Update::LowRank(u));
     }
 
     /// Host factors as stored by trainers, `A` `[r, in]` and `B` `[out, r]` (row-major f32), as
@@ -55,14 +55,14 @@ impl<B: ModelBackend> Linear<B> {
         (a, b): (Tensor<B, 2>, Tensor<B, 2>),
         scale: f32,
     ) {
-        self.updates.push(LowRank {
+        self.updates.push(Update::LowRank(LowRank {
             name,
             a,
             b,
             scale,
             active: true,
             merged: false,
-        });
+        }));
     }
 
     /// How factors with values `a` and `b` are held (see [`Linear::push_update`]): at this
@@ -85,9 +85,20 @@ impl<B: ModelBackend> Linear<B> {
 
     /// Detaches the update called `name`, taking it out of the weight first if merged.
     pub fn remove_update(&mut self, name: &str) -> Option<LowRank<B>> {
-        let i = self.updates.iter().position(|u| &*u.name == name)?;
+        self.low_rank_index(name)?;
         self.set_merged(name, false);
-        Some(self.updates.remove(i))
+        let i = self.low_rank_index(name)?;
+        match self.updates.remove(i) {
+            Update::LowRank(u) => Some(u),
+            Update::Affine(_) => None,
+        }
+    }
+
+    /// Where the low-rank update called `name` lies in `updates`.
+    fn low_rank_index(&self, name: &str) -> Option<usize> {
+        self.updates
+            .iter()
+            .position(|u| matches!(u, Update::LowRank(l) if &*l.name == name))
     }
 
     /// The largest magnitude of the base weight, or a lower bound of it: a 16-bit weight keeps
@@ -101,8 +112,7 @@ impl<B: ModelBackend> Linear<B> {
             return now;
         }
         let merged: f32 = self
-            .updates
-            .iter()
+            .low_rank()
             .filter(|u| u.merged)
             .map(|u| u.scale.abs() * factor_bound(&u.a, &u.b))
             .sum();
@@ -112,13 +122,16 @@ impl<B: ModelBackend> Linear<B> {
     /// An upper bound of `max |A·B|` for the update called `name` (see
     /// `adapters::bounds::term_bound`), from the factors as held.
     pub(crate) fn update_bound(&self, name: &str) -> Option<f32> {
-        let u = self.updates.iter().find(|u| &*u.name == name)?;
+        let u = self.low_rank().find(|u| &*u.name == name)?;
         Some(factor_bound(&u.a, &u.b))
     }
 
     /// Mutable access to the update called `name`.
     pub fn update_mut(&mut self, name: &str) -> Option<&mut LowRank<B>> {
-        self.updates.iter_mut().find(|u| &*u.name == name)
+        self.updates.iter_mut().find_map(|u| match u {
+            Update::LowRank(l) if &*l.name == name => Some(l),
+            _ => None,
+        })
     }
 
     fn delta(u: &LowRank<B>, scale: f32) -> Tensor<B, 2> {
@@ -128,30 +141,36 @@ impl<B: ModelBackend> Linear<B> {
     /// Folds the update into the weight (`merged = true`) or takes it out again.
     /// Returns `false` when there is no such update.
     pub fn set_merged(&mut self, name: &str, merged: bool) -> bool {
-        let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
+        let Some(u) = self.low_rank().find(|u| &*u.name == name) else {
             return false;
         };
-        let u = &self.updates[i];
         if u.merged != merged {
+            let (a, b, scale) = (u.a.clone(), u.b.clone(), u.scale);
             if self.precision != WeightDtype::F32 {
-                self.updates[i].merged = merged;
+                self.mark_merged(name, merged);
                 self.rebuild_merged();
                 return true;
             }
-            let (a, b, scale) = (u.a.clone(), u.b.clone(), u.scale);
             if !B::fold_low_rank(&mut self.weight, self.shape, &a, &b, scale, !merged) {
-                let d = Self::delta(&self.updates[i], scale);
+                let d = as_f32(&a).matmul(as_f32(&b)) * scale;
                 let w = self.rows_of(&self.weight);
                 self.weight = self.laid_out(if merged { w + d } else { w - d });
             }
-            self.updates[i].merged = merged;
+            self.mark_merged(name, merged);
         }
         true
     }
 
+    /// Records whether the update called `name` is folded into the weight.
+    fn mark_merged(&mut self, name: &str, merged: bool) {
+        if let Some(u) = self.update_mut(name) {
+            u.merged = merged;
+        }
+    }
+
     /// A 16-bit weight: `round(base + Σ merged s·A·B)`, or the base itself when nothing is merged.
     fn rebuild_merged(&mut self) {
-        if !self.updates.iter().any(|u| u.merged) {
+        if !self.low_rank().any(|u| u.merged) {
             if let Some(b) = self.base.take() {
                 self.weight = b;
             }
@@ -159,8 +178,7 @@ impl<B: ModelBackend> Linear<B> {
         }
         let base = self.base.get_or_insert_with(|| self.weight.clone()).clone();
         let terms: Vec<_> = self
-            .updates
-            .iter()
+            .low_rank()
             .filter(|u| u.merged)
             .map(|u| (&u.a, &u.b, u.scale))
             .collect();
@@ -171,7 +189,7 @@ impl<B: ModelBackend> Linear<B> {
             return;
         }
         let mut w = as_f32(&self.rows_of(&base));
-        for u in self.updates.iter().filter(|u| u.merged) {
+        for u in self.low_rank().filter(|u| u.merged) {
             w = w + Self::delta(u, u.scale);
         }
         self.weight = self.hold(w);
@@ -179,16 +197,17 @@ impl<B: ModelBackend> Linear<B> {
 
     /// Changes the run-time scale of an update, adjusting the weight if it is merged.
     pub fn set_scale(&mut self, name: &str, scale: f32) -> bool {
-        let Some(i) = self.updates.iter().position(|u| &*u.name == name) else {
+        let Some(u) = self.low_rank().find(|u| &*u.name == name) else {
             return false;
         };
-        let u = &self.updates[i];
         let rescale = u.merged && u.scale != scale;
         if rescale && self.precision == WeightDtype::F32 {
             let d = Self::delta(u, scale - u.scale);
             self.weight = self.laid_out(self.rows_of(&self.weight) + d);
         }
-        self.updates[i].scale = scale;
+        if let Some(u) = self.update_mut(name) {
+            u.scale = scale;
+        }
         if rescale && self.precision != WeightDtype::F32 {
             self.rebuild_merged();
         }

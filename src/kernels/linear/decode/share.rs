@@ -1,15 +1,13 @@
 //! A linear's first low-rank term's `x·A`, computed once and shared among the linear's column
 //! tiles.
 //!
-//! Every tile needs all of `x·A`. When each tile's task computed it, every thread read all of
-//! `A` at about the same time (issue 8, session 12: 30 SmolLM2-135M layers' linears, bf16,
-//! row-major weights, in-process A/B: plain / LoRA 0.80–0.87 with every task computing `x·A`,
-//! 0.90–0.94 with one task reading `A`, 0.92 with no `A` at all). Now each task
-//! computes a share of `A`'s columns (whole groups of 16) in the first panels of its weight pass
-//! and publishes it; when it needs the rest it takes what the others published, and computes
-//! any share not yet there itself. Nobody waits, so it is right however the tasks are
-//! scheduled (one thread running them all included), and the bits are the same whoever
-//! computes a share.
+//! Every tile needs all of `x·A`. If each tile's task computed it, every thread would read all
+//! of `A` at about the same time, which makes a step with a LoRA term measurably slower
+//! (measurements: benches/RESULTS.md). Instead each task computes a share of `A`'s columns
+//! (whole groups of 16) in the first panels of its weight pass and publishes it; when it needs
+//! the rest it takes what the others published, and computes any share not yet there itself.
+//! Nobody waits, so it is right however the tasks are scheduled (one thread running them all
+//! included), and the bits are the same whoever computes a share.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
