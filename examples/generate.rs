@@ -25,14 +25,7 @@ fn main() -> graftlm::Result<()> {
     let tok = Tokenizer::from_dir(&plan.checkpoint.dir)?;
     let style = PromptStyle::resolve(&plan.checkpoint.dir, &plan.checkpoint.config.name)?;
     let ids = tok.encode(&style.apply(prompt, None))?;
-    let opts = GenerateOptions {
-        max_new_tokens: 40,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = GenerateOptions::new(40, SamplingParams::greedy());
     print!("{prompt}");
     let out = graftlm::generate(&model, &tok, &ids, &opts, &mut |piece| {
         print!("{piece}");

@@ -21,11 +21,32 @@ use crate::model::{Model, WeightDtype};
 
 /// An adapter to load: a file, step folder or run directory, with optional step, name and scale.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct AdapterSpec {
     pub path: PathBuf,
     pub step: Option<StepChoice>,
     pub name: Option<String>,
     pub scale: f32,
+}
+
+impl AdapterSpec {
+    /// This spec with the training step `step` of a run directory.
+    pub fn step(mut self, step: StepChoice) -> Self {
+        self.step = Some(step);
+        self
+    }
+
+    /// This spec attached under `name`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// This spec at run-time scale `scale`.
+    pub fn scale(mut self, scale: f32) -> Self {
+        self.scale = scale;
+        self
+    }
 }
 
 impl From<PathBuf> for AdapterSpec {

@@ -33,8 +33,10 @@ impl StopReason {
     }
 }
 
-/// What to generate.
+/// What to generate. The default: 50 new tokens, [`SamplingParams::default`] (`litgpt
+/// generate`'s), the tokenizer's EOS ids as stop tokens, kept in the output.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct GenerateOptions {
     /// Number of new tokens at most (≥ 1).
     pub max_new_tokens: usize,
@@ -46,6 +48,17 @@ pub struct GenerateOptions {
     pub include_stop_tokens: bool,
     /// Strings that end generation; the text is cut before them.
     pub stop_strings: Vec<String>,
+}
+
+impl GenerateOptions {
+    /// `max_new_tokens` tokens sampled with `sampling`, the other fields as the default.
+    pub fn new(max_new_tokens: usize, sampling: SamplingParams) -> Self {
+        Self {
+            max_new_tokens,
+            sampling,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for GenerateOptions {
@@ -304,9 +317,20 @@ pub fn generate<B: ModelBackend>(
 
 /// One sequence of [`generate_batch`]: its prompt and the LoRA adapter it uses (`None`: the base).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct BatchRequest<'a> {
     pub prompt_ids: &'a [u32],
     pub adapter: Option<&'a str>,
+}
+
+impl<'a> BatchRequest<'a> {
+    /// A request for `prompt_ids` with the separately kept adapter `adapter` (`None`: the base).
+    pub fn new(prompt_ids: &'a [u32], adapter: Option<&'a str>) -> Self {
+        Self {
+            prompt_ids,
+            adapter,
+        }
+    }
 }
 
 /// Generates a continuation for each request, each with its own adapter, decoding all the

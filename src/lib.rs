@@ -41,6 +41,21 @@ pub mod prompt;
 pub mod sampling;
 pub mod tokenizer;
 
+/// The parts beneath [`Model`], for callers who build or inspect models piece by piece: the
+/// blocks, attention, MLP, norms, RoPE tables and the linear layers with their adapter
+/// updates. They follow graftlm's internals and may change between minor versions; everything
+/// else in the crate is the stable surface.
+pub mod advanced {
+    pub use crate::kernels::transpose::transpose;
+    pub use crate::model::attention::{Attention, Prefix};
+    pub use crate::model::block::Block;
+    pub use crate::model::linear::{Linear, RowGrafts};
+    pub use crate::model::mlp::Mlp;
+    pub use crate::model::norm::Norm;
+    pub use crate::model::rope::{inv_freq, Rope};
+    pub use crate::model::update::{Affine, LowRank, Update};
+}
+
 pub use adapters::{Adapter, AdapterSet, Mode};
 pub use builder::{AdapterSpec, ModelBuilder, Plan};
 pub use cache::KvCache;

@@ -6,8 +6,11 @@
 
 use crate::error::{Error, Result};
 
-/// Sampling parameters.
+/// Sampling parameters. The default is `litgpt generate`'s (temperature 0.8, top-k 50, top-p 1,
+/// seed 1234), as in the CLI, the C API and Python; [`SamplingParams::greedy`] always picks the
+/// most likely token.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct SamplingParams {
     /// 0 means greedy.
     pub temperature: f32,
@@ -20,11 +23,11 @@ pub struct SamplingParams {
 }
 
 impl Default for SamplingParams {
-    /// Greedy decoding.
+    /// `litgpt generate`'s defaults: temperature 0.8, top-k 50, top-p 1, seed 1234.
     fn default() -> Self {
         Self {
-            temperature: 0.0,
-            top_k: None,
+            temperature: 0.8,
+            top_k: Some(50),
             top_p: 1.0,
             seed: 1234,
         }
@@ -32,6 +35,21 @@ impl Default for SamplingParams {
 }
 
 impl SamplingParams {
+    /// The given parameters (see the fields; [`SamplingParams::validate`] checks them).
+    pub fn new(temperature: f32, top_k: Option<usize>, top_p: f32, seed: u64) -> Self {
+        Self {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        }
+    }
+
+    /// Greedy decoding: the most likely token every step (temperature 0).
+    pub fn greedy() -> Self {
+        Self::new(0.0, None, 1.0, 1234)
+    }
+
     /// Checks ranges (caller input).
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {

@@ -160,48 +160,26 @@ fn generate_batch_equals_each_request_generated_alone() {
         .map(|i| [Some("b"), None, Some("a"), Some("a"), Some("a"), None][i % 6])
         .collect();
     for (sampling, stop_strings, max_new_tokens) in [
+        (graftlm::SamplingParams::greedy(), vec![], 9),
         (
-            graftlm::SamplingParams {
-                temperature: 0.0,
-                ..Default::default()
-            },
-            vec![],
-            9,
-        ),
-        (
-            graftlm::SamplingParams {
-                temperature: 0.9,
-                top_k: Some(20),
-                ..Default::default()
-            },
+            graftlm::SamplingParams::new(0.9, Some(20), 1.0, 1234),
             vec![],
             7,
         ),
         // Different lengths: the stop string ends some requests early, the others go on.
         (
-            graftlm::SamplingParams {
-                temperature: 1.0,
-                seed: 7,
-                ..Default::default()
-            },
+            graftlm::SamplingParams::new(1.0, Some(50), 1.0, 7),
             vec!["o".to_string()],
             12,
         ),
     ] {
-        let opts = graftlm::GenerateOptions {
-            max_new_tokens,
-            sampling,
-            stop_strings,
-            stop_tokens: Some(vec![]),
-            ..Default::default()
-        };
+        let mut opts = graftlm::GenerateOptions::new(max_new_tokens, sampling);
+        opts.stop_strings = stop_strings;
+        opts.stop_tokens = Some(vec![]);
         let requests: Vec<graftlm::BatchRequest<'_>> = prompts
             .iter()
             .zip(choice.iter().copied())
-            .map(|(p, a)| graftlm::BatchRequest {
-                prompt_ids: p,
-                adapter: a,
-            })
+            .map(|(p, a)| graftlm::BatchRequest::new(p, a))
             .collect();
         let mut streamed = vec![String::new(); prompts.len()];
         let batch = graftlm::generate_batch(&m, &tok, &requests, &opts, &mut |i, t| {
@@ -232,24 +210,15 @@ fn generate_batch_equals_each_request_generated_alone() {
         }
     }
     // Checked before anything runs.
-    let bad = [graftlm::BatchRequest {
-        prompt_ids: &ids,
-        adapter: Some("nope"),
-    }];
+    let bad = [graftlm::BatchRequest::new(&ids, Some("nope"))];
     let opts = graftlm::GenerateOptions::default();
     let e = graftlm::generate_batch(&m, &tok, &bad, &opts, &mut |_, _| true).unwrap_err();
     assert!(e.to_string().contains("`nope`"), "{e}");
     // A bad token in a later request is refused before the first one streams anything.
     let far = [ids[0], 1 << 30];
     let reqs = [
-        graftlm::BatchRequest {
-            prompt_ids: &ids,
-            adapter: None,
-        },
-        graftlm::BatchRequest {
-            prompt_ids: &far,
-            adapter: None,
-        },
+        graftlm::BatchRequest::new(&ids, None),
+        graftlm::BatchRequest::new(&far, None),
     ];
     let mut streamed = false;
     let e = graftlm::generate_batch(&m, &tok, &reqs, &opts, &mut |_, _| {

@@ -29,14 +29,7 @@ fn demo_matches_litgpt_greedy() {
     let prompt_ids = tok.encode(&prompt).unwrap();
     assert_eq!(prompt_ids, ids("prompt_ids"));
     let want = ids("greedy_new_ids");
-    let opts = GenerateOptions {
-        max_new_tokens: want.len(),
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = GenerateOptions::new(want.len(), SamplingParams::greedy());
     let mut streamed = String::new();
     let out = graftlm::generate(&model, &tok, &prompt_ids, &opts, &mut |p| {
         streamed.push_str(p);
@@ -66,15 +59,8 @@ fn stop_string_cuts_text_and_sampling_is_seeded() {
         .unwrap();
     let tok = Tokenizer::from_dir(&ckpt.dir).unwrap();
     let ids = tok.encode("The Python interpreter").unwrap();
-    let opts = GenerateOptions {
-        max_new_tokens: 40,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        stop_strings: vec!["\"import\"".into()],
-        ..Default::default()
-    };
+    let mut opts = GenerateOptions::new(40, SamplingParams::greedy());
+    opts.stop_strings = vec!["\"import\"".into()];
     let mut streamed = String::new();
     let out = graftlm::generate(&model, &tok, &ids, &opts, &mut |p| {
         streamed.push_str(p);
@@ -86,16 +72,7 @@ fn stop_string_cuts_text_and_sampling_is_seeded() {
     assert_eq!(streamed, out.text);
 
     let sampled = |seed| {
-        let opts = GenerateOptions {
-            max_new_tokens: 20,
-            sampling: SamplingParams {
-                temperature: 1.0,
-                top_k: Some(50),
-                top_p: 0.9,
-                seed,
-            },
-            ..Default::default()
-        };
+        let opts = GenerateOptions::new(20, SamplingParams::new(1.0, Some(50), 0.9, seed));
         graftlm::generate(&model, &tok, &ids, &opts, &mut |_| true)
             .unwrap()
             .generated_ids

@@ -186,18 +186,14 @@ fn empty_prompt_zero_tokens_and_overflow() {
     assert!(matches!(err, Error::EmptyPrompt), "{err}");
 
     let ids = tok.encode("hello").unwrap();
-    let zero = GenerateOptions {
-        max_new_tokens: 0,
-        ..Default::default()
-    };
+    let mut zero = GenerateOptions::default();
+    zero.max_new_tokens = 0;
     let err = graftlm::generate(&model, &tok, &ids, &zero, &mut |_| true).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 
     let block = model.config().block_size;
-    let long = GenerateOptions {
-        max_new_tokens: block,
-        ..Default::default()
-    };
+    let mut long = GenerateOptions::default();
+    long.max_new_tokens = block;
     let err = graftlm::generate(&model, &tok, &ids, &long, &mut |_| true).unwrap_err();
     assert!(matches!(err, Error::ContextOverflow { .. }), "{err}");
 }

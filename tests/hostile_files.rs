@@ -163,14 +163,7 @@ fn a_huge_context_length_costs_nothing_until_used() {
             let model = ck.load::<B>(&Default::default()).unwrap();
             let tok = graftlm::Tokenizer::from_dir(&d).unwrap();
             let prompt = tok.encode("The function returns").unwrap();
-            let opts = graftlm::GenerateOptions {
-                max_new_tokens: 8,
-                sampling: graftlm::SamplingParams {
-                    temperature: 0.0,
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
+            let opts = graftlm::GenerateOptions::new(8, graftlm::SamplingParams::greedy());
             graftlm::generate(&model, &tok, &prompt, &opts, &mut |_| true)
                 .unwrap()
                 .generated_ids

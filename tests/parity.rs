@@ -58,15 +58,8 @@ fn check<B: ModelBackend>(name: &str, layout: &str) {
     }
 
     // Greedy generation matches LitGPT's tokens.
-    let opts = GenerateOptions {
-        max_new_tokens: r.max_new_tokens,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        stop_tokens: Some(vec![]),
-        ..Default::default()
-    };
+    let mut opts = GenerateOptions::new(r.max_new_tokens, SamplingParams::greedy());
+    opts.stop_tokens = Some(vec![]);
     let out = graftlm::generate(&model, &tok, &r.prompt_ids, &opts, &mut |_| true).unwrap();
     assert_eq!(
         out.generated_ids, r.greedy_new_ids,

@@ -11,37 +11,43 @@ use graftlm::config::{Family, MlpKind, ModelConfig, NormKind};
 use graftlm::{Adapter, Model};
 
 pub fn smollm2_135m() -> ModelConfig {
-    ModelConfig {
-        name: "SmolLM2-135M-shape".into(),
-        family: Family::HfLlama,
-        block_size: 2048,
-        n_layer: 30,
-        n_embd: 576,
-        n_head: 9,
-        head_size: 64,
-        n_query_groups: 3,
-        padded_vocab_size: 49152,
-        norm: NormKind::RmsNorm { unit_offset: false },
-        norm_eps: 1e-5,
-        mlp: MlpKind::Llama,
-        intermediate_size: 1536,
-        gelu_tanh: false,
-        qkv_bias: false,
-        attn_out_bias: false,
-        mlp_bias: false,
-        lm_head_bias: false,
-        parallel_residual: false,
-        shared_attention_norm: false,
-        rope_n_elem: 64,
-        rope_base: 100000.0,
-        rope_condense_ratio: 1,
-        rope_scaling: None,
-        scale_embeddings: false,
-        tie_embeddings: true,
-        sliding_window: None,
-        norm_qk: false,
-        extras: Default::default(),
-    }
+    // Every field set here; the llama fixture only supplies a value to start from
+    // (`ModelConfig` is `#[non_exhaustive]`: built by its readers, changed field by field).
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/models/llama/hf"
+    );
+    let mut c = ModelConfig::from_dir(std::path::Path::new(fixture)).expect("llama fixture");
+    c.name = "SmolLM2-135M-shape".into();
+    c.family = Family::HfLlama;
+    c.block_size = 2048;
+    c.n_layer = 30;
+    c.n_embd = 576;
+    c.n_head = 9;
+    c.head_size = 64;
+    c.n_query_groups = 3;
+    c.padded_vocab_size = 49152;
+    c.norm = NormKind::RmsNorm { unit_offset: false };
+    c.norm_eps = 1e-5;
+    c.mlp = MlpKind::Llama;
+    c.intermediate_size = 1536;
+    c.gelu_tanh = false;
+    c.qkv_bias = false;
+    c.attn_out_bias = false;
+    c.mlp_bias = false;
+    c.lm_head_bias = false;
+    c.parallel_residual = false;
+    c.shared_attention_norm = false;
+    c.rope_n_elem = 64;
+    c.rope_base = 100000.0;
+    c.rope_condense_ratio = 1;
+    c.rope_scaling = None;
+    c.scale_embeddings = false;
+    c.tie_embeddings = true;
+    c.sliding_window = None;
+    c.norm_qk = false;
+    c.extras = Default::default();
+    c
 }
 
 pub struct Lcg(pub u64);

@@ -64,6 +64,7 @@ pub enum Family {
 
 /// The model configuration every other part of graftlm works from.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct ModelConfig {
     /// Model name (LitGPT `name`; for HF the directory name). Drives prompt style and BOS rules.
     pub name: String,
@@ -115,6 +116,7 @@ pub struct ModelConfig {
 
 /// Less common architecture features (Gemma 2, OLMo-2).
 #[derive(Debug, Clone, PartialEq, Default)]
+#[non_exhaustive]
 pub struct Extras {
     /// Norm on the attention output before the residual add.
     pub post_attention_norm: bool,

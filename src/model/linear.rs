@@ -1,10 +1,10 @@
 //! `Linear<B>`: `y = x·Wᵀ + b (+ Σ s·(x·A)·B)`, the one seam where adapters enter the model.
 //!
 //! The weight is kept as `[in, out]` (the transpose of the checkpoint's `[out, in]`), laid out
-//! as the backend holds it ([`ModelOps::holds_panels`]: 16-column panels that the host kernels
-//! stream, else row-major). Low-rank updates are kept beside the weight (computed as
-//! `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again. The forward pass
-//! is one [`ModelOps::linear_layer`] call.
+//! as the backend holds it ([`crate::backend::ops::ModelOps::holds_panels`]: 16-column panels
+//! that the host kernels stream, else row-major). Low-rank updates are kept beside the weight
+//! (computed as `(x·A)·B`, never by rebuilding `W`) or folded into it and taken out again. The
+//! forward pass is one [`crate::backend::ops::ModelOps::linear_layer`] call.
 
 use std::sync::Arc;
 
@@ -354,9 +354,9 @@ impl<B: ModelBackend> Linear<B> {
 #[cfg(all(test, feature = "flex"))]
 impl Linear<crate::backend::Flex> {
     /// The outputs of several layers with the same input for one row `x` (`[1, in]`), side by
-    /// side, in one parallel pass ([`crate::kernels::linear::decode`]): the same values as [`Linear::forward`]
-    /// on each. `None` where a layer has an active LLaMA-Adapter correction not folded in, or
-    /// the host kernels do not apply (any backend but burn-flex).
+    /// side, in one parallel pass ([`crate::kernels::linear::decode`]): the same values as
+    /// [`Linear::forward`] on each. `None` where a layer has an active LLaMA-Adapter correction
+    /// not folded in, or the host kernels cannot read a tensor in place.
     pub(crate) fn one_row_group(
         layers: &[&Self],
         x: &Tensor<crate::backend::Flex, 2>,

@@ -1,30 +1,29 @@
 //! `Model<B>`: embedding → blocks → final norm → output head, generic over a burn backend.
 //!
 //! The model knows nothing about checkpoint formats (see `checkpoint::names`) nor about adapters
-//! (they enter through [`Linear`]).
+//! (they enter through [`crate::advanced::Linear`]). Its parts (blocks, attention, linears, ...)
+//! are crate-internal; [`crate::advanced`] re-exports them for callers who need them.
 
-mod attention;
-mod block;
+pub(crate) mod attention;
+pub(crate) mod block;
 mod build;
-mod linear;
+pub(crate) mod linear;
 mod load;
-mod mlp;
-mod norm;
+pub(crate) mod mlp;
+pub(crate) mod norm;
 pub(crate) mod precision;
-mod rope;
-mod update;
+pub(crate) mod rope;
+pub(crate) mod update;
 
 use burn::prelude::*;
 
-pub use crate::kernels::transpose::transpose;
-pub use attention::{Attention, Prefix};
-pub use block::Block;
-pub use linear::{Linear, RowGrafts};
-pub use mlp::Mlp;
-pub use norm::Norm;
+pub(crate) use attention::{Attention, Prefix};
+pub(crate) use block::Block;
+pub(crate) use linear::{Linear, RowGrafts};
+pub(crate) use mlp::Mlp;
+pub(crate) use norm::Norm;
 pub use precision::{holds_16bit, WeightDtype};
-pub use rope::{inv_freq, Rope};
-pub use update::{Affine, LowRank, Update};
+pub(crate) use rope::Rope;
 
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
@@ -154,7 +153,7 @@ impl<B: ModelBackend> Model<B> {
 
     /// The linear layer with internal name `name` (`transformer.h.3.attn.qkv`, `lm_head`, ...;
     /// see `checkpoint::names::linears`).
-    pub fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
+    pub(crate) fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
         if name == "lm_head" {
             // The head may be about to change (an adapter attached or merged): the embedding it
             // stood in for keeps the base values.
@@ -179,12 +178,12 @@ impl<B: ModelBackend> Model<B> {
     }
 
     /// The attention of layer `i`.
-    pub fn attention_mut(&mut self, i: usize) -> Option<&mut Attention<B>> {
+    pub(crate) fn attention_mut(&mut self, i: usize) -> Option<&mut Attention<B>> {
         self.blocks.get_mut(i).map(|b| &mut b.attn)
     }
 
     /// The norm with internal name `name` (`transformer.h.3.norm_1`, `transformer.ln_f`).
-    pub fn norm_mut(&mut self, name: &str) -> Option<&mut Norm<B>> {
+    pub(crate) fn norm_mut(&mut self, name: &str) -> Option<&mut Norm<B>> {
         if name == "transformer.ln_f" {
             return Some(&mut self.ln_f);
         }
@@ -328,7 +327,7 @@ pub fn logits_to_vec<B: ModelBackend>(logits: Tensor<B, 2>) -> Result<Vec<f32>> 
 
 #[cfg(all(test, feature = "flex"))]
 mod tests {
-    use super::linear::LowRank;
+    use super::update::LowRank;
     use super::*;
     use crate::backend::Flex;
 

@@ -177,8 +177,8 @@ pub(crate) fn held_values<B: ModelBackend>(
 /// The transpose `[cols, rows]` of a row-major `[rows, cols]` weight given as `parts` stacked by
 /// rows (one part, or a fused q/k/v weight's three), held at `precision` as [`held_tensor`] holds
 /// it and laid out as `layout` says: row-major `[cols, rows]`, or panels
-/// `[⌈rows/16⌉·cols, 16]` ([`crate::kernels::panels`]). Converted band by band or panel by panel (no
-/// transposed f32 copy for 16-bit, no stacked copy of the parts).
+/// `[⌈rows/16⌉·cols, 16]` ([`crate::kernels::panels`]). Converted band by band or panel by panel
+/// (no transposed f32 copy for 16-bit, no stacked copy of the parts).
 pub(crate) fn held_transposed<B: ModelBackend>(
     parts: &[crate::checkpoint::Values<'_>],
     rows: usize,

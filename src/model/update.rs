@@ -18,7 +18,7 @@ pub enum Update<B: ModelBackend> {
     Affine(Affine<B>),
 }
 
-/// A low-rank update `s·A·B` attached to a [`Linear`] under a name.
+/// A low-rank update `s·A·B` attached to a [`crate::model::Linear`] under a name.
 #[derive(Debug, Clone)]
 pub struct LowRank<B: ModelBackend> {
     /// The name of the adapter it belongs to.

@@ -110,15 +110,8 @@ pub fn greedy<B: graftlm::backend::ModelBackend>(
     ids: &[u32],
     n: usize,
 ) -> Vec<u32> {
-    let opts = graftlm::GenerateOptions {
-        max_new_tokens: n,
-        sampling: graftlm::SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        stop_tokens: Some(vec![]),
-        ..Default::default()
-    };
+    let mut opts = graftlm::GenerateOptions::new(n, graftlm::SamplingParams::greedy());
+    opts.stop_tokens = Some(vec![]);
     graftlm::generate(model, tok, ids, &opts, &mut |_| true)
         .unwrap()
         .generated_ids

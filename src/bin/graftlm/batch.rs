@@ -152,10 +152,7 @@ fn run_on<B: ModelBackend>(a: BatchArgs, device: &B::Device, backend: &str) -> R
     let batch: Vec<BatchRequest<'_>> = ids
         .iter()
         .zip(&chosen)
-        .map(|(ids, c)| BatchRequest {
-            prompt_ids: ids,
-            adapter: c.as_deref(),
-        })
+        .map(|(ids, c)| BatchRequest::new(ids, c.as_deref()))
         .collect();
     let opts = a.gen.options()?;
     let load_s = t0.elapsed().as_secs_f64();

@@ -97,13 +97,7 @@ fn command<B: ModelBackend>(
                 Error::invalid("step", "no run directory was given with --adapter")
             })?;
             let step: StepChoice = n.parse()?;
-            attach(
-                model,
-                AdapterSpec {
-                    step: Some(step),
-                    ..run.into()
-                },
-            )?
+            attach(model, AdapterSpec::from(run).step(step))?
         }
         ("/detach", Some(n)) => {
             model.detach(n)?;
@@ -214,13 +208,10 @@ pub fn run<B: ModelBackend>(
         } else {
             [history.clone(), turn].concat()
         };
-        let opts = GenerateOptions {
-            max_new_tokens: s.max_new_tokens.min(block.saturating_sub(ids.len())).max(1),
-            sampling: s.sampling,
-            stop_tokens: Some(stop_tokens.clone()),
-            include_stop_tokens: false,
-            ..Default::default()
-        };
+        let max_new = s.max_new_tokens.min(block.saturating_sub(ids.len())).max(1);
+        let mut opts = GenerateOptions::new(max_new, s.sampling);
+        opts.stop_tokens = Some(stop_tokens.clone());
+        opts.include_stop_tokens = false;
         let result = graftlm::generate(&model, tok, &ids, &opts, &mut |piece| {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();

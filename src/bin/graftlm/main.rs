@@ -80,12 +80,12 @@ struct SamplingArgs {
 
 impl SamplingArgs {
     fn params(&self) -> Result<SamplingParams> {
-        let p = SamplingParams {
-            temperature: self.temperature,
-            top_k: (self.top_k > 0).then_some(self.top_k),
-            top_p: self.top_p,
-            seed: self.seed,
-        };
+        let p = SamplingParams::new(
+            self.temperature,
+            (self.top_k > 0).then_some(self.top_k),
+            self.top_p,
+            self.seed,
+        );
         p.validate()?;
         Ok(p)
     }
@@ -200,12 +200,9 @@ impl GenArgs {
     }
 
     fn options(&self) -> Result<GenerateOptions> {
-        Ok(GenerateOptions {
-            max_new_tokens: self.max_new_tokens,
-            sampling: self.sampling.params()?,
-            stop_strings: self.stop.clone(),
-            ..Default::default()
-        })
+        let mut opts = GenerateOptions::new(self.max_new_tokens, self.sampling.params()?);
+        opts.stop_strings = self.stop.clone();
+        Ok(opts)
     }
 }
 

@@ -1,11 +1,13 @@
-//! The one-row path of [`super::Linear`] (its host kernel in [`crate::kernels::linear::decode`])
-//! against the burn path, per dtype and term count.
+//! Tests of the one-row path of [`crate::model::Linear`] (its host kernel in
+//! [`crate::kernels::linear::decode`]) against the burn path, per dtype and term count, and the
+//! seeded layers that the other linear and MLP tests build.
 
 use burn::prelude::*;
 
 use crate::backend::Flex;
 use crate::checkpoint::HostTensor;
-use crate::model::{Linear, LowRank, WeightDtype};
+use crate::model::update::LowRank;
+use crate::model::{Linear, WeightDtype};
 
 pub(crate) fn values(len: usize, seed: u32) -> Vec<f32> {
     let mut s = seed;
@@ -101,7 +103,7 @@ fn a_group_gives_each_layers_own_output() {
 /// weight pass and shared among the tiles) gives the bits of the several-row path, which
 /// computes every `x·A` apart: ranks below, at and above one group of 16, above what one
 /// pass takes (64) and split among threads; f32 and bf16 weights, factors in f32 and in
-/// the weight's dtype; on the pool and on one thread. With AVX-512 the shares were
+/// the weight's dtype; on the pool and on one thread. With AVX-512 the shares must also be
 /// computed in the weight pass (published), not only after it.
 #[test]
 fn shared_x_a_gives_the_several_row_bits() {

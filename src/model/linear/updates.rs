@@ -168,7 +168,8 @@ impl<B: ModelBackend> Linear<B> {
         }
     }
 
-    /// A 16-bit weight: `round(base + Σ merged s·A·B)`, or the base itself when nothing is merged.
+    /// A 16-bit weight: `round(base + Σ merged s·A·B)`, or the base itself when nothing is
+    /// merged.
     fn rebuild_merged(&mut self) {
         if !self.low_rank().any(|u| u.merged) {
             if let Some(b) = self.base.take() {
