@@ -1,7 +1,8 @@
 //! # graftlm
 //!
 //! Runs GPT-style language models from LitGPT and Hugging Face checkpoints, generic over a burn
-//! backend, and (in progress) grafts fine-tuning adapters onto them.
+//! backend, and grafts fine-tuning adapters (LoRA, PEFT, LLaMA-Adapter) onto them: kept apart from
+//! the base weights or merged into them.
 //!
 //! ```no_run
 //! # #[cfg(feature = "flex")] {

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use super::litgpt::{rope_scaling_from, Fields};
-use super::{Family, MlpKind, ModelConfig, NormKind};
+use super::{Arch, Family, MlpKind, ModelConfig, NormKind};
 use crate::error::{Error, Result};
 
 pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<ModelConfig> {
@@ -30,26 +30,12 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             path: path.to_path_buf(),
             arch: "(config.json has no model_type)".into(),
         })?;
-    if !matches!(
-        model_type.as_str(),
-        "llama"
-            | "mistral"
-            | "qwen2"
-            | "qwen3"
-            | "olmo2"
-            | "gpt_neox"
-            | "phi"
-            | "gemma"
-            | "gemma2"
-            | "phi3"
-            | "stablelm"
-            | "falcon"
-    ) {
+    let Some(arch) = Arch::from_hf_model_type(&model_type) else {
         return Err(Error::UnknownArchitecture {
             path: path.to_path_buf(),
             arch: model_type,
         });
-    }
+    };
     let name = f
         .string("_name_or_path")?
         .and_then(|p| {
@@ -154,6 +140,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             }
             ModelConfig {
                 name,
+                arch,
                 family: Family::HfLlama,
                 block_size,
                 n_layer,
@@ -198,6 +185,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             let bias = f.bool("attention_bias")?.unwrap_or(true);
             ModelConfig {
                 name,
+                arch,
                 family: Family::HfGptNeox,
                 block_size,
                 n_layer,
@@ -311,6 +299,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             }
             ModelConfig {
                 name,
+                arch,
                 family: if model_type == "phi3" {
                     Family::HfPhi3
                 } else {
@@ -377,6 +366,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
             };
             ModelConfig {
                 name,
+                arch,
                 family: Family::HfFalcon,
                 block_size,
                 n_layer,
@@ -421,6 +411,7 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
                 .unwrap_or(0.5);
             ModelConfig {
                 name,
+                arch,
                 family: Family::HfPhi,
                 block_size,
                 n_layer,

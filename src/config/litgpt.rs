@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
-use super::{Family, MlpKind, ModelConfig, NormKind, RopeScaling};
+use super::{Arch, Family, MlpKind, ModelConfig, NormKind, RopeScaling};
 use crate::error::{Error, Result};
 
 /// Typed access to a YAML/JSON-like mapping that remembers which keys were read.
@@ -334,8 +334,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
     }
 
     let rope_n_elem = (rotary_percentage * head_size as f64) as usize;
-    Ok(ModelConfig {
+    let mut cfg = ModelConfig {
         name,
+        // (Decided from the structure below: LitGPT configs name the model, not its kind.)
+        arch: Arch::Llama,
         family: Family::LitGpt,
         block_size,
         n_layer,
@@ -374,5 +376,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<ModelConfig> {
             no_norm_2,
             norm_qk_all_heads,
         },
-    })
+    };
+    cfg.arch = Arch::from_structure(&cfg);
+    Ok(cfg)
 }

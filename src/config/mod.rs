@@ -4,10 +4,13 @@
 //! Anything the model cannot honour is an [`Error::UnsupportedConfig`] naming the field, never
 //! silently different output.
 
+mod arch;
 mod hf;
 mod litgpt;
 
 use std::path::Path;
+
+pub use arch::Arch;
 
 use crate::error::{Error, Result};
 
@@ -68,7 +71,9 @@ pub enum Family {
 pub struct ModelConfig {
     /// Model name (LitGPT `name`; for HF the directory name). Drives prompt style and BOS rules.
     pub name: String,
-    /// Name table to use for the weights.
+    /// The architecture (decided when the config was read).
+    pub arch: Arch,
+    /// The layout of the stored tensor names (LitGPT's, or a Hugging Face family's).
     pub family: Family,
     /// Maximum context length.
     pub block_size: usize,
@@ -194,35 +199,9 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// The architecture family in words (`Llama`, `GPT-NeoX`, `Gemma 2`, ...), from the structure.
+    /// The architecture in words (`Llama`, `GPT-NeoX`, `Gemma 2`, ...): [`Arch::name`].
     pub fn family_name(&self) -> &'static str {
-        let gemma = matches!(self.norm, NormKind::RmsNorm { unit_offset: true })
-            || self.mlp == MlpKind::Gemma;
-        if self.extras.norm_qk_all_heads {
-            "OLMo-2"
-        } else if gemma && self.extras.post_attention_norm {
-            "Gemma 2"
-        } else if gemma {
-            "Gemma"
-        } else if self.family == Family::HfPhi3 || self.name.starts_with("Phi-3") {
-            "Phi-3"
-        } else if self.mlp == MlpKind::GptNeox && !self.mlp_bias {
-            "Falcon"
-        } else if self.shared_attention_norm {
-            "Phi"
-        } else if self.mlp == MlpKind::GptNeox {
-            "GPT-NeoX"
-        } else if self.norm_qk {
-            "Qwen3"
-        } else if self.norm == NormKind::LayerNorm {
-            "StableLM"
-        } else if self.qkv_bias && !self.attn_out_bias {
-            "Qwen2"
-        } else if self.sliding_window.is_some() {
-            "Mistral"
-        } else {
-            "Llama"
-        }
+        self.arch.name()
     }
 
     /// Every feature that differs from a plain pre-norm multi-head transformer, in words.
