@@ -206,3 +206,49 @@ fn llama_adapter_and_lora_do_not_mix() {
         "{err}"
     );
 }
+
+/// A LLaMA-Adapter whose parts do not fit the model (a caller can build one: `Adapter`'s fields
+/// are public) is refused before anything changes: the model's logits stay the base's.
+#[test]
+fn misfit_llama_adapter_parts_change_nothing() {
+    let base = fixtures().join("models/llama/lit");
+    let plan = ModelBuilder::new().base(base).plan().unwrap();
+    let mut model = plan.build::<B>(&Default::default()).unwrap();
+    let cfg = plan.checkpoint.config.clone();
+    let good = adapters::load(
+        &fixtures().join("adapters/litgpt-adapter-v2-llama/final"),
+        None,
+        &cfg,
+        None,
+    )
+    .unwrap();
+    let ids = [1u32, 5, 9, 3];
+    let before = logits(&model, &ids, false);
+    let mut cases: Vec<(&str, graftlm::Adapter)> = Vec::new();
+    let mut a = good.clone();
+    let (_, gate) = a.llama.prefix.values_mut().next().unwrap();
+    gate.pop();
+    cases.push(("gating_factor", a));
+    let mut a = good.clone();
+    let (layer, part) = a.llama.prefix.pop_last().unwrap();
+    a.llama.prefix.insert(layer + cfg.n_layer, part);
+    cases.push(("layer", a));
+    let mut a = good.clone();
+    let (wte, _) = a.llama.prefix.values_mut().next().unwrap();
+    wte.data.pop();
+    cases.push(("adapter_wte", a));
+    let mut a = good.clone();
+    let (_, (_, bias)) = a.llama.affine.iter_mut().next().unwrap();
+    bias.push(0.0);
+    cases.push(("adapter_bias", a));
+    for (what, bad) in cases {
+        for mode in [Mode::Separate, Mode::Merged] {
+            let err = model.attach(&bad, 1.0, mode).unwrap_err();
+            assert!(err.to_string().contains(what), "{what}: {err}");
+            assert!(model.grafts().is_empty(), "{what}");
+            assert_eq!(logits(&model, &ids, false), before, "{what} {mode:?}");
+        }
+    }
+    model.attach(&good, 1.0, Mode::Separate).unwrap();
+    assert_ne!(logits(&model, &ids, false), before);
+}

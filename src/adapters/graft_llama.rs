@@ -28,7 +28,41 @@ impl<B: ModelBackend> Model<B> {
         }
         let parts = &adapter.llama;
         // Check everything first.
-        for (norm, (w, _)) in &parts.norms {
+        self.check_llama(adapter)?;
+        let name: Arc<str> = Arc::from(adapter.name.as_str());
+        let info = GraftInfo {
+            name: adapter.name.clone(),
+            source: adapter.path.display().to_string(),
+            format: adapter.format.as_str().to_string(),
+            step: adapter.step,
+            scale: 1.0,
+            active: true,
+            merged: mode == Mode::Merged,
+            linears: parts.affine.keys().cloned().collect(),
+            norms: parts.norms.keys().cloned().collect(),
+            prefix_layers: parts.prefix.keys().copied().collect(),
+        };
+        if let Err(e) = self.graft_llama(adapter, &name, mode) {
+            // (Only reading the prefix's keys back from the device can fail here: take out
+            // whatever went in, so a failed attach leaves the model as it was.)
+            self.detach_llama(&info);
+            return Err(e);
+        }
+        self.grafts_mut().push(info);
+        Ok(())
+    }
+
+    /// Every check of [`Model::attach_llama`], before anything changes: the norms, linears and
+    /// layers exist, and every tensor has the shape its place needs.
+    fn check_llama(&mut self, adapter: &Adapter) -> Result<()> {
+        let parts = &adapter.llama;
+        let shape = |name: String, expected: Vec<usize>, found: Vec<usize>| Error::ShapeMismatch {
+            path: adapter.path.clone(),
+            name,
+            expected,
+            found,
+        };
+        for (norm, (w, b)) in &parts.norms {
             let n = self
                 .norm_mut(norm)
                 .ok_or_else(|| Error::UnexpectedTensors {
@@ -37,31 +71,72 @@ impl<B: ModelBackend> Model<B> {
                     examples: format!("a trained `{norm}`, which this model does not have"),
                 })?;
             if n.size() != w.data.len() {
-                return Err(Error::ShapeMismatch {
-                    path: adapter.path.clone(),
-                    name: format!("{norm}.weight"),
-                    expected: vec![n.size()],
-                    found: w.shape.clone(),
-                });
+                return Err(shape(
+                    format!("{norm}.weight"),
+                    vec![n.size()],
+                    w.shape.clone(),
+                ));
+            }
+            if let Some(b) = b.as_ref().filter(|b| b.data.len() != n.size()) {
+                return Err(shape(
+                    format!("{norm}.bias"),
+                    vec![n.size()],
+                    b.shape.clone(),
+                ));
             }
         }
-        for (lin, (s, _)) in &parts.affine {
+        for (lin, (s, b)) in &parts.affine {
             let l = self
                 .linear(lin)
                 .ok_or_else(|| Error::invalid("adapter", format!("no linear `{lin}`")))?;
             if l.out_features() != s.len() {
-                return Err(Error::ShapeMismatch {
-                    path: adapter.path.clone(),
-                    name: format!("{lin}.adapter_scale"),
-                    expected: vec![l.out_features()],
-                    found: vec![s.len()],
-                });
+                return Err(shape(
+                    format!("{lin}.adapter_scale"),
+                    vec![l.out_features()],
+                    vec![s.len()],
+                ));
+            }
+            if b.len() != s.len() {
+                return Err(shape(
+                    format!("{lin}.adapter_bias"),
+                    vec![l.out_features()],
+                    vec![b.len()],
+                ));
             }
         }
-        let name: Arc<str> = Arc::from(adapter.name.as_str());
+        let cfg = self.config();
+        for (&i, (wte, gate)) in &parts.prefix {
+            if i >= cfg.n_layer {
+                return Err(Error::invalid(
+                    "adapter",
+                    format!("a prefix for layer {i}; the model has {}", cfg.n_layer),
+                ));
+            }
+            let len = wte.shape.first().copied().unwrap_or(0);
+            if wte.shape != [len, cfg.n_embd] || wte.data.len() != len * cfg.n_embd {
+                return Err(shape(
+                    format!("transformer.h.{i}.attn.adapter_wte.weight"),
+                    vec![len, cfg.n_embd],
+                    wte.shape.clone(),
+                ));
+            }
+            if gate.len() != cfg.n_head {
+                return Err(shape(
+                    format!("transformer.h.{i}.attn.gating_factor"),
+                    vec![1, cfg.n_head, 1, 1],
+                    vec![gate.len()],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Swaps in the norms, installs the affine corrections and the prefixes (all checked).
+    fn graft_llama(&mut self, adapter: &Adapter, name: &Arc<str>, mode: Mode) -> Result<()> {
+        let parts = &adapter.llama;
         for (norm, (w, b)) in &parts.norms {
             if let Some(n) = self.norm_mut(norm) {
-                n.replace(&name, w, b.as_ref());
+                n.replace(name, w, b.as_ref());
             }
         }
         for (lin, (s, b)) in &parts.affine {
@@ -118,18 +193,6 @@ impl<B: ModelBackend> Model<B> {
                 }
             }
         }
-        self.grafts_mut().push(GraftInfo {
-            name: adapter.name.clone(),
-            source: adapter.path.display().to_string(),
-            format: adapter.format.as_str().to_string(),
-            step: adapter.step,
-            scale: 1.0,
-            active: true,
-            merged: mode == Mode::Merged,
-            linears: parts.affine.keys().cloned().collect(),
-            norms: parts.norms.keys().cloned().collect(),
-            prefix_layers: parts.prefix.keys().copied().collect(),
-        });
         Ok(())
     }
 
