@@ -15,6 +15,7 @@ use burn::prelude::*;
 use super::lora::Adapter;
 use super::Mode;
 use crate::backend::ModelBackend;
+use crate::config::LinearId;
 use crate::error::{Error, Result};
 use crate::model::logits_to_vec;
 use crate::model::{GraftInfo, Model, Prefix};
@@ -151,7 +152,7 @@ impl<B: ModelBackend> Model<B> {
         for (&i, (wte, gate)) in &parts.prefix {
             let len = wte.shape[0];
             let qkv = self
-                .linear(&format!("transformer.h.{i}.attn.qkv"))
+                .linear_at(LinearId::Qkv(i))
                 .ok_or_else(|| Error::invalid("adapter", format!("layer {i} does not exist")))?;
             let x = Tensor::<B, 2>::from_data(
                 TensorData::new(wte.data.clone(), [len, cfg.n_embd]),

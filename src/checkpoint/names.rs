@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::weights::{HostTensor, Values, WeightFiles};
-use crate::config::{Family, MlpKind, ModelConfig, NormKind};
+use crate::config::{Family, LinearId, MlpKind, ModelConfig, NormKind};
 use crate::error::{Error, Result};
 
 /// Where a parameter comes from.
@@ -579,20 +579,20 @@ pub fn neox_to_grouped(
 pub fn linears(cfg: &ModelConfig) -> Vec<(String, [usize; 2])> {
     let e = cfg.n_embd;
     let mut v = Vec::new();
+    let mut push = |id: LinearId, shape: [usize; 2]| v.push((id.to_string(), shape));
     for i in 0..cfg.n_layer {
-        let p = format!("transformer.h.{i}");
-        v.push((format!("{p}.attn.qkv"), [cfg.qkv_size(), e]));
-        v.push((format!("{p}.attn.proj"), [e, cfg.n_head * cfg.head_size]));
+        push(LinearId::Qkv(i), [cfg.qkv_size(), e]);
+        push(LinearId::Proj(i), [e, cfg.n_head * cfg.head_size]);
         match cfg.mlp {
-            MlpKind::GptNeox => v.push((format!("{p}.mlp.fc"), [cfg.intermediate_size, e])),
+            MlpKind::GptNeox => push(LinearId::Fc(i), [cfg.intermediate_size, e]),
             MlpKind::Llama | MlpKind::Gemma => {
-                v.push((format!("{p}.mlp.fc_1"), [cfg.intermediate_size, e]));
-                v.push((format!("{p}.mlp.fc_2"), [cfg.intermediate_size, e]));
+                push(LinearId::Gate(i), [cfg.intermediate_size, e]);
+                push(LinearId::Up(i), [cfg.intermediate_size, e]);
             }
         }
-        v.push((format!("{p}.mlp.proj"), [e, cfg.intermediate_size]));
+        push(LinearId::MlpProj(i), [e, cfg.intermediate_size]);
     }
-    v.push(("lm_head".to_string(), [cfg.padded_vocab_size, e]));
+    push(LinearId::Head, [cfg.padded_vocab_size, e]);
     v
 }
 

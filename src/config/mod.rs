@@ -6,11 +6,13 @@
 
 mod arch;
 mod hf;
+mod ids;
 mod litgpt;
 
 use std::path::Path;
 
 pub use arch::Arch;
+pub use ids::LinearId;
 
 use crate::error::{Error, Result};
 

@@ -7,6 +7,7 @@ use burn::tensor::activation::softmax;
 
 use std::sync::Arc;
 
+use super::build::Loader;
 use super::linear::{Linear, RowGrafts};
 use super::norm::Norm;
 use super::rope::Rope;
@@ -14,6 +15,8 @@ use crate::backend::ops::{AttentionSpec, Heads};
 use crate::backend::reference::scores;
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
+use crate::config::LinearId;
+use crate::error::Result;
 
 /// The attention of one block.
 #[derive(Debug, Clone)]
@@ -49,6 +52,39 @@ pub struct Prefix<B: ModelBackend> {
 }
 
 impl<B: ModelBackend> Attention<B> {
+    /// Block `i`'s attention from `ld`: the fused q/k/v and output projections, the q/k norms
+    /// where the config has them, and the heads, window, soft-cap and score scale it says.
+    pub(crate) fn load(ld: &mut Loader<'_, '_, B>, i: usize) -> Result<Self> {
+        let cfg = ld.cfg;
+        let qkv = ld.linear(LinearId::Qkv(i), cfg.qkv_bias)?;
+        let proj = ld.linear(LinearId::Proj(i), cfg.attn_out_bias)?;
+        let norm_qk = if cfg.norm_qk {
+            Some((
+                ld.norm(&format!("transformer.h.{i}.attn.norm_q"))?,
+                ld.norm(&format!("transformer.h.{i}.attn.norm_k"))?,
+            ))
+        } else {
+            None
+        };
+        let scores_scalar = cfg
+            .extras
+            .attention_scores_scalar
+            .unwrap_or(cfg.head_size as f64);
+        Ok(Self {
+            qkv,
+            proj,
+            n_head: cfg.n_head,
+            n_kv: cfg.n_query_groups,
+            head_size: cfg.head_size,
+            window: cfg.window_of(i),
+            softcap: cfg.extras.attention_softcap,
+            scale: 1.0 / scores_scalar.sqrt(),
+            prefix: None,
+            norm_qk,
+            norm_qk_all_heads: cfg.extras.norm_qk_all_heads,
+        })
+    }
+
     /// `x`: `[1, t, n_embd]` for positions `cache.len()..cache.len() + t`.
     pub fn forward(
         &self,

@@ -3,9 +3,11 @@
 
 use burn::prelude::*;
 
+use super::build::Loader;
 use super::{Attention, Mlp, Norm, Rope, RowGrafts};
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
+use crate::error::Result;
 
 /// One transformer block.
 #[derive(Debug, Clone)]
@@ -25,6 +27,41 @@ pub struct Block<B: ModelBackend> {
 }
 
 impl<B: ModelBackend> Block<B> {
+    /// Block `i` from `ld` (its norms, attention and MLP, as the config says it has them).
+    pub(crate) fn load(ld: &mut Loader<'_, '_, B>, i: usize) -> Result<Self> {
+        let cfg = ld.cfg;
+        let p = format!("transformer.h.{i}");
+        let mut norm_if = |has: bool, name: &str| -> Result<Option<Norm<B>>> {
+            match has {
+                true => Ok(Some(ld.norm(&format!("{p}.{name}"))?)),
+                false => Ok(None),
+            }
+        };
+        let norm_1 = norm_if(!cfg.extras.no_norm_1, "norm_1")?;
+        let norm_2 = norm_if(
+            !(cfg.shared_attention_norm || cfg.extras.no_norm_2),
+            "norm_2",
+        )?;
+        let attn = Attention::load(ld, i)?;
+        let mlp = Mlp::load(ld, i)?;
+        let mut norm_if = |has: bool, name: &str| -> Result<Option<Norm<B>>> {
+            match has {
+                true => Ok(Some(ld.norm(&format!("{p}.{name}"))?)),
+                false => Ok(None),
+            }
+        };
+        Ok(Self {
+            norm_1,
+            attn,
+            norm_2,
+            shared_attention_norm: cfg.shared_attention_norm,
+            mlp,
+            parallel_residual: cfg.parallel_residual,
+            post_attention_norm: norm_if(cfg.extras.post_attention_norm, "post_attention_norm")?,
+            post_mlp_norm: norm_if(cfg.extras.post_mlp_norm, "post_mlp_norm")?,
+        })
+    }
+
     /// `x`: `[1, t, e]` with one cache or `[n, 1, e]` with `n` (see [`Attention::forward_batch`]).
     pub(super) fn forward(
         &self,

@@ -3,10 +3,12 @@
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate};
 
+use super::build::Loader;
 use super::linear::{Linear, RowGrafts};
 use crate::backend::ops::Gate;
 use crate::backend::ModelBackend;
-use crate::config::MlpKind;
+use crate::config::{LinearId, MlpKind};
+use crate::error::Result;
 
 /// The MLP of one block.
 #[derive(Debug, Clone)]
@@ -21,6 +23,26 @@ pub struct Mlp<B: ModelBackend> {
 }
 
 impl<B: ModelBackend> Mlp<B> {
+    /// Block `i`'s MLP from `ld`: `fc` and `proj` (GPT-NeoX), or gate, up and `proj`.
+    pub(crate) fn load(ld: &mut Loader<'_, '_, B>, i: usize) -> Result<Self> {
+        let cfg = ld.cfg;
+        let bias = cfg.mlp_bias;
+        let (fc_1, fc_2) = match cfg.mlp {
+            MlpKind::GptNeox => (ld.linear(LinearId::Fc(i), bias)?, None),
+            MlpKind::Llama | MlpKind::Gemma => (
+                ld.linear(LinearId::Gate(i), bias)?,
+                Some(ld.linear(LinearId::Up(i), bias)?),
+            ),
+        };
+        Ok(Self {
+            kind: cfg.mlp,
+            gelu_tanh: cfg.gelu_tanh,
+            fc_1,
+            fc_2,
+            proj: ld.linear(LinearId::MlpProj(i), bias)?,
+        })
+    }
+
     fn gelu(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         if self.gelu_tanh {
             gelu_approximate(x)

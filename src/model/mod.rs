@@ -27,7 +27,7 @@ pub(crate) use rope::Rope;
 
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
-use crate::config::ModelConfig;
+use crate::config::{LinearId, ModelConfig};
 use crate::error::{Error, Result};
 
 /// What has been grafted onto a model through its [`Linear`] seam (bookkeeping only; the numbers
@@ -152,9 +152,14 @@ impl<B: ModelBackend> Model<B> {
     }
 
     /// The linear layer with internal name `name` (`transformer.h.3.attn.qkv`, `lm_head`, ...;
-    /// see `checkpoint::names::linears`).
+    /// see [`LinearId`]).
     pub(crate) fn linear_mut(&mut self, name: &str) -> Option<&mut Linear<B>> {
-        if name == "lm_head" {
+        self.linear_at_mut(LinearId::parse(name)?)
+    }
+
+    /// The linear layer `id` (mutable).
+    pub(crate) fn linear_at_mut(&mut self, id: LinearId) -> Option<&mut Linear<B>> {
+        if id == LinearId::Head {
             // The head may be about to change (an adapter attached or merged): the embedding it
             // stood in for keeps the base values.
             if self.wte.is_none() {
@@ -163,16 +168,15 @@ impl<B: ModelBackend> Model<B> {
             }
             return Some(&mut self.lm_head);
         }
-        let rest = name.strip_prefix("transformer.h.")?;
-        let (i, part) = rest.split_once('.')?;
-        let block = self.blocks.get_mut(i.parse::<usize>().ok()?)?;
-        match part {
-            "attn.qkv" => Some(&mut block.attn.qkv),
-            "attn.proj" => Some(&mut block.attn.proj),
-            "mlp.fc" if block.mlp.fc_2.is_none() => Some(&mut block.mlp.fc_1),
-            "mlp.fc_1" if block.mlp.fc_2.is_some() => Some(&mut block.mlp.fc_1),
-            "mlp.fc_2" => block.mlp.fc_2.as_mut(),
-            "mlp.proj" => Some(&mut block.mlp.proj),
+        let block = self.blocks.get_mut(id.layer()?)?;
+        let gated = block.mlp.fc_2.is_some();
+        match id {
+            LinearId::Qkv(_) => Some(&mut block.attn.qkv),
+            LinearId::Proj(_) => Some(&mut block.attn.proj),
+            LinearId::Fc(_) if !gated => Some(&mut block.mlp.fc_1),
+            LinearId::Gate(_) if gated => Some(&mut block.mlp.fc_1),
+            LinearId::Up(_) => block.mlp.fc_2.as_mut(),
+            LinearId::MlpProj(_) => Some(&mut block.mlp.proj),
             _ => None,
         }
     }
@@ -197,21 +201,25 @@ impl<B: ModelBackend> Model<B> {
         }
     }
 
-    /// The linear layer with internal name `name`.
+    /// The linear layer with internal name `name` (`transformer.h.3.attn.qkv`, `lm_head`, ...).
     pub fn linear(&self, name: &str) -> Option<&Linear<B>> {
-        if name == "lm_head" {
+        self.linear_at(LinearId::parse(name)?)
+    }
+
+    /// The linear layer `id`.
+    pub(crate) fn linear_at(&self, id: LinearId) -> Option<&Linear<B>> {
+        if id == LinearId::Head {
             return Some(&self.lm_head);
         }
-        let rest = name.strip_prefix("transformer.h.")?;
-        let (i, part) = rest.split_once('.')?;
-        let block = self.blocks.get(i.parse::<usize>().ok()?)?;
-        match part {
-            "attn.qkv" => Some(&block.attn.qkv),
-            "attn.proj" => Some(&block.attn.proj),
-            "mlp.fc" if block.mlp.fc_2.is_none() => Some(&block.mlp.fc_1),
-            "mlp.fc_1" if block.mlp.fc_2.is_some() => Some(&block.mlp.fc_1),
-            "mlp.fc_2" => block.mlp.fc_2.as_ref(),
-            "mlp.proj" => Some(&block.mlp.proj),
+        let block = self.blocks.get(id.layer()?)?;
+        let gated = block.mlp.fc_2.is_some();
+        match id {
+            LinearId::Qkv(_) => Some(&block.attn.qkv),
+            LinearId::Proj(_) => Some(&block.attn.proj),
+            LinearId::Fc(_) if !gated => Some(&block.mlp.fc_1),
+            LinearId::Gate(_) if gated => Some(&block.mlp.fc_1),
+            LinearId::Up(_) => block.mlp.fc_2.as_ref(),
+            LinearId::MlpProj(_) => Some(&block.mlp.proj),
             _ => None,
         }
     }
