@@ -1,6 +1,7 @@
 //! Tests of the name table and of reading parameters through it.
 
 use super::*;
+use crate::checkpoint::WeightFiles;
 
 /// A tied checkpoint without a stored head reads the embedding once, and so does a LitGPT
 /// file whose head was saved as a view of the embedding's storage (`convert_hf_checkpoint`
