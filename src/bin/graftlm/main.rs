@@ -1,6 +1,5 @@
 //! The `graftlm` command-line program. Its flags and `--json` output are a stable contract.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -9,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod batch;
 mod chat;
+mod generate;
 mod input;
 mod inspect;
 use graftlm::adapters::StepChoice;
@@ -279,92 +279,6 @@ fn on_backend(job: impl OnBackend) -> Result<()> {
     }
 }
 
-impl OnBackend for GenerateArgs {
-    fn backend(&self) -> Option<&str> {
-        self.gen.backend.as_deref()
-    }
-    fn run<B: ModelBackend>(self, device: &B::Device, backend: &str) -> Result<()> {
-        generate_on::<B>(self, device, backend)
-    }
-}
-
-fn generate_on<B: ModelBackend>(a: GenerateArgs, device: &B::Device, backend: &str) -> Result<()> {
-    let mut t0 = Instant::now();
-    let setup = a.gen.setup(&a.model, a.merge)?;
-    let prompt = match a.prompt {
-        Some(p) => p,
-        None => {
-            // The time spent waiting for standard input is not the model's.
-            let waiting = Instant::now();
-            let p = input::read_stdin(input::input_limit(setup.plan.checkpoint.config.block_size))?;
-            t0 += waiting.elapsed();
-            p
-        }
-    };
-    let styled = setup.styled(&prompt, a.gen.sys_prompt.as_deref());
-    let Setup {
-        plan,
-        tokenizer,
-        style,
-    } = setup;
-    let ckpt = plan.checkpoint.clone();
-    let ids = tokenizer.encode(&styled)?;
-    if ids.is_empty() {
-        return Err(Error::EmptyPrompt);
-    }
-    let opts = a.gen.options()?;
-    let total = ids.len() + opts.max_new_tokens;
-    if total > ckpt.config.block_size {
-        return Err(Error::ContextOverflow {
-            prompt_tokens: ids.len(),
-            max_new_tokens: opts.max_new_tokens,
-            total,
-            block_size: ckpt.config.block_size,
-        });
-    }
-    let model = plan.build::<B>(device)?;
-    let load_s = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    let stdout = std::io::stdout();
-    let json = a.json;
-    let out = graftlm::generate(&model, &tokenizer, &ids, &opts, &mut |piece| {
-        if !json {
-            let mut lock = stdout.lock();
-            let _ = lock.write_all(piece.as_bytes());
-            let _ = lock.flush();
-        }
-        true
-    })?;
-    let gen_s = t1.elapsed().as_secs_f64();
-    let n = out.generated_ids.len();
-    if json {
-        let v = serde_json::json!({
-            "checkpoint": ckpt.dir.display().to_string(),
-            "backend": backend,
-            "prompt_style": style.as_ref().map(|s| s.name()),
-            "prompt": styled,
-            "prompt_ids": out.prompt_ids,
-            "generated_ids": out.generated_ids,
-            "text": out.text,
-            "stop_reason": out.stop_reason.as_str(),
-            "base": ckpt.dir.display().to_string(),
-            "base_from": plan.base_from,
-            "adapters": adapters_json(&model),
-            "merged": a.merge,
-            "seconds": {"load": load_s, "generate": gen_s},
-        });
-        println!("{v}");
-    } else {
-        println!();
-        eprintln!(
-            "[{n} tokens in {gen_s:.2} s ({:.1} tokens/s) on {backend}; load {load_s:.2} s; stop: {}]",
-            n as f64 / gen_s.max(1e-9),
-            out.stop_reason.as_str()
-        );
-    }
-    Ok(())
-}
-
 fn run_chat(a: ChatArgs) -> Result<()> {
     let mut plan = plan(&a.model, a.merge)?;
     plan.weight_dtype = a.weight_dtype;
@@ -464,17 +378,4 @@ fn plan(m: &ModelArgs, merge: bool) -> Result<graftlm::Plan> {
         b = b.adapter(spec);
     }
     b.plan()
-}
-
-fn adapters_json<B: ModelBackend>(model: &graftlm::Model<B>) -> serde_json::Value {
-    model
-        .grafts()
-        .iter()
-        .map(|g| {
-            serde_json::json!({
-                "name": g.name, "path": g.source, "format": g.format, "step": g.step,
-                "scale": g.scale, "active": g.active, "merged": g.merged,
-            })
-        })
-        .collect()
 }
