@@ -65,6 +65,18 @@ pub struct AttentionSpec {
     pub window: Option<usize>,
 }
 
+impl AttentionSpec {
+    /// The scale, soft-cap and window of `heads`, for queries from position `pos` on.
+    pub fn of(heads: &Heads, pos: usize) -> Self {
+        Self {
+            scale: heads.scale,
+            softcap: heads.softcap,
+            pos,
+            window: heads.window,
+        }
+    }
+}
+
 /// RoPE tables `[positions, n]` (`cos`, `sin`) covering at least the positions rotated, and `n`,
 /// the rotated dimensions of each head (even, at most the head size).
 pub struct RopeTables<B: Backend> {

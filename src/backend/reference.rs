@@ -189,12 +189,7 @@ pub(crate) fn attend_qkv<B: ModelOps>(
         (B::rope(q, rope, pos), B::rope(k, rope, pos))
     };
     let (k, v) = append(k, v);
-    let spec = AttentionSpec {
-        scale: heads.scale,
-        softcap: heads.softcap,
-        pos,
-        window: heads.window,
-    };
+    let spec = AttentionSpec::of(&heads, pos);
     B::causal_attention(q, k, v, spec)
         .swap_dims(1, 2)
         .reshape([b, t, nh * hs])

@@ -31,25 +31,13 @@ impl<B: ModelBackend> Block<B> {
     pub(crate) fn load(ld: &mut Loader<'_, '_, B>, i: usize) -> Result<Self> {
         let cfg = ld.cfg;
         let p = format!("transformer.h.{i}");
-        let mut norm_if = |has: bool, name: &str| -> Result<Option<Norm<B>>> {
-            match has {
-                true => Ok(Some(ld.norm(&format!("{p}.{name}"))?)),
-                false => Ok(None),
-            }
-        };
-        let norm_1 = norm_if(!cfg.extras.no_norm_1, "norm_1")?;
-        let norm_2 = norm_if(
-            !(cfg.shared_attention_norm || cfg.extras.no_norm_2),
-            "norm_2",
-        )?;
+        let norm_1 = ld.norm_if(!cfg.extras.no_norm_1, &format!("{p}.norm_1"))?;
+        let no_norm_2 = cfg.shared_attention_norm || cfg.extras.no_norm_2;
+        let norm_2 = ld.norm_if(!no_norm_2, &format!("{p}.norm_2"))?;
         let attn = Attention::load(ld, i)?;
         let mlp = Mlp::load(ld, i)?;
-        let mut norm_if = |has: bool, name: &str| -> Result<Option<Norm<B>>> {
-            match has {
-                true => Ok(Some(ld.norm(&format!("{p}.{name}"))?)),
-                false => Ok(None),
-            }
-        };
+        let post_attention = format!("{p}.post_attention_norm");
+        let post_mlp = format!("{p}.post_mlp_norm");
         Ok(Self {
             norm_1,
             attn,
@@ -57,8 +45,8 @@ impl<B: ModelBackend> Block<B> {
             shared_attention_norm: cfg.shared_attention_norm,
             mlp,
             parallel_residual: cfg.parallel_residual,
-            post_attention_norm: norm_if(cfg.extras.post_attention_norm, "post_attention_norm")?,
-            post_mlp_norm: norm_if(cfg.extras.post_mlp_norm, "post_mlp_norm")?,
+            post_attention_norm: ld.norm_if(cfg.extras.post_attention_norm, &post_attention)?,
+            post_mlp_norm: ld.norm_if(cfg.extras.post_mlp_norm, &post_mlp)?,
         })
     }
 

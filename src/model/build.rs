@@ -192,6 +192,15 @@ impl<B: ModelBackend> Loader<'_, '_, B> {
         }
     }
 
+    /// [`Loader::norm`] where the config has the norm (`has`), else `None`.
+    pub(crate) fn norm_if(&mut self, has: bool, prefix: &str) -> Result<Option<Norm<B>>> {
+        if has {
+            Ok(Some(self.norm(prefix)?))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The norm `{prefix}.weight` (and `{prefix}.bias` for a LayerNorm).
     pub(crate) fn norm(&mut self, prefix: &str) -> Result<Norm<B>> {
         let cfg = self.cfg;

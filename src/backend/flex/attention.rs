@@ -42,12 +42,7 @@ pub(crate) fn attend_qkv(
     }
     // (A cache the kernel cannot read in place: the burn-op attention on the same queries.)
     let q = Tensor::from_data(TensorData::new(q, [1, nh, t, hs]), &dev);
-    let spec = AttentionSpec {
-        scale: heads.scale,
-        softcap: heads.softcap,
-        pos,
-        window: heads.window,
-    };
+    let spec = AttentionSpec::of(&heads, pos);
     reference::attention(q, k_all, v_all, spec)
         .swap_dims(1, 2)
         .reshape([1, t, nh * hs])

@@ -8,36 +8,18 @@ use crate::error::Result;
 
 /// `config.json` of `model_type` `llama` | `mistral` | `qwen2` | `qwen3` | `olmo2`.
 pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let Common {
-        name,
-        arch,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups,
-        padded_vocab_size,
-        intermediate_size,
-        tie_embeddings,
-        rope_scaling,
-        rp_theta,
-        model_type,
-        hidden_act,
-        ..
-    } = c;
-    let olmo2 = model_type == "olmo2";
-    act(f, &hidden_act, &model_type, &["silu"], &[])?;
-    let qwen = model_type == "qwen2";
+    let olmo2 = c.model_type == "olmo2";
+    act(f, &c.hidden_act, &c.model_type, &["silu"], &[])?;
+    let qwen = c.model_type == "qwen2";
     let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
     let mlp_bias = f.bool("mlp_bias")?.unwrap_or(false);
-    let sliding_window = match model_type.as_str() {
+    let sliding_window = match c.model_type.as_str() {
         "mistral" => f.usize("sliding_window")?,
         "qwen2" | "qwen3" => {
             let window = f.usize("sliding_window")?;
             let used = f.bool("use_sliding_window")?.unwrap_or(false);
             let max_window_layers = f.usize("max_window_layers")?.unwrap_or(0);
-            if used && max_window_layers < n_layer {
+            if used && max_window_layers < c.n_layer {
                 return Err(f.err(
                     "use_sliding_window",
                     "per-layer sliding windows are not supported yet",
@@ -57,20 +39,20 @@ pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
         }
     }
     Ok(ModelConfig {
-        name,
-        arch,
+        name: c.name,
+        arch: c.arch,
         family: Family::HfLlama,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups,
-        padded_vocab_size,
+        block_size: c.block_size,
+        n_layer: c.n_layer,
+        n_embd: c.n_embd,
+        n_head: c.n_head,
+        head_size: c.head_size,
+        n_query_groups: c.n_query_groups,
+        padded_vocab_size: c.padded_vocab_size,
         norm: NormKind::RmsNorm { unit_offset: false },
         norm_eps: f.f64("rms_norm_eps")?.unwrap_or(1e-6),
         mlp: MlpKind::Llama,
-        intermediate_size,
+        intermediate_size: c.intermediate_size,
         gelu_tanh: false,
         qkv_bias: attention_bias || qwen,
         attn_out_bias: attention_bias,
@@ -78,14 +60,14 @@ pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
         lm_head_bias: false,
         parallel_residual: false,
         shared_attention_norm: false,
-        rope_n_elem: head_size,
-        rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+        rope_n_elem: c.head_size,
+        rope_base: f.f64("rope_theta")?.or(c.rp_theta).unwrap_or(10000.0),
         rope_condense_ratio: 1,
-        rope_scaling,
+        rope_scaling: c.rope_scaling,
         scale_embeddings: false,
-        tie_embeddings,
+        tie_embeddings: c.tie_embeddings,
         sliding_window,
-        norm_qk: model_type == "qwen3" || olmo2,
+        norm_qk: c.model_type == "qwen3" || olmo2,
         // OLMo-2: norms on the attention and MLP outputs only, q/k norms over all heads.
         extras: Extras {
             post_attention_norm: olmo2,
@@ -100,48 +82,30 @@ pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 
 /// `config.json` of `model_type` `gpt_neox`.
 pub(super) fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let Common {
-        name,
-        arch,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        padded_vocab_size,
-        intermediate_size,
-        tie_embeddings,
-        rope_scaling,
-        rp_theta,
-        rp_partial,
-        hidden_act,
-        model_type,
-        ..
-    } = c;
     let gelu_tanh = act(
         f,
-        &hidden_act,
-        &model_type,
+        &c.hidden_act,
+        &c.model_type,
         &["gelu"],
         &["gelu_new", "gelu_pytorch_tanh"],
     )?;
-    let rotary_pct = f.f64("rotary_pct")?.or(rp_partial).unwrap_or(0.25);
+    let rotary_pct = f.f64("rotary_pct")?.or(c.rp_partial).unwrap_or(0.25);
     let bias = f.bool("attention_bias")?.unwrap_or(true);
     Ok(ModelConfig {
-        name,
-        arch,
+        name: c.name,
+        arch: c.arch,
         family: Family::HfGptNeox,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups: n_head,
-        padded_vocab_size,
+        block_size: c.block_size,
+        n_layer: c.n_layer,
+        n_embd: c.n_embd,
+        n_head: c.n_head,
+        head_size: c.head_size,
+        n_query_groups: c.n_head,
+        padded_vocab_size: c.padded_vocab_size,
         norm: NormKind::LayerNorm,
         norm_eps: f.f64("layer_norm_eps")?.unwrap_or(1e-5),
         mlp: MlpKind::GptNeox,
-        intermediate_size,
+        intermediate_size: c.intermediate_size,
         gelu_tanh,
         qkv_bias: bias,
         attn_out_bias: bias,
@@ -149,16 +113,16 @@ pub(super) fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
         lm_head_bias: false,
         parallel_residual: f.bool("use_parallel_residual")?.unwrap_or(true),
         shared_attention_norm: false,
-        rope_n_elem: (rotary_pct * head_size as f64) as usize,
+        rope_n_elem: (rotary_pct * c.head_size as f64) as usize,
         rope_base: f
             .f64("rotary_emb_base")?
             .or(f.f64("rope_theta")?)
-            .or(rp_theta)
+            .or(c.rp_theta)
             .unwrap_or(10000.0),
         rope_condense_ratio: 1,
-        rope_scaling,
+        rope_scaling: c.rope_scaling,
         scale_embeddings: false,
-        tie_embeddings,
+        tie_embeddings: c.tie_embeddings,
         sliding_window: None,
         norm_qk: false,
         extras: Default::default(),
@@ -167,33 +131,14 @@ pub(super) fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 
 /// `config.json` of `model_type` `gemma` | `gemma2` | `phi3` | `stablelm`.
 pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let Common {
-        name,
-        arch,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups,
-        padded_vocab_size,
-        intermediate_size,
-        tie_embeddings,
-        rope_scaling,
-        rp_theta,
-        rp_partial,
-        hidden_act,
-        model_type,
-        ..
-    } = c;
-    let gemma2 = model_type == "gemma2";
-    let gemma = model_type == "gemma" || gemma2;
-    let stablelm = model_type == "stablelm";
-    // Gemma names its activation `hidden_activation` (older files: `hidden_act`).
+    let gemma2 = c.model_type == "gemma2";
+    let gemma = c.model_type == "gemma" || gemma2;
+    let stablelm = c.model_type == "stablelm";
+    // Gemma names its activation `hidden_activation` (older files: `c.hidden_act`).
     let gelu_tanh = if gemma {
         let a = f
             .string("hidden_activation")?
-            .or(hidden_act.clone())
+            .or(c.hidden_act.clone())
             .unwrap_or_else(|| "gelu_pytorch_tanh".into());
         match a.as_str() {
             "gelu_pytorch_tanh" | "gelu_new" => true,
@@ -201,7 +146,7 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
             other => return Err(f.err("hidden_activation", format!("`{other}` is not supported"))),
         }
     } else {
-        act(f, &hidden_act, &model_type, &["silu"], &[])?;
+        act(f, &c.hidden_act, &c.model_type, &["silu"], &[])?;
         false
     };
     if stablelm && f.bool("qk_layernorm")?.unwrap_or(false) {
@@ -212,7 +157,7 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
     }
     let partial = f
         .f64("partial_rotary_factor")?
-        .or(rp_partial)
+        .or(c.rp_partial)
         .unwrap_or(if stablelm { 0.25 } else { 1.0 });
     let (norm, eps) = if stablelm {
         (
@@ -230,8 +175,8 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
     } else {
         f.bool("attention_bias")?.unwrap_or(false)
     };
-    let sliding_window = if model_type == "phi3" || gemma2 {
-        f.usize("sliding_window")?.filter(|&w| w < block_size)
+    let sliding_window = if c.model_type == "phi3" || gemma2 {
+        f.usize("sliding_window")?.filter(|&w| w < c.block_size)
     } else {
         None
     };
@@ -251,26 +196,26 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
                         .map(|x| x.as_str() == Some("sliding_attention"))
                         .collect::<Vec<bool>>()
                 })
-                .filter(|l| l.len() >= n_layer)
-                .ok_or_else(|| f.err("layer_types", format!("expected {n_layer} entries")))?,
-            None => (0..n_layer).map(|i| i % 2 == 0).collect(),
+                .filter(|l| l.len() >= c.n_layer)
+                .ok_or_else(|| f.err("layer_types", format!("expected {} entries", c.n_layer)))?,
+            None => (0..c.n_layer).map(|i| i % 2 == 0).collect(),
         });
     }
     Ok(ModelConfig {
-        name,
-        arch,
-        family: if model_type == "phi3" {
+        name: c.name,
+        arch: c.arch,
+        family: if c.model_type == "phi3" {
             Family::HfPhi3
         } else {
             Family::HfLlama
         },
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups,
-        padded_vocab_size,
+        block_size: c.block_size,
+        n_layer: c.n_layer,
+        n_embd: c.n_embd,
+        n_head: c.n_head,
+        head_size: c.head_size,
+        n_query_groups: c.n_query_groups,
+        padded_vocab_size: c.padded_vocab_size,
         norm,
         norm_eps: eps,
         mlp: if gemma {
@@ -278,7 +223,7 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
         } else {
             MlpKind::Llama
         },
-        intermediate_size,
+        intermediate_size: c.intermediate_size,
         gelu_tanh,
         qkv_bias,
         attn_out_bias: false,
@@ -286,35 +231,20 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
         lm_head_bias: false,
         parallel_residual: stablelm && f.bool("use_parallel_residual")?.unwrap_or(false),
         shared_attention_norm: false,
-        rope_n_elem: (partial * head_size as f64) as usize,
-        rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+        rope_n_elem: (partial * c.head_size as f64) as usize,
+        rope_base: f.f64("rope_theta")?.or(c.rp_theta).unwrap_or(10000.0),
         rope_condense_ratio: 1,
-        rope_scaling,
+        rope_scaling: c.rope_scaling,
         scale_embeddings: gemma,
-        tie_embeddings,
+        tie_embeddings: c.tie_embeddings,
         sliding_window,
-        norm_qk: model_type == "qwen3",
+        norm_qk: c.model_type == "qwen3",
         extras,
     })
 }
 
 /// `config.json` of `model_type` `falcon`.
 pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let Common {
-        name,
-        arch,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        padded_vocab_size,
-        intermediate_size,
-        tie_embeddings,
-        rope_scaling,
-        rp_theta,
-        ..
-    } = c;
     if f.bool("alibi")?.unwrap_or(false) {
         return Err(f.err("alibi", "ALiBi position biases are not supported"));
     }
@@ -334,27 +264,27 @@ pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
             ));
         }
         let n_ln = f.usize("num_ln_in_parallel_attn")?.unwrap_or(2);
-        (f.usize("num_kv_heads")?.unwrap_or(n_head), n_ln == 1)
+        (f.usize("num_kv_heads")?.unwrap_or(c.n_head), n_ln == 1)
     } else if f.bool("multi_query")?.unwrap_or(true) {
         (1, parallel_attn)
     } else {
-        (n_head, parallel_attn)
+        (c.n_head, parallel_attn)
     };
     Ok(ModelConfig {
-        name,
-        arch,
+        name: c.name,
+        arch: c.arch,
         family: Family::HfFalcon,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
+        block_size: c.block_size,
+        n_layer: c.n_layer,
+        n_embd: c.n_embd,
+        n_head: c.n_head,
+        head_size: c.head_size,
         n_query_groups: groups,
-        padded_vocab_size,
+        padded_vocab_size: c.padded_vocab_size,
         norm: NormKind::LayerNorm,
         norm_eps: f.f64("layer_norm_epsilon")?.unwrap_or(1e-5),
         mlp: MlpKind::GptNeox,
-        intermediate_size,
+        intermediate_size: c.intermediate_size,
         gelu_tanh: false,
         qkv_bias: bias,
         attn_out_bias: bias,
@@ -362,12 +292,12 @@ pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
         lm_head_bias: false,
         parallel_residual: parallel_attn,
         shared_attention_norm: shared,
-        rope_n_elem: head_size,
-        rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+        rope_n_elem: c.head_size,
+        rope_base: f.f64("rope_theta")?.or(c.rp_theta).unwrap_or(10000.0),
         rope_condense_ratio: 1,
-        rope_scaling,
+        rope_scaling: c.rope_scaling,
         scale_embeddings: false,
-        tie_embeddings,
+        tie_embeddings: c.tie_embeddings,
         sliding_window: None,
         norm_qk: false,
         extras: Default::default(),
@@ -376,29 +306,10 @@ pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 
 /// `config.json` of `model_type` `phi`.
 pub(super) fn phi(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let Common {
-        name,
-        arch,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups,
-        padded_vocab_size,
-        intermediate_size,
-        tie_embeddings,
-        rope_scaling,
-        rp_theta,
-        rp_partial,
-        hidden_act,
-        model_type,
-        ..
-    } = c;
     let gelu_tanh = act(
         f,
-        &hidden_act,
-        &model_type,
+        &c.hidden_act,
+        &c.model_type,
         &["gelu"],
         &["gelu_new", "gelu_pytorch_tanh"],
     )?;
@@ -410,23 +321,23 @@ pub(super) fn phi(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
     }
     let partial = f
         .f64("partial_rotary_factor")?
-        .or(rp_partial)
+        .or(c.rp_partial)
         .unwrap_or(0.5);
     Ok(ModelConfig {
-        name,
-        arch,
+        name: c.name,
+        arch: c.arch,
         family: Family::HfPhi,
-        block_size,
-        n_layer,
-        n_embd,
-        n_head,
-        head_size,
-        n_query_groups,
-        padded_vocab_size,
+        block_size: c.block_size,
+        n_layer: c.n_layer,
+        n_embd: c.n_embd,
+        n_head: c.n_head,
+        head_size: c.head_size,
+        n_query_groups: c.n_query_groups,
+        padded_vocab_size: c.padded_vocab_size,
         norm: NormKind::LayerNorm,
         norm_eps: f.f64("layer_norm_eps")?.unwrap_or(1e-5),
         mlp: MlpKind::GptNeox,
-        intermediate_size,
+        intermediate_size: c.intermediate_size,
         gelu_tanh,
         qkv_bias: true,
         attn_out_bias: true,
@@ -434,12 +345,12 @@ pub(super) fn phi(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
         lm_head_bias: true,
         parallel_residual: true,
         shared_attention_norm: true,
-        rope_n_elem: (partial * head_size as f64) as usize,
-        rope_base: f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0),
+        rope_n_elem: (partial * c.head_size as f64) as usize,
+        rope_base: f.f64("rope_theta")?.or(c.rp_theta).unwrap_or(10000.0),
         rope_condense_ratio: 1,
-        rope_scaling,
+        rope_scaling: c.rope_scaling,
         scale_embeddings: false,
-        tie_embeddings,
+        tie_embeddings: c.tie_embeddings,
         sliding_window: None,
         norm_qk: false,
         extras: Default::default(),
