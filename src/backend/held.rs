@@ -1,12 +1,10 @@
 //! A weight as a burn tensor holds it: row-major or panels ([`crate::kernels::panels`]),
-//! converted both ways, columns gathered from either, and any held dtype read as f32.
+//! converted both ways, and any held dtype read as f32.
 
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use super::ops::ModelOps;
-use crate::kernels::panels::{from_panels_of, to_panels_of, WeightShape, PANEL};
-use crate::kernels::weight::{Held, Weight};
+use crate::kernels::panels::{from_panels_of, to_panels_of, PANEL};
 
 /// A held row-major `[k, n]` tensor (f32, bf16 or f16) as panels `[⌈n/16⌉·k, 16]` of the same
 /// dtype.
@@ -66,46 +64,6 @@ fn relayout<B: Backend>(
     let wide = host_f32(t);
     drop(data);
     Tensor::from_data(TensorData::new(f32s(&wide), shape), &dev)
-}
-
-/// Columns `ids` of a `[k, n]` weight held in `t` as `shape` says, as f32 rows `[ids.len(), k]`
-/// (the embedding lookup of a model whose head serves as its embedding).
-pub(crate) fn columns_of<B: ModelOps>(
-    t: &Tensor<B, 2>,
-    shape: WeightShape,
-    ids: &[u32],
-) -> Tensor<B, 2> {
-    fn gather<W: Weight>(w: &[W], shape: WeightShape, ids: &[u32], out: &mut [f32]) {
-        for (&j, row) in ids.iter().zip(out.chunks_mut(shape.k)) {
-            for (i, o) in row.iter_mut().enumerate() {
-                *o = w[shape.at(i, j as usize)].to_f32();
-            }
-        }
-    }
-    let k = shape.k;
-    if k == 0 {
-        return Tensor::from_data(
-            TensorData::new(Vec::<f32>::new(), [ids.len(), 0]),
-            &t.device(),
-        );
-    }
-    let mut out = vec![0f32; ids.len() * k];
-    // In place where the backend can read the held weight (no f32 copy of a whole embedding).
-    let read = B::read_held(t, |h| {
-        if h.len() != shape.len() {
-            return false;
-        }
-        match h {
-            Held::F32(w) => gather(w, shape, ids, &mut out),
-            Held::Bf16(w) => gather(w, shape, ids, &mut out),
-            Held::F16(w) => gather(w, shape, ids, &mut out),
-        }
-        true
-    });
-    if read != Some(true) {
-        gather(&host_f32(t), shape, ids, &mut out);
-    }
-    Tensor::from_data(TensorData::new(out, [ids.len(), k]), &t.device())
 }
 
 /// `t` as f32 (a cheap clone when it already is).

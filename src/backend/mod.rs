@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 #[cfg(feature = "flex")]
 pub(crate) mod flex;
 pub(crate) mod held;
+pub(crate) mod operands;
 pub(crate) mod ops;
 pub(crate) mod reference;
 

@@ -1,12 +1,15 @@
 //! The default forms of [`ModelOps`]' operations, in plain burn ops: what every backend runs,
-//! and what burn-flex falls back to where a host kernel does not apply.
+//! and what burn-flex falls back to where a host kernel does not apply. Each is whole in burn
+//! ops (none calls back into the trait).
+//!
+//! [`ModelOps`]: super::ops::ModelOps
 
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, gelu_approximate, silu, softmax};
 use burn::tensor::IndexingUpdateOp;
 
 use super::held::{as_f32, rows_tensor};
-use super::ops::{AttentionSpec, Gate, Heads, LinearOp, ModelOps, RopeTables};
+use super::operands::{AttentionSpec, Gate, Heads, LinearOp, RopeTables};
 use crate::kernels::panels::Layout;
 
 /// The weight of `op` as f32 `[k, n]`, row-major.
@@ -45,15 +48,15 @@ pub(crate) fn linear<B: Backend>(x: Tensor<B, 2>, op: &LinearOp<'_, B>) -> Tenso
     y
 }
 
-/// [`ModelOps::gated`] from two [`ModelOps::linear_layer`] calls and burn's activations.
-pub(crate) fn gated<B: ModelOps>(
+/// [`ModelOps::gated`] from two [`linear`]s and burn's activations.
+pub(crate) fn gated<B: Backend>(
     x: Tensor<B, 2>,
     gate: &LinearOp<'_, B>,
     up: &LinearOp<'_, B>,
     act: Gate,
 ) -> Tensor<B, 2> {
-    let a = B::linear_layer(x.clone(), gate);
-    let b = B::linear_layer(x, up);
+    let a = linear(x.clone(), gate);
+    let b = linear(x, up);
     activate(a, act) * b
 }
 
@@ -164,10 +167,9 @@ fn mask<B: Backend>(
     Some(Tensor::<B, 2>::from_data(TensorData::new(m, [t, s]), device).unsqueeze_dims::<4>(&[0, 1]))
 }
 
-/// [`ModelOps::attend_qkv`] from [`ModelOps::rope`] and [`ModelOps::causal_attention`]: the
-/// heads split out of the fused projection, RoPE, the cache, the attention, the heads put back
-/// side by side.
-pub(crate) fn attend_qkv<B: ModelOps>(
+/// [`ModelOps::attend_qkv`] from [`rope`] and [`attention`]: the heads split out of the fused
+/// projection, RoPE, the cache, the attention, the heads put back side by side.
+pub(crate) fn attend_qkv<B: Backend>(
     qkv: Tensor<B, 3>,
     heads: Heads,
     rope: &RopeTables<B>,
@@ -186,11 +188,11 @@ pub(crate) fn attend_qkv<B: ModelOps>(
     let (q, k) = if rope.n == 0 {
         (q, k)
     } else {
-        (B::rope(q, rope, pos), B::rope(k, rope, pos))
+        (self::rope(q, rope, pos), self::rope(k, rope, pos))
     };
     let (k, v) = append(k, v);
     let spec = AttentionSpec::of(&heads, pos);
-    B::causal_attention(q, k, v, spec)
+    attention(q, k, v, spec)
         .swap_dims(1, 2)
         .reshape([b, t, nh * hs])
 }

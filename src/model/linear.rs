@@ -11,12 +11,13 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use super::precision::{as_f32, held_tensor, held_transposed, host_f32, WeightDtype};
-use crate::backend::held::{columns_of, panel_tensor, rows_tensor};
+use crate::backend::held::{panel_tensor, rows_tensor};
 use crate::backend::ops::{AffineOp, LinearOp, RowTerm};
 use crate::backend::ModelBackend;
 use crate::checkpoint::HostTensor;
 use crate::kernels::panels::{Layout, WeightShape};
 
+pub(crate) mod columns;
 #[cfg(all(test, feature = "flex"))]
 mod one_row_speed;
 #[cfg(all(test, feature = "flex"))]
@@ -24,6 +25,8 @@ pub(crate) mod one_row_tests;
 #[cfg(all(test, feature = "flex"))]
 mod rows_speed;
 mod updates;
+
+pub(crate) use columns::columns;
 
 pub use super::update::{Affine, LowRank, Update};
 
@@ -390,25 +393,6 @@ impl Linear<crate::backend::Flex> {
             })
             .collect();
         one_row(x, &parts)
-    }
-}
-
-/// Columns `ids` (each below `shape.n`) of a weight held in `held` as `shape` says, as f32 rows
-/// `[ids.len(), shape.k]`: a gather from panels on the host, burn's `select` on rows (any
-/// backend).
-pub(crate) fn columns<B: ModelBackend>(
-    held: &Tensor<B, 2>,
-    shape: WeightShape,
-    ids: &[u32],
-) -> Tensor<B, 2> {
-    match shape.layout {
-        Layout::Panels => columns_of(held, shape, ids),
-        Layout::Rows => {
-            let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-            let idx =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [ids.len()]), &held.device());
-            as_f32(&held.clone().select(1, idx).transpose())
-        }
     }
 }
 

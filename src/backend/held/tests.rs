@@ -90,6 +90,7 @@ mod helpers {
     use crate::backend::held::host_f32;
     use crate::backend::held::*;
     use crate::backend::Flex;
+    use crate::model::linear::columns::columns_of;
     use crate::model::precision::held_tensor;
     use crate::model::WeightDtype;
 
