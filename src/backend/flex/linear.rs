@@ -106,9 +106,9 @@ pub fn try_linear(
 }
 
 /// `x·W + bias + Σ scale·(x·A)·B` for `x` `[m, k]`, `W` held as `shape` says, computed on the
-/// host in one go when every tensor is a burn-flex tensor that can be read in place; `None` to
-/// fall back to the backend's own ops (another backend, a shape or length that disagrees, no
-/// host kernel for several rows on this CPU, a term for some rows of a one-row input). Same
+/// host in one go when every tensor can be read in place; `None` to fall back to burn's ops (a
+/// tensor not contiguous, a shape or length that disagrees, no host kernel for several rows on
+/// this CPU, a term for some rows of a one-row input). Same
 /// order of operations as the fallback: the weight product, then the bias, then each term.
 pub(crate) fn try_linear_in(
     x: &Tensor<Flex, 2>,
@@ -117,62 +117,58 @@ pub(crate) fn try_linear_in(
     bias: Option<&Tensor<Flex, 1>>,
     terms: &[RowTerm<'_, Flex>],
 ) -> Option<Tensor<Flex, 2>> {
-    {
-        let [m, k] = x.dims();
-        if m == 0 || k != shape.k {
-            return None;
-        }
-        let part = Part {
-            w,
-            shape,
-            bias,
-            terms,
-        };
-        let owned = host::owned(&part);
-        let op = host::operands(&part, &owned)?;
-        let xt = prim(x);
-        let copy;
-        let xd = match f32s(&xt) {
-            Some(d) if d.len() == m * k => d,
-            _ => {
-                copy = x.clone().into_data().into_vec::<f32>().ok()?;
-                &copy[..]
-            }
-        };
-        let y = crate::kernels::linear::rows(xd, m, &op)?;
-        Some(Tensor::from_data(
-            TensorData::new(y, [m, shape.n]),
-            &x.device(),
-        ))
+    let [m, k] = x.dims();
+    if m == 0 || k != shape.k {
+        return None;
     }
+    let part = Part {
+        w,
+        shape,
+        bias,
+        terms,
+    };
+    let owned = host::owned(&part);
+    let op = host::operands(&part, &owned)?;
+    let xt = prim(x);
+    let copy;
+    let xd = match f32s(&xt) {
+        Some(d) if d.len() == m * k => d,
+        _ => {
+            copy = x.clone().into_data().into_vec::<f32>().ok()?;
+            &copy[..]
+        }
+    };
+    let y = crate::kernels::linear::rows(xd, m, &op)?;
+    Some(Tensor::from_data(
+        TensorData::new(y, [m, shape.n]),
+        &x.device(),
+    ))
 }
 
 /// `[x·W₁ + b₁ + Σ s·(x·A)·B | x·W₂ + … | …]` for one row `x` (`[1, k]`, every part's `k`),
-/// the parts' outputs side by side; `None` when any tensor cannot be read in place on the host
-/// (any backend but burn-flex), a shape disagrees or a term covers only some rows.
+/// the parts' outputs side by side; `None` when a tensor is not contiguous, a shape disagrees
+/// or a term covers only some rows.
 pub(crate) fn one_row(x: &Tensor<Flex, 2>, parts: &[Part<'_>]) -> Option<Vec<f32>> {
-    {
-        let [m, k] = x.dims();
-        if m != 1 {
-            return None;
-        }
-        let owned: Vec<host::Owned> = parts.iter().map(host::owned).collect();
-        let ops: Vec<_> = parts
-            .iter()
-            .zip(&owned)
-            .map(|(p, o)| host::operands(p, o))
-            .collect::<Option<_>>()?;
-        let xt = prim(x);
-        let copy;
-        let xd = match f32s(&xt) {
-            Some(d) if d.len() == k => d,
-            _ => {
-                copy = x.clone().into_data().into_vec::<f32>().ok()?;
-                &copy[..]
-            }
-        };
-        crate::kernels::linear::decode::one_row(xd, &ops)
+    let [m, k] = x.dims();
+    if m != 1 {
+        return None;
     }
+    let owned: Vec<host::Owned> = parts.iter().map(host::owned).collect();
+    let ops: Vec<_> = parts
+        .iter()
+        .zip(&owned)
+        .map(|(p, o)| host::operands(p, o))
+        .collect::<Option<_>>()?;
+    let xt = prim(x);
+    let copy;
+    let xd = match f32s(&xt) {
+        Some(d) if d.len() == k => d,
+        _ => {
+            copy = x.clone().into_data().into_vec::<f32>().ok()?;
+            &copy[..]
+        }
+    };
+    crate::kernels::linear::decode::one_row(xd, &ops)
 }
 
 mod host {

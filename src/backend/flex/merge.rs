@@ -24,62 +24,60 @@ pub(crate) fn add_low_rank(
     scale: f32,
     subtract: bool,
 ) -> bool {
-    {
-        use rayon::prelude::*;
-        let ((k, n), [ka, r], [rb, nb]) = ((shape.k, shape.n), a.dims(), b.dims());
-        if ka != k || rb != r || nb != n || r == 0 || n == 0 {
+    use rayon::prelude::*;
+    let ((k, n), [ka, r], [rb, nb]) = ((shape.k, shape.n), a.dims(), b.dims());
+    if ka != k || rb != r || nb != n || r == 0 || n == 0 {
+        return false;
+    }
+    let (at, bt) = (prim(a), prim(b));
+    let (Some(ad), Some(bd)) = (f32s(&at), f32s(&bt)) else {
+        return false;
+    };
+    with_prim_mut(w, |t| {
+        if t.dtype() != burn::tensor::DType::F32
+            || t.layout().contiguous_offsets() != Some((0, shape.len()))
+        {
             return false;
         }
-        let (at, bt) = (prim(a), prim(b));
-        let (Some(ad), Some(bd)) = (f32s(&at), f32s(&bt)) else {
+        let Some(wd) = t.try_storage_mut::<f32>() else {
             return false;
         };
-        with_prim_mut(w, |t| {
-            if t.dtype() != burn::tensor::DType::F32
-                || t.layout().contiguous_offsets() != Some((0, shape.len()))
-            {
-                return false;
-            }
-            let Some(wd) = t.try_storage_mut::<f32>() else {
-                return false;
-            };
-            let Some(wd) = wd.get_mut(..shape.len()) else {
-                return false;
-            };
-            let fold = |x: &mut f32, dj: f32| {
-                let t = dj * scale;
-                *x = if subtract { *x - t } else { *x + t };
-            };
-            let rows = (k / (4 * crate::kernels::weight::threads().max(1))).max(1);
-            // Blocks of rows in parallel; row `i`'s values lie where `shape.at` says (one run
-            // row-major, 16 in every panel): blocks never share an element.
-            let w_addr = wd.as_mut_ptr() as usize;
-            (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
-                let mut dm = vec![0f32; DELTA_ROWS * n];
-                let (lo, hi) = (c * rows, ((c + 1) * rows).min(k));
-                for i0 in (lo..hi).step_by(DELTA_ROWS) {
-                    let m = DELTA_ROWS.min(hi - i0);
-                    delta_rows(ad, r, i0, m, bd, &mut dm[..m * n]);
-                    for (i, d) in (i0..).zip(dm[..m * n].chunks(n)) {
-                        // Sixteen columns from a multiple of 16 lie together in either layout.
-                        for (c, dc) in d.chunks(16).enumerate() {
-                            // SAFETY: the run `shape.at(i, 16c) ..+ dc.len()` lies in the slice
-                            // (`shape.len()` values, alive for the whole loop) for `i < k`; each
-                            // task writes only its own rows, so no element is written twice.
-                            let run = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    (w_addr as *mut f32).add(shape.at(i, 16 * c)),
-                                    dc.len(),
-                                )
-                            };
-                            run.iter_mut().zip(dc).for_each(|(x, &dj)| fold(x, dj));
-                        }
+        let Some(wd) = wd.get_mut(..shape.len()) else {
+            return false;
+        };
+        let fold = |x: &mut f32, dj: f32| {
+            let t = dj * scale;
+            *x = if subtract { *x - t } else { *x + t };
+        };
+        let rows = (k / (4 * crate::kernels::weight::threads().max(1))).max(1);
+        // Blocks of rows in parallel; row `i`'s values lie where `shape.at` says (one run
+        // row-major, 16 in every panel): blocks never share an element.
+        let w_addr = wd.as_mut_ptr() as usize;
+        (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
+            let mut dm = vec![0f32; DELTA_ROWS * n];
+            let (lo, hi) = (c * rows, ((c + 1) * rows).min(k));
+            for i0 in (lo..hi).step_by(DELTA_ROWS) {
+                let m = DELTA_ROWS.min(hi - i0);
+                delta_rows(ad, r, i0, m, bd, &mut dm[..m * n]);
+                for (i, d) in (i0..).zip(dm[..m * n].chunks(n)) {
+                    // Sixteen columns from a multiple of 16 lie together in either layout.
+                    for (c, dc) in d.chunks(16).enumerate() {
+                        // SAFETY: the run `shape.at(i, 16c) ..+ dc.len()` lies in the slice
+                        // (`shape.len()` values, alive for the whole loop) for `i < k`; each
+                        // task writes only its own rows, so no element is written twice.
+                        let run = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (w_addr as *mut f32).add(shape.at(i, 16 * c)),
+                                dc.len(),
+                            )
+                        };
+                        run.iter_mut().zip(dc).for_each(|(x, &dj)| fold(x, dj));
                     }
                 }
-            });
-            true
-        })
-    }
+            }
+        });
+        true
+    })
 }
 
 /// Rows of `A·B` computed together: `B` is read once for all of them.
@@ -114,133 +112,131 @@ pub(crate) fn merged_16(
     terms: &[(&Tensor<Flex, 2>, &Tensor<Flex, 2>, f32)],
     narrow: bool,
 ) -> Option<Tensor<Flex, 2>> {
-    {
-        use crate::backend::held::host_f32;
-        use crate::kernels::weight::{Held, Weight};
-        use burn::tensor::{DType, TensorCreationOptions};
-        use rayon::prelude::*;
-        let (k, n) = (shape.k, shape.n);
-        if n == 0 {
+    use crate::backend::held::host_f32;
+    use crate::kernels::weight::{Held, Weight};
+    use burn::tensor::{DType, TensorCreationOptions};
+    use rayon::prelude::*;
+    let (k, n) = (shape.k, shape.n);
+    if n == 0 {
+        return None;
+    }
+    let bt = prim(base);
+    let hb = held(&bt).filter(|h| h.len() == shape.len())?;
+    let mut factors = Vec::with_capacity(terms.len());
+    for (a, b, s) in terms {
+        let ([ka, r], [rb, nb]) = (a.dims(), b.dims());
+        if ka != k || rb != r || nb != n {
             return None;
         }
-        let bt = prim(base);
-        let hb = held(&bt).filter(|h| h.len() == shape.len())?;
-        let mut factors = Vec::with_capacity(terms.len());
-        for (a, b, s) in terms {
-            let ([ka, r], [rb, nb]) = (a.dims(), b.dims());
-            if ka != k || rb != r || nb != n {
-                return None;
-            }
-            factors.push((host_f32(*a), host_f32(*b), r, *s));
-        }
-        // Row `i` of the result into `out` (`shape.len()` values of `T`; zero-padded panels stay
-        // zero): blocks of rows in parallel. Row `i`'s values lie where `shape.at` says, sixteen
-        // together; each row is gathered, widened (`from`), folded and narrowed (`to`) whole.
-        fn fold<W: Weight + bytemuck::Zeroable, T: Copy + Send + Sync + bytemuck::Zeroable>(
-            base: &[W],
-            shape: WeightShape,
-            factors: &[(Vec<f32>, Vec<f32>, usize, f32)],
-            from: impl Fn(&[W], &mut [f32]) + Sync,
-            to: impl Fn(&[f32], &mut [T]) + Sync,
-        ) -> Vec<T> {
-            let (k, n) = (shape.k, shape.n);
-            let mut out = crate::kernels::buffer::zeroed::<T>(shape.len());
-            let rows = (k / (4 * crate::kernels::weight::threads().max(1))).max(1);
-            let addr = out.as_mut_ptr() as usize;
-            (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
-                let mut row: Vec<W> = bytemuck::zeroed_vec(n);
-                let mut acc = vec![0f32; DELTA_ROWS * n];
-                let mut dm = vec![0f32; DELTA_ROWS * n];
-                let mut narrow: Vec<T> = bytemuck::zeroed_vec(n);
-                let (lo, hi) = (c * rows, ((c + 1) * rows).min(k));
-                for i0 in (lo..hi).step_by(DELTA_ROWS) {
-                    let m = DELTA_ROWS.min(hi - i0);
-                    for (i, acc) in (i0..).zip(acc[..m * n].chunks_mut(n)) {
-                        for (j, dst) in (0..n).step_by(16).zip(row.chunks_mut(16)) {
-                            let at = shape.at(i, j);
-                            copy_run(&base[at..at + dst.len()], dst);
-                        }
-                        from(&row, acc);
+        factors.push((host_f32(*a), host_f32(*b), r, *s));
+    }
+    // Row `i` of the result into `out` (`shape.len()` values of `T`; zero-padded panels stay
+    // zero): blocks of rows in parallel. Row `i`'s values lie where `shape.at` says, sixteen
+    // together; each row is gathered, widened (`from`), folded and narrowed (`to`) whole.
+    fn fold<W: Weight + bytemuck::Zeroable, T: Copy + Send + Sync + bytemuck::Zeroable>(
+        base: &[W],
+        shape: WeightShape,
+        factors: &[(Vec<f32>, Vec<f32>, usize, f32)],
+        from: impl Fn(&[W], &mut [f32]) + Sync,
+        to: impl Fn(&[f32], &mut [T]) + Sync,
+    ) -> Vec<T> {
+        let (k, n) = (shape.k, shape.n);
+        let mut out = crate::kernels::buffer::zeroed::<T>(shape.len());
+        let rows = (k / (4 * crate::kernels::weight::threads().max(1))).max(1);
+        let addr = out.as_mut_ptr() as usize;
+        (0..k.div_ceil(rows)).into_par_iter().for_each(|c| {
+            let mut row: Vec<W> = bytemuck::zeroed_vec(n);
+            let mut acc = vec![0f32; DELTA_ROWS * n];
+            let mut dm = vec![0f32; DELTA_ROWS * n];
+            let mut narrow: Vec<T> = bytemuck::zeroed_vec(n);
+            let (lo, hi) = (c * rows, ((c + 1) * rows).min(k));
+            for i0 in (lo..hi).step_by(DELTA_ROWS) {
+                let m = DELTA_ROWS.min(hi - i0);
+                for (i, acc) in (i0..).zip(acc[..m * n].chunks_mut(n)) {
+                    for (j, dst) in (0..n).step_by(16).zip(row.chunks_mut(16)) {
+                        let at = shape.at(i, j);
+                        copy_run(&base[at..at + dst.len()], dst);
                     }
-                    for (a, b, r, s) in factors {
-                        delta_rows(a, *r, i0, m, b, &mut dm[..m * n]);
-                        acc.iter_mut()
-                            .zip(&dm[..m * n])
-                            .for_each(|(x, &dj)| *x += dj * s);
-                    }
-                    for (i, acc) in (i0..).zip(acc[..m * n].chunks(n)) {
-                        to(acc, &mut narrow);
-                        for (j0, run) in narrow.chunks(16).enumerate() {
-                            // SAFETY: the run `shape.at(i, 16·j0) ..+ run.len()` lies in `out`
-                            // (`shape.len()` values, alive for the whole loop) for `i < k`; each
-                            // task writes only its own rows, so no element is written twice.
-                            let dst = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    (addr as *mut T).add(shape.at(i, 16 * j0)),
-                                    run.len(),
-                                )
-                            };
-                            copy_run(run, dst);
-                        }
+                    from(&row, acc);
+                }
+                for (a, b, r, s) in factors {
+                    delta_rows(a, *r, i0, m, b, &mut dm[..m * n]);
+                    acc.iter_mut()
+                        .zip(&dm[..m * n])
+                        .for_each(|(x, &dj)| *x += dj * s);
+                }
+                for (i, acc) in (i0..).zip(acc[..m * n].chunks(n)) {
+                    to(acc, &mut narrow);
+                    for (j0, run) in narrow.chunks(16).enumerate() {
+                        // SAFETY: the run `shape.at(i, 16·j0) ..+ run.len()` lies in `out`
+                        // (`shape.len()` values, alive for the whole loop) for `i < k`; each
+                        // task writes only its own rows, so no element is written twice.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (addr as *mut T).add(shape.at(i, 16 * j0)),
+                                run.len(),
+                            )
+                        };
+                        copy_run(run, dst);
                     }
                 }
-            });
-            out
-        }
-        /// Copies a run of at most 16 values (`dst.len()`): whole runs as one fixed-size move
-        /// (a `memcpy` call for every 16 values would be a large share of a bf16 merge).
-        #[inline(always)]
-        fn copy_run<X: Copy>(src: &[X], dst: &mut [X]) {
-            match (
-                <&[X; 16]>::try_from(src),
-                <&mut [X; 16]>::try_from(&mut *dst),
-            ) {
-                (Ok(s), Ok(d)) => *d = *s,
-                _ => dst.copy_from_slice(src),
             }
-        }
-        fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
-        }
-        fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
-            half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
-        }
-        let keep = |x: &[f32], o: &mut [f32]| o.copy_from_slice(x);
-        let dims = base.dims();
-        let dev = base.device();
-        let opts = |dt| TensorCreationOptions::<Flex>::new(dev).with_dtype(dt);
-        Some(match (hb, narrow) {
-            (Held::Bf16(h), true) => {
-                let v = fold(
-                    h,
-                    shape,
-                    &factors,
-                    widen_bf16,
-                    crate::kernels::weight::bf16_slice,
-                );
-                Tensor::from_data(TensorData::new(v, dims), opts(DType::BF16))
-            }
-            (Held::F16(h), true) => {
-                let v = fold(
-                    h,
-                    shape,
-                    &factors,
-                    widen_f16,
-                    crate::kernels::weight::f16_slice,
-                );
-                Tensor::from_data(TensorData::new(v, dims), opts(DType::F16))
-            }
-            (Held::Bf16(h), false) => {
-                let v = fold(h, shape, &factors, widen_bf16, keep);
-                Tensor::from_data(TensorData::new(v, dims), &dev)
-            }
-            (Held::F16(h), false) => {
-                let v = fold(h, shape, &factors, widen_f16, keep);
-                Tensor::from_data(TensorData::new(v, dims), &dev)
-            }
-            (Held::F32(_), _) => return None,
-        })
+        });
+        out
     }
+    /// Copies a run of at most 16 values (`dst.len()`): whole runs as one fixed-size move
+    /// (a `memcpy` call for every 16 values would be a large share of a bf16 merge).
+    #[inline(always)]
+    fn copy_run<X: Copy>(src: &[X], dst: &mut [X]) {
+        match (
+            <&[X; 16]>::try_from(src),
+            <&mut [X; 16]>::try_from(&mut *dst),
+        ) {
+            (Ok(s), Ok(d)) => *d = *s,
+            _ => dst.copy_from_slice(src),
+        }
+    }
+    fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
+        dst.iter_mut().zip(src).for_each(|(d, s)| *d = s.to_f32());
+    }
+    fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+    let keep = |x: &[f32], o: &mut [f32]| o.copy_from_slice(x);
+    let dims = base.dims();
+    let dev = base.device();
+    let opts = |dt| TensorCreationOptions::<Flex>::new(dev).with_dtype(dt);
+    Some(match (hb, narrow) {
+        (Held::Bf16(h), true) => {
+            let v = fold(
+                h,
+                shape,
+                &factors,
+                widen_bf16,
+                crate::kernels::weight::bf16_slice,
+            );
+            Tensor::from_data(TensorData::new(v, dims), opts(DType::BF16))
+        }
+        (Held::F16(h), true) => {
+            let v = fold(
+                h,
+                shape,
+                &factors,
+                widen_f16,
+                crate::kernels::weight::f16_slice,
+            );
+            Tensor::from_data(TensorData::new(v, dims), opts(DType::F16))
+        }
+        (Held::Bf16(h), false) => {
+            let v = fold(h, shape, &factors, widen_bf16, keep);
+            Tensor::from_data(TensorData::new(v, dims), &dev)
+        }
+        (Held::F16(h), false) => {
+            let v = fold(h, shape, &factors, widen_f16, keep);
+            Tensor::from_data(TensorData::new(v, dims), &dev)
+        }
+        (Held::F32(_), _) => return None,
+    })
 }
 
 #[cfg(test)]

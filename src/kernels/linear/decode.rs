@@ -36,20 +36,19 @@ pub(crate) fn one_row(x: &[f32], parts: &[Operands<'_>]) -> Option<Vec<f32>> {
     {
         return None;
     }
-    let (ready, xd) = (parts, x);
     // Each part's columns in tiles over all the threads, ordered tile 0 of every part,
     // then tile 1...: a thread's contiguous share of the task list holds its tiles of
     // every part. A part's tiles share its first term's `x·A` ([`SharedXa`]).
     let threads = threads();
-    let mut y = vec![0f32; ready.iter().map(|r| r.shape.n).sum()];
-    let widths: Vec<usize> = ready
+    let mut y = vec![0f32; parts.iter().map(|r| r.shape.n).sum()];
+    let widths: Vec<usize> = parts
         .iter()
         .map(|r| column_tile(r.shape.n, threads))
         .collect();
     // Which tile computes which share turns from call to call and part to part: for a rank
     // of 16 (one share) the threads take turns reading `A`, so no thread always reads more.
     let turn = CALLS.fetch_add(1, Ordering::Relaxed);
-    let shared: Vec<Option<SharedXa>> = ready
+    let shared: Vec<Option<SharedXa>> = parts
         .iter()
         .zip(&widths)
         .enumerate()
@@ -65,7 +64,7 @@ pub(crate) fn one_row(x: &[f32], parts: &[Operands<'_>]) -> Option<Vec<f32>> {
         .collect();
     let mut tasks: Vec<Task<'_, '_>> = Vec::new();
     let mut rest = &mut y[..];
-    for ((r, &width), share) in ready.iter().zip(&widths).zip(&shared) {
+    for ((r, &width), share) in parts.iter().zip(&widths).zip(&shared) {
         let (mine, after) = rest.split_at_mut(r.shape.n);
         rest = after;
         tasks.extend(mine.chunks_mut(width).enumerate().map(|(t, out)| Task {
@@ -77,7 +76,7 @@ pub(crate) fn one_row(x: &[f32], parts: &[Operands<'_>]) -> Option<Vec<f32>> {
         }));
     }
     tasks.sort_by_key(|task| task.t); // stable: parts stay in order within a tile index
-    let run = |task: Task<'_, '_>| run_tile(xd, task);
+    let run = |task: Task<'_, '_>| run_tile(x, task);
     if threads > 1 && tasks.len() > 1 {
         use rayon::prelude::*;
         tasks.into_par_iter().for_each(run);
