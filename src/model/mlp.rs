@@ -1,11 +1,11 @@
 //! Feed-forward blocks: GPT-NeoX (`fc → GELU → proj`) and gated Llama/Gemma.
 
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, gelu_approximate};
 
 use super::build::Loader;
 use super::linear::{Linear, RowGrafts};
 use crate::backend::ops::Gate;
+use crate::backend::reference::activate;
 use crate::backend::ModelBackend;
 use crate::config::{LinearId, MlpKind};
 use crate::error::Result;
@@ -43,24 +43,23 @@ impl<B: ModelBackend> Mlp<B> {
         })
     }
 
-    fn gelu(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        if self.gelu_tanh {
-            gelu_approximate(x)
-        } else {
-            gelu(x)
+    /// The activation: `silu` for Llama, else GELU (tanh-approximated or exact).
+    fn act(&self) -> Gate {
+        match (self.kind, self.gelu_tanh) {
+            (MlpKind::Llama, _) => Gate::Silu,
+            (_, true) => Gate::GeluTanh,
+            (_, false) => Gate::Gelu,
         }
     }
 
     /// `x`: `[b, t, n_embd]`; `rows` as in [`Linear::forward_rows`].
     pub fn forward(&self, x: Tensor<B, 3>, rows: Option<RowGrafts<'_>>) -> Tensor<B, 3> {
         let h = match (self.kind, &self.fc_2) {
-            (MlpKind::GptNeox, _) | (_, None) => self.gelu(self.fc_1.forward_rows(x, rows)),
+            (MlpKind::GptNeox, _) | (_, None) => {
+                activate(self.fc_1.forward_rows(x, rows), self.act())
+            }
             (MlpKind::Llama | MlpKind::Gemma, Some(fc_2)) => {
-                let act = match (self.kind, self.gelu_tanh) {
-                    (MlpKind::Llama, _) => Gate::Silu,
-                    (_, true) => Gate::GeluTanh,
-                    (_, false) => Gate::Gelu,
-                };
+                let act = self.act();
                 let [b, t, k] = x.dims();
                 let x2 = x.reshape([b * t, k]);
                 let y = self.fc_1.with_op(b * t, rows, |gate| {
