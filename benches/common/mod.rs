@@ -67,6 +67,7 @@ impl Lcg {
 
 pub fn random_tensors(cfg: &ModelConfig, rng: &mut Lcg) -> HashMap<String, HostTensor> {
     names::table(cfg)
+        .expect("a name table for the bench shape")
         .into_iter()
         .map(|e| {
             let n: usize = e.shape.iter().product();

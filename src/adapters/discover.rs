@@ -4,32 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::checkpoint::AdapterFormat;
 use crate::error::{Error, Result};
-
-/// The adapter formats graftlm reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdapterFormat {
-    /// LitGPT `lit_model.pth.lora` + `hyperparameters.yaml`.
-    LitGptLora,
-    /// PEFT `adapter_model.safetensors` (or `.bin`) + `adapter_config.json`.
-    PeftLora,
-    /// LitGPT LLaMA-Adapter `lit_model.pth.adapter`.
-    LitGptAdapter,
-    /// LitGPT LLaMA-Adapter v2 `lit_model.pth.adapter_v2`.
-    LitGptAdapterV2,
-}
-
-impl AdapterFormat {
-    /// A short name for messages and JSON (`litgpt-lora`, `peft-lora`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            AdapterFormat::LitGptLora => "litgpt-lora",
-            AdapterFormat::PeftLora => "peft-lora",
-            AdapterFormat::LitGptAdapter => "litgpt-adapter",
-            AdapterFormat::LitGptAdapterV2 => "litgpt-adapter-v2",
-        }
-    }
-}
 
 /// Which step of a run directory to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

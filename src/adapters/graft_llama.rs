@@ -34,7 +34,7 @@ impl<B: ModelBackend> Model<B> {
         let info = GraftInfo {
             name: adapter.name.clone(),
             source: adapter.path.display().to_string(),
-            format: adapter.format.as_str().to_string(),
+            format: adapter.format,
             step: adapter.step,
             scale: 1.0,
             active: true,

@@ -127,8 +127,7 @@ impl AdapterSet {
 
 /// Whether a graft is a LLaMA-Adapter (prefix, affine, norms) rather than LoRA updates.
 fn is_llama(g: &GraftInfo) -> bool {
-    g.format == AdapterFormat::LitGptAdapter.as_str()
-        || g.format == AdapterFormat::LitGptAdapterV2.as_str()
+    g.format.is_llama_adapter()
 }
 
 impl<B: ModelBackend> Model<B> {
@@ -211,7 +210,7 @@ impl<B: ModelBackend> Model<B> {
         self.grafts_mut().push(GraftInfo {
             name: adapter.name.clone(),
             source: adapter.path.display().to_string(),
-            format: adapter.format.as_str().to_string(),
+            format: adapter.format,
             step: adapter.step,
             scale,
             active: true,

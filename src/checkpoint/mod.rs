@@ -1,6 +1,7 @@
 //! What a checkpoint directory holds: its config, weight files and their tensors (loading them
 //! into a model is `model::load`).
 
+mod format;
 pub mod names;
 mod pickle;
 mod pth;
@@ -9,6 +10,7 @@ mod weights;
 
 use std::path::{Path, PathBuf};
 
+pub use format::AdapterFormat;
 pub use weights::{HostTensor, TensorMeta, Values, WeightFiles};
 
 use crate::config::{Family, ModelConfig};

@@ -5,7 +5,9 @@
 //! as LitGPT's `[Q | K | V]` row blocks. [`load`] checks that every parameter is present with the
 //! right shape and that no stored tensor is left unused.
 
-use crate::config::{Family, MlpKind, ModelConfig, NormKind};
+use crate::config::{MlpKind, ModelConfig, NormKind};
+use crate::error::{Error, Result};
+pub use layouts::{Layout, Part, LITGPT};
 
 /// Where a parameter comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,318 +32,208 @@ pub struct Entry {
     pub source: Source,
 }
 
-/// The full table for a configuration.
-pub fn table(cfg: &ModelConfig) -> Vec<Entry> {
-    let e = cfg.n_embd;
-    let hs = cfg.head_size;
-    let q_rows = cfg.n_head * hs;
-    let kv_rows = cfg.n_query_groups * hs;
-    let layer_norm = cfg.norm == NormKind::LayerNorm;
-    let mut t = Vec::new();
-    let mut push = |name: String, shape: Vec<usize>, source: Source| {
-        t.push(Entry {
-            name,
-            shape,
-            source,
-        });
-    };
-    let one = |s: String| Source::One(s);
+/// The full table for a configuration: its parameters and where its checkpoint stores them.
+pub fn table(cfg: &ModelConfig) -> Result<Vec<Entry>> {
+    table_in(cfg, layouts::of(cfg))
+}
 
-    // (prefix for layers, embedding, final norm, head) per family.
-    let (wte, ln_f, head) = match cfg.family {
-        Family::LitGpt => ("transformer.wte", "transformer.ln_f", "lm_head"),
-        Family::HfLlama | Family::HfPhi3 => ("model.embed_tokens", "model.norm", "lm_head"),
-        Family::HfGptNeox => (
-            "gpt_neox.embed_in",
-            "gpt_neox.final_layer_norm",
-            "embed_out",
-        ),
-        Family::HfPhi => ("model.embed_tokens", "model.final_layernorm", "lm_head"),
-        Family::HfFalcon => ("transformer.word_embeddings", "transformer.ln_f", "lm_head"),
+/// The table of `cfg`'s parameters as stored in `layout` (export writes in another layout than
+/// the one it reads). Which parameters exist is the configuration's business; what they are
+/// called is the layout's.
+pub fn table_in(cfg: &ModelConfig, layout: &Layout) -> Result<Vec<Entry>> {
+    let e = cfg.n_embd;
+    let q_rows = cfg.n_head * cfg.head_size;
+    let kv_rows = cfg.n_query_groups * cfg.head_size;
+    let inter = cfg.intermediate_size;
+    let mut t = Table {
+        cfg,
+        layout,
+        entries: Vec::new(),
     };
-    push(
+
+    let wte = t.stored(Part::Embed, 0)?;
+    t.push(
         "transformer.wte.weight".into(),
         vec![cfg.padded_vocab_size, e],
-        one(format!("{wte}.weight")),
+        Source::One(format!("{wte}.weight")),
     );
-
     for i in 0..cfg.n_layer {
-        let lit = |s: &str| format!("transformer.h.{i}.{s}");
-        // Stored names for: norm_1, norm_2, qkv (kind), proj, mlp names.
-        let (n1, n2, proj, mlp): (String, Option<String>, String, [String; 3]) = match cfg.family {
-            Family::LitGpt => (
-                lit("norm_1"),
-                Some(lit("norm_2")),
-                lit("attn.proj"),
-                [lit("mlp.fc"), lit("mlp.fc_1"), lit("mlp.fc_2")],
-            ),
-            Family::HfLlama | Family::HfPhi3 => {
-                let p = format!("model.layers.{i}");
-                (
-                    format!("{p}.input_layernorm"),
-                    Some(format!("{p}.post_attention_layernorm")),
-                    format!("{p}.self_attn.o_proj"),
-                    [
-                        String::new(),
-                        format!("{p}.mlp.gate_proj"),
-                        format!("{p}.mlp.up_proj"),
-                    ],
-                )
-            }
-            Family::HfGptNeox => {
-                let p = format!("gpt_neox.layers.{i}");
-                (
-                    format!("{p}.input_layernorm"),
-                    Some(format!("{p}.post_attention_layernorm")),
-                    format!("{p}.attention.dense"),
-                    [
-                        format!("{p}.mlp.dense_h_to_4h"),
-                        String::new(),
-                        String::new(),
-                    ],
-                )
-            }
-            Family::HfFalcon => {
-                let p = format!("transformer.h.{i}");
-                // 7B: one shared norm; 40B/180B: ln_attn + ln_mlp; sequential: post-attention.
-                let (n1, n2) = if cfg.shared_attention_norm {
-                    ("input_layernorm", None)
-                } else if cfg.parallel_residual {
-                    ("ln_attn", Some(format!("{p}.ln_mlp")))
-                } else {
-                    (
-                        "input_layernorm",
-                        Some(format!("{p}.post_attention_layernorm")),
-                    )
-                };
-                (
-                    format!("{p}.{n1}"),
-                    n2,
-                    format!("{p}.self_attention.dense"),
-                    [
-                        format!("{p}.mlp.dense_h_to_4h"),
-                        String::new(),
-                        String::new(),
-                    ],
-                )
-            }
-            Family::HfPhi => {
-                let p = format!("model.layers.{i}");
-                (
-                    format!("{p}.input_layernorm"),
-                    None,
-                    format!("{p}.self_attn.dense"),
-                    [format!("{p}.mlp.fc1"), String::new(), String::new()],
-                )
-            }
-        };
-        let mlp_proj = match cfg.family {
-            Family::LitGpt => lit("mlp.proj"),
-            Family::HfLlama | Family::HfPhi3 => format!("model.layers.{i}.mlp.down_proj"),
-            Family::HfGptNeox => format!("gpt_neox.layers.{i}.mlp.dense_4h_to_h"),
-            Family::HfPhi => format!("model.layers.{i}.mlp.fc2"),
-            Family::HfFalcon => format!("transformer.h.{i}.mlp.dense_4h_to_h"),
-        };
-
         if !cfg.extras.no_norm_1 {
-            push(lit("norm_1.weight"), vec![e], one(format!("{n1}.weight")));
-            if layer_norm {
-                push(lit("norm_1.bias"), vec![e], one(format!("{n1}.bias")));
-            }
+            t.norm(Part::Norm1, i, e)?;
         }
-
-        let qkv = |suffix: &str| -> Source {
-            match cfg.family {
-                Family::LitGpt => one(lit(&format!("attn.qkv.{suffix}"))),
-                Family::HfLlama | Family::HfPhi => {
-                    let p = format!("model.layers.{i}.self_attn");
-                    Source::QkvConcat([
-                        format!("{p}.q_proj.{suffix}"),
-                        format!("{p}.k_proj.{suffix}"),
-                        format!("{p}.v_proj.{suffix}"),
-                    ])
-                }
-                Family::HfGptNeox => Source::NeoxQkv(format!(
-                    "gpt_neox.layers.{i}.attention.query_key_value.{suffix}"
-                )),
-                Family::HfPhi3 => one(format!("model.layers.{i}.self_attn.qkv_proj.{suffix}")),
-                Family::HfFalcon => Source::NeoxQkv(format!(
-                    "transformer.h.{i}.self_attention.query_key_value.{suffix}"
-                )),
-            }
-        };
-        push(
-            lit("attn.qkv.weight"),
-            vec![q_rows + 2 * kv_rows, e],
-            qkv("weight"),
-        );
-        if cfg.qkv_bias {
-            push(
-                lit("attn.qkv.bias"),
-                vec![q_rows + 2 * kv_rows],
-                qkv("bias"),
-            );
-        }
+        t.qkv(i, q_rows + 2 * kv_rows)?;
         if cfg.norm_qk {
             // Per head (Qwen3) or over all heads (OLMo-2).
             let (nq, nk) = if cfg.extras.norm_qk_all_heads {
                 (q_rows, kv_rows)
             } else {
-                (hs, hs)
+                (cfg.head_size, cfg.head_size)
             };
-            for (ours, theirs, n) in [("norm_q", "q_norm", nq), ("norm_k", "k_norm", nk)] {
-                let stored = match cfg.family {
-                    Family::LitGpt => lit(&format!("attn.{ours}")),
-                    Family::HfGptNeox => format!("gpt_neox.layers.{i}.attention.{theirs}"),
-                    _ => format!("model.layers.{i}.self_attn.{theirs}"),
-                };
-                push(
-                    lit(&format!("attn.{ours}.weight")),
-                    vec![n],
-                    one(format!("{stored}.weight")),
-                );
-                if layer_norm {
-                    push(
-                        lit(&format!("attn.{ours}.bias")),
-                        vec![n],
-                        one(format!("{stored}.bias")),
-                    );
-                }
-            }
+            t.norm(Part::QNorm, i, nq)?;
+            t.norm(Part::KNorm, i, nk)?;
         }
-        push(
-            lit("attn.proj.weight"),
-            vec![e, q_rows],
-            one(format!("{proj}.weight")),
-        );
-        if cfg.attn_out_bias {
-            push(lit("attn.proj.bias"), vec![e], one(format!("{proj}.bias")));
-        }
-
-        // Gemma 2 in HF layout: `post_attention_layernorm` is the post-attention norm and the MLP's
-        // input norm is `pre_feedforward_layernorm`.
-        let hf = cfg.family != Family::LitGpt;
-        let gemma2_hf = hf && cfg.extras.post_attention_norm;
-        let hf_layer = format!("model.layers.{i}");
-        let n2 = if gemma2_hf {
-            Some(format!("{hf_layer}.pre_feedforward_layernorm"))
-        } else {
-            n2
-        };
+        t.linear(Part::Proj, i, [e, q_rows], cfg.attn_out_bias)?;
         if !cfg.shared_attention_norm && !cfg.extras.no_norm_2 {
-            let n2 = n2.unwrap_or_else(|| lit("norm_2"));
-            push(lit("norm_2.weight"), vec![e], one(format!("{n2}.weight")));
-            if layer_norm {
-                push(lit("norm_2.bias"), vec![e], one(format!("{n2}.bias")));
-            }
+            t.norm(Part::Norm2, i, e)?;
         }
-        for (on, ours, theirs) in [
-            (
-                cfg.extras.post_attention_norm,
-                "post_attention_norm",
-                "post_attention_layernorm",
-            ),
-            (
-                cfg.extras.post_mlp_norm,
-                "post_mlp_norm",
-                "post_feedforward_layernorm",
-            ),
-        ] {
-            if on {
-                let stored = if hf {
-                    format!("{hf_layer}.{theirs}")
-                } else {
-                    lit(ours)
-                };
-                push(
-                    lit(&format!("{ours}.weight")),
-                    vec![e],
-                    one(format!("{stored}.weight")),
-                );
-                if layer_norm {
-                    push(
-                        lit(&format!("{ours}.bias")),
-                        vec![e],
-                        one(format!("{stored}.bias")),
-                    );
+        if cfg.extras.post_attention_norm {
+            t.norm(Part::PostAttnNorm, i, e)?;
+        }
+        if cfg.extras.post_mlp_norm {
+            t.norm(Part::PostMlpNorm, i, e)?;
+        }
+        match cfg.mlp {
+            MlpKind::GptNeox => t.linear(Part::Fc, i, [inter, e], cfg.mlp_bias)?,
+            MlpKind::Llama | MlpKind::Gemma if layout.has(Part::GateUp) => {
+                let fused = t.stored(Part::GateUp, i)?;
+                for (k, ours) in [Part::Gate, Part::Up].into_iter().enumerate() {
+                    let ours = t.ours(ours, i)?;
+                    let rows = |s: &str| Source::Rows(format!("{fused}.{s}"), k * inter, 2 * inter);
+                    t.push(format!("{ours}.weight"), vec![inter, e], rows("weight"));
+                    if cfg.mlp_bias {
+                        t.push(format!("{ours}.bias"), vec![inter], rows("bias"));
+                    }
                 }
             }
-        }
-
-        let inter = cfg.intermediate_size;
-        let fcs: Vec<(&str, &String)> = match cfg.mlp {
-            MlpKind::GptNeox => vec![("mlp.fc", &mlp[0])],
-            MlpKind::Llama | MlpKind::Gemma => vec![("mlp.fc_1", &mlp[1]), ("mlp.fc_2", &mlp[2])],
-        };
-        for (k, (ours, stored)) in fcs.into_iter().enumerate() {
-            let src = if cfg.family == Family::HfPhi3 {
-                Source::Rows(
-                    format!("model.layers.{i}.mlp.gate_up_proj.weight"),
-                    k * inter,
-                    2 * inter,
-                )
-            } else {
-                one(format!("{stored}.weight"))
-            };
-            push(lit(&format!("{ours}.weight")), vec![inter, e], src);
-            if cfg.mlp_bias {
-                push(
-                    lit(&format!("{ours}.bias")),
-                    vec![inter],
-                    one(format!("{stored}.bias")),
-                );
+            MlpKind::Llama | MlpKind::Gemma => {
+                t.linear(Part::Gate, i, [inter, e], cfg.mlp_bias)?;
+                t.linear(Part::Up, i, [inter, e], cfg.mlp_bias)?;
             }
         }
-        push(
-            lit("mlp.proj.weight"),
-            vec![e, inter],
-            one(format!("{mlp_proj}.weight")),
-        );
-        if cfg.mlp_bias {
-            push(
-                lit("mlp.proj.bias"),
-                vec![e],
-                one(format!("{mlp_proj}.bias")),
-            );
-        }
+        t.linear(Part::Down, i, [e, inter], cfg.mlp_bias)?;
     }
-
-    push(
-        "transformer.ln_f.weight".into(),
-        vec![e],
-        one(format!("{ln_f}.weight")),
-    );
-    if layer_norm {
-        push(
-            "transformer.ln_f.bias".into(),
-            vec![e],
-            one(format!("{ln_f}.bias")),
-        );
-    }
+    t.norm(Part::FinalNorm, 0, e)?;
+    let head = t.stored(Part::Head, 0)?;
     let head_src = if cfg.tie_embeddings {
         Source::Tied(format!("{head}.weight"), format!("{wte}.weight"))
     } else {
-        one(format!("{head}.weight"))
+        Source::One(format!("{head}.weight"))
     };
-    push(
+    t.push(
         "lm_head.weight".into(),
         vec![cfg.padded_vocab_size, e],
         head_src,
     );
     if cfg.lm_head_bias {
-        push(
+        t.push(
             "lm_head.bias".into(),
             vec![cfg.padded_vocab_size],
-            one(format!("{head}.bias")),
+            Source::One(format!("{head}.bias")),
         );
     }
-    t
+    Ok(t.entries)
+}
+
+/// The table under construction: internal names from LitGPT's layout, stored ones from `layout`.
+struct Table<'a> {
+    cfg: &'a ModelConfig,
+    layout: &'a Layout,
+    entries: Vec<Entry>,
+}
+
+impl Table<'_> {
+    fn push(&mut self, name: String, shape: Vec<usize>, source: Source) {
+        self.entries.push(Entry {
+            name,
+            shape,
+            source,
+        });
+    }
+
+    fn named(&self, layout: &Layout, part: Part, i: usize) -> Result<String> {
+        layout.name(part, i).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{} ({}): the {:?} layout has no name for its {part:?} tensors",
+                self.cfg.name, self.cfg.arch, layout.family
+            ))
+        })
+    }
+
+    /// The stored name of a part (without `.weight`).
+    fn stored(&self, part: Part, i: usize) -> Result<String> {
+        self.named(self.layout, part, i)
+    }
+
+    /// The internal name of a part (without `.weight`).
+    fn ours(&self, part: Part, i: usize) -> Result<String> {
+        self.named(&LITGPT, part, i)
+    }
+
+    /// A norm's weight (and bias, for LayerNorm) of `n` values.
+    fn norm(&mut self, part: Part, i: usize, n: usize) -> Result<()> {
+        let bias = self.cfg.norm == NormKind::LayerNorm;
+        let (ours, stored) = (self.ours(part, i)?, self.stored(part, i)?);
+        self.push(
+            format!("{ours}.weight"),
+            vec![n],
+            Source::One(format!("{stored}.weight")),
+        );
+        if bias {
+            self.push(
+                format!("{ours}.bias"),
+                vec![n],
+                Source::One(format!("{stored}.bias")),
+            );
+        }
+        Ok(())
+    }
+
+    /// A linear stored as one tensor: weight `[out, in]` and maybe a bias.
+    fn linear(&mut self, part: Part, i: usize, shape: [usize; 2], bias: bool) -> Result<()> {
+        let (ours, stored) = (self.ours(part, i)?, self.stored(part, i)?);
+        self.push(
+            format!("{ours}.weight"),
+            shape.to_vec(),
+            Source::One(format!("{stored}.weight")),
+        );
+        if bias {
+            self.push(
+                format!("{ours}.bias"),
+                vec![shape[0]],
+                Source::One(format!("{stored}.bias")),
+            );
+        }
+        Ok(())
+    }
+
+    /// The fused q/k/v projection of `rows` outputs, from whatever the layout stores.
+    fn qkv(&mut self, i: usize, rows: usize) -> Result<()> {
+        let ours = self.ours(Part::Qkv, i)?;
+        let layout = self.layout;
+        let source = |s: &str| -> Result<Source> {
+            Ok(if layout.has(Part::Qkv) {
+                let n = format!("{}.{s}", self.stored(Part::Qkv, i)?);
+                if layout.grouped_qkv {
+                    Source::NeoxQkv(n)
+                } else {
+                    Source::One(n)
+                }
+            } else {
+                let [q, k, v] = [Part::Q, Part::K, Part::V]
+                    .map(|p| self.stored(p, i).map(|n| format!("{n}.{s}")));
+                Source::QkvConcat([q?, k?, v?])
+            })
+        };
+        let weight = source("weight")?;
+        let bias = if self.cfg.qkv_bias {
+            Some(source("bias")?)
+        } else {
+            None
+        };
+        let e = self.cfg.n_embd;
+        self.push(format!("{ours}.weight"), vec![rows, e], weight);
+        if let Some(b) = bias {
+            self.push(format!("{ours}.bias"), vec![rows], b);
+        }
+        Ok(())
+    }
 }
 
 mod hf;
+pub mod layouts;
 mod read;
 
-pub use hf::{hf_family, hf_modules, hf_targets, linears, HfTarget};
+pub use hf::{hf_modules, hf_targets, linears, HfTarget};
 pub use read::{
     head_is_the_embedding, load, load_check, neox_to_grouped, read_entry, with_entry_in_place,
 };

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use crate::checkpoint::names::{self, Entry, Source};
-use crate::config::{Family, MlpKind, ModelConfig, NormKind, RopeScaling};
+use crate::checkpoint::names::{Entry, Source};
+use crate::config::{Arch, Family, MlpKind, ModelConfig, NormKind, RopeScaling};
 use crate::error::{Error, Result};
 
 /// Output tensors (HF name, shape) an internal entry becomes under the HF table `hf`.
@@ -71,7 +71,6 @@ pub(super) fn hf_config(
         v["torch_dtype"] = serde_json::json!("float32");
         return Ok(v);
     }
-    let family = names::hf_family(cfg);
     let rope_scaling = match &cfg.rope_scaling {
         None => serde_json::Value::Null,
         Some(RopeScaling::Linear { factor }) => {
@@ -94,14 +93,14 @@ pub(super) fn hf_config(
         "tie_word_embeddings": tied, "torch_dtype": "float32", "head_dim": cfg.head_size,
     });
     let mut v = common;
-    let extra = match family {
-        Family::HfGptNeox => serde_json::json!({
+    let extra = match cfg.arch {
+        Arch::GptNeox => serde_json::json!({
             "model_type": "gpt_neox", "architectures": ["GPTNeoXForCausalLM"],
             "rotary_pct": cfg.rope_n_elem as f64 / cfg.head_size as f64, "rotary_emb_base": cfg.rope_base,
             "layer_norm_eps": cfg.norm_eps, "use_parallel_residual": cfg.parallel_residual,
             "hidden_act": if cfg.gelu_tanh { "gelu_new" } else { "gelu" }, "attention_bias": cfg.qkv_bias,
         }),
-        Family::HfFalcon => {
+        Arch::Falcon => {
             // Which Falcon decoder layout (and so which q/k/v grouping) the names follow.
             let layout = if cfg.shared_attention_norm && cfg.n_query_groups == 1 {
                 serde_json::json!({"new_decoder_architecture": false, "multi_query": true})
@@ -132,7 +131,7 @@ pub(super) fn hf_config(
             }
             v
         }
-        Family::HfPhi => serde_json::json!({
+        Arch::Phi => serde_json::json!({
             "model_type": "phi", "architectures": ["PhiForCausalLM"],
             "partial_rotary_factor": cfg.rope_n_elem as f64 / cfg.head_size as f64, "rope_theta": cfg.rope_base,
             "layer_norm_eps": cfg.norm_eps, "hidden_act": if cfg.gelu_tanh { "gelu_new" } else { "gelu" },
@@ -160,20 +159,25 @@ pub(super) fn hf_config(
                     cfg.features().join(", ")
                 )));
             }
-            let qwen = cfg.qkv_bias && !cfg.attn_out_bias;
-            let (mt, arch) = if is_olmo2 {
-                ("olmo2", "Olmo2ForCausalLM")
-            } else if cfg.norm_qk {
-                ("qwen3", "Qwen3ForCausalLM")
-            } else if qwen {
-                ("qwen2", "Qwen2ForCausalLM")
-            } else if cfg.sliding_window.is_some() {
-                ("mistral", "MistralForCausalLM")
-            } else {
-                ("llama", "LlamaForCausalLM")
+            // Phi-3 is written unfused, in Llama's (or, sliding, Mistral's) names.
+            let arch = match cfg.arch {
+                Arch::Phi3 if cfg.sliding_window.is_some() => Arch::Mistral,
+                Arch::Phi3 => Arch::Llama,
+                a => a,
             };
+            if !matches!(
+                arch,
+                Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Olmo2
+            ) || (arch == Arch::Olmo2) != is_olmo2
+            {
+                return Err(Error::Unsupported(format!(
+                    "exporting {} ({arch}) in Hugging Face layout",
+                    cfg.name
+                )));
+            }
+            let (mt, class) = (arch.hf_model_type(), arch.hf_class());
             serde_json::json!({
-                "model_type": mt, "architectures": [arch], "rms_norm_eps": cfg.norm_eps,
+                "model_type": mt, "architectures": [class], "rms_norm_eps": cfg.norm_eps,
                 "rope_theta": cfg.rope_base, "rope_scaling": rope_scaling, "hidden_act": "silu",
                 "attention_bias": cfg.qkv_bias && cfg.attn_out_bias, "mlp_bias": cfg.mlp_bias,
                 "sliding_window": cfg.sliding_window, "use_sliding_window": cfg.sliding_window.is_some(),
@@ -185,7 +189,7 @@ pub(super) fn hf_config(
             o.insert(k.clone(), x.clone());
         }
     }
-    if family == Family::HfFalcon {
+    if cfg.arch == Arch::Falcon {
         // FalconConfig derives these and refuses them as keys.
         if let Some(o) = v.as_object_mut() {
             for k in ["head_dim", "num_key_value_heads", "intermediate_size"] {

@@ -55,7 +55,7 @@ pub fn fingerprint(cfg: &ModelConfig, files: &WeightFiles) -> Result<String> {
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
     };
-    let table = names::table(cfg);
+    let table = names::table(cfg)?;
     for e in &table {
         eat(e.name.as_bytes());
         for d in &e.shape {
@@ -111,15 +111,16 @@ pub fn export_merged_with(
     let target = Target::check(out_dir, &inputs_of(inputs), opts.force)?;
     let files = plan.checkpoint.weights()?;
     // Internal table (to read) and HF table (names to write), in the same order.
-    let ours = names::table(cfg);
-    let mut hf_cfg = cfg.clone();
-    hf_cfg.family = names::hf_family(cfg);
-    if hf_cfg.family == Family::HfPhi3 {
-        return Err(Error::Unsupported(
-            "exporting Phi-3 (fused gate_up_proj) in Hugging Face layout".into(),
-        ));
+    let ours = names::table(cfg)?;
+    let layout = names::layouts::export(cfg);
+    if cfg.family != Family::LitGpt && names::layouts::of(cfg).family != layout.family {
+        // The base's own config.json (copied) would name the fused tensors this writes apart.
+        return Err(Error::Unsupported(format!(
+            "exporting {} ({}, fused q/k/v and gate/up tensors) in its Hugging Face layout",
+            cfg.name, cfg.arch
+        )));
     }
-    let theirs = names::table(&hf_cfg);
+    let theirs = names::table_in(cfg, layout)?;
     let head_adapted = plan
         .adapters
         .iter()
@@ -135,7 +136,7 @@ pub fn export_merged_with(
     let mut order = Vec::new();
     let mut offset = 0usize;
     for h in &theirs {
-        for (name, shape) in outputs(h, &hf_cfg, keep_tied) {
+        for (name, shape) in outputs(h, cfg, keep_tied) {
             let bytes = shape.iter().product::<usize>() * 4;
             header.insert(
                 name.clone(),
@@ -173,7 +174,7 @@ pub fn export_merged_with(
 
     let mut written = 0usize;
     for (ours_e, hf_e) in ours.iter().zip(&theirs) {
-        let outs = outputs(hf_e, &hf_cfg, keep_tied);
+        let outs = outputs(hf_e, cfg, keep_tied);
         if outs.is_empty() {
             continue;
         }

@@ -28,7 +28,7 @@ impl Checkpoint {
         let precision = self.resolve_precision::<B>(&files, precision, device);
         // Check everything first (metadata only), then read one tensor at a time.
         names::load_check(&self.config, &files)?;
-        let table: std::collections::HashMap<String, names::Entry> = names::table(&self.config)
+        let table: std::collections::HashMap<String, names::Entry> = names::table(&self.config)?
             .into_iter()
             .map(|e| (e.name.clone(), e))
             .collect();

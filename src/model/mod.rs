@@ -27,6 +27,7 @@ pub(crate) use rope::Rope;
 
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
+use crate::checkpoint::AdapterFormat;
 use crate::config::{LinearId, ModelConfig};
 use crate::error::{Error, Result};
 
@@ -37,8 +38,8 @@ pub struct GraftInfo {
     pub name: String,
     /// Where it came from (file path).
     pub source: String,
-    /// Format name (`litgpt-lora`, `peft-lora`).
-    pub format: String,
+    /// Its file format (recorded, never branched on here).
+    pub format: AdapterFormat,
     pub step: Option<u64>,
     pub scale: f32,
     pub active: bool,

@@ -101,7 +101,7 @@ fn adapters_json<B: ModelBackend>(model: &graftlm::Model<B>) -> serde_json::Valu
         .iter()
         .map(|g| {
             serde_json::json!({
-                "name": g.name, "path": g.source, "format": g.format, "step": g.step,
+                "name": g.name, "path": g.source, "format": g.format.as_str(), "step": g.step,
                 "scale": g.scale, "active": g.active, "merged": g.merged,
             })
         })

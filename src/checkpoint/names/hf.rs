@@ -1,7 +1,8 @@
 //! What adapters target: the model's linears by internal name, and where a Hugging Face
 //! module's output lands in them (PEFT target matching).
 
-use crate::config::{Family, LinearId, MlpKind, ModelConfig};
+use super::layouts::{self, Part};
+use crate::config::{LinearId, MlpKind, ModelConfig};
 
 /// The linear layers of the model that adapters can target: internal name, `[out, in]`.
 pub fn linears(cfg: &ModelConfig) -> Vec<(String, [usize; 2])> {
@@ -40,166 +41,75 @@ pub struct HfTarget {
     pub neox_qkv: bool,
 }
 
-/// The HF naming family of a configuration (LitGPT checkpoints are mapped by their structure).
-pub fn hf_family(cfg: &ModelConfig) -> Family {
-    match cfg.family {
-        Family::LitGpt => {
-            if cfg.mlp == MlpKind::GptNeox && !cfg.mlp_bias {
-                Family::HfFalcon
-            } else if cfg.shared_attention_norm {
-                Family::HfPhi
-            } else if cfg.mlp == MlpKind::GptNeox {
-                Family::HfGptNeox
-            } else {
-                Family::HfLlama
-            }
-        }
-        f => f,
-    }
-}
-
 /// Maps an HF module path (`model.layers.3.self_attn.q_proj`) to the parts of the model it
-/// computes (one block of one linear, or two for Phi-3's fused `gate_up_proj`). Empty for modules
-/// the model does not have.
+/// computes (one block of one linear, or two for Phi-3's fused `gate_up_proj`), by the name
+/// table of the base's architecture. Empty for modules the model does not have.
 pub fn hf_targets(cfg: &ModelConfig, module: &str) -> Vec<HfTarget> {
     hf_target(cfg, module).unwrap_or_default()
 }
 
 fn hf_target(cfg: &ModelConfig, module: &str) -> Option<Vec<HfTarget>> {
-    let family = hf_family(cfg);
+    let layout = layouts::hf(cfg);
     let q = cfg.n_head * cfg.head_size;
     let kv = cfg.n_query_groups * cfg.head_size;
-    let whole = |linear: String, rows: usize| HfTarget {
-        linear,
+    let (e, inter) = (cfg.n_embd, cfg.intermediate_size);
+    let whole = |id: LinearId, rows: usize| HfTarget {
+        linear: id.to_string(),
         row_offset: 0,
         rows,
         src_row_offset: 0,
         neox_qkv: false,
     };
-    let e = cfg.n_embd;
-    let inter = cfg.intermediate_size;
-    if module == "lm_head" || (family == Family::HfGptNeox && module == "embed_out") {
-        return Some(vec![whole("lm_head".into(), cfg.padded_vocab_size)]);
+    // PEFT names the head `lm_head` whatever the layout calls it.
+    if module == "lm_head" {
+        return Some(vec![whole(LinearId::Head, cfg.padded_vocab_size)]);
     }
-    let (layer_prefix, rest) = match family {
-        Family::HfGptNeox => module.strip_prefix("gpt_neox.layers.")?.split_once('.')?,
-        Family::HfFalcon => module.strip_prefix("transformer.h.")?.split_once('.')?,
-        _ => module.strip_prefix("model.layers.")?.split_once('.')?,
+    let (part, layer) = layout.part_of(module)?;
+    let i = match layer {
+        Some(i) if i < cfg.n_layer => i,
+        Some(_) => return None,
+        None if part == Part::Head => {
+            return Some(vec![whole(LinearId::Head, cfg.padded_vocab_size)])
+        }
+        None => return None,
     };
-    let i: usize = layer_prefix.parse().ok()?;
-    if i >= cfg.n_layer {
-        return None;
-    }
-    let lit = |s: &str| format!("transformer.h.{i}.{s}");
     let qkv = |row_offset: usize, rows: usize| HfTarget {
-        linear: lit("attn.qkv"),
         row_offset,
-        rows,
-        src_row_offset: 0,
-        neox_qkv: false,
+        ..whole(LinearId::Qkv(i), rows)
     };
-    if (family, rest) == (Family::HfPhi3, "mlp.gate_up_proj") {
-        return Some(vec![
-            whole(lit("mlp.fc_1"), inter),
-            HfTarget {
-                src_row_offset: inter,
-                ..whole(lit("mlp.fc_2"), inter)
-            },
-        ]);
-    }
-    let t = match (family, rest) {
-        (Family::HfPhi3, "self_attn.qkv_proj") => qkv(0, q + 2 * kv),
-        (Family::HfPhi3, "self_attn.o_proj") => whole(lit("attn.proj"), e),
-        (Family::HfPhi3, "mlp.down_proj") => whole(lit("mlp.proj"), e),
-        (Family::HfLlama | Family::HfPhi, "self_attn.q_proj") => qkv(0, q),
-        (Family::HfLlama | Family::HfPhi, "self_attn.k_proj") => qkv(q, kv),
-        (Family::HfLlama | Family::HfPhi, "self_attn.v_proj") => qkv(q + kv, kv),
-        (Family::HfLlama, "self_attn.o_proj") | (Family::HfPhi, "self_attn.dense") => {
-            whole(lit("attn.proj"), e)
-        }
-        (Family::HfLlama, "mlp.gate_proj") => whole(lit("mlp.fc_1"), inter),
-        (Family::HfLlama, "mlp.up_proj") => whole(lit("mlp.fc_2"), inter),
-        (Family::HfLlama, "mlp.down_proj") | (Family::HfPhi, "mlp.fc2") => {
-            whole(lit("mlp.proj"), e)
-        }
-        (Family::HfPhi, "mlp.fc1") => whole(lit("mlp.fc"), inter),
-        (Family::HfGptNeox, "attention.query_key_value") => HfTarget {
-            neox_qkv: true,
+    let gated = matches!(cfg.mlp, MlpKind::Llama | MlpKind::Gemma);
+    let t = match part {
+        Part::Qkv => HfTarget {
+            neox_qkv: layout.grouped_qkv,
             ..qkv(0, q + 2 * kv)
         },
-        (Family::HfGptNeox, "attention.dense") => whole(lit("attn.proj"), e),
-        (Family::HfGptNeox, "mlp.dense_h_to_4h") => whole(lit("mlp.fc"), inter),
-        (Family::HfGptNeox, "mlp.dense_4h_to_h") => whole(lit("mlp.proj"), e),
-        (Family::HfFalcon, "self_attention.query_key_value") => HfTarget {
-            neox_qkv: true,
-            ..qkv(0, q + 2 * kv)
-        },
-        (Family::HfFalcon, "self_attention.dense") => whole(lit("attn.proj"), e),
-        (Family::HfFalcon, "mlp.dense_h_to_4h") => whole(lit("mlp.fc"), inter),
-        (Family::HfFalcon, "mlp.dense_4h_to_h") => whole(lit("mlp.proj"), e),
+        Part::Q => qkv(0, q),
+        Part::K => qkv(q, kv),
+        Part::V => qkv(q + kv, kv),
+        Part::Proj => whole(LinearId::Proj(i), e),
+        Part::Fc if !gated => whole(LinearId::Fc(i), inter),
+        Part::Gate if gated => whole(LinearId::Gate(i), inter),
+        Part::Up if gated => whole(LinearId::Up(i), inter),
+        Part::GateUp if gated => {
+            return Some(vec![
+                whole(LinearId::Gate(i), inter),
+                HfTarget {
+                    src_row_offset: inter,
+                    ..whole(LinearId::Up(i), inter)
+                },
+            ])
+        }
+        Part::Down => whole(LinearId::MlpProj(i), e),
         _ => return None,
     };
     Some(vec![t])
 }
 
-/// All HF module paths of the model's linears (what PEFT's `target_modules` can name).
+/// All HF module paths of the model's linears (what PEFT's `target_modules` can name), the
+/// head last.
 pub fn hf_modules(cfg: &ModelConfig) -> Vec<String> {
-    let family = hf_family(cfg);
-    let mut v = Vec::new();
-    for i in 0..cfg.n_layer {
-        let names: &[&str] = match family {
-            Family::HfGptNeox => &[
-                "attention.query_key_value",
-                "attention.dense",
-                "mlp.dense_h_to_4h",
-                "mlp.dense_4h_to_h",
-            ],
-            Family::HfFalcon => &[
-                "self_attention.query_key_value",
-                "self_attention.dense",
-                "mlp.dense_h_to_4h",
-                "mlp.dense_4h_to_h",
-            ],
-            Family::HfPhi3 => &[
-                "self_attn.qkv_proj",
-                "self_attn.o_proj",
-                "mlp.gate_up_proj",
-                "mlp.down_proj",
-            ],
-            Family::HfPhi => &[
-                "self_attn.q_proj",
-                "self_attn.k_proj",
-                "self_attn.v_proj",
-                "self_attn.dense",
-                "mlp.fc1",
-                "mlp.fc2",
-            ],
-            _ => &[
-                "self_attn.q_proj",
-                "self_attn.k_proj",
-                "self_attn.v_proj",
-                "self_attn.o_proj",
-                "mlp.gate_proj",
-                "mlp.up_proj",
-                "mlp.down_proj",
-            ],
-        };
-        let prefix = match family {
-            Family::HfGptNeox => "gpt_neox.layers",
-            Family::HfFalcon => "transformer.h",
-            _ => "model.layers",
-        };
-        for n in names {
-            v.push(format!("{prefix}.{i}.{n}"));
-        }
-    }
-    v.push(
-        if family == Family::HfGptNeox {
-            "embed_out"
-        } else {
-            "lm_head"
-        }
-        .to_string(),
-    );
+    let layout = layouts::hf(cfg);
+    let mut v: Vec<String> = (0..cfg.n_layer).flat_map(|i| layout.linears(i)).collect();
+    v.extend(layout.name(Part::Head, 0));
     v
 }

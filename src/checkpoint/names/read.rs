@@ -4,31 +4,16 @@
 
 use std::collections::HashMap;
 
-use super::{table, Entry, Source};
+use super::{layouts, table, Entry, Source};
 use crate::checkpoint::weights::{HostTensor, Values, WeightFiles};
-use crate::config::{Family, ModelConfig};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-
-/// Stored tensors that carry no weights (rotary caches, attention masks).
-fn ignorable(family: Family, name: &str) -> bool {
-    match family {
-        Family::LitGpt => false,
-        Family::HfLlama | Family::HfPhi | Family::HfPhi3 | Family::HfFalcon => {
-            name.ends_with(".rotary_emb.inv_freq")
-        }
-        Family::HfGptNeox => {
-            name.ends_with(".rotary_emb.inv_freq")
-                || name.ends_with(".attention.bias")
-                || name.ends_with(".attention.masked_bias")
-        }
-    }
-}
 
 /// Reads every parameter of `cfg` from `files`, checking presence, shapes and leftovers.
 pub fn load(cfg: &ModelConfig, files: &WeightFiles) -> Result<HashMap<String, HostTensor>> {
     load_check(cfg, files)?;
     let mut out = HashMap::new();
-    for entry in table(cfg) {
+    for entry in table(cfg)? {
         let t = read_entry(cfg, files, &entry)?;
         out.insert(entry.name, t);
     }
@@ -39,7 +24,8 @@ pub fn load(cfg: &ModelConfig, files: &WeightFiles) -> Result<HashMap<String, Ho
 /// reading metadata only.
 pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
     let stored = files.tensors();
-    let table = table(cfg);
+    let table = table(cfg)?;
+    let ignored = layouts::of(cfg).ignored;
 
     // Check every source first (cheap: metadata only), so errors come before any reading.
     let check = |name: &str, expected: &[usize]| -> Result<()> {
@@ -90,7 +76,8 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
     }
     let extra: Vec<&String> = stored
         .keys()
-        .filter(|k| !ignorable(cfg.family, k))
+        // Stored tensors that carry no weights (rotary caches, attention masks).
+        .filter(|k| !ignored.iter().any(|end| k.ends_with(end)))
         .filter(|k| {
             !table.iter().any(|e| match &e.source {
                 Source::One(n) | Source::NeoxQkv(n) | Source::Rows(n, ..) => n == *k,
@@ -120,7 +107,9 @@ pub fn load_check(cfg: &ModelConfig, files: &WeightFiles) -> Result<()> {
 /// `torch.save` writes a LitGPT conversion of a tied model, whose config has no tying flag).
 /// The model then holds one matrix for both, without reading or comparing twice.
 pub fn head_is_the_embedding(cfg: &ModelConfig, files: &WeightFiles) -> bool {
-    let t = table(cfg);
+    let Ok(t) = table(cfg) else {
+        return false;
+    };
     let source = |name: &str| t.iter().find(|e| e.name == name).map(|e| &e.source);
     match (source("lm_head.weight"), source("transformer.wte.weight")) {
         (Some(Source::Tied(head, wte)), _) => {

@@ -61,7 +61,7 @@ fn lent_parameters_equal_what_read_entry_assembles() {
             }
             let cfg = ModelConfig::from_dir(&d).unwrap();
             let files = WeightFiles::open_dir(&d).unwrap();
-            for e in table(&cfg) {
+            for e in table(&cfg).unwrap() {
                 let mut seen = None;
                 let lent = with_entry_in_place(&cfg, &files, &e, &mut |parts, shape| {
                     let all: Vec<f32> = parts.iter().flat_map(|v| v.to_f32_vec()).collect();
@@ -110,4 +110,97 @@ fn neox_regrouping_moves_rows_per_group() {
     let stored: Vec<f32> = (0..12).map(|x| x as f32).collect();
     let got = neox_to_grouped(&stored, 2, 2, 2, 1);
     assert_eq!(got, vec![0., 1., 6., 7., 2., 3., 8., 9., 4., 5., 10., 11.]);
+}
+
+/// Every fixture configuration (both layouts, every family).
+fn fixture_configs() -> Vec<(String, ModelConfig)> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models");
+    let mut v = Vec::new();
+    for model in std::fs::read_dir(&root).unwrap() {
+        let model = model.unwrap().path();
+        for layout in ["hf", "lit"] {
+            let d = model.join(layout);
+            if d.is_dir() {
+                let name = format!("{}/{layout}", model.file_name().unwrap().to_string_lossy());
+                v.push((name, ModelConfig::from_dir(&d).unwrap()));
+            }
+        }
+    }
+    assert!(v.len() >= 25, "only {} fixture configurations", v.len());
+    v
+}
+
+/// The layout tag a config reader sets is the one of the name table its architecture picks, so
+/// `inspect`'s `layout` and the names read agree.
+#[test]
+fn readers_tag_the_layout_the_table_reads() {
+    for (name, cfg) in fixture_configs() {
+        assert_eq!(layouts::of(&cfg).family, cfg.family, "{name}");
+    }
+}
+
+/// PEFT target matching and the model's linears agree through the table: every HF module of a
+/// linear lands in a linear of the right input width, the blocks of each linear's rows are
+/// covered exactly once, and a module of another layer count or another architecture does not
+/// match.
+#[test]
+fn hf_modules_cover_every_linear_once() {
+    for (name, cfg) in fixture_configs() {
+        let lin: std::collections::BTreeMap<String, [usize; 2]> =
+            linears(&cfg).into_iter().collect();
+        let mut rows: std::collections::BTreeMap<String, Vec<(usize, usize)>> = Default::default();
+        for m in hf_modules(&cfg) {
+            let targets = hf_targets(&cfg, &m);
+            assert!(!targets.is_empty(), "{name}: {m} matches nothing");
+            for t in targets {
+                assert!(lin.contains_key(&t.linear), "{name}: {m} → {}", t.linear);
+                rows.entry(t.linear)
+                    .or_default()
+                    .push((t.row_offset, t.rows));
+            }
+        }
+        for (l, [out, _]) in &lin {
+            let mut blocks = rows.remove(l).unwrap_or_default();
+            blocks.sort();
+            let mut at = 0;
+            for (offset, n) in blocks {
+                assert_eq!(offset, at, "{name}: {l} rows from {at}");
+                at += n;
+            }
+            assert_eq!(at, *out, "{name}: {l} rows covered");
+        }
+        let layers = cfg.n_layer;
+        let beyond = hf_modules(&cfg)[0].replacen(".0.", &format!(".{layers}."), 1);
+        assert!(hf_targets(&cfg, &beyond).is_empty(), "{name}: {beyond}");
+        assert!(hf_targets(&cfg, "model.layers.0.attn.c_attn").is_empty());
+    }
+}
+
+/// Within a layout no two parts share a stored name, and the internal (LitGPT) table names
+/// every part a configuration can ask for.
+#[test]
+fn layouts_name_each_part_once() {
+    for (name, cfg) in fixture_configs() {
+        for layout in [layouts::of(&cfg), layouts::hf(&cfg), layouts::export(&cfg)] {
+            let mut names: Vec<String> = table_in(&cfg, layout)
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|e| match e.source {
+                    Source::One(n) | Source::NeoxQkv(n) | Source::Tied(n, _) => vec![n],
+                    Source::QkvConcat(ns) => ns.to_vec(),
+                    Source::Rows(n, at, _) => vec![format!("{n}@{at}")],
+                })
+                .collect();
+            let n = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(
+                names.len(),
+                n,
+                "{name} {:?}: a stored name twice",
+                layout.family
+            );
+        }
+        assert!(table_in(&cfg, &LITGPT).is_ok(), "{name}");
+    }
 }
