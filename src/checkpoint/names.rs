@@ -53,7 +53,7 @@ pub fn table_in(cfg: &ModelConfig, layout: &Layout) -> Result<Vec<Entry>> {
 
     let wte = t.stored(Part::Embed, 0)?;
     t.push(
-        "transformer.wte.weight".into(),
+        format!("{}.weight", t.ours(Part::Embed, 0)?),
         vec![cfg.padded_vocab_size, e],
         Source::One(format!("{wte}.weight")),
     );
@@ -103,20 +103,20 @@ pub fn table_in(cfg: &ModelConfig, layout: &Layout) -> Result<Vec<Entry>> {
         t.linear(Part::Down, i, [e, inter], cfg.mlp_bias)?;
     }
     t.norm(Part::FinalNorm, 0, e)?;
-    let head = t.stored(Part::Head, 0)?;
+    let (head, ours_head) = (t.stored(Part::Head, 0)?, t.ours(Part::Head, 0)?);
     let head_src = if cfg.tie_embeddings {
         Source::Tied(format!("{head}.weight"), format!("{wte}.weight"))
     } else {
         Source::One(format!("{head}.weight"))
     };
     t.push(
-        "lm_head.weight".into(),
+        format!("{ours_head}.weight"),
         vec![cfg.padded_vocab_size, e],
         head_src,
     );
     if cfg.lm_head_bias {
         t.push(
-            "lm_head.bias".into(),
+            format!("{ours_head}.bias"),
             vec![cfg.padded_vocab_size],
             Source::One(format!("{head}.bias")),
         );

@@ -15,6 +15,7 @@ use crate::backend::ops::{AttentionSpec, Heads};
 use crate::backend::reference::scores;
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
+use crate::checkpoint::names::Part;
 use crate::config::LinearId;
 use crate::error::Result;
 
@@ -59,10 +60,7 @@ impl<B: ModelBackend> Attention<B> {
         let qkv = ld.linear(LinearId::Qkv(i), cfg.qkv_bias)?;
         let proj = ld.linear(LinearId::Proj(i), cfg.attn_out_bias)?;
         let norm_qk = if cfg.norm_qk {
-            Some((
-                ld.norm(&format!("transformer.h.{i}.attn.norm_q"))?,
-                ld.norm(&format!("transformer.h.{i}.attn.norm_k"))?,
-            ))
+            Some((ld.norm(Part::QNorm, i)?, ld.norm(Part::KNorm, i)?))
         } else {
             None
         };

@@ -7,6 +7,7 @@ use super::build::Loader;
 use super::{Attention, Mlp, Norm, Rope, RowGrafts};
 use crate::backend::ModelBackend;
 use crate::cache::KvCache;
+use crate::checkpoint::names::Part;
 use crate::error::Result;
 
 /// One transformer block.
@@ -30,14 +31,11 @@ impl<B: ModelBackend> Block<B> {
     /// Block `i` from `ld` (its norms, attention and MLP, as the config says it has them).
     pub(crate) fn load(ld: &mut Loader<'_, '_, B>, i: usize) -> Result<Self> {
         let cfg = ld.cfg;
-        let p = format!("transformer.h.{i}");
-        let norm_1 = ld.norm_if(!cfg.extras.no_norm_1, &format!("{p}.norm_1"))?;
+        let norm_1 = ld.norm_if(!cfg.extras.no_norm_1, Part::Norm1, i)?;
         let no_norm_2 = cfg.shared_attention_norm || cfg.extras.no_norm_2;
-        let norm_2 = ld.norm_if(!no_norm_2, &format!("{p}.norm_2"))?;
+        let norm_2 = ld.norm_if(!no_norm_2, Part::Norm2, i)?;
         let attn = Attention::load(ld, i)?;
         let mlp = Mlp::load(ld, i)?;
-        let post_attention = format!("{p}.post_attention_norm");
-        let post_mlp = format!("{p}.post_mlp_norm");
         Ok(Self {
             norm_1,
             attn,
@@ -45,8 +43,12 @@ impl<B: ModelBackend> Block<B> {
             shared_attention_norm: cfg.shared_attention_norm,
             mlp,
             parallel_residual: cfg.parallel_residual,
-            post_attention_norm: ld.norm_if(cfg.extras.post_attention_norm, &post_attention)?,
-            post_mlp_norm: ld.norm_if(cfg.extras.post_mlp_norm, &post_mlp)?,
+            post_attention_norm: ld.norm_if(
+                cfg.extras.post_attention_norm,
+                Part::PostAttnNorm,
+                i,
+            )?,
+            post_mlp_norm: ld.norm_if(cfg.extras.post_mlp_norm, Part::PostMlpNorm, i)?,
         })
     }
 

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::{precision, Block, Embedding, InPlace, Linear, Model, Norm, Rope, WeightDtype};
 use crate::backend::ModelBackend;
+use crate::checkpoint::names::{Part, LITGPT};
 use crate::checkpoint::HostTensor;
 use crate::config::{LinearId, ModelConfig};
 use crate::error::{Error, Result};
@@ -127,7 +128,7 @@ impl<B: ModelBackend> Model<B> {
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::load(&mut ld, i))
             .collect::<Result<Vec<_>>>()?;
-        let ln_f = ld.norm("transformer.ln_f")?;
+        let ln_f = ld.norm(Part::FinalNorm, 0)?;
         let rope = Rope::new(cfg, cfg.block_size, device);
         Ok(Self {
             config,
@@ -193,17 +194,26 @@ impl<B: ModelBackend> Loader<'_, '_, B> {
     }
 
     /// [`Loader::norm`] where the config has the norm (`has`), else `None`.
-    pub(crate) fn norm_if(&mut self, has: bool, prefix: &str) -> Result<Option<Norm<B>>> {
+    pub(crate) fn norm_if(
+        &mut self,
+        has: bool,
+        part: Part,
+        layer: usize,
+    ) -> Result<Option<Norm<B>>> {
         if has {
-            Ok(Some(self.norm(prefix)?))
+            Ok(Some(self.norm(part, layer)?))
         } else {
             Ok(None)
         }
     }
 
-    /// The norm `{prefix}.weight` (and `{prefix}.bias` for a LayerNorm).
-    pub(crate) fn norm(&mut self, prefix: &str) -> Result<Norm<B>> {
+    /// The norm `part` (of block `layer`), named as the internal table names it: its weight, and
+    /// its bias for a LayerNorm.
+    pub(crate) fn norm(&mut self, part: Part, layer: usize) -> Result<Norm<B>> {
         let cfg = self.cfg;
+        let prefix = LITGPT.name(part, layer).ok_or_else(|| {
+            Error::Unsupported(format!("a {part:?} norm (not a part the model has)"))
+        })?;
         let w = self.take(&format!("{prefix}.weight"))?;
         let b = if cfg.norm == crate::config::NormKind::LayerNorm {
             Some(self.take(&format!("{prefix}.bias"))?)

@@ -204,3 +204,20 @@ fn layouts_name_each_part_once() {
         assert!(table_in(&cfg, &LITGPT).is_ok(), "{name}");
     }
 }
+
+/// `LinearId`'s spelling of each linear is the internal table's name for its part.
+#[test]
+fn linear_ids_spell_the_internal_names() {
+    use crate::config::LinearId;
+    for (id, part) in [
+        (LinearId::Qkv(3), Part::Qkv),
+        (LinearId::Proj(3), Part::Proj),
+        (LinearId::Fc(3), Part::Fc),
+        (LinearId::Gate(3), Part::Gate),
+        (LinearId::Up(3), Part::Up),
+        (LinearId::MlpProj(3), Part::Down),
+        (LinearId::Head, Part::Head),
+    ] {
+        assert_eq!(LITGPT.name(part, 3), Some(id.to_string()), "{id:?}");
+    }
+}
