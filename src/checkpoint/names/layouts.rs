@@ -65,7 +65,7 @@ impl Part {
 }
 
 /// One file layout's names.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Layout {
     /// The tag `inspect` reports for checkpoints in this layout.
     pub family: Family,
@@ -75,19 +75,67 @@ pub struct Layout {
     pub grouped_qkv: bool,
     /// Names of the parts this layout stores (without `.weight` / `.bias`).
     parts: &'static [(Part, &'static str)],
+    /// A layout whose names this one takes for the parts it does not name itself.
+    extends: Option<&'static Layout>,
     /// Endings of stored tensors that hold no weights (rotary caches, attention masks).
     pub ignored: &'static [&'static str],
 }
 
 impl Layout {
+    /// `base`'s names and settings, with `parts` named as given (a new name, or one more part).
+    const fn extend(
+        base: &'static Layout,
+        family: Family,
+        parts: &'static [(Part, &'static str)],
+    ) -> Self {
+        Layout {
+            family,
+            parts,
+            extends: Some(base),
+            ..*base
+        }
+    }
+
+    /// Blocks named `{layer}.{i}.…`.
+    const fn blocks(self, layer: &'static str) -> Self {
+        Layout { layer, ..self }
+    }
+
+    /// q/k/v fused per K/V group.
+    const fn grouped(self) -> Self {
+        Layout {
+            grouped_qkv: true,
+            ..self
+        }
+    }
+
+    /// The name of `part` relative to its block (or whole, for the others): this layout's, else
+    /// the one it extends.
+    fn own_name(&self, part: Part) -> Option<&'static str> {
+        let mut at = Some(self);
+        while let Some(l) = at {
+            if let Some((_, n)) = l.parts.iter().find(|(p, _)| *p == part) {
+                return Some(n);
+            }
+            at = l.extends;
+        }
+        None
+    }
+
+    /// Every part this layout names (with those it extends).
+    fn named_parts(&self) -> impl Iterator<Item = Part> + '_ {
+        std::iter::successors(Some(self), |l| l.extends)
+            .flat_map(|l| l.parts.iter().map(|(p, _)| *p))
+    }
+
     /// Whether the layout stores `part`.
     pub fn has(&self, part: Part) -> bool {
-        self.parts.iter().any(|(p, _)| *p == part)
+        self.own_name(part).is_some()
     }
 
     /// The stored name of `part` (in block `layer` for per-block parts), without `.weight`.
     pub fn name(&self, part: Part, layer: usize) -> Option<String> {
-        let (_, n) = self.parts.iter().find(|(p, _)| *p == part)?;
+        let n = self.own_name(part)?;
         Some(if part.per_layer() {
             format!("{}.{layer}.{n}", self.layer)
         } else {
@@ -97,12 +145,11 @@ impl Layout {
 
     /// The part and block a module path names (`model.layers.3.self_attn.q_proj` → `Q`, 3).
     pub fn part_of(&self, module: &str) -> Option<(Part, Option<usize>)> {
-        if let Some((p, _)) = self
-            .parts
-            .iter()
-            .find(|(p, n)| !p.per_layer() && *n == module)
+        if let Some(p) = self
+            .named_parts()
+            .find(|p| !p.per_layer() && self.own_name(*p) == Some(module))
         {
-            return Some((*p, None));
+            return Some((p, None));
         }
         let (i, rest) = module
             .strip_prefix(self.layer)?
@@ -112,11 +159,10 @@ impl Layout {
             return None;
         }
         let i = i.parse().ok()?;
-        let (p, _) = self
-            .parts
-            .iter()
-            .find(|(p, n)| p.per_layer() && *n == rest)?;
-        Some((*p, Some(i)))
+        let p = self
+            .named_parts()
+            .find(|p| p.per_layer() && self.own_name(*p) == Some(rest))?;
+        Some((p, Some(i)))
     }
 
     /// Module paths of block `i`'s linears, in the layout's order.
@@ -143,8 +189,7 @@ pub fn hf(cfg: &ModelConfig) -> &'static Layout {
         Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma | Arch::StableLm => {
             &LLAMA
         }
-        Arch::Gemma2 => &GEMMA2,
-        Arch::Olmo2 => &OLMO2,
+        Arch::Gemma2 | Arch::Olmo2 => &POST_NORMED,
         Arch::Phi => &PHI,
         Arch::Phi3 => &PHI3,
         Arch::GptNeox => &GPT_NEOX,
@@ -186,11 +231,13 @@ pub static LITGPT: Layout = Layout {
         (Part::Up, "mlp.fc_2"),
         (Part::Down, "mlp.proj"),
     ],
+    extends: None,
     ignored: &[],
 };
 
-/// `LlamaForCausalLM` and the architectures named like it (Mistral, Qwen2, Qwen3, Gemma, StableLM).
-static LLAMA: Layout = Layout {
+/// What the Hugging Face layouts below share unless they name a part otherwise (not a layout of
+/// its own: it names no linear).
+static HF: Layout = Layout {
     family: Family::HfLlama,
     layer: "model.layers",
     grouped_qkv: false,
@@ -200,6 +247,16 @@ static LLAMA: Layout = Layout {
         (Part::Head, "lm_head"),
         (Part::Norm1, "input_layernorm"),
         (Part::Norm2, "post_attention_layernorm"),
+    ],
+    extends: None,
+    ignored: &[".rotary_emb.inv_freq"],
+};
+
+/// `LlamaForCausalLM` and the architectures named like it (Mistral, Qwen2, Qwen3, Gemma, StableLM).
+static LLAMA: Layout = Layout::extend(
+    &HF,
+    Family::HfLlama,
+    &[
         (Part::Q, "self_attn.q_proj"),
         (Part::K, "self_attn.k_proj"),
         (Part::V, "self_attn.v_proj"),
@@ -210,68 +267,26 @@ static LLAMA: Layout = Layout {
         (Part::Up, "mlp.up_proj"),
         (Part::Down, "mlp.down_proj"),
     ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
+);
 
-/// Gemma 2: `post_attention_layernorm` normalizes the attention output; the MLP's input norm is
-/// `pre_feedforward_layernorm`.
-static GEMMA2: Layout = Layout {
-    family: Family::HfLlama,
-    layer: "model.layers",
-    grouped_qkv: false,
-    parts: &[
-        (Part::Embed, "model.embed_tokens"),
-        (Part::FinalNorm, "model.norm"),
-        (Part::Head, "lm_head"),
-        (Part::Norm1, "input_layernorm"),
+/// Gemma 2 and OLMo-2: `post_attention_layernorm` normalizes the attention output (not the MLP
+/// input, which for Gemma 2 is `pre_feedforward_layernorm`; OLMo-2 has no input norms).
+static POST_NORMED: Layout = Layout::extend(
+    &LLAMA,
+    Family::HfLlama,
+    &[
         (Part::Norm2, "pre_feedforward_layernorm"),
         (Part::PostAttnNorm, "post_attention_layernorm"),
         (Part::PostMlpNorm, "post_feedforward_layernorm"),
-        (Part::Q, "self_attn.q_proj"),
-        (Part::K, "self_attn.k_proj"),
-        (Part::V, "self_attn.v_proj"),
-        (Part::Proj, "self_attn.o_proj"),
-        (Part::Gate, "mlp.gate_proj"),
-        (Part::Up, "mlp.up_proj"),
-        (Part::Down, "mlp.down_proj"),
     ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
-
-/// OLMo-2: no input norms; the attention and MLP outputs are normalized instead.
-static OLMO2: Layout = Layout {
-    family: Family::HfLlama,
-    layer: "model.layers",
-    grouped_qkv: false,
-    parts: &[
-        (Part::Embed, "model.embed_tokens"),
-        (Part::FinalNorm, "model.norm"),
-        (Part::Head, "lm_head"),
-        (Part::PostAttnNorm, "post_attention_layernorm"),
-        (Part::PostMlpNorm, "post_feedforward_layernorm"),
-        (Part::Q, "self_attn.q_proj"),
-        (Part::K, "self_attn.k_proj"),
-        (Part::V, "self_attn.v_proj"),
-        (Part::QNorm, "self_attn.q_norm"),
-        (Part::KNorm, "self_attn.k_norm"),
-        (Part::Proj, "self_attn.o_proj"),
-        (Part::Gate, "mlp.gate_proj"),
-        (Part::Up, "mlp.up_proj"),
-        (Part::Down, "mlp.down_proj"),
-    ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
+);
 
 /// `PhiForCausalLM` (Phi-1.5, Phi-2): one norm per block, shared by attention and MLP.
-static PHI: Layout = Layout {
-    family: Family::HfPhi,
-    layer: "model.layers",
-    grouped_qkv: false,
-    parts: &[
-        (Part::Embed, "model.embed_tokens"),
+static PHI: Layout = Layout::extend(
+    &HF,
+    Family::HfPhi,
+    &[
         (Part::FinalNorm, "model.final_layernorm"),
-        (Part::Head, "lm_head"),
-        (Part::Norm1, "input_layernorm"),
         (Part::Q, "self_attn.q_proj"),
         (Part::K, "self_attn.k_proj"),
         (Part::V, "self_attn.v_proj"),
@@ -279,86 +294,99 @@ static PHI: Layout = Layout {
         (Part::Fc, "mlp.fc1"),
         (Part::Down, "mlp.fc2"),
     ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
+);
 
 /// `Phi3ForCausalLM`: fused `qkv_proj` (`[Q | K | V]`) and `gate_up_proj` (`[gate; up]`).
-static PHI3: Layout = Layout {
-    family: Family::HfPhi3,
-    layer: "model.layers",
-    grouped_qkv: false,
-    parts: &[
-        (Part::Embed, "model.embed_tokens"),
-        (Part::FinalNorm, "model.norm"),
-        (Part::Head, "lm_head"),
-        (Part::Norm1, "input_layernorm"),
-        (Part::Norm2, "post_attention_layernorm"),
+static PHI3: Layout = Layout::extend(
+    &HF,
+    Family::HfPhi3,
+    &[
         (Part::Qkv, "self_attn.qkv_proj"),
         (Part::Proj, "self_attn.o_proj"),
         (Part::GateUp, "mlp.gate_up_proj"),
         (Part::Down, "mlp.down_proj"),
     ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
+);
 
 /// `GPTNeoXForCausalLM` (Pythia): `query_key_value` grouped per head.
 static GPT_NEOX: Layout = Layout {
-    family: Family::HfGptNeox,
-    layer: "gpt_neox.layers",
-    grouped_qkv: true,
-    parts: &[
-        (Part::Embed, "gpt_neox.embed_in"),
-        (Part::FinalNorm, "gpt_neox.final_layer_norm"),
-        (Part::Head, "embed_out"),
-        (Part::Norm1, "input_layernorm"),
-        (Part::Norm2, "post_attention_layernorm"),
-        (Part::Qkv, "attention.query_key_value"),
-        (Part::Proj, "attention.dense"),
-        (Part::Fc, "mlp.dense_h_to_4h"),
-        (Part::Down, "mlp.dense_4h_to_h"),
-    ],
     ignored: &[
         ".rotary_emb.inv_freq",
         ".attention.bias",
         ".attention.masked_bias",
     ],
+    ..Layout::extend(
+        &HF,
+        Family::HfGptNeox,
+        &[
+            (Part::Embed, "gpt_neox.embed_in"),
+            (Part::FinalNorm, "gpt_neox.final_layer_norm"),
+            (Part::Head, "embed_out"),
+            (Part::Qkv, "attention.query_key_value"),
+            (Part::Proj, "attention.dense"),
+            (Part::Fc, "mlp.dense_h_to_4h"),
+            (Part::Down, "mlp.dense_4h_to_h"),
+        ],
+    )
+    .blocks("gpt_neox.layers")
+    .grouped()
 };
 
 /// `FalconForCausalLM`, 7B-style (one shared norm) or sequential: `query_key_value` grouped per
 /// K/V head.
-static FALCON: Layout = Layout {
-    family: Family::HfFalcon,
-    layer: "transformer.h",
-    grouped_qkv: true,
-    parts: &[
+static FALCON: Layout = Layout::extend(
+    &HF,
+    Family::HfFalcon,
+    &[
         (Part::Embed, "transformer.word_embeddings"),
         (Part::FinalNorm, "transformer.ln_f"),
-        (Part::Head, "lm_head"),
-        (Part::Norm1, "input_layernorm"),
-        (Part::Norm2, "post_attention_layernorm"),
         (Part::Qkv, "self_attention.query_key_value"),
         (Part::Proj, "self_attention.dense"),
         (Part::Fc, "mlp.dense_h_to_4h"),
         (Part::Down, "mlp.dense_4h_to_h"),
     ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
+)
+.blocks("transformer.h")
+.grouped();
 
 /// Falcon 40B/180B (the new decoder architecture with two norms per block).
-static FALCON_NEW: Layout = Layout {
-    family: Family::HfFalcon,
-    layer: "transformer.h",
-    grouped_qkv: true,
-    parts: &[
-        (Part::Embed, "transformer.word_embeddings"),
-        (Part::FinalNorm, "transformer.ln_f"),
-        (Part::Head, "lm_head"),
-        (Part::Norm1, "ln_attn"),
-        (Part::Norm2, "ln_mlp"),
-        (Part::Qkv, "self_attention.query_key_value"),
-        (Part::Proj, "self_attention.dense"),
-        (Part::Fc, "mlp.dense_h_to_4h"),
-        (Part::Down, "mlp.dense_4h_to_h"),
-    ],
-    ignored: &[".rotary_emb.inv_freq"],
-};
+static FALCON_NEW: Layout = Layout::extend(
+    &FALCON,
+    Family::HfFalcon,
+    &[(Part::Norm1, "ln_attn"), (Part::Norm2, "ln_mlp")],
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layout that extends another takes its names, except where it names a part itself:
+    /// then the other's name for that part is not read as that part any more.
+    #[test]
+    fn overrides_replace_the_names_they_extend() {
+        assert_eq!(
+            FALCON_NEW.name(Part::Norm1, 2).as_deref(),
+            Some("transformer.h.2.ln_attn")
+        );
+        assert_eq!(
+            FALCON_NEW.name(Part::Proj, 2).as_deref(),
+            Some("transformer.h.2.self_attention.dense")
+        );
+        assert_eq!(
+            FALCON_NEW.part_of("transformer.h.2.ln_mlp"),
+            Some((Part::Norm2, Some(2)))
+        );
+        assert_eq!(FALCON_NEW.part_of("transformer.h.2.input_layernorm"), None);
+        assert_eq!(
+            FALCON.part_of("transformer.h.2.input_layernorm"),
+            Some((Part::Norm1, Some(2)))
+        );
+        assert_eq!(
+            POST_NORMED.part_of("model.layers.0.post_attention_layernorm"),
+            Some((Part::PostAttnNorm, Some(0)))
+        );
+        assert_eq!(POST_NORMED.part_of("lm_head"), Some((Part::Head, None)));
+        assert_eq!(POST_NORMED.part_of("model.layers.+1.mlp.up_proj"), None);
+        assert_eq!(POST_NORMED.linears(1).count(), 7);
+    }
+}
