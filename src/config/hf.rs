@@ -10,30 +10,20 @@ use std::path::Path;
 use serde_yaml::Value;
 
 use super::litgpt::{rope_scaling_from, Fields};
-use super::{Arch, ModelConfig};
+use super::{Arch, Family, MlpKind, ModelConfig, NormKind};
 use crate::error::{Error, Result};
 
 mod families;
 
-/// What every family's reader starts from: the fields all of them read.
+/// What every family's reader starts from: the configuration with the fields all of them read
+/// (the rest as a plain Llama has them: each reader sets what differs), and the raw values some
+/// of them interpret.
 pub(super) struct Common {
-    pub name: String,
-    pub arch: Arch,
-    pub block_size: usize,
-    pub n_layer: usize,
-    pub n_embd: usize,
-    pub n_head: usize,
-    pub head_size: usize,
-    pub n_query_groups: usize,
-    pub padded_vocab_size: usize,
-    pub intermediate_size: usize,
-    pub tie_embeddings: bool,
-    pub rope_scaling: Option<super::RopeScaling>,
-    /// `rope_parameters.rope_theta` and `.partial_rotary_factor` (transformers ≥ 5).
-    pub rp_theta: Option<f64>,
-    pub rp_partial: Option<f64>,
-    pub hidden_act: Option<String>,
+    pub base: ModelConfig,
     pub model_type: String,
+    pub hidden_act: Option<String>,
+    /// `rope_parameters.partial_rotary_factor` (transformers ≥ 5).
+    pub rp_partial: Option<f64>,
 }
 
 /// Whether `hidden_act` (default `allowed[0]`) is a tanh-approximated GELU (`tanh`), an exact
@@ -138,10 +128,12 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
         (None, None) => None,
     };
     let hidden_act = f.string("hidden_act")?;
+    let rope_base = f.f64("rope_theta")?.or(rp_theta).unwrap_or(10000.0);
 
-    let c = Common {
+    let base = ModelConfig {
         name,
         arch,
+        family: Family::HfLlama,
         block_size,
         n_layer,
         n_embd,
@@ -149,13 +141,32 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
         head_size,
         n_query_groups,
         padded_vocab_size,
+        norm: NormKind::RmsNorm { unit_offset: false },
+        norm_eps: 1e-6,
+        mlp: MlpKind::Llama,
         intermediate_size,
-        tie_embeddings,
+        gelu_tanh: false,
+        qkv_bias: false,
+        attn_out_bias: false,
+        mlp_bias: false,
+        lm_head_bias: false,
+        parallel_residual: false,
+        shared_attention_norm: false,
+        rope_n_elem: head_size,
+        rope_base,
+        rope_condense_ratio: 1,
         rope_scaling,
-        rp_theta,
-        rp_partial,
-        hidden_act,
+        scale_embeddings: false,
+        tie_embeddings,
+        sliding_window: None,
+        norm_qk: false,
+        extras: Default::default(),
+    };
+    let c = Common {
+        base,
         model_type,
+        hidden_act,
+        rp_partial,
     };
     match arch {
         Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Olmo2 => {
