@@ -60,13 +60,7 @@ pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 
 /// `config.json` of `model_type` `gpt_neox`.
 pub(super) fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let gelu_tanh = act(
-        f,
-        &c.hidden_act,
-        &c.model_type,
-        &["gelu"],
-        &["gelu_new", "gelu_pytorch_tanh"],
-    )?;
+    let gelu_tanh = gelu(f, &c)?;
     let rotary_pct = f.f64("rotary_pct")?.or(c.rp_partial).unwrap_or(0.25);
     let bias = f.bool("attention_bias")?.unwrap_or(true);
     Ok(ModelConfig {
@@ -226,13 +220,7 @@ pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 
 /// `config.json` of `model_type` `phi`.
 pub(super) fn phi(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
-    let gelu_tanh = act(
-        f,
-        &c.hidden_act,
-        &c.model_type,
-        &["gelu"],
-        &["gelu_new", "gelu_pytorch_tanh"],
-    )?;
+    let gelu_tanh = gelu(f, &c)?;
     no_qk_layernorm(f)?;
     let partial = f
         .f64("partial_rotary_factor")?
@@ -264,4 +252,10 @@ fn no_qk_layernorm(f: &mut Fields<'_>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether the GELU of `hidden_act` (GPT-NeoX, Phi; default exact) is tanh-approximated.
+fn gelu(f: &Fields<'_>, c: &Common) -> Result<bool> {
+    let tanh = ["gelu_new", "gelu_pytorch_tanh"];
+    act(f, &c.hidden_act, &c.model_type, &["gelu"], &tanh)
 }
