@@ -168,15 +168,5 @@ pub(super) fn parse(text: &str, path: &Path, default_name: &str) -> Result<Model
         hidden_act,
         rp_partial,
     };
-    match arch {
-        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Olmo2 => {
-            families::llama_like(&mut f, c)
-        }
-        Arch::GptNeox => families::gpt_neox(&mut f, c),
-        Arch::Gemma | Arch::Gemma2 | Arch::Phi3 | Arch::StableLm => {
-            families::gemma_phi3_stablelm(&mut f, c)
-        }
-        Arch::Falcon => families::falcon(&mut f, c),
-        Arch::Phi => families::phi(&mut f, c),
-    }
+    families::read(arch, &mut f, c)
 }

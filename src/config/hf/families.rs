@@ -4,10 +4,22 @@
 use super::super::litgpt::Fields;
 use super::super::{Extras, Family, MlpKind, ModelConfig, NormKind};
 use super::{act, Common};
+use crate::config::Arch;
 use crate::error::Result;
 
+/// The configuration of architecture `arch` (one reader per group of architectures).
+pub(super) fn read(arch: Arch, f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
+    match arch {
+        Arch::Llama | Arch::Mistral | Arch::Qwen2 | Arch::Qwen3 | Arch::Olmo2 => llama_like(f, c),
+        Arch::GptNeox => gpt_neox(f, c),
+        Arch::Gemma | Arch::Gemma2 | Arch::Phi3 | Arch::StableLm => gemma_phi3_stablelm(f, c),
+        Arch::Falcon => falcon(f, c),
+        Arch::Phi => phi(f, c),
+    }
+}
+
 /// `config.json` of `model_type` `llama` | `mistral` | `qwen2` | `qwen3` | `olmo2`.
-pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
+fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
     let olmo2 = c.model_type == "olmo2";
     act(f, &c.hidden_act, &c.model_type, &["silu"], &[])?;
     let qwen = c.model_type == "qwen2";
@@ -59,7 +71,7 @@ pub(super) fn llama_like(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 }
 
 /// `config.json` of `model_type` `gpt_neox`.
-pub(super) fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
+fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
     let gelu_tanh = gelu(f, &c)?;
     let rotary_pct = f.f64("rotary_pct")?.or(c.rp_partial).unwrap_or(0.25);
     let bias = f.bool("attention_bias")?.unwrap_or(true);
@@ -81,7 +93,7 @@ pub(super) fn gpt_neox(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 }
 
 /// `config.json` of `model_type` `gemma` | `gemma2` | `phi3` | `stablelm`.
-pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
+fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
     let gemma2 = c.model_type == "gemma2";
     let gemma = c.model_type == "gemma" || gemma2;
     let stablelm = c.model_type == "stablelm";
@@ -176,7 +188,7 @@ pub(super) fn gemma_phi3_stablelm(f: &mut Fields<'_>, c: Common) -> Result<Model
 }
 
 /// `config.json` of `model_type` `falcon`.
-pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
+fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
     if f.bool("alibi")?.unwrap_or(false) {
         return Err(f.err("alibi", "ALiBi position biases are not supported"));
     }
@@ -219,7 +231,7 @@ pub(super) fn falcon(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
 }
 
 /// `config.json` of `model_type` `phi`.
-pub(super) fn phi(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
+fn phi(f: &mut Fields<'_>, c: Common) -> Result<ModelConfig> {
     let gelu_tanh = gelu(f, &c)?;
     no_qk_layernorm(f)?;
     let partial = f
