@@ -444,3 +444,74 @@ fn scales_whose_merge_cannot_be_undone_are_refused() {
         .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(diff < 1e-5, "base restored to rounding ({diff})");
 }
+
+/// Tensors and configurations a program hands over itself (`Model::from_tensors`, the
+/// `advanced` parts) get the checks a checkpoint's get: a wrong shape, too few values or an
+/// unusable configuration is an error naming it, not a panic.
+#[test]
+fn caller_built_models_are_checked_like_checkpoints() {
+    use graftlm::advanced::{Linear, Norm};
+    use graftlm::checkpoint::{names, HostTensor, WeightFiles};
+    use graftlm::config::ModelConfig;
+    use graftlm::model::WeightDtype;
+
+    let dir = fixtures().join("llama/lit");
+    let cfg = ModelConfig::from_dir(&dir).unwrap();
+    let tensors = names::load(&cfg, &WeightFiles::open_dir(&dir).unwrap()).unwrap();
+    let dev = Default::default();
+    let build = |cfg: &ModelConfig, t: &std::collections::HashMap<String, HostTensor>| {
+        graftlm::Model::<B>::from_tensors(cfg.clone(), t.clone(), &dev)
+    };
+    assert!(build(&cfg, &tensors).is_ok());
+
+    let qkv = "transformer.h.0.attn.qkv.weight";
+    let mut t = tensors.clone();
+    let w = t.get_mut(qkv).unwrap();
+    w.shape.reverse();
+    match build(&cfg, &t) {
+        Err(Error::ShapeMismatch { name, .. }) => assert_eq!(name, qkv),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let mut t = tensors.clone();
+    t.get_mut(qkv).unwrap().data.pop();
+    match build(&cfg, &t) {
+        Err(Error::InvalidArgument { name, .. }) => assert_eq!(name, qkv),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    let mut bad = cfg.clone();
+    bad.n_query_groups = bad.n_head + 1;
+    assert!(matches!(
+        build(&bad, &tensors),
+        Err(Error::UnsupportedConfig { .. })
+    ));
+
+    let w = &tensors[qkv];
+    let short = HostTensor {
+        shape: w.shape.clone(),
+        data: w.data[1..].to_vec(),
+    };
+    let flat = HostTensor {
+        shape: vec![w.data.len()],
+        data: w.data.clone(),
+    };
+    let bias = HostTensor {
+        shape: vec![3],
+        data: vec![0.0; 3],
+    };
+    for (weight, b) in [(&short, None), (&flat, None), (w, Some(&bias))] {
+        assert!(matches!(
+            Linear::<B>::from_host(weight, b, WeightDtype::F32, &dev),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+    assert!(Linear::<B>::from_host(w, None, WeightDtype::F32, &dev).is_ok());
+    let norm = &tensors["transformer.h.0.norm_1.weight"];
+    assert!(matches!(
+        Norm::<B>::from_host(cfg.norm, norm, Some(&bias), 1e-5, &dev),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        Norm::<B>::from_host(cfg.norm, w, None, 1e-5, &dev),
+        Err(Error::InvalidArgument { .. })
+    ));
+}

@@ -341,7 +341,9 @@ impl ModelConfig {
         self.padded_vocab_size * e + self.n_layer * block + norm(e) + head
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// Checks that the values can be built and run (every size positive and plausible, the
+    /// heads divisible into groups, RoPE and norm settings usable); errors name `path`.
+    pub(crate) fn validate(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, msg: String| {
             Err(Error::UnsupportedConfig {
                 path: path.to_path_buf(),

@@ -79,8 +79,16 @@ impl<B: ModelBackend> Model<B> {
             p => p,
         };
         let cfg = &config;
+        // A caller's own configuration and tensors (`from_tensors`, `from_source`) get the checks
+        // a checkpoint's get when it is read.
+        cfg.validate(std::path::Path::new("(the ModelConfig given)"))?;
+        let shapes = crate::checkpoint::names::table_in(cfg, &LITGPT)?
+            .into_iter()
+            .map(|e| (e.name, e.shape))
+            .collect();
         let mut ld = Loader {
             cfg,
+            shapes,
             take,
             in_place,
             precision,
@@ -149,6 +157,8 @@ impl<B: ModelBackend> Model<B> {
 /// held at `precision` on `device`.
 pub(crate) struct Loader<'a, 'p, B: ModelBackend> {
     pub(crate) cfg: &'a ModelConfig,
+    /// Every parameter's internal name and shape.
+    shapes: HashMap<String, Vec<usize>>,
     take: &'a mut dyn FnMut(&str) -> Result<HostTensor>,
     in_place: &'a mut InPlace<'p>,
     precision: WeightDtype,
@@ -156,9 +166,26 @@ pub(crate) struct Loader<'a, 'p, B: ModelBackend> {
 }
 
 impl<B: ModelBackend> Loader<'_, '_, B> {
-    /// The parameter called `name`.
+    /// The parameter called `name`, with the shape the configuration gives it and as many
+    /// values as that shape holds.
     pub(crate) fn take(&mut self, name: &str) -> Result<HostTensor> {
-        (self.take)(name)
+        let t = (self.take)(name)?;
+        let expected = self.shapes.get(name).cloned().unwrap_or_default();
+        if t.shape != expected {
+            return Err(Error::ShapeMismatch {
+                path: Default::default(),
+                name: name.to_string(),
+                expected,
+                found: t.shape,
+            });
+        }
+        if t.data.len() != expected.iter().product::<usize>() {
+            return Err(Error::invalid(
+                name,
+                format!("{} values for the shape {expected:?}", t.data.len()),
+            ));
+        }
+        Ok(t)
     }
 
     /// The linear `id` (and its bias when `bias`): its weight lent in place where the source
@@ -184,12 +211,7 @@ impl<B: ModelBackend> Loader<'_, '_, B> {
         })?;
         match made {
             Some(l) if read => Ok(l),
-            _ => Ok(Linear::from_host(
-                &self.take(&name)?,
-                b.as_ref(),
-                precision,
-                device,
-            )),
+            _ => Linear::from_host(&self.take(&name)?, b.as_ref(), precision, device),
         }
     }
 
@@ -220,12 +242,6 @@ impl<B: ModelBackend> Loader<'_, '_, B> {
         } else {
             None
         };
-        Ok(Norm::from_host(
-            cfg.norm,
-            &w,
-            b.as_ref(),
-            cfg.norm_eps,
-            self.device,
-        ))
+        Norm::from_host(cfg.norm, &w, b.as_ref(), cfg.norm_eps, self.device)
     }
 }

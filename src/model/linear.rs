@@ -53,24 +53,48 @@ pub struct Linear<B: ModelBackend> {
 
 impl<B: ModelBackend> Linear<B> {
     /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`,
-    /// holding the weight at `precision` (`Auto` counts as f32).
-    ///
-    /// # Panics
-    /// When `weight.data` does not hold `out · in` values (a malformed [`HostTensor`]; the
-    /// checkpoint readers check every shape before building a layer).
+    /// holding the weight at `precision` (`Auto` counts as f32). A weight that is not 2-D, whose
+    /// values do not fill its shape, or a bias that is not `[out]` is an
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn from_host(
         weight: &HostTensor,
         bias: Option<&HostTensor>,
         precision: WeightDtype,
         device: &B::Device,
-    ) -> Self {
-        Self::from_values(
+    ) -> crate::Result<Self> {
+        let &[out, inp] = weight.shape.as_slice() else {
+            return Err(crate::Error::invalid(
+                "weight",
+                format!("expected an [out, in] shape, got {:?}", weight.shape),
+            ));
+        };
+        if out.checked_mul(inp) != Some(weight.data.len()) {
+            return Err(crate::Error::invalid(
+                "weight",
+                format!(
+                    "{} values for the shape {:?}",
+                    weight.data.len(),
+                    weight.shape
+                ),
+            ));
+        }
+        if let Some(b) = bias.filter(|b| b.shape != [out] || b.data.len() != out) {
+            return Err(crate::Error::invalid(
+                "bias",
+                format!(
+                    "expected [{out}], got {:?} with {} values",
+                    b.shape,
+                    b.data.len()
+                ),
+            ));
+        }
+        Ok(Self::from_values(
             &[crate::checkpoint::Values::F32(&weight.data)],
             &weight.shape,
             bias,
             precision,
             device,
-        )
+        ))
     }
 
     /// [`Linear::from_host`] from borrowed values as stored: `parts` stacked by rows make the

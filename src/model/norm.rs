@@ -18,26 +18,40 @@ pub struct Norm<B: ModelBackend> {
 }
 
 impl<B: ModelBackend> Norm<B> {
-    /// From a stored weight (and bias, for LayerNorm).
+    /// From a stored weight (and bias, for LayerNorm). A weight that is not 1-D or holds other
+    /// than its shape's values, or a bias of another shape, is an
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
     pub fn from_host(
         kind: NormKind,
         weight: &HostTensor,
         bias: Option<&HostTensor>,
         eps: f64,
         device: &B::Device,
-    ) -> Self {
+    ) -> crate::Result<Self> {
         let n = weight.data.len();
+        for (name, t) in [("weight", Some(weight)), ("bias", bias)] {
+            if let Some(t) = t.filter(|t| t.shape != [n] || t.data.len() != n) {
+                return Err(crate::Error::invalid(
+                    name,
+                    format!(
+                        "expected [{n}], got {:?} with {} values",
+                        t.shape,
+                        t.data.len()
+                    ),
+                ));
+            }
+        }
         let mut w = weight.data.clone();
         if let NormKind::RmsNorm { unit_offset: true } = kind {
             w.iter_mut().for_each(|x| *x += 1.0);
         }
-        Self {
+        Ok(Self {
             kind,
             weight: Tensor::from_data(TensorData::new(w, [n]), device),
             bias: bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [n]), device)),
             eps,
             saved: None,
-        }
+        })
     }
 
     /// Width of the normalised dimension.

@@ -49,7 +49,7 @@ pub(crate) fn layer_as(
         shape: vec![out],
         data: values(out, seed + 1),
     };
-    let mut l = Linear::<Flex>::from_host(&w, Some(&b), p, &dev);
+    let mut l = Linear::<Flex>::from_host(&w, Some(&b), p, &dev).unwrap();
     l.set_round_merges(round);
     for (i, &r) in ranks.iter().enumerate() {
         let s = seed + 10 * (i as u32 + 1);
