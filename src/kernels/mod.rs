@@ -14,5 +14,6 @@ pub(crate) mod buffer;
 pub(crate) mod linear;
 pub(crate) mod math;
 pub(crate) mod panels;
+pub(crate) mod quant;
 pub(crate) mod transpose;
 pub(crate) mod weight;
