@@ -2,9 +2,11 @@
 //! dimension with one f16 scale, quantized exactly as ggml's reference quantizers
 //! (`quantize_row_q8_0_ref`, `quantize_row_q4_0_ref`) and the `gguf` package do, so the bytes
 //! equal what llama.cpp writes for the same weights; and their dequantization.
-//! `quant/dot.rs` multiplies f32 activations by rows of blocks.
+//! `quant/dot.rs` multiplies f32 activations by rows of blocks (decoding), `quant/many.rs`
+//! several rows at once (batched decoding, prefill).
 
 pub(crate) mod dot;
+pub(crate) mod many;
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;

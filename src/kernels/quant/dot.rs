@@ -240,6 +240,14 @@ pub fn row_dot<B: DotBlock>(row: &[B], x: &[f32]) -> f32 {
     row_dot_as(form(), row, x)
 }
 
+/// `y[r] = Σ_j w_rj · x_j` for the `y.len()` rows of `k` blocks in `w`, on the calling thread.
+///
+/// # Panics
+/// When `w` or `x` is too short.
+pub(crate) fn rows_with<B: DotBlock>(w: &[B], k: usize, x: &[f32], y: &mut [f32]) {
+    rows_as(form(), w, k, x, y)
+}
+
 fn row_dot_as<B: DotBlock>(form: Form, row: &[B], x: &[f32]) -> f32 {
     let mut y = [0f32];
     rows_as(form, row, row.len(), x, &mut y);
@@ -272,8 +280,8 @@ fn rows_as<B: DotBlock>(form: Form, w: &[B], k: usize, x: &[f32], y: &mut [f32])
                 y[r..r + 4].copy_from_slice(&out);
                 r += 4;
             }
-            for r in r..y.len() {
-                y[r] = unsafe { rows_avx512([row(r)], x) }[0];
+            for (r, o) in y.iter_mut().enumerate().skip(r) {
+                *o = unsafe { rows_avx512([row(r)], x) }[0];
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -284,8 +292,8 @@ fn rows_as<B: DotBlock>(form: Form, w: &[B], k: usize, x: &[f32], y: &mut [f32])
                 y[r..r + 2].copy_from_slice(&out);
                 r += 2;
             }
-            for r in r..y.len() {
-                y[r] = unsafe { rows_avx2([row(r)], x) }[0];
+            for (r, o) in y.iter_mut().enumerate().skip(r) {
+                *o = unsafe { rows_avx2([row(r)], x) }[0];
             }
         }
         Form::Portable => {
@@ -325,20 +333,21 @@ pub fn matvec<B: DotBlock>(x: &[f32], w: &[B], y: &mut [f32]) {
         .for_each(|(y, w)| rows_as(form, w, k, x, y));
 }
 
+/// One form of each block type's row dot (tests compare them).
 #[cfg(test)]
-pub(super) fn forms() -> Vec<(
+pub(super) type Forms = (
     &'static str,
     fn(&[BlockQ8_0], &[f32]) -> f32,
     fn(&[BlockQ4_0], &[f32]) -> f32,
-)> {
-    let mut v: Vec<(
-        &'static str,
-        fn(&[BlockQ8_0], &[f32]) -> f32,
-        fn(&[BlockQ4_0], &[f32]) -> f32,
-    )> = vec![("portable", row_dot_portable, row_dot_portable)];
+);
+
+/// Every form this CPU can run.
+#[cfg(test)]
+pub(super) fn forms() -> Vec<Forms> {
+    let mut v: Vec<Forms> = vec![("portable", row_dot_portable, row_dot_portable)];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if crate::kernels::math::avx512() {
             v.push((
                 "avx512",
                 |r, x| row_dot_as(Form::Avx512, r, x),

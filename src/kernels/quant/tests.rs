@@ -1,7 +1,7 @@
 //! The blocks against the `gguf` package's bytes (`tests/fixtures/make_quant_blocks.py`), and
 //! the dot forms against each other (bit for bit) and against f64 sums.
 
-use super::dot::{forms, matvec, row_dot, DotBlock};
+use super::dot::{forms, matvec, row_dot, DotBlock, Forms};
 use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -84,7 +84,7 @@ fn values(n: usize, seed: u64) -> Vec<f32> {
 
 /// Every form of the dot gives the same bits, and they are the f64 dot of the dequantized
 /// weights up to f32 rounding.
-fn forms_agree<B: DotBlock>(pick: impl Fn(&FormsRow) -> fn(&[B], &[f32]) -> f32) {
+fn forms_agree<B: DotBlock>(pick: impl Fn(&Forms) -> fn(&[B], &[f32]) -> f32) {
     for (k, seed) in [(1, 1), (3, 2), (24, 3), (48, 4), (176, 5)] {
         let mut w = vec![B::zeroed(); 5 * k];
         quantize(&values(5 * k * QK, seed), &mut w);
@@ -113,12 +113,6 @@ fn forms_agree<B: DotBlock>(pick: impl Fn(&FormsRow) -> fn(&[B], &[f32]) -> f32)
         }
     }
 }
-
-type FormsRow = (
-    &'static str,
-    fn(&[BlockQ8_0], &[f32]) -> f32,
-    fn(&[BlockQ4_0], &[f32]) -> f32,
-);
 
 #[test]
 fn q8_0_dot_forms_agree_bit_for_bit() {
@@ -218,4 +212,43 @@ fn quant_matvec_speed() {
     let mut q4 = vec![BlockQ4_0::zeroed(); n * k / QK];
     quantize(&w, &mut q4);
     time("q4_0", q4.len() * 18, &mut |y| matvec(&x, &q4, y));
+}
+
+/// A few activation rows give, row by row, the bits of decoding each alone; many rows (the
+/// dequantized GEMM) the same values up to summation order, in every band and tail.
+#[test]
+fn many_rows_match_one_row_at_a_time() {
+    use super::many::{few, prefill};
+    for (m, n, k) in [
+        (1, 5, 3),
+        (3, 48, 2),
+        (8, 200, 6),
+        (13, 401, 4),
+        (20, 97, 18),
+    ] {
+        let mut w = vec![BlockQ4_0::zeroed(); n * k];
+        quantize(&values(n * k * QK, n as u64), &mut w);
+        let x = values(m * k * QK, m as u64 + 50);
+        let mut one = vec![0f32; m * n];
+        for i in 0..m {
+            let xi = &x[i * k * QK..(i + 1) * k * QK];
+            for r in 0..n {
+                one[i * n + r] = row_dot(&w[r * k..(r + 1) * k], xi);
+            }
+        }
+        let mut y = vec![f32::NAN; m * n];
+        few(&x, m, &w, n, &mut y);
+        for (a, b) in y.iter().zip(&one) {
+            assert_eq!(a.to_bits(), b.to_bits(), "few m={m} n={n} k={k}");
+        }
+        let mut y = vec![f32::NAN; m * n];
+        if prefill(&x, m, &w, n, &mut y) {
+            for (j, (a, b)) in y.iter().zip(&one).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                    "prefill m={m} n={n} k={k} {j}: {a} vs {b}"
+                );
+            }
+        }
+    }
 }
