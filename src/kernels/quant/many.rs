@@ -11,9 +11,9 @@
 use super::dot::{rows_with, DotBlock};
 use super::QK;
 
-/// Weight rows per band of [`prefill`]: a whole number of the GEMM's 48-column panels, small
-/// enough that the band (`k × BAND` f32) stays in L2 for typical widths.
-const BAND: usize = 192;
+/// Weight rows per band of [`prefill`]: a whole number of the GEMM's 48-column panels; the band
+/// (`k × BAND` f32, 1.7 MB for `k` = 576) is dequantized once per call and read by every row.
+const BAND: usize = 768;
 
 /// `y[i, r] = x[i]·w[r]` for `m` activation rows `x` (`[m, k·QK]`) and the `n` weight rows of
 /// `k` blocks in `w`; `y` is `[m, n]`. Weight rows are split across rayon's threads.
@@ -55,15 +55,17 @@ pub fn few<B: DotBlock>(x: &[f32], m: usize, w: &[B], n: usize, y: &mut [f32]) {
     }
 }
 
-/// [`few`] for many activation rows: each band of weight rows dequantized into a `[k·QK, band]`
-/// f32 matrix and multiplied by the GEMM. `false` (and `y` untouched) where this CPU has no
-/// GEMM kernel (neither AVX-512F nor AVX2 + FMA + F16C): the caller then uses its own.
+/// [`few`] for many activation rows: each band of weight rows dequantized (in parallel, a
+/// 16-row panel per task) into the f32 GEMM's panel layout and multiplied by that GEMM. `false`
+/// (and `y` untouched) where this CPU has no GEMM kernel (neither AVX-512F nor AVX2 + FMA +
+/// F16C): the caller then uses its own.
 ///
 /// # Panics
 /// When the sizes do not match.
 pub fn prefill<B: DotBlock>(x: &[f32], m: usize, w: &[B], n: usize, y: &mut [f32]) -> bool {
     use crate::kernels::linear::prefill::gemm_in;
-    use crate::kernels::panels::WeightShape;
+    use crate::kernels::panels::{Layout, WeightShape, PANEL};
+    use rayon::prelude::*;
     let k = w.len().checked_div(n).unwrap_or(0);
     assert!(
         w.len() == n * k && x.len() == m * k * QK && y.len() == m * n,
@@ -73,23 +75,38 @@ pub fn prefill<B: DotBlock>(x: &[f32], m: usize, w: &[B], n: usize, y: &mut [f32
         y.len()
     );
     let kk = k * QK;
-    let mut band = vec![0f32; kk * BAND.min(n)];
-    let mut out = vec![0f32; m * BAND.min(n)];
-    let mut vals = [0f32; QK];
+    let widest = BAND.min(n);
+    let mut band = vec![0f32; widest.div_ceil(PANEL) * kk * PANEL];
+    let mut out = vec![0f32; m * widest];
     for r0 in (0..n).step_by(BAND) {
         let width = BAND.min(n - r0);
-        let band = &mut band[..kk * width];
-        // Row `r` of the band's weights is column `r` of the `[kk, width]` matrix.
-        for r in 0..width {
-            for (b, blk) in w[(r0 + r) * k..(r0 + r + 1) * k].iter().enumerate() {
-                blk.dequantize(&mut vals);
-                for (j, v) in vals.iter().enumerate() {
-                    band[(b * QK + j) * width + r] = *v;
+        let shape = WeightShape {
+            k: kk,
+            n: width,
+            layout: Layout::Panels,
+        };
+        let band = &mut band[..shape.len()];
+        // Panel `p` holds weight rows `r0 + 16p ..` as its columns; rows past the end are zeros.
+        band.par_chunks_mut(kk * PANEL)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let mut vals = [0f32; QK];
+                for c in 0..PANEL {
+                    let r = r0 + p * PANEL + c;
+                    for b in 0..k {
+                        if r < r0 + width {
+                            w[r * k + b].dequantize(&mut vals);
+                        } else {
+                            vals = [0.0; QK];
+                        }
+                        for (j, v) in vals.iter().enumerate() {
+                            panel[(b * QK + j) * PANEL + c] = *v;
+                        }
+                    }
                 }
-            }
-        }
+            });
         let out = &mut out[..m * width];
-        if !gemm_in(x, band, WeightShape::rows([kk, width]), out, m) {
+        if !gemm_in(x, band, shape, out, m) {
             return false;
         }
         for (i, o) in out.chunks_exact(width).enumerate() {

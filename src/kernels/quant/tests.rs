@@ -252,3 +252,39 @@ fn many_rows_match_one_row_at_a_time() {
         }
     }
 }
+
+/// Speed probe: 128 rows through a 576 → 1536 weight (an MLP of the SmolLM2-135M shape) by the
+/// f32 GEMM and by the Q8_0 / Q4_0 band path (`… quant_prefill_speed -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn quant_prefill_speed() {
+    let (m, n, k) = (128, 1536, 576);
+    let w = values(n * k, 5);
+    let x = values(m * k, 6);
+    let mut y = vec![0f32; m * n];
+    let mut time = |name: &str, f: &mut dyn FnMut(&mut [f32])| {
+        f(&mut y);
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            f(&mut y);
+        }
+        println!("{name}: {:.2} ms", t.elapsed().as_secs_f64() * 100.0);
+    };
+    let wt = crate::kernels::transpose::transpose(&w, n, k);
+    time("f32 gemm", &mut |y| {
+        crate::kernels::linear::prefill::gemm(&x, &wt, y, m, k, n);
+    });
+    let mut q8 = vec![BlockQ8_0::zeroed(); n * k / QK];
+    quantize(&w, &mut q8);
+    time("q8_0 bands", &mut |y| {
+        super::many::prefill(&x, m, &q8, n, y);
+    });
+    let mut q4 = vec![BlockQ4_0::zeroed(); n * k / QK];
+    quantize(&w, &mut q4);
+    time("q4_0 bands", &mut |y| {
+        super::many::prefill(&x, m, &q4, n, y);
+    });
+    time("q4_0 few (row dots)", &mut |y| {
+        super::many::few(&x, m, &q4, n, y)
+    });
+}
