@@ -193,8 +193,10 @@ void graftlm_session_free(struct graftlm_session *session);
 enum graftlm_status graftlm_model_load(const char *path, struct graftlm_model **out);
 
 // `graftlm_model_load` choosing how the weight matrices are held: `weight_dtype` is "auto"
-// (as `graftlm_model_load`; also NULL), "f32", "bf16" or "f16". Arithmetic is f32 either way;
-// bf16/f16 halve memory and roughly double decoding speed, rounding an f32 checkpoint's weights.
+// (as `graftlm_model_load`; also NULL), "f32", "bf16", "f16", "q8_0" or "q4_0". Arithmetic is
+// f32 either way; bf16/f16 halve memory and roughly double decoding speed, rounding an f32
+// checkpoint's weights; q8_0/q4_0 quantize the linear weights to GGML's blocks at load (an
+// adapter then attaches separate: merging into them is refused).
 enum graftlm_status graftlm_model_load_with(const char *path, const char *weight_dtype, struct graftlm_model **out);
 
 // Releases a model. Sessions created from it keep it alive until they are freed, and calls

@@ -125,6 +125,21 @@ impl AdapterSet {
     }
 }
 
+impl<B: ModelBackend> Model<B> {
+    /// Refuses merging into quantized weights: requantizing a merged sum would change every
+    /// block the adapter touches, and nothing but the original blocks could undo it exactly.
+    fn merge_allowed(&self) -> Result<()> {
+        let dtype = self.weight_dtype();
+        if dtype.is_quantized() {
+            return Err(Error::Unsupported(format!(
+                "merging an adapter into {dtype} weights; attach it separate (the default), or \
+                 load the base with another --weight-dtype to merge"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Whether a graft is a LLaMA-Adapter (prefix, affine, norms) rather than LoRA updates.
 fn is_llama(g: &GraftInfo) -> bool {
     g.format.is_llama_adapter()
@@ -153,6 +168,9 @@ impl<B: ModelBackend> Model<B> {
                 "a LLaMA-Adapter cannot share a model with other adapters (detach them first)"
                     .into(),
             ));
+        }
+        if mode == Mode::Merged {
+            self.merge_allowed()?;
         }
         if !adapter.llama.is_empty() {
             return self.attach_llama(adapter, scale, mode);
@@ -314,6 +332,9 @@ impl<B: ModelBackend> Model<B> {
     /// Folds an attached adapter into the weights (`true`) or takes it out again (`false`).
     pub fn set_merged(&mut self, name: &str, merged: bool) -> Result<()> {
         let i = self.graft_index(name)?;
+        if merged {
+            self.merge_allowed()?;
+        }
         if merged && !self.grafts()[i].active {
             return Err(Error::invalid(
                 "adapter",

@@ -4,7 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::DType;
 
-use crate::kernels::panels::{from_panels_of, to_panels_of, PANEL};
+use crate::kernels::panels::{from_panels_of, to_panels_of, Layout, WeightShape, PANEL};
 
 /// A held row-major `[k, n]` tensor (f32, bf16 or f16) as panels `[⌈n/16⌉·k, 16]` of the same
 /// dtype.
@@ -91,6 +91,34 @@ pub(crate) fn host_f32<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Vec<f32>
             .unwrap_or_default(),
         _ => data.convert::<f32>().into_vec::<f32>().unwrap_or_default(),
     }
+}
+
+/// A weight held as GGML blocks (`shape.layout` Q8_0 or Q4_0: `shape.n` rows of `shape.k / 32`
+/// blocks, as bytes) as the f32 `[k, n]` row-major tensor of its dequantized values (`d·q`,
+/// exact in f32); NaN where the held bytes do not make `shape`'s blocks.
+pub(crate) fn blocks_rows<B: Backend>(t: &Tensor<B, 2>, shape: WeightShape) -> Tensor<B, 2> {
+    use crate::kernels::quant::{dequantize, Block, BlockQ4_0, BlockQ8_0};
+    fn values<Bk: Block>(bytes: &[u8], out: &mut [f32]) {
+        let blocks: Vec<Bk> = match bytes.len() % std::mem::size_of::<Bk>() {
+            0 => bytemuck::pod_collect_to_vec(bytes),
+            _ => Vec::new(),
+        };
+        if blocks.len() * crate::kernels::quant::QK == out.len() {
+            dequantize(&blocks, out);
+        } else {
+            out.fill(f32::NAN);
+        }
+    }
+    let (k, n) = (shape.k, shape.n);
+    let data = t.to_data();
+    let mut vals = vec![0f32; n * k];
+    match shape.layout {
+        Layout::Q8_0 => values::<BlockQ8_0>(data.as_bytes(), &mut vals),
+        Layout::Q4_0 => values::<BlockQ4_0>(data.as_bytes(), &mut vals),
+        Layout::Rows | Layout::Panels => return as_f32(t),
+    }
+    let rows = crate::kernels::transpose::transpose(&vals, n, k);
+    Tensor::from_data(TensorData::new(rows, [k, n]), &t.device())
 }
 
 #[cfg(all(test, feature = "flex"))]

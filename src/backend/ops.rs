@@ -13,6 +13,7 @@ use burn::prelude::*;
 
 pub use super::operands::{AffineOp, AttentionSpec, Gate, Heads, LinearOp, RopeTables, RowTerm};
 use super::reference;
+use crate::kernels::panels::Layout;
 use crate::kernels::panels::WeightShape;
 use crate::kernels::weight::Held;
 
@@ -31,10 +32,27 @@ pub trait ModelOps: Backend {
         false
     }
 
-    /// The elements of a held weight `[k, n]`, read in place on the host, handed to `f`;
-    /// `None` (without calling `f`) where the backend's tensors cannot be read in place.
-    fn read_held<R>(t: &Tensor<Self, 2>, f: impl FnOnce(Held<'_>) -> R) -> Option<R> {
-        let _ = (t, f);
+    /// The elements of a held weight `[k, n]` laid out as `layout` says, read in place on the
+    /// host, handed to `f`; `None` (without calling `f`) where the backend's tensors cannot be
+    /// read in place.
+    fn read_held<R>(
+        t: &Tensor<Self, 2>,
+        layout: Layout,
+        f: impl FnOnce(Held<'_>) -> R,
+    ) -> Option<R> {
+        let _ = (t, layout, f);
+        None
+    }
+
+    /// A weight of GGML blocks (`bytes`, `shape` `[rows, bytes per row]`) held as they are,
+    /// for this backend's block kernels; `None` where it has none (the caller then holds the
+    /// dequantized values).
+    fn hold_blocks(
+        bytes: Vec<u8>,
+        shape: [usize; 2],
+        device: &Self::Device,
+    ) -> Option<Tensor<Self, 2>> {
+        let _ = (bytes, shape, device);
         None
     }
 

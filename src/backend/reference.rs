@@ -17,6 +17,7 @@ fn weight_f32<B: Backend>(op: &LinearOp<'_, B>) -> Tensor<B, 2> {
     let rows = match op.shape.layout {
         Layout::Rows => op.weight.clone(),
         Layout::Panels => rows_tensor(op.weight, op.shape.k, op.shape.n),
+        Layout::Q8_0 | Layout::Q4_0 => super::held::blocks_rows(op.weight, op.shape),
     };
     as_f32(&rows)
 }

@@ -45,6 +45,8 @@ impl<'a> Operands<'a> {
     ) -> Option<Self> {
         let (k, n) = (shape.k, shape.n);
         let fits = w.len() == shape.len()
+            && w.is_blocks() == shape.layout.is_blocks()
+            && terms.iter().all(|t| !t.a.is_blocks() && !t.b.is_blocks())
             && bias.is_none_or(|b| b.len() == n)
             && terms
                 .iter()
@@ -71,7 +73,7 @@ pub(crate) fn rows(x: &[f32], m: usize, op: &Operands<'_>) -> Option<Vec<f32>> {
     if m == 0 || x.len() != m * k {
         return None;
     }
-    if m == 1 {
+    if m == 1 && !op.shape.layout.is_blocks() {
         // One pass over the output columns does the weight, the bias and every term.
         return decode::one_row(x, std::slice::from_ref(op));
     }
@@ -180,9 +182,33 @@ fn mul(x: &[f32], w: &Held<'_>, m: usize, shape: WeightShape) -> Option<Vec<f32>
         }
         Some(y)
     }
+    /// Blocks: one row by the row dots, a few by the row dots per weight row, many by the
+    /// dequantized GEMM (the row dots where this CPU has none).
+    fn mul_blocks<B: crate::kernels::quant::dot::DotBlock>(
+        x: &[f32],
+        w: &[B],
+        m: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        use crate::kernels::quant::many;
+        let mut y = vec![0f32; m * n];
+        if m == 1 {
+            crate::kernels::quant::dot::matvec(x, w, &mut y);
+        } else if m <= batch::MAX_ROWS || !many::prefill(x, m, w, n, &mut y) {
+            many::few(x, m, w, n, &mut y);
+        }
+        y
+    }
+    if w.is_blocks()
+        && (!shape.k.is_multiple_of(crate::kernels::quant::QK) || w.len() != shape.len())
+    {
+        return None;
+    }
     match *w {
         Held::F32(w) => mul_w(x, w, m, shape),
         Held::Bf16(w) => mul_w(x, w, m, shape),
         Held::F16(w) => mul_w(x, w, m, shape),
+        Held::Q8_0(w) => Some(mul_blocks(x, w, m, shape.n)),
+        Held::Q4_0(w) => Some(mul_blocks(x, w, m, shape.n)),
     }
 }

@@ -14,9 +14,6 @@ pub(crate) mod buffer;
 pub(crate) mod linear;
 pub(crate) mod math;
 pub(crate) mod panels;
-// (Not yet read by a backend: the quantized holding that calls these is the next step of
-// issue 26; the tests hold them to the gguf package and to each other meanwhile.)
-#[allow(dead_code)]
 pub(crate) mod quant;
 pub(crate) mod transpose;
 pub(crate) mod weight;

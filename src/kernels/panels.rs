@@ -34,6 +34,17 @@ pub enum Layout {
     Rows,
     /// Panel-major `[⌈n / 16⌉][k][16]`, the last panel padded with zeros ([`to_panels_of`]).
     Panels,
+    /// GGML Q8_0 blocks of the transpose: `n` rows of `k / 32` blocks ([`crate::kernels::quant`]).
+    Q8_0,
+    /// GGML Q4_0 blocks of the transpose, as [`Layout::Q8_0`].
+    Q4_0,
+}
+
+impl Layout {
+    /// Whether the weight is held as blocks (Q8_0, Q4_0).
+    pub(crate) fn is_blocks(self) -> bool {
+        matches!(self, Layout::Q8_0 | Layout::Q4_0)
+    }
 }
 
 /// The logical shape of a held weight and its layout.
@@ -54,21 +65,23 @@ impl WeightShape {
         }
     }
 
-    /// Values the storage holds.
+    /// Values (blocks, for block layouts) the storage holds.
     pub(crate) fn len(&self) -> usize {
         match self.layout {
             Layout::Rows => self.k * self.n,
             Layout::Panels => self.n.div_ceil(PANEL) * self.k * PANEL,
+            Layout::Q8_0 | Layout::Q4_0 => self.n * (self.k / crate::kernels::quant::QK),
         }
     }
 
     /// Where element `(i, j)` lies; the rest of its row up to the next multiple of 16 columns
     /// follows it in both layouts (a 16-column vector that starts at a multiple of 16 is
     /// contiguous).
+    /// (Not defined for block layouts, which no element-wise reader is given.)
     #[inline(always)]
     pub(crate) fn at(&self, i: usize, j: usize) -> usize {
         match self.layout {
-            Layout::Rows => i * self.n + j,
+            Layout::Rows | Layout::Q8_0 | Layout::Q4_0 => i * self.n + j,
             Layout::Panels => (j / PANEL) * self.k * PANEL + i * PANEL + j % PANEL,
         }
     }
@@ -77,7 +90,7 @@ impl WeightShape {
     #[inline(always)]
     pub(crate) fn row_stride(&self) -> usize {
         match self.layout {
-            Layout::Rows => self.n,
+            Layout::Rows | Layout::Q8_0 | Layout::Q4_0 => self.n,
             Layout::Panels => PANEL,
         }
     }

@@ -33,7 +33,8 @@ pub struct BlockQ4_0 {
 
 /// A block type: how to make one from 32 weights and read them back.
 pub trait Block: Pod + Send + Sync + 'static {
-    /// ggml's name (`q8_0`).
+    /// ggml's name (`q8_0`; the tests' fixture files are named by it).
+    #[cfg_attr(not(test), allow(dead_code))]
     const NAME: &'static str;
     /// The block of `x` (32 finite weights).
     fn quantize(x: &[f32; QK]) -> Self;

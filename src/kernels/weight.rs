@@ -2,21 +2,33 @@
 //! them: borrowed as held, widened to f32 as they are loaded (exactly: every bf16 and f16 value
 //! is an f32).
 
-/// The elements of a weight as held, borrowed: f32, or 16-bit (widened by the kernels).
+/// The elements of a weight as held, borrowed: f32, 16-bit (widened by the kernels), or GGML
+/// blocks of a weight held `[n, k / 32]` ([`crate::kernels::panels::Layout::Q8_0`] /
+/// [`Q4_0`](crate::kernels::panels::Layout::Q4_0); only a linear's own weight is held so).
 #[derive(Clone, Copy)]
 pub enum Held<'a> {
     F32(&'a [f32]),
     Bf16(&'a [half::bf16]),
     F16(&'a [half::f16]),
+    Q8_0(&'a [crate::kernels::quant::BlockQ8_0]),
+    Q4_0(&'a [crate::kernels::quant::BlockQ4_0]),
 }
 
 impl Held<'_> {
+    /// Elements (values, or blocks).
     pub(crate) fn len(&self) -> usize {
         match self {
             Held::F32(d) => d.len(),
             Held::Bf16(d) => d.len(),
             Held::F16(d) => d.len(),
+            Held::Q8_0(d) => d.len(),
+            Held::Q4_0(d) => d.len(),
         }
+    }
+
+    /// Whether it is held as blocks.
+    pub(crate) fn is_blocks(&self) -> bool {
+        matches!(self, Held::Q8_0(_) | Held::Q4_0(_))
     }
 }
 

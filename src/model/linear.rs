@@ -117,12 +117,29 @@ impl<B: ModelBackend> Linear<B> {
             out * inp,
             "weight values do not match the shape {shape:?}"
         );
-        let layout = if B::holds_panels() {
-            Layout::Panels
-        } else {
-            Layout::Rows
+        let quantized = precision
+            .is_quantized()
+            .then(|| super::blocks::held::<B>(weight, out, inp, precision, device))
+            .flatten();
+        let (weight, layout, precision) = match quantized {
+            Some((w, layout)) => (w, layout, precision),
+            None => {
+                // A weight that cannot be quantized (its input width is not whole blocks, or a
+                // scale would overflow f16) stays f32: exact, and shown as such per layer.
+                let precision = if precision.is_quantized() {
+                    WeightDtype::F32
+                } else {
+                    precision
+                };
+                let layout = if B::holds_panels() {
+                    Layout::Panels
+                } else {
+                    Layout::Rows
+                };
+                let w = held_transposed::<B>(weight, out, inp, precision, layout, device);
+                (w, layout, precision)
+            }
         };
-        let weight = held_transposed::<B>(weight, out, inp, precision, layout, device);
         let bias = bias.map(|b| Tensor::from_data(TensorData::new(b.data.clone(), [out]), device));
         Self {
             weight,
@@ -169,6 +186,12 @@ impl<B: ModelBackend> Linear<B> {
         match self.shape.layout {
             Layout::Rows => rows,
             Layout::Panels => panel_tensor(&rows),
+            // (Merges into a quantized layer are refused before they start; a requantization
+            // that could not be held keeps the values themselves, which the layout could not
+            // read, so it is never reached with such values.)
+            Layout::Q8_0 | Layout::Q4_0 => {
+                super::blocks::requantized(&rows, self.shape.layout).unwrap_or(rows)
+            }
         }
     }
 
@@ -182,6 +205,7 @@ impl<B: ModelBackend> Linear<B> {
         match shape.layout {
             Layout::Rows => held.clone(),
             Layout::Panels => rows_tensor(held, shape.k, shape.n),
+            Layout::Q8_0 | Layout::Q4_0 => crate::backend::held::blocks_rows(held, shape),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod block;
+mod blocks;
 mod build;
 pub(crate) mod linear;
 mod load;

@@ -28,25 +28,41 @@ pub enum WeightDtype {
     F32,
     Bf16,
     F16,
+    /// GGML Q8_0 blocks (32 weights, one f16 scale, 8-bit codes: 8.5 bits per weight) for the
+    /// linear weights whose input width is a whole number of blocks ([`super::blocks`]).
+    Q8_0,
+    /// GGML Q4_0 blocks (32 weights, one f16 scale, 4-bit codes: 4.5 bits per weight), as
+    /// [`WeightDtype::Q8_0`].
+    Q4_0,
 }
 
 impl WeightDtype {
-    /// The spelling used by the CLI and the C API (`auto`, `f32`, `bf16`, `f16`).
+    /// The spelling used by the CLI and the C API (`auto`, `f32`, `bf16`, `f16`, `q8_0`,
+    /// `q4_0`).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
             Self::F16 => "f16",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
         }
     }
 
-    /// Bytes per held weight (`Auto` counts as 4 until resolved).
+    /// Bytes per held weight, rounded up (`Auto` counts as 4 until resolved; Q8_0 holds 34
+    /// bytes per 32 weights, Q4_0 18).
     pub fn bytes(self) -> usize {
         match self {
-            Self::Bf16 | Self::F16 => 2,
+            Self::Bf16 | Self::F16 | Self::Q8_0 => 2,
+            Self::Q4_0 => 1,
             Self::Auto | Self::F32 => 4,
         }
+    }
+
+    /// Whether weights are quantized to blocks (Q8_0, Q4_0).
+    pub fn is_quantized(self) -> bool {
+        matches!(self, Self::Q8_0 | Self::Q4_0)
     }
 
     /// What `Auto` means for a checkpoint whose matrices are stored with `stored` dtypes (as
@@ -76,7 +92,9 @@ impl WeightDtype {
             Self::F16 => v
                 .iter_mut()
                 .for_each(|x| *x = half::f16::from_f32(*x).to_f32()),
-            Self::Auto | Self::F32 => {}
+            // (Blocks round along a weight's rows: [`super::blocks`] does it where it knows
+            // them; other tensors stay f32.)
+            Self::Auto | Self::F32 | Self::Q8_0 | Self::Q4_0 => {}
         }
     }
 }
@@ -95,9 +113,11 @@ impl std::str::FromStr for WeightDtype {
             "f32" | "float32" | "fp32" => Ok(Self::F32),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
             "f16" | "float16" | "fp16" => Ok(Self::F16),
+            "q8_0" => Ok(Self::Q8_0),
+            "q4_0" => Ok(Self::Q4_0),
             _ => Err(Error::invalid(
                 "weight dtype",
-                format!("`{s}` is not one of auto, f32, bf16, f16"),
+                format!("`{s}` is not one of auto, f32, bf16, f16, q8_0, q4_0"),
             )),
         }
     }
@@ -227,7 +247,10 @@ fn arranged<S: crate::kernels::weight::Weight, T: Copy + bytemuck::Zeroable + Se
     map: impl Fn(&[f32], &mut [T]) + Sync,
 ) -> Vec<T> {
     match layout {
-        Layout::Rows => crate::kernels::transpose::transpose_parts_map(parts, cols, map),
+        // (Block layouts are made by `super::blocks`, never arranged here.)
+        Layout::Rows | Layout::Q8_0 | Layout::Q4_0 => {
+            crate::kernels::transpose::transpose_parts_map(parts, cols, map)
+        }
         Layout::Panels => crate::kernels::panels::panels_map(parts, cols, map),
     }
 }
@@ -243,7 +266,7 @@ fn held_transposed_as<B: ModelBackend, S: crate::kernels::weight::Weight>(
     use crate::kernels::panels::PANEL;
     let opts = |dt| TensorCreationOptions::<B>::new(device.clone()).with_dtype(dt);
     let shape = match layout {
-        Layout::Rows => [cols, rows],
+        Layout::Rows | Layout::Q8_0 | Layout::Q4_0 => [cols, rows],
         Layout::Panels => [rows.div_ceil(PANEL) * cols, PANEL],
     };
     match precision {
@@ -289,7 +312,9 @@ pub(crate) fn equals_transposed<B: ModelBackend>(
         match precision {
             WeightDtype::Bf16 => bf16_rne(x).to_f32().to_bits(),
             WeightDtype::F16 => half::f16::from_f32(x).to_f32().to_bits(),
-            WeightDtype::Auto | WeightDtype::F32 => x.to_bits(),
+            WeightDtype::Auto | WeightDtype::F32 | WeightDtype::Q8_0 | WeightDtype::Q4_0 => {
+                x.to_bits()
+            }
         }
     };
     fn all_blocks(n: usize, f: impl Fn(usize) -> bool + Sync + Send) -> bool {
@@ -304,11 +329,16 @@ pub(crate) fn equals_transposed<B: ModelBackend>(
         })
     };
     // In place where the backend can read the held weight.
-    let read = B::read_held(held, |h| match h {
+    if shape.layout.is_blocks() {
+        // Quantized: not the values of `data` (the embedding keeps its own).
+        return false;
+    }
+    let read = B::read_held(held, shape.layout, |h| match h {
         _ if h.len() != shape.len() => false,
         Held::F32(h) => check(&|j, i| h[shape.at(j, i)].to_bits()),
         Held::Bf16(h) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
         Held::F16(h) => check(&|j, i| h[shape.at(j, i)].to_f32().to_bits()),
+        Held::Q8_0(_) | Held::Q4_0(_) => false,
     });
     if let Some(same) = read {
         return same;

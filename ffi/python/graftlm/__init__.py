@@ -167,7 +167,9 @@ class Model:
     @classmethod
     def load(cls, path: Union[str, os.PathLike], weight_dtype: Optional[str] = None) -> "Model":
         """Loads a base checkpoint. ``weight_dtype``: how the weight matrices are held —
-        "auto" (default: as stored when bf16/f16, else f32), "f32", "bf16" or "f16"."""
+        "auto" (default: as stored when bf16/f16, else f32), "f32", "bf16", "f16", or "q8_0" /
+        "q4_0" (the linear weights quantized to GGML's blocks at load; adapters attach
+        separate)."""
         h = c_void_p()
         if weight_dtype is None:
             _check(_model_load(_s(path), byref(h)))

@@ -212,14 +212,14 @@ mod host {
             .zip(p.terms)
             .map(|((a, b, rank), t)| {
                 Some(Term {
-                    a: held(a)?,
-                    b: held(b)?,
+                    a: held(a, crate::kernels::panels::Layout::Rows)?,
+                    b: held(b, crate::kernels::panels::Layout::Rows)?,
                     rank: *rank,
                     scale: t.scale,
                     rows: t.rows,
                 })
             })
             .collect::<Option<_>>()?;
-        Operands::new(held(&o.w)?, p.shape, bias, terms)
+        Operands::new(held(&o.w, p.shape.layout)?, p.shape, bias, terms)
     }
 }

@@ -121,7 +121,7 @@ pub(crate) fn merged_16(
         return None;
     }
     let bt = prim(base);
-    let hb = held(&bt).filter(|h| h.len() == shape.len())?;
+    let hb = held(&bt, shape.layout).filter(|h| h.len() == shape.len())?;
     let mut factors = Vec::with_capacity(terms.len());
     for (a, b, s) in terms {
         let ([ka, r], [rb, nb]) = (a.dims(), b.dims());
@@ -235,7 +235,7 @@ pub(crate) fn merged_16(
             let v = fold(h, shape, &factors, widen_f16, keep);
             Tensor::from_data(TensorData::new(v, dims), &dev)
         }
-        (Held::F32(_), _) => return None,
+        (Held::F32(_) | Held::Q8_0(_) | Held::Q4_0(_), _) => return None,
     })
 }
 
@@ -310,16 +310,16 @@ mod tests {
             for layout in [Layout::Rows, Layout::Panels] {
                 let shape = WeightShape { k, n, layout };
                 let held = match layout {
-                    Layout::Rows => base.clone(),
                     Layout::Panels => panel_tensor(&base),
+                    _ => base.clone(),
                 };
                 for narrow in [false, true] {
                     let got = merged_16(&held, shape, &refs, narrow).unwrap();
                     let dtype = if narrow { base.dtype() } else { DType::F32 };
                     assert_eq!((got.dtype(), got.dims()), (dtype, held.dims()));
                     let got = host_f32(&match layout {
-                        Layout::Rows => got,
                         Layout::Panels => rows_tensor(&got, k, n),
+                        _ => got,
                     });
                     // f32: rounding apart; 16-bit: within one step of the f32 value's rounding.
                     let tol = if narrow { 1.0 / 128.0 } else { 1e-6 };

@@ -8,7 +8,7 @@ use burn_flex::FlexTensor;
 
 use super::ops::{AttentionSpec, Gate, Heads, LinearOp, ModelOps, RopeTables};
 use super::{reference, Flex};
-use crate::kernels::panels::WeightShape;
+use crate::kernels::panels::{Layout, WeightShape};
 use crate::kernels::weight::Held;
 
 pub(crate) mod attention;
@@ -30,9 +30,26 @@ impl ModelOps for Flex {
         true
     }
 
-    fn read_held<R>(t: &Tensor<Self, 2>, f: impl FnOnce(Held<'_>) -> R) -> Option<R> {
+    fn read_held<R>(
+        t: &Tensor<Self, 2>,
+        layout: Layout,
+        f: impl FnOnce(Held<'_>) -> R,
+    ) -> Option<R> {
         let p = prim(t);
-        held(&p).map(f)
+        held(&p, layout).map(f)
+    }
+
+    fn hold_blocks(
+        bytes: Vec<u8>,
+        shape: [usize; 2],
+        _device: &Self::Device,
+    ) -> Option<Tensor<Self, 2>> {
+        use burn::tensor::DType;
+        let data = TensorData::from_bytes_vec(bytes, shape, DType::U8);
+        let t = FlexTensor::from_data(data);
+        // The kernels read the bytes as blocks (alignment 2): only storage that allows it.
+        held(&t, Layout::Q8_0)?;
+        Some(Tensor::from_primitive(TensorPrimitive::Float(t)))
     }
 
     /// On one of rayon's workers when the caller is not one already: a forward pass starts some
@@ -134,14 +151,21 @@ pub(crate) fn with_prim_mut<const D: usize, R>(
     r
 }
 
-/// The elements of a contiguous flex tensor held as f32, bf16 or f16, in place.
-pub(crate) fn held(t: &FlexTensor) -> Option<Held<'_>> {
+/// The elements of a contiguous flex tensor held as f32, bf16 or f16, or as the bytes of
+/// GGML blocks (`layout` says which), in place.
+pub(crate) fn held(t: &FlexTensor, layout: Layout) -> Option<Held<'_>> {
     use burn::tensor::DType;
     let (start, end) = t.layout().contiguous_offsets()?;
-    match t.dtype() {
-        DType::F32 => t.storage::<f32>().get(start..end).map(Held::F32),
-        DType::BF16 => t.storage::<half::bf16>().get(start..end).map(Held::Bf16),
-        DType::F16 => t.storage::<half::f16>().get(start..end).map(Held::F16),
+    match (t.dtype(), layout) {
+        (DType::F32, _) => t.storage::<f32>().get(start..end).map(Held::F32),
+        (DType::BF16, _) => t.storage::<half::bf16>().get(start..end).map(Held::Bf16),
+        (DType::F16, _) => t.storage::<half::f16>().get(start..end).map(Held::F16),
+        (DType::U8, Layout::Q8_0) => bytemuck::try_cast_slice(t.storage::<u8>().get(start..end)?)
+            .ok()
+            .map(Held::Q8_0),
+        (DType::U8, Layout::Q4_0) => bytemuck::try_cast_slice(t.storage::<u8>().get(start..end)?)
+            .ok()
+            .map(Held::Q4_0),
         _ => None,
     }
 }

@@ -71,6 +71,7 @@ fn generate_on<B: ModelBackend>(a: GenerateArgs, device: &B::Device, backend: &s
         let v = serde_json::json!({
             "checkpoint": ckpt.dir.display().to_string(),
             "backend": backend,
+            "weight_dtype": model.weight_dtype().as_str(),
             "prompt_style": style.as_ref().map(|s| s.name()),
             "prompt": styled,
             "prompt_ids": out.prompt_ids,

@@ -106,9 +106,10 @@ struct ChatArgs {
     max_new_tokens: usize,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// How to hold the weight matrices: auto (as stored when bf16/f16, else f32), f32, bf16, f16.
-    /// Arithmetic is f32 either way; bf16/f16 halve memory and roughly double decoding speed on
-    /// a CPU, and round the weights of an f32 checkpoint.
+    /// How to hold the weight matrices: auto (as stored when bf16/f16, else f32), f32, bf16, f16,
+    /// q8_0, q4_0. Arithmetic is f32 either way; bf16/f16 halve memory and roughly double
+    /// decoding speed on a CPU, and round the weights of an f32 checkpoint; q8_0/q4_0 quantize
+    /// the linear weights at load to GGML's blocks (adapters stay separate).
     #[arg(long, default_value = "auto")]
     weight_dtype: WeightDtype,
 }
@@ -167,9 +168,10 @@ struct GenArgs {
     /// Backend: one of the compiled-in backends (default: the first).
     #[arg(long)]
     backend: Option<String>,
-    /// How to hold the weight matrices: auto (as stored when bf16/f16, else f32), f32, bf16, f16.
-    /// Arithmetic is f32 either way; bf16/f16 halve memory and roughly double decoding speed on
-    /// a CPU, and round the weights of an f32 checkpoint.
+    /// How to hold the weight matrices: auto (as stored when bf16/f16, else f32), f32, bf16, f16,
+    /// q8_0, q4_0. Arithmetic is f32 either way; bf16/f16 halve memory and roughly double
+    /// decoding speed on a CPU, and round the weights of an f32 checkpoint; q8_0/q4_0 quantize
+    /// the linear weights at load to GGML's blocks (adapters stay separate).
     #[arg(long, default_value = "auto")]
     weight_dtype: WeightDtype,
 }

@@ -30,9 +30,11 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// a term covers only some rows (one row is all or nothing).
 pub(crate) fn one_row(x: &[f32], parts: &[Operands<'_>]) -> Option<Vec<f32>> {
     if parts.is_empty()
-        || parts
-            .iter()
-            .any(|p| p.shape.k != x.len() || p.terms.iter().any(|t| t.rows.is_some()))
+        || parts.iter().any(|p| {
+            p.shape.k != x.len()
+                || p.shape.layout.is_blocks()
+                || p.terms.iter().any(|t| t.rows.is_some())
+        })
     {
         return None;
     }
@@ -122,7 +124,8 @@ fn run_tile(x: &[f32], task: Task<'_, '_>) {
     }
     if !fused {
         match p.shape.layout {
-            Layout::Rows => tile(x, &p.w, n, j0, out),
+            // (Block layouts are refused above; `tile` reads them as rows of blocks.)
+            Layout::Rows | Layout::Q8_0 | Layout::Q4_0 => tile(x, &p.w, n, j0, out),
             Layout::Panels => panel_tile(x, &p.w, j0, out),
         }
     }

@@ -116,6 +116,24 @@ pub(crate) fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]
         Held::F32(w) => tile_kernel(x, w, n, j0, out),
         Held::Bf16(w) => tile_kernel(x, w, n, j0, out),
         Held::F16(w) => tile_kernel(x, w, n, j0, out),
+        // Columns `j0..` of `x·W` are rows `j0..` of the blocks.
+        Held::Q8_0(w) => block_tile(x, w, n, j0, out),
+        Held::Q4_0(w) => block_tile(x, w, n, j0, out),
+    }
+}
+
+/// [`tile`] for a weight held as `n` rows of blocks.
+fn block_tile<B: crate::kernels::quant::dot::DotBlock>(
+    x: &[f32],
+    w: &[B],
+    n: usize,
+    j0: usize,
+    out: &mut [f32],
+) {
+    let k = w.len().checked_div(n).unwrap_or(0);
+    match w.get(j0 * k..(j0 + out.len()) * k) {
+        Some(rows) => crate::kernels::quant::dot::rows_with(rows, k, x, out),
+        None => out.fill(f32::NAN),
     }
 }
 
@@ -126,6 +144,8 @@ pub(crate) fn panel_tile(x: &[f32], w: &Held<'_>, j0: usize, out: &mut [f32]) {
         Held::F32(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
         Held::Bf16(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
         Held::F16(w) => panel_run_of(x, w, j0 / PANEL, out, PANEL),
+        // (`Operands` never pairs blocks with the panel layout.)
+        Held::Q8_0(_) | Held::Q4_0(_) => out.fill(f32::NAN),
     }
 }
 
@@ -171,6 +191,7 @@ pub(crate) fn panel_tile_side(
             Held::F32(a) => go(run, a.get(c..), r, xa, ready),
             Held::Bf16(a) => go(run, a.get(c..), r, xa, ready),
             Held::F16(a) => go(run, a.get(c..), r, xa, ready),
+            Held::Q8_0(_) | Held::Q4_0(_) => false,
         }
     }
     let first = j0 / PANEL;
@@ -178,6 +199,7 @@ pub(crate) fn panel_tile_side(
         Held::F32(w) => with((x, w, first, out), (a, r, c), xa, ready),
         Held::Bf16(w) => with((x, w, first, out), (a, r, c), xa, ready),
         Held::F16(w) => with((x, w, first, out), (a, r, c), xa, ready),
+        Held::Q8_0(_) | Held::Q4_0(_) => false,
     }
 }
 

@@ -236,6 +236,7 @@ fn form() -> Form {
 ///
 /// # Panics
 /// When `x` is shorter than the row.
+#[cfg(test)]
 pub fn row_dot<B: DotBlock>(row: &[B], x: &[f32]) -> f32 {
     row_dot_as(form(), row, x)
 }
@@ -248,6 +249,7 @@ pub(crate) fn rows_with<B: DotBlock>(w: &[B], k: usize, x: &[f32], y: &mut [f32]
     rows_as(form(), w, k, x, y)
 }
 
+#[cfg(test)]
 fn row_dot_as<B: DotBlock>(form: Form, row: &[B], x: &[f32]) -> f32 {
     let mut y = [0f32];
     rows_as(form, row, row.len(), x, &mut y);

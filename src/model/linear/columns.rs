@@ -18,7 +18,7 @@ pub(crate) fn columns<B: ModelBackend>(
     ids: &[u32],
 ) -> Tensor<B, 2> {
     match shape.layout {
-        Layout::Panels => columns_of(held, shape, ids),
+        Layout::Panels | Layout::Q8_0 | Layout::Q4_0 => columns_of(held, shape, ids),
         Layout::Rows => {
             let idx: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
             let idx =
@@ -51,7 +51,7 @@ pub(crate) fn columns_of<B: ModelBackend>(
     }
     let mut out = vec![0f32; ids.len() * k];
     // In place where the backend can read the held weight (no f32 copy of a whole embedding).
-    let read = B::read_held(t, |h| {
+    let read = B::read_held(t, shape.layout, |h| {
         if h.len() != shape.len() {
             return false;
         }
@@ -59,11 +59,40 @@ pub(crate) fn columns_of<B: ModelBackend>(
             Held::F32(w) => gather(w, shape, ids, &mut out),
             Held::Bf16(w) => gather(w, shape, ids, &mut out),
             Held::F16(w) => gather(w, shape, ids, &mut out),
+            // Column `j` of the `[k, n]` weight is block row `j`.
+            Held::Q8_0(w) => gather_blocks(w, k, ids, &mut out),
+            Held::Q4_0(w) => gather_blocks(w, k, ids, &mut out),
         }
         true
     });
     if read != Some(true) {
-        gather(&host_f32(t), shape, ids, &mut out);
+        if shape.layout.is_blocks() {
+            let rows = crate::backend::held::blocks_rows(t, shape);
+            gather(
+                &host_f32(&rows),
+                WeightShape::rows([k, shape.n]),
+                ids,
+                &mut out,
+            );
+        } else {
+            gather(&host_f32(t), shape, ids, &mut out);
+        }
     }
     Tensor::from_data(TensorData::new(out, [ids.len(), k]), &t.device())
+}
+
+/// Rows `ids` of `n` rows of blocks (`k` values each) as f32 rows `[ids.len(), k]`.
+fn gather_blocks<Bk: crate::kernels::quant::Block>(
+    w: &[Bk],
+    k: usize,
+    ids: &[u32],
+    out: &mut [f32],
+) {
+    let per = k / crate::kernels::quant::QK;
+    for (&j, row) in ids.iter().zip(out.chunks_mut(k)) {
+        match w.get(j as usize * per..(j as usize + 1) * per) {
+            Some(blocks) => crate::kernels::quant::dequantize(blocks, row),
+            None => row.fill(f32::NAN),
+        }
+    }
 }

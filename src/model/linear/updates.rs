@@ -107,7 +107,11 @@ impl<B: ModelBackend> Linear<B> {
     /// A full pass over the weight: called only for updates large enough to need it.
     pub(crate) fn max_abs_base(&self) -> f32 {
         let w = self.base.as_ref().unwrap_or(&self.weight);
-        let now = as_f32(w).abs().max().into_scalar().elem::<f32>();
+        let w = match self.shape.layout.is_blocks() {
+            true => self.rows_of(w),
+            false => w.clone(),
+        };
+        let now = as_f32(&w).abs().max().into_scalar().elem::<f32>();
         if self.base.is_some() {
             return now;
         }
