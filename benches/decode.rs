@@ -118,12 +118,16 @@ fn checkpoint_mode<B: ModelBackend>(backend: &str, dir: &str, adapter: Option<St
         .unwrap_or(3)
         .max(1);
     let (mut attach_ms, mut first_merge_ms) = (None, None);
+    // (Quantized weights take adapters separate only: no merged figures.)
+    let merging = !model.weight_dtype().is_quantized();
     if let Some(a) = &adapter {
         let t = Instant::now();
         let ad =
             graftlm::adapters::load(std::path::Path::new(a), None, &ck.config, Some("a")).unwrap();
         model.attach(&ad, 1.0, Mode::Separate).unwrap();
         attach_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+    }
+    if adapter.is_some() && merging {
         // The first merge apart (on a GPU it compiles and autotunes its kernels): the rounds
         // below then time warm merges, as PyTorch's figure is.
         let t = Instant::now();
@@ -155,6 +159,8 @@ fn checkpoint_mode<B: ModelBackend>(backend: &str, dir: &str, adapter: Option<St
         if adapter.is_some() {
             model.set_active("a", true).unwrap();
             seps.push(decode_tps(&model, 16, n));
+        }
+        if adapter.is_some() && merging {
             // Merge and unmerge timed to the end of the device's work (a GPU queues it).
             let t = Instant::now();
             model.set_merged("a", true).unwrap();

@@ -44,15 +44,16 @@ pub trait ModelOps: Backend {
         None
     }
 
-    /// A weight of GGML blocks (`bytes`, `shape` `[rows, bytes per row]`) held as they are,
-    /// for this backend's block kernels; `None` where it has none (the caller then holds the
-    /// dequantized values).
+    /// A weight of GGML blocks (`bytes` of `layout`'s blocks, `shape` `[rows, bytes per row]`)
+    /// held as they are, for this backend's block kernels; `None` where it has none (the caller
+    /// then holds the dequantized values).
     fn hold_blocks(
         bytes: Vec<u8>,
         shape: [usize; 2],
+        layout: Layout,
         device: &Self::Device,
     ) -> Option<Tensor<Self, 2>> {
-        let _ = (bytes, shape, device);
+        let _ = (bytes, shape, layout, device);
         None
     }
 

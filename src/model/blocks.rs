@@ -40,7 +40,7 @@ fn held_as<B: ModelBackend, Bk: Block>(
     let blocks = blocks_of::<Bk>(parts, rows, cols)?;
     let per_row = cols / QK * std::mem::size_of::<Bk>();
     let bytes: Vec<u8> = bytemuck::cast_slice(&blocks).to_vec();
-    if let Some(t) = B::hold_blocks(bytes, [rows, per_row], device) {
+    if let Some(t) = B::hold_blocks(bytes, [rows, per_row], layout, device) {
         return Some((t, layout));
     }
     // No block kernels: the dequantized values, held as f32 weights are on this backend.
@@ -104,5 +104,62 @@ pub(crate) fn requantized<B: ModelBackend>(
     match held::<B>(&parts, n, k, precision, &rows.device()) {
         Some((t, l)) if l == layout => Some(t),
         _ => None,
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::backend::Flex;
+
+    /// On burn-flex a quantizable weight is held as its blocks (the bytes, in the block
+    /// layout), one whose input is not whole blocks is not, and the held blocks read back as the
+    /// dequantized values.
+    #[test]
+    fn flex_holds_the_blocks_themselves() {
+        let (rows, cols) = (40, 64);
+        let w: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let dev = Default::default();
+        for (dtype, layout, size) in [
+            (WeightDtype::Q8_0, Layout::Q8_0, 34),
+            (WeightDtype::Q4_0, Layout::Q4_0, 18),
+        ] {
+            let (t, l) = held::<Flex>(&[Values::F32(&w)], rows, cols, dtype, &dev).unwrap();
+            assert_eq!(l, layout);
+            assert_eq!(t.dtype(), burn::tensor::DType::U8);
+            assert_eq!(t.dims(), [rows, cols / QK * size]);
+            let shape = crate::kernels::panels::WeightShape {
+                k: cols,
+                n: rows,
+                layout,
+            };
+            let back =
+                crate::backend::held::host_f32(&crate::backend::held::blocks_rows(&t, shape));
+            let mut want = vec![0f32; rows * cols];
+            match layout {
+                Layout::Q8_0 => dequantize(
+                    &blocks_of::<BlockQ8_0>(&[Values::F32(&w)], rows, cols).unwrap(),
+                    &mut want,
+                ),
+                _ => dequantize(
+                    &blocks_of::<BlockQ4_0>(&[Values::F32(&w)], rows, cols).unwrap(),
+                    &mut want,
+                ),
+            }
+            assert_eq!(
+                back,
+                crate::kernels::transpose::transpose(&want, rows, cols)
+            );
+        }
+        assert!(held::<Flex>(
+            &[Values::F32(&w[..rows * 48])],
+            rows,
+            48,
+            WeightDtype::Q8_0,
+            &dev
+        )
+        .is_none());
     }
 }

@@ -42,13 +42,14 @@ impl ModelOps for Flex {
     fn hold_blocks(
         bytes: Vec<u8>,
         shape: [usize; 2],
+        layout: Layout,
         _device: &Self::Device,
     ) -> Option<Tensor<Self, 2>> {
         use burn::tensor::DType;
         let data = TensorData::from_bytes_vec(bytes, shape, DType::U8);
         let t = FlexTensor::from_data(data);
         // The kernels read the bytes as blocks (alignment 2): only storage that allows it.
-        held(&t, Layout::Q8_0)?;
+        held(&t, layout)?;
         Some(Tensor::from_primitive(TensorPrimitive::Float(t)))
     }
 

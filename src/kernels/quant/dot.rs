@@ -13,6 +13,10 @@ use super::{BlockQ4_0, BlockQ8_0, QK};
 /// Lanes of the canonical sum.
 const LANES: usize = 16;
 
+/// How many blocks ahead of the one it multiplies a row's kernel asks for.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH: usize = 16;
+
 /// A block type the dot kernels read.
 pub trait DotBlock: super::Block {
     /// The codes of weights `l` and `l + 16` of the block, `l` < 16, as exact f32 (`q`, not
@@ -132,6 +136,11 @@ unsafe fn rows_avx512<B: DotBlock, const R: usize>(rows: [&[B]; R], x: &[f32]) -
         let (x0, x1) = (_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(LANES)));
         for (a, row) in acc.iter_mut().zip(&rows) {
             let blk = row.get_unchecked(b);
+            // A few blocks ahead of each row (a prefetch of an address past the row is harmless).
+            _mm_prefetch(
+                row.as_ptr().wrapping_add(b + PREFETCH) as *const i8,
+                _MM_HINT_T0,
+            );
             let (q0, q1) = blk.codes16();
             let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(blk.scale_bits() as i32)));
             let t = _mm512_mul_ps(q0, x0);
