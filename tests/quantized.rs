@@ -1,8 +1,8 @@
 //! Bases held as GGML Q8_0 / Q4_0 blocks (`WeightDtype::Q8_0`, `Q4_0`): every fixture family
 //! loads quantized in both layouts and stays close to f32; burn-flex (block kernels) and
-//! ndarray (the dequantized values) compute with the same weights; a LoRA attaches separate
-//! (one row or several) and merging is refused; a linear whose input is not whole blocks stays
-//! f32.
+//! ndarray (the dequantized values) compute with the same weights; a LoRA (one row or several)
+//! and a LLaMA-Adapter attach separate and merging is refused; a linear whose input is not
+//! whole blocks stays f32.
 
 mod common;
 
@@ -259,4 +259,35 @@ fn inputs_not_whole_blocks_stay_f32() {
     );
     let l = logits(&m, &[1, 2, 3]);
     assert!(l.iter().all(|v| v.is_finite()));
+}
+
+/// A LLaMA-Adapter v2 (prefix, norms, affine corrections) on a quantized base, separate: its
+/// change to the logits is the one it makes on the f32 base, up to the base's quantization.
+#[test]
+fn llama_adapter_attaches_to_a_quantized_base() {
+    let ck = Checkpoint::open(fixtures().join("llama/lit")).unwrap();
+    let dir = common::repo().join("tests/fixtures/adapters/litgpt-adapter-v2-llama/final");
+    let ad = adapters::load(&dir, None, &ck.config, None).unwrap();
+    let ids = reference("llama").prompt_ids;
+    let delta = |dtype| {
+        let mut m = ck.load_as::<Cpu>(&Default::default(), dtype).unwrap();
+        let base = logits(&m, &ids);
+        m.attach(&ad, 1.0, Mode::Separate).unwrap();
+        let with = logits(&m, &ids);
+        with.iter()
+            .zip(&base)
+            .map(|(a, b)| a - b)
+            .collect::<Vec<f32>>()
+    };
+    let want = delta(WeightDtype::F32);
+    let got = delta(WeightDtype::Q8_0);
+    assert!(
+        want.iter().any(|d| d.abs() > 1e-3),
+        "the adapter changes the logits"
+    );
+    let e = rel_err(&got, &want);
+    assert!(
+        e < 0.1,
+        "LLaMA-Adapter's change on q8_0: relative error {e}"
+    );
 }

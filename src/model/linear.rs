@@ -55,21 +55,21 @@ impl<B: ModelBackend> Linear<B> {
     /// Builds the layer from a checkpoint weight stored `[out, in]` and an optional bias `[out]`,
     /// holding the weight at `precision` (`Auto` counts as f32). A weight that is not 2-D, whose
     /// values do not fill its shape, or a bias that is not `[out]` is an
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// [`Error::InvalidArgument`](crate::error::Error::InvalidArgument).
     pub fn from_host(
         weight: &HostTensor,
         bias: Option<&HostTensor>,
         precision: WeightDtype,
         device: &B::Device,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let &[out, inp] = weight.shape.as_slice() else {
-            return Err(crate::Error::invalid(
+            return Err(crate::error::Error::invalid(
                 "weight",
                 format!("expected an [out, in] shape, got {:?}", weight.shape),
             ));
         };
         if out.checked_mul(inp) != Some(weight.data.len()) {
-            return Err(crate::Error::invalid(
+            return Err(crate::error::Error::invalid(
                 "weight",
                 format!(
                     "{} values for the shape {:?}",
@@ -79,7 +79,7 @@ impl<B: ModelBackend> Linear<B> {
             ));
         }
         if let Some(b) = bias.filter(|b| b.shape != [out] || b.data.len() != out) {
-            return Err(crate::Error::invalid(
+            return Err(crate::error::Error::invalid(
                 "bias",
                 format!(
                     "expected [{out}], got {:?} with {} values",

@@ -20,18 +20,18 @@ pub struct Norm<B: ModelBackend> {
 impl<B: ModelBackend> Norm<B> {
     /// From a stored weight (and bias, for LayerNorm). A weight that is not 1-D or holds other
     /// than its shape's values, or a bias of another shape, is an
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument).
+    /// [`Error::InvalidArgument`](crate::error::Error::InvalidArgument).
     pub fn from_host(
         kind: NormKind,
         weight: &HostTensor,
         bias: Option<&HostTensor>,
         eps: f64,
         device: &B::Device,
-    ) -> crate::Result<Self> {
+    ) -> crate::error::Result<Self> {
         let n = weight.data.len();
         for (name, t) in [("weight", Some(weight)), ("bias", bias)] {
             if let Some(t) = t.filter(|t| t.shape != [n] || t.data.len() != n) {
-                return Err(crate::Error::invalid(
+                return Err(crate::error::Error::invalid(
                     name,
                     format!(
                         "expected [{n}], got {:?} with {} values",
