@@ -34,6 +34,22 @@ fn logits<B: graftlm::backend::ModelBackend>(m: &Model<B>, ids: &[u32]) -> Vec<f
     common::logits(m, ids, true)
 }
 
+/// The base of `ck` held as `dtype` with `ad` attached separate, and the change it makes to the
+/// logits of `ids` (every position).
+fn attached(
+    ck: &Checkpoint,
+    ad: &graftlm::Adapter,
+    ids: &[u32],
+    dtype: WeightDtype,
+) -> (Model<Cpu>, Vec<f32>) {
+    let mut m = ck.load_as::<Cpu>(&Default::default(), dtype).unwrap();
+    let base = logits(&m, ids);
+    m.attach(ad, 1.0, Mode::Separate).unwrap();
+    let with = logits(&m, ids);
+    let d = with.iter().zip(&base).map(|(a, b)| a - b).collect();
+    (m, d)
+}
+
 /// Every family, both layouts: quantized logits (every position) are finite, near f32's for
 /// Q8_0 and further for Q4_0's sixteen levels (these fixtures have random weights, which
 /// quantize worse than trained ones: see `the_trained_demo_keeps_its_greedy_tokens_at_q8_0`),
@@ -128,24 +144,16 @@ fn block_kernels_and_dequantized_values_agree() {
             let e = rel_err(&logits(&flex, &ids), &logits(&nd, &ids));
             assert!(e < 1e-4, "{fam} {dtype}: relative error {e}");
             let name = "transformer.h.0.attn.qkv";
-            let w = |v: Vec<f32>| v;
-            let a = w(flex
-                .linear(name)
-                .unwrap()
-                .weight_f32()
-                .into_data()
-                .to_vec()
-                .unwrap());
-            let b = w(nd
-                .linear(name)
-                .unwrap()
-                .weight_f32()
-                .into_data()
-                .to_vec()
-                .unwrap());
+            let (a, b) = (held(&flex, name), held(&nd, name));
             assert_eq!(a, b, "{fam} {dtype}: held weights");
         }
     }
+}
+
+/// The weight of linear `name` of `m` as f32 values (dequantized when held as blocks).
+fn held<B: graftlm::backend::ModelBackend>(m: &Model<B>, name: &str) -> Vec<f32> {
+    let w = m.linear(name).unwrap().weight_f32();
+    w.into_data().to_vec().unwrap()
 }
 
 /// A LoRA on a quantized base: separate, its change to the logits is the one it makes on the
@@ -157,16 +165,8 @@ fn lora_attaches_separate_and_merging_is_refused() {
     let lora = common::repo().join("tests/fixtures/adapters/families/qwen2-peft");
     let ad = adapters::load(&lora, None, &ck.config, Some("a")).unwrap();
     let ids = reference("qwen2").prompt_ids;
-    let delta = |dtype| {
-        let mut m = ck.load_as::<Cpu>(&Default::default(), dtype).unwrap();
-        let base = logits(&m, &ids);
-        m.attach(&ad, 1.0, Mode::Separate).unwrap();
-        let with = logits(&m, &ids);
-        let d: Vec<f32> = with.iter().zip(&base).map(|(a, b)| a - b).collect();
-        (m, d)
-    };
-    let (_, want) = delta(WeightDtype::F32);
-    let (mut m, got) = delta(WeightDtype::Q8_0);
+    let (_, want) = attached(&ck, &ad, &ids, WeightDtype::F32);
+    let (mut m, got) = attached(&ck, &ad, &ids, WeightDtype::Q8_0);
     let e = rel_err(&got, &want);
     assert!(e < 0.1, "LoRA's change on q8_0: relative error {e}");
     assert!(
@@ -269,18 +269,8 @@ fn llama_adapter_attaches_to_a_quantized_base() {
     let dir = common::repo().join("tests/fixtures/adapters/litgpt-adapter-v2-llama/final");
     let ad = adapters::load(&dir, None, &ck.config, None).unwrap();
     let ids = reference("llama").prompt_ids;
-    let delta = |dtype| {
-        let mut m = ck.load_as::<Cpu>(&Default::default(), dtype).unwrap();
-        let base = logits(&m, &ids);
-        m.attach(&ad, 1.0, Mode::Separate).unwrap();
-        let with = logits(&m, &ids);
-        with.iter()
-            .zip(&base)
-            .map(|(a, b)| a - b)
-            .collect::<Vec<f32>>()
-    };
-    let want = delta(WeightDtype::F32);
-    let got = delta(WeightDtype::Q8_0);
+    let (_, want) = attached(&ck, &ad, &ids, WeightDtype::F32);
+    let (_, got) = attached(&ck, &ad, &ids, WeightDtype::Q8_0);
     assert!(
         want.iter().any(|d| d.abs() > 1e-3),
         "the adapter changes the logits"

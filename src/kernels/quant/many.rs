@@ -22,14 +22,7 @@ const BAND: usize = 768;
 /// When the sizes do not match.
 pub fn few<B: DotBlock>(x: &[f32], m: usize, w: &[B], n: usize, y: &mut [f32]) {
     use rayon::prelude::*;
-    let k = w.len().checked_div(n).unwrap_or(0);
-    assert!(
-        w.len() == n * k && x.len() == m * k * QK && y.len() == m * n,
-        "sizes: x {} for {m} rows, w {} for {n} rows, y {}",
-        x.len(),
-        w.len(),
-        y.len()
-    );
+    let k = blocks_per_row(x.len(), m, w.len(), n, y.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -66,14 +59,7 @@ pub fn prefill<B: DotBlock>(x: &[f32], m: usize, w: &[B], n: usize, y: &mut [f32
     use crate::kernels::linear::prefill::gemm_in;
     use crate::kernels::panels::{Layout, WeightShape, PANEL};
     use rayon::prelude::*;
-    let k = w.len().checked_div(n).unwrap_or(0);
-    assert!(
-        w.len() == n * k && x.len() == m * k * QK && y.len() == m * n,
-        "sizes: x {} for {m} rows, w {} for {n} rows, y {}",
-        x.len(),
-        w.len(),
-        y.len()
-    );
+    let k = blocks_per_row(x.len(), m, w.len(), n, y.len());
     let kk = k * QK;
     let widest = BAND.min(n);
     let mut band = vec![0f32; widest.div_ceil(PANEL) * kk * PANEL];
@@ -114,4 +100,18 @@ pub fn prefill<B: DotBlock>(x: &[f32], m: usize, w: &[B], n: usize, y: &mut [f32
         }
     }
     true
+}
+
+/// Blocks per weight row for `m` activation rows (`x_len` values), `n` weight rows (`w_len`
+/// blocks) and `y_len` outputs.
+///
+/// # Panics
+/// When the sizes do not match.
+fn blocks_per_row(x_len: usize, m: usize, w_len: usize, n: usize, y_len: usize) -> usize {
+    let k = w_len.checked_div(n).unwrap_or(0);
+    assert!(
+        w_len == n * k && x_len == m * k * QK && y_len == m * n,
+        "sizes: x {x_len} for {m} rows, w {w_len} for {n} rows, y {y_len}"
+    );
+    k
 }
