@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a GGUF copy of a benchmark checkpoint (benches/make_bench_model.py) for llama.cpp.
 
-    python3 benches/make_gguf.py MODEL_DIR OUT.gguf [--dtype f32|f16]
+    python3 benches/make_gguf.py MODEL_DIR OUT.gguf [--dtype f32|f16|q8_0|q4_0]
 
 Only for timing: the weights are the checkpoint's (random) weights with the same shapes, in
 llama.cpp's `llama` architecture; Q/K are not permuted into llama.cpp's rotary layout and the
@@ -22,7 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model_dir", type=Path)
     ap.add_argument("out", type=Path)
-    ap.add_argument("--dtype", choices=["f32", "f16"], default="f32")
+    ap.add_argument("--dtype", choices=["f32", "f16", "q8_0", "q4_0"], default="f32")
     a = ap.parse_args()
     cfg = json.loads((a.model_dir / "config.json").read_text())
     w = load_file(str(a.model_dir / "model.safetensors"))
@@ -41,7 +41,14 @@ def main() -> None:
     out.add_rope_dimension_count(e // nh)
     out.add_rope_freq_base(float(cfg.get("rope_theta", 10000.0)))
     out.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-5)))
-    out.add_file_type(gguf.LlamaFileType.ALL_F32 if a.dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    out.add_file_type(
+        {
+            "f32": gguf.LlamaFileType.ALL_F32,
+            "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+            "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
+        }[a.dtype]
+    )
     # A placeholder SentencePiece-style vocabulary of the model's size (byte tokens included).
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
     tokens += [f"t{i}" for i in range(vocab - len(tokens))]
@@ -54,7 +61,13 @@ def main() -> None:
     out.add_bos_token_id(1)
     out.add_eos_token_id(2)
 
+    quant = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+
     def put(name: str, t: np.ndarray, matrix: bool) -> None:
+        if matrix and a.dtype in quant:
+            q = quant[a.dtype]
+            out.add_tensor(name, gguf.quants.quantize(t.astype(np.float32), q), raw_dtype=q)
+            return
         t = t.astype(np.float16 if (matrix and a.dtype == "f16") else np.float32)
         out.add_tensor(name, t)
 

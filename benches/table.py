@@ -64,6 +64,10 @@ sep, base, merged = g.get("decode_separate_tok_s"), g["decode_tok_s"], g.get("de
 if sep and merged:
     print(f"\ngraftlm: separate / merged = {sep / merged:.2f}, merged / base = {merged / base:.2f}; "
           f"peak RSS / weight bytes = {g['peak_rss_after_load'] / g['weight_bytes']:.2f}")
+elif sep:
+    # (Quantized weights take adapters separate only.)
+    print(f"\ngraftlm: separate / base = {sep / base:.2f}; "
+          f"peak RSS / weight bytes = {g['peak_rss_after_load'] / g['weight_bytes']:.2f}")
 
 
 def side_by_side(title: str, left_name: str, left: dict, right_name: str, right: dict, ratio: str,
