@@ -124,7 +124,7 @@ fn run_tile(x: &[f32], task: Task<'_, '_>) {
     }
     if !fused {
         match p.shape.layout {
-            // (Block layouts are refused above; `tile` reads them as rows of blocks.)
+            // (Block layouts are refused above.)
             Layout::Rows | Layout::Q8_0 | Layout::Q4_0 => tile(x, &p.w, n, j0, out),
             Layout::Panels => panel_tile(x, &p.w, j0, out),
         }

@@ -116,24 +116,9 @@ pub(crate) fn tile(x: &[f32], w: &Held<'_>, n: usize, j0: usize, out: &mut [f32]
         Held::F32(w) => tile_kernel(x, w, n, j0, out),
         Held::Bf16(w) => tile_kernel(x, w, n, j0, out),
         Held::F16(w) => tile_kernel(x, w, n, j0, out),
-        // Columns `j0..` of `x·W` are rows `j0..` of the blocks.
-        Held::Q8_0(w) => block_tile(x, w, n, j0, out),
-        Held::Q4_0(w) => block_tile(x, w, n, j0, out),
-    }
-}
-
-/// [`tile`] for a weight held as `n` rows of blocks.
-fn block_tile<B: crate::kernels::quant::dot::DotBlock>(
-    x: &[f32],
-    w: &[B],
-    n: usize,
-    j0: usize,
-    out: &mut [f32],
-) {
-    let k = w.len().checked_div(n).unwrap_or(0);
-    match w.get(j0 * k..(j0 + out.len()) * k) {
-        Some(rows) => crate::kernels::quant::dot::rows_with(rows, k, x, out),
-        None => out.fill(f32::NAN),
+        // (Block-held weights go to `kernels::quant` from `linear::rows`; terms are never
+        // blocks, `Operands` checks both.)
+        Held::Q8_0(_) | Held::Q4_0(_) => out.fill(f32::NAN),
     }
 }
 

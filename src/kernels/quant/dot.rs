@@ -14,9 +14,8 @@ use super::{BlockQ4_0, BlockQ8_0, QK};
 const LANES: usize = 16;
 
 /// How far ahead of the block it multiplies a row's kernel asks for memory, in bytes: the
-/// rows of a task lie one after another, so this runs ahead through the following rows. Short
-/// distances leave the kernel waiting on DRAM (16 blocks: 61 tok/s for q8_0 on the decode
-/// bench; 64: 85; 8 KiB: ~100; RESULTS, session 17).
+/// rows of a task lie one after another, so this runs ahead through the following rows. A
+/// short distance leaves the kernel waiting on DRAM (measurements: benches/RESULTS.md).
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_BYTES: usize = 8192;
 
